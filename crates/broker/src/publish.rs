@@ -1,0 +1,111 @@
+//! Confirmed, mandatory, persistent publishing.
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Confirmation};
+use std::time::Duration;
+
+use crate::{Broker, Headers};
+
+/// Which exchange a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// `{p}sy.jobs`, routed to the provider's work queue.
+    Jobs,
+    /// `{p}sy.dlx`, routed to the provider's dead-letter queue.
+    DeadLetters,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub exchange: Exchange,
+    pub routing_key: String,
+    pub message_id: String,
+    pub body: Vec<u8>,
+    pub headers: Headers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the message broker is not connected")]
+    Unavailable,
+    #[error("the message broker did not confirm the message within {0:?}")]
+    Timeout(Duration),
+    #[error("the message broker refused the message (a queue is full or unavailable)")]
+    Nacked,
+    #[error("no queue is bound for routing key `{0}` (is the provider's queue declared?)")]
+    Unroutable(String),
+    #[error("publishing failed: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+impl Broker {
+    fn exchange_name(&self, ex: Exchange) -> String {
+        match ex {
+            Exchange::Jobs => self.topology().jobs_exchange(),
+            Exchange::DeadLetters => self.topology().dead_letter_exchange(),
+        }
+    }
+
+    /// Publish every message (persistent, mandatory) and wait for the broker to confirm all
+    /// of them. `Ok` means every message is durably enqueued; on `Err` some may have been
+    /// enqueued and some not, so the caller must treat the batch as not accepted and the
+    /// consumer side must be idempotent (it is: jobs are keyed by idempotency key).
+    pub async fn publish(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
+        let session = self.session().ok_or(PublishError::Unavailable)?;
+        let ch = session.publisher();
+        let timeout = self.0.config.confirm_timeout;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(m.message_id.as_str().into())
+                .with_timestamp(now)
+                .with_headers(m.headers.to_table());
+            let confirm = ch
+                .basic_publish(
+                    self.exchange_name(m.exchange).into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &m.body,
+                    props,
+                )
+                .await;
+            match confirm {
+                Ok(c) => pending.push((c, &m.routing_key)),
+                Err(e) => {
+                    self.report_broken(session.generation);
+                    return Err(e.into());
+                }
+            }
+        }
+        let wait_all = async {
+            for (confirm, key) in pending {
+                match confirm.await {
+                    Ok(Confirmation::Ack(None)) => {}
+                    Ok(Confirmation::Ack(Some(_))) => {
+                        return Err(PublishError::Unroutable(key.clone()));
+                    }
+                    Ok(Confirmation::Nack(_)) => return Err(PublishError::Nacked),
+                    Ok(Confirmation::NotRequested) => {
+                        unreachable!("publishing channels are in confirm mode")
+                    }
+                    Err(e) => {
+                        self.report_broken(session.generation);
+                        return Err(e.into());
+                    }
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait_all)
+            .await
+            .map_err(|_| PublishError::Timeout(timeout))?
+    }
+}

@@ -1,0 +1,233 @@
+//! Provider adapters. Every provider implements [`Connector`]; the registry
+//! ([`build`], [`validate`], [`PROVIDERS`]) is how the services find them.
+//!
+//! Most REST providers differ only in base URL, auth, endpoints, field mapping and error
+//! shape; the generic [`rest`] connector reads those from a manifest (the integration's
+//! settings). Providers that need code (OAuth2, XML, JSON-RPC) implement [`Connector`]
+//! themselves and register here.
+#![forbid(unsafe_code)]
+
+pub mod rest;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_core::ErrorClass;
+
+/// Decrypted credentials: a flat map of names to secrets (`token`, `api_key`, `username`,
+/// `password`, …). Never printed.
+#[derive(Default)]
+pub struct Credentials(pub BTreeMap<String, SecretString>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Credentials")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Read a JSON object of string values.
+    pub fn from_json(value: &Value) -> Result<Credentials, ConfigError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ConfigError::new("credentials", "must be a JSON object of strings"))?;
+        let mut out = BTreeMap::new();
+        for (k, v) in obj {
+            let s = v
+                .as_str()
+                .ok_or_else(|| ConfigError::new(format!("credentials.{k}"), "must be a string"))?;
+            out.insert(k.clone(), SecretString::from(s.to_owned()));
+        }
+        Ok(Credentials(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SecretString> {
+        self.0.get(name)
+    }
+}
+
+/// What a job asks of a provider.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation<'a> {
+    Create {
+        entity: &'a str,
+        internal_id: &'a str,
+        payload: &'a Value,
+        idempotency_key: &'a str,
+    },
+    Update {
+        entity: &'a str,
+        internal_id: &'a str,
+        external_id: &'a str,
+        payload: &'a Value,
+        idempotency_key: &'a str,
+    },
+    Delete {
+        entity: &'a str,
+        internal_id: &'a str,
+        external_id: &'a str,
+    },
+}
+
+/// A successful call.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    /// The provider's id for the entity (for a create, read from the response).
+    pub external_id: Option<String>,
+    pub status: u16,
+    /// e.g. `POST http://host/api/orders`; never headers or credentials.
+    pub request: String,
+    /// The response body, truncated.
+    pub response: String,
+}
+
+/// A failed call, classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub message: String,
+    /// The provider asked us to wait this long (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+}
+
+impl ProviderError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            class,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+            request: None,
+            response: None,
+        }
+    }
+}
+
+/// An integration whose settings or credentials cannot work, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One provider account, ready to call.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The provider's registry name.
+    fn provider(&self) -> &'static str;
+    /// Carry out one operation. Calls are bounded by the connector's timeout.
+    async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError>;
+    /// A cheap authenticated call that proves the settings and credentials work.
+    async fn test_connection(&self) -> Result<(), ProviderError>;
+}
+
+/// A provider the registry knows.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderInfo {
+    pub name: &'static str,
+    /// Jobs can target it (it has a work queue and a connector); otherwise it only sends
+    /// webhooks.
+    pub is_target: bool,
+    pub description: &'static str,
+}
+
+pub const PROVIDERS: &[ProviderInfo] = &[
+    ProviderInfo {
+        name: rest::PROVIDER,
+        is_target: true,
+        description: "any JSON REST API, described by a connector manifest",
+    },
+    ProviderInfo {
+        name: "webhook",
+        is_target: false,
+        description: "a system that only sends webhooks (a store, a payment gateway)",
+    },
+];
+
+pub fn info(provider: &str) -> Option<&'static ProviderInfo> {
+    PROVIDERS.iter().find(|p| p.name == provider)
+}
+
+/// Providers that have work queues.
+pub fn target_providers() -> Vec<String> {
+    PROVIDERS
+        .iter()
+        .filter(|p| p.is_target)
+        .map(|p| p.name.to_owned())
+        .collect()
+}
+
+fn unknown(provider: &str) -> ConfigError {
+    ConfigError::new(
+        "provider",
+        format!(
+            "`{provider}` is not a known provider; known: {}",
+            PROVIDERS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+}
+
+/// Check an integration's settings when it is created or changed.
+pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
+    match provider {
+        rest::PROVIDER => rest::Manifest::parse(settings).map(|_| ()),
+        "webhook" => Ok(()),
+        other => Err(unknown(other)),
+    }
+}
+
+/// Build the connector for one integration.
+pub fn build(
+    provider: &str,
+    settings: &Value,
+    credentials: Credentials,
+    http: reqwest::Client,
+) -> Result<Arc<dyn Connector>, ConfigError> {
+    match provider {
+        rest::PROVIDER => Ok(Arc::new(rest::RestConnector::new(
+            rest::Manifest::parse(settings)?,
+            credentials,
+            http,
+        )?)),
+        "webhook" => Err(ConfigError::new(
+            "provider",
+            "a `webhook` integration only sends webhooks; it cannot be a route's target",
+        )),
+        other => Err(unknown(other)),
+    }
+}
+
+/// The HTTP client connectors share: keep-alive pool, no redirects (a provider that
+/// redirects a POST is misconfigured, and following it could replay a create).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's static configuration is valid")
+}

@@ -1,0 +1,723 @@
+//! The generic REST connector ("custom API" in seed 004): base URL, auth, an endpoint per
+//! entity and action, a field mapping from the event payload to the request body, and
+//! where the external id is in the response.
+//!
+//! Creates carry an `Idempotency-Key` header (configurable) with the job's idempotency key,
+//! so a provider that honours it creates once even if a worker dies between the call and
+//! recording the mapping. A provider that ignores it leaves that window open: say so in the
+//! integration's notes.
+//!
+//! ```json
+//! {
+//!   "base_url": "https://erp.example.com/api",
+//!   "auth": {"type": "bearer"},
+//!   "timeout_ms": 10000,
+//!   "entities": {
+//!     "order": {
+//!       "create": {"method": "POST", "path": "/orders"},
+//!       "update": {"method": "PUT", "path": "/orders/{external_id}"},
+//!       "delete": {"method": "DELETE", "path": "/orders/{external_id}"},
+//!       "body": {"reference": "/id", "total": "/totals/grand_total"},
+//!       "id_pointer": "/id"
+//!     }
+//!   }
+//! }
+//! ```
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode, header};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use switchyard_core::ErrorClass;
+use switchyard_core::mapping::FieldMap;
+
+use crate::{CallOutcome, ConfigError, Connector, Credentials, Operation, ProviderError};
+
+pub const PROVIDER: &str = "rest";
+const MAX_SUMMARY: usize = 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub base_url: url::Url,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Header carrying the job's idempotency key on creates; `null` to send none.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: Option<String>,
+    /// Fixed headers sent on every call (not secrets: those belong in credentials).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What `test` calls: default `GET /`.
+    #[serde(default)]
+    pub test: Option<Endpoint>,
+    pub entities: BTreeMap<String, EntityEndpoints>,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_idempotency_header() -> Option<String> {
+    Some("Idempotency-Key".into())
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    #[default]
+    None,
+    /// `Authorization: Bearer <credentials.token>`
+    Bearer,
+    /// `<name>: <credentials.api_key>`
+    Header { name: String },
+    /// HTTP Basic with `credentials.username` and `credentials.password`.
+    Basic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub method: String,
+    /// Relative to `base_url`; `{external_id}` and `{internal_id}` are filled in.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityEndpoints {
+    pub create: Endpoint,
+    #[serde(default)]
+    pub update: Option<Endpoint>,
+    #[serde(default)]
+    pub delete: Option<Endpoint>,
+    #[serde(default)]
+    pub body: FieldMap,
+    /// Wrap the body in an object under this key (`{"order": {…}}`).
+    #[serde(default)]
+    pub wrap: Option<String>,
+    /// Where the created entity's id is in the create response.
+    #[serde(default = "default_id_pointer")]
+    pub id_pointer: String,
+}
+
+fn default_id_pointer() -> String {
+    "/id".into()
+}
+
+impl Manifest {
+    pub fn parse(settings: &Value) -> Result<Manifest, ConfigError> {
+        let m: Manifest = serde_json::from_value(settings.clone())
+            .map_err(|e| ConfigError::new("settings", e.to_string()))?;
+        if !matches!(m.base_url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "settings.base_url",
+                "must be an http or https URL",
+            ));
+        }
+        if m.timeout_ms == 0 || m.timeout_ms > 300_000 {
+            return Err(ConfigError::new(
+                "settings.timeout_ms",
+                "must be between 1 and 300000 (a provider call must end well before the broker's consumer timeout)",
+            ));
+        }
+        if m.entities.is_empty() {
+            return Err(ConfigError::new("settings.entities", "names no entity"));
+        }
+        for (name, e) in &m.entities {
+            let at = |f: &str| format!("settings.entities.{name}.{f}");
+            if !switchyard_core::is_valid_name(name) {
+                return Err(ConfigError::new(
+                    at(""),
+                    "an entity name is a-z, 0-9, _ or -",
+                ));
+            }
+            check_endpoint(&e.create, &at("create"), false)?;
+            if let Some(u) = &e.update {
+                check_endpoint(u, &at("update"), true)?;
+            }
+            if let Some(d) = &e.delete {
+                check_endpoint(d, &at("delete"), true)?;
+            }
+            e.body
+                .validate()
+                .map_err(|err| ConfigError::new(at("body"), err.to_string()))?;
+            if !e.id_pointer.starts_with('/') {
+                return Err(ConfigError::new(
+                    at("id_pointer"),
+                    "a JSON pointer starts with `/`",
+                ));
+            }
+        }
+        if let Some(t) = &m.test {
+            check_endpoint(t, "settings.test", false)?;
+        }
+        Ok(m)
+    }
+}
+
+fn check_endpoint(e: &Endpoint, field: &str, needs_external: bool) -> Result<(), ConfigError> {
+    Method::from_bytes(e.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ConfigError::new(format!("{field}.method"), "not an HTTP method"))?;
+    if !e.path.starts_with('/') {
+        return Err(ConfigError::new(
+            format!("{field}.path"),
+            "must start with `/`",
+        ));
+    }
+    if needs_external && !e.path.contains("{external_id}") {
+        return Err(ConfigError::new(
+            format!("{field}.path"),
+            "must contain `{external_id}`, the provider's id of the entity",
+        ));
+    }
+    Ok(())
+}
+
+pub struct RestConnector {
+    manifest: Manifest,
+    credentials: Credentials,
+    http: reqwest::Client,
+}
+
+impl RestConnector {
+    pub fn new(
+        manifest: Manifest,
+        credentials: Credentials,
+        http: reqwest::Client,
+    ) -> Result<RestConnector, ConfigError> {
+        let need = |k: &str| {
+            credentials.get(k).map(|_| ()).ok_or_else(|| {
+                ConfigError::new(format!("credentials.{k}"), "required by settings.auth")
+            })
+        };
+        match &manifest.auth {
+            Auth::None => {}
+            Auth::Bearer => need("token")?,
+            Auth::Header { .. } => need("api_key")?,
+            Auth::Basic => {
+                need("username")?;
+                need("password")?;
+            }
+        }
+        Ok(RestConnector {
+            manifest,
+            credentials,
+            http,
+        })
+    }
+
+    fn url(&self, path: &str, internal_id: &str, external_id: Option<&str>) -> String {
+        let mut p = path.replace("{internal_id}", &encode_segment(internal_id));
+        if let Some(ext) = external_id {
+            p = p.replace("{external_id}", &encode_segment(ext));
+        }
+        let base = self.manifest.base_url.as_str().trim_end_matches('/');
+        format!("{base}{p}")
+    }
+
+    fn request(&self, method: &str, url: &str) -> reqwest::RequestBuilder {
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .expect("validated by Manifest::parse");
+        let mut rb = self
+            .http
+            .request(method, url)
+            .timeout(Duration::from_millis(self.manifest.timeout_ms))
+            .header(header::ACCEPT, "application/json");
+        for (k, v) in &self.manifest.headers {
+            rb = rb.header(k, v);
+        }
+        let secret = |k: &str| {
+            self.credentials
+                .get(k)
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default()
+        };
+        match &self.manifest.auth {
+            Auth::None => rb,
+            Auth::Bearer => rb.bearer_auth(secret("token")),
+            Auth::Header { name } => rb.header(name, secret("api_key")),
+            Auth::Basic => rb.basic_auth(secret("username"), Some(secret("password"))),
+        }
+    }
+
+    fn entity(&self, entity: &str) -> Result<&EntityEndpoints, ProviderError> {
+        self.manifest.entities.get(entity).ok_or_else(|| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("this integration's manifest has no endpoints for entity `{entity}`"),
+            )
+        })
+    }
+
+    fn body(e: &EntityEndpoints, payload: &Value) -> Value {
+        let body = e.body.apply(payload);
+        match &e.wrap {
+            Some(key) => serde_json::json!({ key: body }),
+            None => body,
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for RestConnector {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError> {
+        match op {
+            Operation::Create {
+                entity,
+                internal_id,
+                payload,
+                idempotency_key,
+            } => {
+                let e = self.entity(entity)?;
+                let url = self.url(&e.create.path, internal_id, None);
+                let mut rb = self
+                    .request(&e.create.method, &url)
+                    .json(&Self::body(e, payload));
+                if let Some(h) = &self.manifest.idempotency_header {
+                    rb = rb.header(h, idempotency_key);
+                }
+                let (status, body, summary) = send(rb, &e.create.method, &url).await?;
+                let json: Value = serde_json::from_str(&body).map_err(|_| {
+                    fail(ErrorClass::Permanent, Some(status), &summary, &body,
+                        "the provider answered the create with a body that is not JSON; the external id is unknown".into())
+                })?;
+                let external_id = json
+                    .pointer(&e.id_pointer)
+                    .and_then(|v| match v {
+                        Value::String(s) if !s.is_empty() => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        fail(
+                            ErrorClass::Permanent,
+                            Some(status),
+                            &summary,
+                            &body,
+                            format!(
+                                "the provider's create response has no id at `{}`",
+                                e.id_pointer
+                            ),
+                        )
+                    })?;
+                Ok(CallOutcome {
+                    external_id: Some(external_id),
+                    status,
+                    request: summary,
+                    response: truncate(&body),
+                })
+            }
+            Operation::Update {
+                entity,
+                internal_id,
+                external_id,
+                payload,
+                idempotency_key,
+            } => {
+                let e = self.entity(entity)?;
+                let ep = e.update.as_ref().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorClass::Permanent,
+                        format!("entity `{entity}` is already mapped (external id {external_id}) and the manifest has no `update` endpoint"),
+                    )
+                })?;
+                let url = self.url(&ep.path, internal_id, Some(external_id));
+                let mut rb = self.request(&ep.method, &url).json(&Self::body(e, payload));
+                if let Some(h) = &self.manifest.idempotency_header {
+                    rb = rb.header(h, idempotency_key);
+                }
+                let (status, body, summary) = send(rb, &ep.method, &url).await?;
+                Ok(CallOutcome {
+                    external_id: Some(external_id.to_owned()),
+                    status,
+                    request: summary,
+                    response: truncate(&body),
+                })
+            }
+            Operation::Delete {
+                entity,
+                internal_id,
+                external_id,
+            } => {
+                let e = self.entity(entity)?;
+                let ep = e.delete.as_ref().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorClass::Permanent,
+                        format!("the manifest has no `delete` endpoint for entity `{entity}`"),
+                    )
+                })?;
+                let url = self.url(&ep.path, internal_id, Some(external_id));
+                let rb = self.request(&ep.method, &url);
+                match send(rb, &ep.method, &url).await {
+                    Ok((status, body, summary)) => Ok(CallOutcome {
+                        external_id: None,
+                        status,
+                        request: summary,
+                        response: truncate(&body),
+                    }),
+                    // Already gone: the effect we wanted.
+                    Err(err) if err.status == Some(404) || err.status == Some(410) => {
+                        Ok(CallOutcome {
+                            external_id: None,
+                            status: err.status.unwrap_or(404),
+                            request: err.request.unwrap_or_default(),
+                            response: err.response.unwrap_or_default(),
+                        })
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn test_connection(&self) -> Result<(), ProviderError> {
+        let (method, path) = match &self.manifest.test {
+            Some(t) => (t.method.as_str(), t.path.as_str()),
+            None => ("GET", "/"),
+        };
+        let url = self.url(path, "", None);
+        send(self.request(method, &url), method, &url)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Send a request and classify the answer. Ok: (status, body, request summary).
+async fn send(
+    rb: reqwest::RequestBuilder,
+    method: &str,
+    url: &str,
+) -> Result<(u16, String, String), ProviderError> {
+    let summary = format!("{} {}", method.to_ascii_uppercase(), url);
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            return Err(fail(
+                ErrorClass::Transient,
+                None,
+                &summary,
+                "",
+                format!("the call to the provider {what}: {}", source_chain(&e)),
+            ));
+        }
+    };
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(fail(
+                ErrorClass::Transient,
+                Some(status.as_u16()),
+                &summary,
+                "",
+                format!("reading the provider's response failed: {e}"),
+            ));
+        }
+    };
+    if status.is_success() {
+        return Ok((status.as_u16(), body, summary));
+    }
+    let class = classify(status);
+    let detail = provider_message(&body);
+    let mut err = fail(
+        class,
+        Some(status.as_u16()),
+        &summary,
+        &body,
+        match detail {
+            Some(d) => format!("the provider answered {status}: {d}"),
+            None => format!("the provider answered {status}"),
+        },
+    );
+    err.retry_after = retry_after;
+    Err(err)
+}
+
+/// DESIGN.md's failure classes, from the status code.
+pub fn classify(status: StatusCode) -> ErrorClass {
+    match status.as_u16() {
+        429 => ErrorClass::Throttled,
+        408 | 425 | 500..=599 => ErrorClass::Transient,
+        401 | 403 => ErrorClass::Auth,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+fn fail(
+    class: ErrorClass,
+    status: Option<u16>,
+    summary: &str,
+    body: &str,
+    message: String,
+) -> ProviderError {
+    ProviderError {
+        class,
+        status,
+        message,
+        retry_after: None,
+        request: Some(summary.to_owned()),
+        response: (!body.is_empty()).then(|| truncate(body)),
+    }
+}
+
+/// The human part of a provider's error body: `message`, `error`, `error.message`,
+/// `errors[0].message`, `detail`, or the text itself.
+fn provider_message(body: &str) -> Option<String> {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
+        let candidates = [
+            v.pointer("/message"),
+            v.pointer("/error/message"),
+            v.pointer("/error_description"),
+            v.pointer("/error"),
+            v.pointer("/errors/0/message"),
+            v.pointer("/errors/0/detail"),
+            v.pointer("/detail"),
+            v.pointer("/title"),
+        ];
+        if let Some(s) = candidates.into_iter().flatten().find_map(Value::as_str) {
+            return Some(truncate(s));
+        }
+    }
+    Some(truncate(trimmed))
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_SUMMARY {
+        return s.to_owned();
+    }
+    let mut end = MAX_SUMMARY;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Percent-encode one path segment (RFC 3986 unreserved characters pass).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn manifest(base: &str) -> Value {
+        json!({
+            "base_url": base,
+            "auth": {"type": "bearer"},
+            "entities": {"order": {
+                "create": {"method": "POST", "path": "/api/orders"},
+                "update": {"method": "PUT", "path": "/api/orders/{external_id}"},
+                "delete": {"method": "DELETE", "path": "/api/orders/{external_id}"},
+                "body": {"reference": "/id", "total": "/totals/grand_total"}
+            }}
+        })
+    }
+
+    fn connector(base: &str) -> RestConnector {
+        let creds = Credentials::from_json(&json!({"token": "t0k"})).unwrap();
+        RestConnector::new(
+            Manifest::parse(&manifest(base)).unwrap(),
+            creds,
+            crate::http_client(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_posts_the_mapped_body_and_reads_the_id() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/orders"))
+            .and(header("authorization", "Bearer t0k"))
+            .and(header("idempotency-key", "key-1"))
+            .and(body_json(json!({"reference": "ord-1", "total": "9.90"})))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": 77})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let out = connector(&server.uri())
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "ord-1",
+                payload: &json!({"id": "ord-1", "totals": {"grand_total": "9.90"}}),
+                idempotency_key: "key-1",
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.external_id.as_deref(), Some("77"));
+        assert_eq!(out.status, 201);
+        assert!(!out.request.contains("t0k"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_classified_with_the_providers_message() {
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .and(path("/api/orders/a%2Fb"))
+            .respond_with(
+                ResponseTemplate::new(422)
+                    .set_body_json(json!({"errors": [{"message": "total must be positive"}]})),
+            )
+            .mount(&server)
+            .await;
+        let c = connector(&server.uri());
+        let err = c
+            .execute(Operation::Update {
+                entity: "order",
+                internal_id: "ord-1",
+                external_id: "a/b",
+                payload: &json!({}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent);
+        assert_eq!(err.status, Some(422));
+        assert!(
+            err.message.contains("total must be positive"),
+            "{}",
+            err.message
+        );
+
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
+            .mount(&server)
+            .await;
+        let err = c
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "x",
+                payload: &json!({}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Throttled);
+        assert_eq!(err.retry_after, Some(Duration::from_secs(2)));
+
+        let err = c
+            .execute(Operation::Create {
+                entity: "invoice",
+                internal_id: "x",
+                payload: &json!({}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent);
+    }
+
+    #[tokio::test]
+    async fn unreachable_provider_is_transient() {
+        let c = connector("http://127.0.0.1:9");
+        let err = c
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "x",
+                payload: &json!({}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient);
+        assert!(err.message.contains("could not connect"), "{}", err.message);
+    }
+
+    #[test]
+    fn manifests_are_validated_with_the_field_named() {
+        let bad = |v: Value| Manifest::parse(&v).unwrap_err().field;
+        let mut m = manifest("http://x");
+        m["entities"]["order"]["update"]["path"] = json!("/api/orders");
+        assert_eq!(bad(m), "settings.entities.order.update.path");
+        let mut m = manifest("ftp://x");
+        assert_eq!(bad(m.clone()), "settings.base_url");
+        m["base_url"] = json!("http://x");
+        m["timeout_ms"] = json!(0);
+        assert_eq!(bad(m), "settings.timeout_ms");
+        assert_eq!(
+            bad(json!({"base_url": "http://x", "entities": {}})),
+            "settings.entities"
+        );
+        let m = Manifest::parse(&manifest("http://x")).unwrap();
+        let missing = RestConnector::new(m, Credentials::default(), crate::http_client())
+            .err()
+            .unwrap();
+        assert_eq!(missing.field, "credentials.token");
+    }
+
+    #[test]
+    fn classification_and_retry_after() {
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify(StatusCode::UNAUTHORIZED), ErrorClass::Auth);
+        assert_eq!(classify(StatusCode::NOT_FOUND), ErrorClass::Permanent);
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+}

@@ -1,0 +1,252 @@
+//! Integrations and routes.
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::FromRow;
+use switchyard_core::{Direction, IntegrationStatus};
+use uuid::Uuid;
+
+use crate::{Result, Store, StoreError};
+
+/// Encrypted credentials as stored: the vault's ciphertext and the id of its key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedCredentials {
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SealedCredentials({}, {} bytes)",
+            self.key_id,
+            self.bytes.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Integration {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub provider: String,
+    #[sqlx(try_from = "String")]
+    pub status: IntegrationStatus,
+    #[sqlx(try_from = "String")]
+    pub direction: Direction,
+    pub entities: Vec<String>,
+    pub settings: Value,
+    pub inbound: Value,
+    pub webhook_auth: Value,
+    #[sqlx(skip)]
+    pub credentials: Option<SealedCredentials>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct IntegrationRow {
+    #[sqlx(flatten)]
+    integration: Integration,
+    credentials: Option<Vec<u8>>,
+    credentials_key_id: Option<String>,
+}
+
+impl From<IntegrationRow> for Integration {
+    fn from(r: IntegrationRow) -> Self {
+        let mut i = r.integration;
+        i.credentials = match (r.credentials_key_id, r.credentials) {
+            (Some(key_id), Some(bytes)) => Some(SealedCredentials { key_id, bytes }),
+            _ => None,
+        };
+        i
+    }
+}
+
+const INTEGRATION_COLUMNS: &str = "id, tenant, name, provider, status, direction, entities, settings, \
+     inbound, webhook_auth, credentials, credentials_key_id, created_at, updated_at";
+
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub provider: String,
+    pub status: IntegrationStatus,
+    pub direction: Direction,
+    pub entities: Vec<String>,
+    pub settings: Value,
+    pub inbound: Value,
+    pub webhook_auth: Value,
+    pub credentials: Option<SealedCredentials>,
+}
+
+/// A route's target, with what ingest needs to address the job.
+#[derive(Debug, Clone, FromRow)]
+pub struct RouteTarget {
+    pub route_id: Uuid,
+    pub entity: String,
+    pub event: String,
+    pub target_id: Uuid,
+    pub target_name: String,
+    pub tenant: String,
+    pub provider: String,
+    #[sqlx(try_from = "String")]
+    pub status: IntegrationStatus,
+}
+
+/// A route with its targets, for display.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteView {
+    pub id: Uuid,
+    pub entity: String,
+    pub event: String,
+    pub targets: Vec<String>,
+}
+
+impl Store {
+    pub async fn create_integration(&self, new: &NewIntegration) -> Result<Integration> {
+        let (key_id, bytes) = match &new.credentials {
+            Some(c) => (Some(c.key_id.as_str()), Some(c.bytes.as_slice())),
+            None => (None, None),
+        };
+        let sql = format!(
+            "INSERT INTO integrations (id, tenant, name, provider, status, direction, entities, \
+             settings, inbound, webhook_auth, credentials, credentials_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {INTEGRATION_COLUMNS}"
+        );
+        let row: IntegrationRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(new.id)
+            .bind(&new.tenant)
+            .bind(&new.name)
+            .bind(&new.provider)
+            .bind(new.status.as_str())
+            .bind(new.direction.as_str())
+            .bind(&new.entities)
+            .bind(&new.settings)
+            .bind(&new.inbound)
+            .bind(&new.webhook_auth)
+            .bind(bytes)
+            .bind(key_id)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "tenant `{}` already has an integration named `{}`",
+                    new.tenant, new.name
+                )),
+                other => other,
+            })?;
+        Ok(row.into())
+    }
+
+    /// An integration that has not been deleted.
+    pub async fn integration(&self, id: Uuid) -> Result<Integration> {
+        let sql = format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1 AND deleted_at IS NULL"
+        );
+        let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(Into::into)
+            .ok_or_else(|| StoreError::NotFound(format!("integration {id}")))
+    }
+
+    pub async fn integration_by_name(&self, tenant: &str, name: &str) -> Result<Integration> {
+        let sql = format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations \
+             WHERE tenant = $1 AND name = $2 AND deleted_at IS NULL"
+        );
+        let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(Into::into).ok_or_else(|| {
+            StoreError::NotFound(format!("integration `{name}` of tenant `{tenant}`"))
+        })
+    }
+
+    pub async fn list_integrations(&self, tenant: Option<&str>) -> Result<Vec<Integration>> {
+        let sql = format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations \
+             WHERE deleted_at IS NULL AND ($1::text IS NULL OR tenant = $1) ORDER BY tenant, name"
+        );
+        let rows: Vec<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Add a route from `source` for (`entity`, `event`) to `targets`, or add targets to the
+    /// route that already exists for that pair.
+    pub async fn add_route(
+        &self,
+        source: Uuid,
+        entity: &str,
+        event: &str,
+        targets: &[Uuid],
+    ) -> Result<Uuid> {
+        let mut tx = self.pool().begin().await?;
+        let route_id: Uuid = sqlx::query_scalar(
+            "INSERT INTO routes (id, source_integration_id, entity, event) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (source_integration_id, entity, event) DO UPDATE SET entity = EXCLUDED.entity \
+             RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(source)
+        .bind(entity)
+        .bind(event)
+        .fetch_one(&mut *tx)
+        .await?;
+        for target in targets {
+            sqlx::query(
+                "INSERT INTO route_targets (route_id, target_integration_id) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(route_id)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(route_id)
+    }
+
+    /// Every target of every route from `source`, whatever the entity and event.
+    pub async fn route_targets(&self, source: Uuid) -> Result<Vec<RouteTarget>> {
+        let rows = sqlx::query_as(
+            "SELECT r.id AS route_id, r.entity, r.event, i.id AS target_id, i.name AS target_name, \
+                    i.tenant, i.provider, i.status \
+             FROM routes r \
+             JOIN route_targets t ON t.route_id = r.id \
+             JOIN integrations i ON i.id = t.target_integration_id AND i.deleted_at IS NULL \
+             WHERE r.source_integration_id = $1 \
+             ORDER BY r.entity, r.event, i.name",
+        )
+        .bind(source)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// Routes from `source`, grouped, for display.
+    pub async fn routes(&self, source: Uuid) -> Result<Vec<RouteView>> {
+        let mut out: Vec<RouteView> = Vec::new();
+        for t in self.route_targets(source).await? {
+            match out.last_mut() {
+                Some(r) if r.id == t.route_id => r.targets.push(t.target_name),
+                _ => out.push(RouteView {
+                    id: t.route_id,
+                    entity: t.entity,
+                    event: t.event,
+                    targets: vec![t.target_name],
+                }),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,431 @@
+//! Jobs: queued rows written by ingest, and the worker's claim → outcome transaction.
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, Postgres, QueryBuilder, Transaction};
+use switchyard_core::{DeadReason, Envelope, ErrorClass, JobStatus, ids};
+use uuid::Uuid;
+
+use crate::mappings::Mapping;
+use crate::{Result, Store, StoreError};
+
+/// What ingest records when it has published a job.
+#[derive(Debug, Clone)]
+pub struct QueuedJob<'a> {
+    pub envelope: &'a Envelope,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub integration_id: Uuid,
+    pub source_integration_id: Option<Uuid>,
+    pub provider: String,
+    pub entity: String,
+    pub action: String,
+    pub event: String,
+    pub event_id: String,
+    pub internal_id: String,
+    pub source_version: Option<i64>,
+    pub status: String,
+    pub attempts: i32,
+    pub duplicates: i32,
+    pub external_id: Option<String>,
+    pub dead_reason: Option<String>,
+    pub last_error_class: Option<String>,
+    pub last_error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integration_id, provider, entity, \
+     action, event, event_id, internal_id, source_version, status, attempts, duplicates, \
+     external_id, dead_reason, last_error_class, last_error, received_at, started_at, \
+     finished_at, duration_ms, created_at, updated_at";
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct JobAttempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Filters for listing jobs; every field narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub integration_id: Option<Uuid>,
+    pub status: Option<JobStatus>,
+    pub entity: Option<String>,
+    pub limit: i64,
+}
+
+/// One provider call, as recorded in `job_attempts`. Summaries only: never credentials.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+}
+
+/// What to do to the id mapping when a job succeeds.
+#[derive(Debug, Clone)]
+pub enum MappingChange {
+    /// Record (or confirm) internal id → `external_id`.
+    Upsert { external_id: String },
+    /// The entity was deleted at the target: forget its mapping.
+    Remove,
+}
+
+/// How a job ends this time round.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Succeeded {
+        attempt: AttemptRecord,
+        mapping: MappingChange,
+    },
+    /// Older than the last version applied: not applied.
+    Stale,
+    /// Nothing to do (e.g. deleting an entity that was never created at the target).
+    Ignored { reason: String },
+    /// The call failed; the job will be retried later.
+    Retrying {
+        attempt: Option<AttemptRecord>,
+        class: ErrorClass,
+        message: String,
+    },
+    /// The job goes to the dead-letter queue.
+    Dead {
+        attempt: Option<AttemptRecord>,
+        class: ErrorClass,
+        reason: DeadReason,
+        message: String,
+    },
+}
+
+/// The result of claiming a job.
+pub enum Claim {
+    /// The job already has its effect: acknowledge the delivery as a duplicate.
+    Duplicate { status: JobStatus },
+    /// The job is ours until [`JobTx::finish`]; concurrent deliveries of the same job, and
+    /// jobs for the same entity at the same target, wait for us.
+    Ready(JobTx),
+}
+
+/// A claimed job: an open transaction holding the entity's lock.
+pub struct JobTx {
+    tx: Transaction<'static, Postgres>,
+    job_id: Uuid,
+    attempts: i32,
+    mapping: Option<Mapping>,
+    started: DateTime<Utc>,
+}
+
+impl JobTx {
+    pub fn job_id(&self) -> Uuid {
+        self.job_id
+    }
+
+    /// Provider calls made for this job before this one.
+    pub fn attempts_so_far(&self) -> i32 {
+        self.attempts
+    }
+
+    /// The entity's current mapping at the target, read under the entity lock.
+    pub fn mapping(&self) -> Option<&Mapping> {
+        self.mapping.as_ref()
+    }
+
+    /// Record the outcome (attempt, job status, mapping) and commit, atomically.
+    pub async fn finish(mut self, env: &Envelope, finish: Finish) -> Result<()> {
+        let now = Utc::now();
+        let duration_ms = (now - self.started)
+            .num_milliseconds()
+            .clamp(0, i32::MAX as i64) as i32;
+        let (status, attempt, class, message, reason, external_id) = match &finish {
+            Finish::Succeeded { attempt, mapping } => {
+                let ext = match mapping {
+                    MappingChange::Upsert { external_id } => Some(external_id.clone()),
+                    MappingChange::Remove => None,
+                };
+                (JobStatus::Succeeded, Some(attempt), None, None, None, ext)
+            }
+            Finish::Stale => (JobStatus::Stale, None, None, None, None, None),
+            Finish::Ignored { reason } => (
+                JobStatus::Ignored,
+                None,
+                None,
+                Some(reason.clone()),
+                None,
+                None,
+            ),
+            Finish::Retrying {
+                attempt,
+                class,
+                message,
+            } => (
+                JobStatus::Retrying,
+                attempt.as_ref(),
+                Some(*class),
+                Some(message.clone()),
+                None,
+                None,
+            ),
+            Finish::Dead {
+                attempt,
+                class,
+                reason,
+                message,
+            } => (
+                JobStatus::Dead,
+                attempt.as_ref(),
+                Some(*class),
+                Some(message.clone()),
+                Some(*reason),
+                None,
+            ),
+        };
+        let attempts = self.attempts + i32::from(attempt.is_some());
+        if let Some(a) = attempt {
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
+                 status_code, error_class, error, request, response) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(self.job_id)
+            .bind(attempts)
+            .bind(a.started_at)
+            .bind(a.duration_ms)
+            .bind(status.as_str())
+            .bind(a.status_code)
+            .bind(a.error_class.map(ErrorClass::as_str))
+            .bind(a.error.as_deref())
+            .bind(a.request.as_deref())
+            .bind(a.response.as_deref())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if let Finish::Succeeded { mapping, .. } = &finish {
+            match mapping {
+                MappingChange::Upsert { external_id } => {
+                    sqlx::query(
+                        "INSERT INTO id_mappings (integration_id, entity, internal_id, external_id, \
+                         last_source_version, last_job_id) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (integration_id, entity, internal_id) DO UPDATE SET \
+                         external_id = EXCLUDED.external_id, \
+                         last_source_version = GREATEST(id_mappings.last_source_version, EXCLUDED.last_source_version), \
+                         last_job_id = EXCLUDED.last_job_id, last_synced_at = now()",
+                    )
+                    .bind(env.integration_id)
+                    .bind(&env.entity)
+                    .bind(&env.internal_id)
+                    .bind(external_id)
+                    .bind(env.source_version)
+                    .bind(self.job_id)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| match StoreError::from(e) {
+                        StoreError::Conflict(_) => StoreError::Conflict(format!(
+                            "external id `{external_id}` is already mapped to another {} at this integration",
+                            env.entity
+                        )),
+                        other => other,
+                    })?;
+                }
+                MappingChange::Remove => {
+                    sqlx::query(
+                        "DELETE FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3",
+                    )
+                    .bind(env.integration_id)
+                    .bind(&env.entity)
+                    .bind(&env.internal_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+            }
+        }
+        let settled = status.is_settled() || status == JobStatus::Dead;
+        sqlx::query(
+            "UPDATE jobs SET status = $2, attempts = $3, external_id = COALESCE($4, external_id), \
+             dead_reason = $5, last_error_class = COALESCE($6, last_error_class), \
+             last_error = COALESCE($7, last_error), \
+             finished_at = CASE WHEN $8 THEN now() ELSE NULL END, \
+             duration_ms = CASE WHEN $8 THEN $9 ELSE duration_ms END, updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(self.job_id)
+        .bind(status.as_str())
+        .bind(attempts)
+        .bind(external_id)
+        .bind(reason.map(DeadReason::as_str))
+        .bind(class.map(ErrorClass::as_str))
+        .bind(message)
+        .bind(settled)
+        .bind(duration_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Record published jobs as `queued` so `GET /v1/jobs/{id}` finds them at once. A job a
+    /// worker already claimed is left as it is.
+    pub async fn record_queued(&self, jobs: &[QueuedJob<'_>]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+             provider, entity, action, event, event_id, internal_id, source_version, received_at) ",
+        );
+        qb.push_values(jobs, |mut b, j| {
+            let e = j.envelope;
+            b.push_bind(e.id)
+                .push_bind(&e.idempotency_key)
+                .push_bind(&e.tenant)
+                .push_bind(e.integration_id)
+                .push_bind(e.source_integration_id)
+                .push_bind(&e.provider)
+                .push_bind(&e.entity)
+                .push_bind(e.action.as_str())
+                .push_bind(&e.event)
+                .push_bind(&e.event_id)
+                .push_bind(&e.internal_id)
+                .push_bind(e.source_version)
+                .push_bind(e.received_at);
+        });
+        qb.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+        qb.build().execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Which of these job ids already exist (a re-sent webhook).
+    pub async fn existing_jobs(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Claim a job for processing: lock its entity at the target, create or update its row,
+    /// and read the entity's mapping. Returns [`Claim::Duplicate`] when the job has already
+    /// had its effect.
+    pub async fn claim(&self, env: &Envelope) -> Result<Claim> {
+        let mut tx = self.pool().begin().await?;
+        let lock = ids::entity_lock_key(env.integration_id, &env.entity, &env.internal_id);
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock)
+            .execute(&mut *tx)
+            .await?;
+        let (status, attempts, started): (String, i32, DateTime<Utc>) = sqlx::query_as(
+            "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+             provider, entity, action, event, event_id, internal_id, source_version, received_at, \
+             status, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running', now()) \
+             ON CONFLICT (idempotency_key) DO UPDATE SET \
+               status = CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN jobs.status ELSE 'running' END, \
+               duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN 1 ELSE 0 END, \
+               started_at = COALESCE(jobs.started_at, now()), \
+               updated_at = now() \
+             RETURNING status, attempts, started_at",
+        )
+        .bind(env.id)
+        .bind(&env.idempotency_key)
+        .bind(&env.tenant)
+        .bind(env.integration_id)
+        .bind(env.source_integration_id)
+        .bind(&env.provider)
+        .bind(&env.entity)
+        .bind(env.action.as_str())
+        .bind(&env.event)
+        .bind(&env.event_id)
+        .bind(&env.internal_id)
+        .bind(env.source_version)
+        .bind(env.received_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let status: JobStatus =
+            status
+                .parse()
+                .map_err(|e: switchyard_core::model::UnknownValue| {
+                    StoreError::Corrupt(e.to_string())
+                })?;
+        if status.is_settled() {
+            tx.commit().await?;
+            return Ok(Claim::Duplicate { status });
+        }
+        let mapping: Option<Mapping> = sqlx::query_as(
+            "SELECT integration_id, entity, internal_id, external_id, last_source_version, \
+                    last_job_id, created_at, last_synced_at \
+             FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3",
+        )
+        .bind(env.integration_id)
+        .bind(&env.entity)
+        .bind(&env.internal_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let job_id: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = $1")
+            .bind(&env.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(Claim::Ready(JobTx {
+            tx,
+            job_id,
+            attempts,
+            mapping,
+            started,
+        }))
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<JobRow> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))
+    }
+
+    pub async fn job_attempts(&self, id: Uuid) -> Result<Vec<JobAttempt>> {
+        Ok(sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, outcome, status_code, error_class, error, \
+             request, response FROM job_attempts WHERE job_id = $1 ORDER BY attempt, id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Newest first.
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE ($1::uuid IS NULL OR integration_id = $1) \
+               AND ($2::text IS NULL OR status = $2) \
+               AND ($3::text IS NULL OR entity = $3) \
+             ORDER BY created_at DESC, id LIMIT $4"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(f.integration_id)
+            .bind(f.status.map(JobStatus::as_str))
+            .bind(f.entity.as_deref())
+            .bind(if f.limit > 0 { f.limit } else { 100 })
+            .fetch_all(self.pool())
+            .await?)
+    }
+}

@@ -1,0 +1,145 @@
+//! Postgres: integrations, routes, jobs and their attempts, id mappings. The only crate that
+//! speaks SQL. Migrations live in the workspace's `migrations/` folder and are embedded here.
+#![forbid(unsafe_code)]
+
+mod integrations;
+mod jobs;
+mod mappings;
+
+pub use integrations::{Integration, NewIntegration, RouteTarget, RouteView, SealedCredentials};
+pub use jobs::{
+    AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
+};
+pub use mappings::Mapping;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, migrate::Migrator};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(
+        "the database is not migrated (missing migrations: {missing}); run `switchyard migrate` first"
+    )]
+    NotMigrated { missing: String },
+    #[error("the database URL is invalid: {0}")]
+    BadUrl(String),
+    #[error("the database is unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a stored value is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached at all (as opposed to refusing a query).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connect lazily: the pool opens connections when first used, so a service can start
+    /// (and report itself not ready) while the database is down.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(e.to_string()))?
+            .application_name("switchyard");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(opts);
+        Ok(Store { pool })
+    }
+
+    /// Connect and check that the database is reachable.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        let store = Store::connect_lazy(url, max_connections)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Apply every pending migration.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Fail with [`StoreError::NotMigrated`] unless every migration this build knows has
+    /// been applied.
+    pub async fn ensure_migrated(&self) -> Result<()> {
+        let applied: Vec<i64> = match sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(v) => v,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let missing: Vec<String> = MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::NotMigrated {
+                missing: missing.join(", "),
+            })
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
