@@ -15,6 +15,8 @@ pub mod names {
     pub const DEAD_REASON: &str = "sy-dead-reason";
     /// When the message was dead-lettered (RFC 3339).
     pub const DEAD_AT: &str = "sy-dead-at";
+    /// A retry delayed longer than the delay levels' span: when it is really due (RFC 3339).
+    pub const DUE_AT: &str = "sy-due-at";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
 }

@@ -12,6 +12,8 @@ pub enum Exchange {
     Jobs,
     /// `{p}sy.dlx`, routed to the provider's dead-letter queue.
     DeadLetters,
+    /// The delay levels: the routing key must come from [`crate::Topology::delay_routing_key`].
+    Delay,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,7 @@ impl Broker {
         match ex {
             Exchange::Jobs => self.topology().jobs_exchange(),
             Exchange::DeadLetters => self.topology().dead_letter_exchange(),
+            Exchange::Delay => self.topology().delay_entry(),
         }
     }
 

@@ -1,10 +1,23 @@
 //! The exchanges and queues Switchyard uses, declared idempotently at start.
 //!
 //! ```text
-//! {p}sy.jobs (topic) ──{provider}.#──▶ {p}sy.q.{provider}  (quorum; DLX → {p}sy.dlx)
-//! {p}sy.dlx  (topic) ──{provider}.#──▶ {p}sy.dlq.{provider} (quorum)
+//! {p}sy.jobs  (topic) ──{provider}.#──────▶ {p}sy.q.{provider}   (quorum; DLX → {p}sy.dlx)
+//! {p}sy.dlx   (topic) ──{provider}.#──────▶ {p}sy.dlq.{provider} (quorum)
+//! {p}sy.retry (topic) ──*.….*.{provider}.#─▶ {p}sy.q.{provider}
+//! {p}sy.delay.{L} for L = levels-1 … 0: delayed retries (below)
 //! ```
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+//!
+//! Delayed retries use the "delay levels" scheme (NServiceBus): level `L` has a quorum
+//! queue whose every message waits exactly 2^L ms, then dead-letters to level `L-1` (level
+//! 0 to `sy.retry`). A message's routing key spells its delay in binary, one word per
+//! level, highest first, followed by its own key: `0.1.1.0.….1.rest.order.upsert`. At each
+//! level's exchange a `1` routes it into that level's queue, a `0` straight on to the next
+//! level. Every queue holds messages of one TTL only, so nothing waits behind a longer
+//! delay (no head-of-line blocking), and the delays add up to exactly what was asked.
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use std::time::Duration;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 
@@ -17,6 +30,9 @@ pub struct Topology {
     pub providers: Vec<String>,
     /// Deliveries of one message before the broker dead-letters it as poison.
     pub delivery_limit: u32,
+    /// Delay levels: the longest single delay is 2^levels − 1 ms (22 levels: about 70 min;
+    /// longer delays take several hops).
+    pub delay_levels: u8,
 }
 
 impl Topology {
@@ -34,6 +50,46 @@ impl Topology {
 
     pub fn dead_letter_queue(&self, provider: &str) -> String {
         format!("{}sy.dlq.{provider}", self.prefix)
+    }
+
+    pub fn retry_exchange(&self) -> String {
+        format!("{}sy.retry", self.prefix)
+    }
+
+    pub fn delay_exchange(&self, level: u8) -> String {
+        format!("{}sy.delay.{level:02}", self.prefix)
+    }
+
+    pub fn delay_queue(&self, level: u8) -> String {
+        format!("{}sy.delay.q.{level:02}", self.prefix)
+    }
+
+    /// Where a delayed message enters: the highest level's exchange.
+    pub fn delay_entry(&self) -> String {
+        self.delay_exchange(self.delay_levels - 1)
+    }
+
+    /// The longest delay one pass through the levels gives.
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis((1u64 << self.delay_levels) - 1)
+    }
+
+    /// The routing key that delays a message with key `key` by `delay` (capped at
+    /// [`Topology::max_delay`]).
+    pub fn delay_routing_key(&self, delay: Duration, key: &str) -> String {
+        let ms = (delay.as_millis() as u64).min(self.max_delay().as_millis() as u64);
+        let mut out = String::with_capacity(self.delay_levels as usize * 2 + key.len());
+        for level in (0..self.delay_levels).rev() {
+            out.push(if ms & (1 << level) != 0 { '1' } else { '0' });
+            out.push('.');
+        }
+        out.push_str(key);
+        out
+    }
+
+    /// `*.` once per level above `level`: the words before `level`'s own word.
+    fn words_before(&self, level: u8) -> String {
+        "*.".repeat((self.delay_levels - 1 - level) as usize)
     }
 
     fn work_queue_args(&self) -> FieldTable {
@@ -78,10 +134,20 @@ impl Topology {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
+        self.declare_delay_levels(ch).await?;
+        let delayed_prefix = "*.".repeat(self.delay_levels as usize);
         for p in &self.providers {
             let pattern = ShortString::from(format!("{p}.#"));
             ch.queue_declare(self.queue(p).into(), qopts, self.work_queue_args())
                 .await?;
+            ch.queue_bind(
+                self.queue(p).into(),
+                self.retry_exchange().into(),
+                format!("{delayed_prefix}{p}.#").into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
             ch.queue_bind(
                 self.queue(p).into(),
                 self.jobs_exchange().into(),
@@ -92,15 +158,131 @@ impl Topology {
             .await?;
             ch.queue_declare(self.dead_letter_queue(p).into(), qopts, quorum.clone())
                 .await?;
+            // A message the broker dead-letters (delivery limit) keeps the key it arrived
+            // with, which for a retried one starts with its delay bits.
+            for key in [pattern, format!("{delayed_prefix}{p}.#").into()] {
+                ch.queue_bind(
+                    self.dead_letter_queue(p).into(),
+                    self.dead_letter_exchange().into(),
+                    key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn declare_delay_levels(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let qopts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            self.retry_exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        for level in 0..self.delay_levels {
+            ch.exchange_declare(
+                self.delay_exchange(level).into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        for level in 0..self.delay_levels {
+            let next = if level == 0 {
+                self.retry_exchange()
+            } else {
+                self.delay_exchange(level - 1)
+            };
+            let mut args = FieldTable::default();
+            let s = |v: &str| AMQPValue::LongString(v.into());
+            args.insert("x-queue-type".into(), s("quorum"));
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1i64 << level));
+            args.insert("x-dead-letter-exchange".into(), s(&next));
+            args.insert("x-dead-letter-strategy".into(), s("at-least-once"));
+            args.insert("x-overflow".into(), s("reject-publish"));
+            ch.queue_declare(self.delay_queue(level).into(), qopts, args)
+                .await?;
+            let before = self.words_before(level);
             ch.queue_bind(
-                self.dead_letter_queue(p).into(),
-                self.dead_letter_exchange().into(),
-                pattern,
+                self.delay_queue(level).into(),
+                self.delay_exchange(level).into(),
+                format!("{before}1.#").into(),
                 QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            ch.exchange_bind(
+                next.into(),
+                self.delay_exchange(level).into(),
+                format!("{before}0.#").into(),
+                ExchangeBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// Delete every queue and exchange of this topology (tests clean up with it).
+    pub async fn delete(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let mut queues: Vec<String> = self
+            .providers
+            .iter()
+            .flat_map(|p| [self.queue(p), self.dead_letter_queue(p)])
+            .collect();
+        queues.extend((0..self.delay_levels).map(|l| self.delay_queue(l)));
+        for q in queues {
+            ch.queue_delete(q.into(), QueueDeleteOptions::default()).await?;
+        }
+        let mut exchanges = vec![
+            self.jobs_exchange(),
+            self.dead_letter_exchange(),
+            self.retry_exchange(),
+        ];
+        exchanges.extend((0..self.delay_levels).map(|l| self.delay_exchange(l)));
+        for e in exchanges {
+            ch.exchange_delete(e.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(levels: u8) -> Topology {
+        Topology {
+            prefix: "t.".into(),
+            providers: vec!["rest".into()],
+            delivery_limit: 10,
+            delay_levels: levels,
+        }
+    }
+
+    #[test]
+    fn delay_keys_spell_the_delay_in_binary_highest_level_first() {
+        let t = topo(4);
+        assert_eq!(t.max_delay(), Duration::from_millis(15));
+        assert_eq!(t.delay_routing_key(Duration::from_millis(5), "rest.order.upsert"), "0.1.0.1.rest.order.upsert");
+        assert_eq!(t.delay_routing_key(Duration::from_millis(99), "k"), "1.1.1.1.k");
+        assert_eq!(t.delay_routing_key(Duration::ZERO, "k"), "0.0.0.0.k");
+        assert_eq!(t.words_before(3), "");
+        assert_eq!(t.words_before(0), "*.*.*.");
+        assert_eq!(t.delay_entry(), "t.sy.delay.03");
     }
 }

@@ -1,1 +1,162 @@
+//! Ingest: the HTTP front door. Verifies each webhook, normalises it into one envelope per
+//! route target, publishes them with publisher confirms and answers `202` only once the
+//! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
+
+mod error;
+mod jobs;
+mod sources;
+mod webhooks;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_broker::Broker;
+use switchyard_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::info;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest webhook body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// What `Retry-After` tells a sender when the broker or database is down, in seconds.
+    pub retry_after_secs: u32,
+    /// How long an integration's routes and settings are cached.
+    pub integration_cache_ttl: Duration,
+    /// Bearer token for the management endpoints (`/v1/jobs`); without one they are off.
+    pub admin_token: Option<SecretString>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 1024 * 1024,
+            retry_after_secs: 5,
+            integration_cache_ttl: Duration::from_secs(5),
+            admin_token: None,
+        }
+    }
+}
+
+pub(crate) struct AppState {
+    pub(crate) cfg: IngestConfig,
+    pub(crate) store: Store,
+    pub(crate) broker: Broker,
+    pub(crate) sources: sources::Cache,
+    pub(crate) admin_digest: Option<String>,
+}
+
+pub(crate) type SharedState = Arc<AppState>;
+
+/// The HTTP routes, for embedding or testing.
+pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
+    let admin_digest = cfg
+        .admin_token
+        .as_ref()
+        .map(|t| switchyard_core::ids::secret_digest(t.expose_secret()));
+    let state = Arc::new(AppState {
+        sources: sources::Cache::new(store.clone(), cfg.integration_cache_ttl),
+        cfg,
+        store,
+        broker,
+        admin_digest,
+    });
+    Router::new()
+        .route("/v1/webhooks/{integration}", post(webhooks::receive))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The ingest service bound to its listener.
+pub struct IngestApp {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl IngestApp {
+    /// Bind `addr` (port 0 for any) and build the routes.
+    pub async fn build(
+        cfg: IngestConfig,
+        store: Store,
+        broker: Broker,
+        addr: SocketAddr,
+    ) -> std::io::Result<IngestApp> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(IngestApp::with_listener(cfg, store, broker, listener))
+    }
+
+    /// Use a listener bound by the caller.
+    pub fn with_listener(
+        cfg: IngestConfig,
+        store: Store,
+        broker: Broker,
+        listener: TcpListener,
+    ) -> IngestApp {
+        IngestApp {
+            router: router(cfg, store, broker),
+            listener,
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serve until `stop` is cancelled, then finish the requests in flight.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
+        info!(addr = %self.local_addr(), "ingest listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        info!("ingest stopped");
+        Ok(())
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the broker is connected and the database answers.
+async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
+    let broker_ok = state.broker.is_connected();
+    let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    let db_check = match db {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("down: {e}"),
+        Err(_) => "down: no answer within 2 s".to_owned(),
+    };
+    let ready = broker_ok && db_check == "ok";
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "broker": if broker_ok { "ok" } else { "down: not connected" },
+            "database": db_check,
+        }
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -9,6 +9,9 @@
 
 pub mod rest;
 
+/// The HTTP client connectors share (see [`http_client`]).
+pub use reqwest::Client as HttpClient;
+
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -190,8 +193,26 @@ fn unknown(provider: &str) -> ConfigError {
     )
 }
 
+/// Settings every integration may have whatever its provider; the rest of its settings
+/// belong to the provider's connector.
+pub const COMMON_SETTINGS: &[&str] = &["retry", "rate_limit", "breaker", "notes"];
+
+/// An integration's settings without [`COMMON_SETTINGS`]: what its connector reads.
+pub fn connector_settings(settings: &Value) -> Value {
+    match settings {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !COMMON_SETTINGS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Check an integration's settings when it is created or changed.
 pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
+    let settings = &connector_settings(settings);
     match provider {
         rest::PROVIDER => rest::Manifest::parse(settings).map(|_| ()),
         "webhook" => Ok(()),
@@ -206,6 +227,7 @@ pub fn build(
     credentials: Credentials,
     http: reqwest::Client,
 ) -> Result<Arc<dyn Connector>, ConfigError> {
+    let settings = &connector_settings(settings);
     match provider {
         rest::PROVIDER => Ok(Arc::new(rest::RestConnector::new(
             rest::Manifest::parse(settings)?,

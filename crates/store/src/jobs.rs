@@ -104,6 +104,8 @@ pub enum Finish {
     /// The call failed; the job will be retried later.
     Retrying {
         attempt: Option<AttemptRecord>,
+        /// A deferral (throttled, breaker open) does not spend one of the job's attempts.
+        spend_attempt: bool,
         class: ErrorClass,
         message: String,
     },
@@ -155,6 +157,7 @@ impl JobTx {
         let duration_ms = (now - self.started)
             .num_milliseconds()
             .clamp(0, i32::MAX as i64) as i32;
+        let spend = !matches!(&finish, Finish::Retrying { spend_attempt: false, .. });
         let (status, attempt, class, message, reason, external_id) = match &finish {
             Finish::Succeeded { attempt, mapping } => {
                 let ext = match mapping {
@@ -176,6 +179,7 @@ impl JobTx {
                 attempt,
                 class,
                 message,
+                ..
             } => (
                 JobStatus::Retrying,
                 attempt.as_ref(),
@@ -198,7 +202,7 @@ impl JobTx {
                 None,
             ),
         };
-        let attempts = self.attempts + i32::from(attempt.is_some());
+        let attempts = self.attempts + i32::from(attempt.is_some() && spend);
         if let Some(a) = attempt {
             sqlx::query(
                 "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
@@ -206,7 +210,7 @@ impl JobTx {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(self.job_id)
-            .bind(attempts)
+            .bind(self.attempts + 1)
             .bind(a.started_at)
             .bind(a.duration_ms)
             .bind(status.as_str())
@@ -390,6 +394,26 @@ impl Store {
             mapping,
             started,
         }))
+    }
+
+    /// Mark a job dead outside a claim (its claim's transaction failed).
+    pub async fn mark_dead(
+        &self,
+        id: Uuid,
+        class: ErrorClass,
+        reason: DeadReason,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'dead', dead_reason = $2, last_error_class = $3,              last_error = $4, finished_at = now(), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason.as_str())
+        .bind(class.as_str())
+        .bind(message)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn job(&self, id: Uuid) -> Result<JobRow> {

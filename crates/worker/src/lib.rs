@@ -1,1 +1,172 @@
+//! The worker: consumes per-provider queues and carries each job to its provider.
+//!
+//! For each delivery: parse the envelope (unparseable → dead letter `malformed`), claim the
+//! job in Postgres under its entity's lock (already settled → ack as duplicate), skip an
+//! event older than the mapping's last applied version (`stale`), call the provider, record
+//! attempt, outcome and id mapping in the same transaction, then acknowledge. Retryable
+//! failures are re-published through the delay levels; the rest are dead-lettered with a
+//! reason.
 #![forbid(unsafe_code)]
+
+mod connectors;
+mod process;
+
+pub use process::FaultPoint;
+
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_broker::Broker;
+use switchyard_resilience::RetryPolicy;
+use switchyard_store::Store;
+use switchyard_vault::Keyring;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Providers whose queues this worker consumes.
+    pub providers: Vec<String>,
+    /// Unacknowledged deliveries per queue.
+    pub prefetch: u16,
+    /// Jobs processed at once, across queues.
+    pub concurrency: usize,
+    /// How long shutdown waits for in-flight jobs.
+    pub shutdown_grace: Duration,
+    /// The retry schedule an integration gets when its settings name none.
+    pub default_retry: RetryPolicy,
+    /// How long an integration's settings are cached.
+    pub integration_cache_ttl: Duration,
+    /// Test hook: simulate a crash at this point (see [`FaultPoint`]). Never set in
+    /// production configuration.
+    pub fault: Option<FaultPoint>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            providers: switchyard_providers::target_providers(),
+            prefetch: 64,
+            concurrency: 32,
+            shutdown_grace: Duration::from_secs(30),
+            default_retry: RetryPolicy::default(),
+            integration_cache_ttl: Duration::from_secs(5),
+            fault: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker configuration: {0}")]
+    Config(String),
+    #[error("the worker stopped at test fault point {0:?}")]
+    Crashed(FaultPoint),
+}
+
+pub(crate) struct Shared {
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) store: Store,
+    pub(crate) broker: Broker,
+    pub(crate) connectors: connectors::Cache,
+    pub(crate) crashed: CancellationToken,
+    pub(crate) stop: CancellationToken,
+}
+
+/// A worker, ready to run.
+#[derive(Clone)]
+pub struct Worker(Arc<Shared>);
+
+impl Worker {
+    pub fn new(
+        cfg: WorkerConfig,
+        store: Store,
+        broker: Broker,
+        keyring: Arc<Keyring>,
+    ) -> Result<Worker, WorkerError> {
+        if cfg.prefetch == 0 {
+            return Err(WorkerError::Config("prefetch must be at least 1".into()));
+        }
+        if cfg.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        cfg.default_retry.validate().map_err(WorkerError::Config)?;
+        for p in &cfg.providers {
+            match switchyard_providers::info(p) {
+                Some(info) if info.is_target => {}
+                _ => {
+                    return Err(WorkerError::Config(format!(
+                        "`{p}` has no work queue; providers with one: {}",
+                        switchyard_providers::target_providers().join(", ")
+                    )));
+                }
+            }
+        }
+        let ttl = cfg.integration_cache_ttl;
+        Ok(Worker(Arc::new(Shared {
+            connectors: connectors::Cache::new(store.clone(), keyring, ttl, cfg.default_retry.clone()),
+            cfg,
+            store,
+            broker,
+            crashed: CancellationToken::new(),
+            stop: CancellationToken::new(),
+        })))
+    }
+
+    /// Consume until `stop` is cancelled, then stop taking deliveries, let in-flight jobs
+    /// finish (up to the grace period) and return. The caller closes the broker after.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
+        let shared = self.0;
+        let consume_stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let topology = shared.broker.topology().clone();
+        for provider in &shared.cfg.providers {
+            let mut rx = shared.broker.consume(
+                topology.queue(provider),
+                shared.cfg.prefetch,
+                consume_stop.clone(),
+            );
+            let shared = shared.clone();
+            let permits = permits.clone();
+            let tracker2 = tracker.clone();
+            tracker.spawn(async move {
+                while let Some(delivery) = rx.recv().await {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let shared = shared.clone();
+                    tracker2.spawn(async move {
+                        process::handle(&shared, delivery).await;
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        info!(providers = ?shared.cfg.providers, prefetch = shared.cfg.prefetch,
+            concurrency = shared.cfg.concurrency, "worker started");
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = shared.crashed.cancelled() => {
+                consume_stop.cancel();
+                shared.stop.cancel();
+                let point = shared.cfg.fault.expect("only a fault point crashes the worker");
+                warn!(?point, "worker stopping at a test fault point without settling its delivery");
+                return Err(WorkerError::Crashed(point));
+            }
+        }
+        info!("worker stopping: no new deliveries; finishing in-flight jobs");
+        consume_stop.cancel();
+        tracker.close();
+        let grace = shared.cfg.shutdown_grace;
+        tokio::select! {
+            _ = tracker.wait() => info!("worker stopped; every in-flight job settled"),
+            _ = tokio::time::sleep(grace) => {
+                shared.stop.cancel();
+                warn!(grace_secs = grace.as_secs(), "worker stopped with jobs still in flight; the broker will redeliver them");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! Source integrations (webhook senders) with their routes, cached briefly. While the
+//! database is unreachable, a cached entry is used however old it is, so ingest keeps
+//! accepting webhooks for integrations it has seen.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_core::IntegrationStatus;
+use switchyard_core::inbound::InboundSpec;
+use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_store::{RouteTarget, Store, StoreError};
+use tokio::sync::RwLock;
+use tracing::warn;
+use uuid::Uuid;
+
+pub(crate) struct Source {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) status: IntegrationStatus,
+    pub(crate) inbound: InboundSpec,
+    pub(crate) auth: WebhookAuth,
+    pub(crate) targets: Vec<RouteTarget>,
+}
+
+pub(crate) struct Cache {
+    store: Store,
+    ttl: Duration,
+    entries: RwLock<HashMap<Uuid, (Instant, Option<Arc<Source>>)>>,
+}
+
+impl Cache {
+    pub(crate) fn new(store: Store, ttl: Duration) -> Cache {
+        Cache {
+            store,
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The source integration, `None` if there is no such (undeleted) integration.
+    pub(crate) async fn get(&self, id: Uuid) -> Result<Option<Arc<Source>>, StoreError> {
+        let cached = self.entries.read().await.get(&id).cloned();
+        if let Some((at, entry)) = &cached
+            && at.elapsed() < self.ttl
+        {
+            return Ok(entry.clone());
+        }
+        match self.load(id).await {
+            Ok(entry) => {
+                let mut map = self.entries.write().await;
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(id, (Instant::now(), entry.clone()));
+                Ok(entry)
+            }
+            Err(e) if e.is_unavailable() => match cached {
+                Some((_, entry)) => {
+                    warn!(integration = %id, error = %e, "database unreachable; using the cached integration");
+                    Ok(entry)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load(&self, id: Uuid) -> Result<Option<Arc<Source>>, StoreError> {
+        let integration = match self.store.integration(id).await {
+            Ok(i) => i,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let inbound: InboundSpec = serde_json::from_value(integration.inbound.clone())
+            .map_err(|e| StoreError::Corrupt(format!("integration {id}: inbound settings: {e}")))?;
+        let auth: WebhookAuth = serde_json::from_value(integration.webhook_auth.clone())
+            .map_err(|e| StoreError::Corrupt(format!("integration {id}: webhook_auth: {e}")))?;
+        let targets = self.store.route_targets(id).await?;
+        Ok(Some(Arc::new(Source {
+            id,
+            name: integration.name,
+            status: integration.status,
+            inbound,
+            auth,
+            targets,
+        })))
+    }
+}

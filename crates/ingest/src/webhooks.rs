@@ -1,0 +1,286 @@
+//! `POST /v1/webhooks/{integration}`.
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+use switchyard_broker::{Exchange, Headers, OutgoingMessage, PublishError, header as h};
+use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
+use switchyard_store::QueuedJob;
+use tracing::{Span, info, instrument, warn};
+use uuid::Uuid;
+
+use crate::{ApiError, SharedState};
+
+#[instrument(skip_all, fields(integration = %integration, event_id, entity, jobs))]
+pub(crate) async fn receive(
+    State(state): State<SharedState>,
+    Path(integration): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let retry = state.cfg.retry_after_secs;
+    let reject = |status: StatusCode, code: &'static str, message: String| {
+        warn!(%code, %message, "webhook rejected");
+        ApiError::new(status, code, message)
+    };
+
+    let id: Uuid = integration.parse().map_err(|_| {
+        reject(
+            StatusCode::NOT_FOUND,
+            "unknown_integration",
+            format!("no integration `{integration}` (webhook URLs name the integration's id)"),
+        )
+    })?;
+    let source = state
+        .sources
+        .get(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, retry))?
+        .ok_or_else(|| {
+            reject(
+                StatusCode::NOT_FOUND,
+                "unknown_integration",
+                format!("no integration {id}"),
+            )
+        })?;
+    if !matches!(
+        source.status,
+        IntegrationStatus::Active | IntegrationStatus::Testing
+    ) {
+        return Err(reject(
+            StatusCode::CONFLICT,
+            "integration_inactive",
+            format!(
+                "integration `{}` is {}; activate it to accept webhooks",
+                source.name, source.status
+            ),
+        ));
+    }
+
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    source.auth.verify(&header).map_err(|f| {
+        reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string())
+    })?;
+
+    let content_type = header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    if !is_json(&content_type) {
+        return Err(reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "expected Content-Type: application/json, got `{}`",
+                if content_type.is_empty() { "(none)" } else { &content_type }
+            ),
+        ));
+    }
+    let limit = state.cfg.max_body_bytes;
+    let too_large = || {
+        reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than this endpoint's limit of {limit} bytes"),
+        )
+    };
+    if header(header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large());
+    }
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+
+    let parsed: Value = serde_json::from_slice(&raw).map_err(|e| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let event = source.inbound.normalize(&parsed, &raw, &header).map_err(|e| {
+        reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!("the webhook lacks what this integration needs: {e}"),
+        )
+    })?;
+    let span = Span::current();
+    span.record("event_id", event.event_id.as_str());
+    span.record("entity", event.entity.as_str());
+
+    let action = if event.is_delete {
+        Action::Delete
+    } else {
+        Action::Upsert
+    };
+    let targets: Vec<_> = source
+        .targets
+        .iter()
+        .filter(|t| t.entity == event.entity && (t.event == "*" || t.event == event.event))
+        .collect();
+    let (active, skipped): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|t| t.status == IntegrationStatus::Active);
+    let skipped: Vec<Value> = skipped
+        .iter()
+        .map(|t| json!({"target": t.target_name, "reason": format!("the target is {}", t.status)}))
+        .collect();
+    if active.is_empty() {
+        info!(event = %event.event, "no active route for this event; nothing to do");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "jobs": [],
+                "skipped": skipped,
+                "note": format!("no active route from `{}` for {}.{}", source.name, event.entity, event.event),
+            })),
+        )
+            .into_response());
+    }
+
+    let received_at = Utc::now();
+    let trace = header("traceparent")
+        .filter(|t| valid_traceparent(t))
+        .unwrap_or_else(new_traceparent);
+    let envelopes: Vec<Envelope> = active
+        .iter()
+        .map(|t| {
+            let key = ids::idempotency_key(&event.event_id, t.target_id, action);
+            Envelope {
+                v: ENVELOPE_VERSION,
+                id: ids::job_id(&key),
+                idempotency_key: key,
+                tenant: t.tenant.clone(),
+                integration_id: t.target_id,
+                provider: t.provider.clone(),
+                source_integration_id: Some(source.id),
+                event_id: event.event_id.clone(),
+                event: event.event.clone(),
+                entity: event.entity.clone(),
+                action,
+                direction: Direction::Export,
+                internal_id: event.internal_id.clone(),
+                source_version: event.source_version,
+                occurred_at: event.occurred_at,
+                received_at,
+                payload: event.payload.clone(),
+                trace: Some(trace.clone()),
+            }
+        })
+        .collect();
+    let job_ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
+    span.record("jobs", job_ids.len());
+
+    // A re-sent webhook whose jobs exist is answered without publishing again. If the
+    // database cannot say, publish: workers deduplicate by idempotency key.
+    let existing = match state.store.existing_jobs(&job_ids).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "could not check for duplicates; publishing (workers deduplicate)");
+            Vec::new()
+        }
+    };
+    let fresh: Vec<&Envelope> = envelopes.iter().filter(|e| !existing.contains(&e.id)).collect();
+    if fresh.is_empty() {
+        info!("duplicate webhook: its jobs already exist");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"jobs": job_ids, "duplicate": true, "skipped": skipped})),
+        )
+            .into_response());
+    }
+
+    let messages: Vec<OutgoingMessage> = fresh
+        .iter()
+        .map(|e| {
+            let mut headers = Headers::default();
+            headers
+                .set(h::ATTEMPT, "0")
+                .set(h::FIRST_RECEIVED, received_at.to_rfc3339())
+                .set(h::TRACEPARENT, trace.clone());
+            OutgoingMessage {
+                exchange: Exchange::Jobs,
+                routing_key: e.routing_key(),
+                message_id: e.id.to_string(),
+                body: e.to_vec(),
+                headers,
+            }
+        })
+        .collect();
+    if let Err(e) = state.broker.publish(&messages).await {
+        let code = match e {
+            PublishError::Nacked => "queue_full",
+            _ => "broker_unavailable",
+        };
+        warn!(error = %e, "could not enqueue the webhook's jobs; asking the sender to retry");
+        return Err(ApiError::unavailable(
+            code,
+            format!("the webhook was not accepted: {e}; retry later"),
+            retry,
+        ));
+    }
+    let queued: Vec<QueuedJob<'_>> = fresh.iter().map(|e| QueuedJob { envelope: e }).collect();
+    if let Err(e) = state.store.record_queued(&queued).await {
+        // The jobs are durable in the broker; workers will create their rows.
+        warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
+    }
+    info!(event = %event.event, internal_id = %event.internal_id, "webhook accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"jobs": job_ids, "duplicate": false, "skipped": skipped})),
+    )
+        .into_response())
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn valid_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    parts.len() == 4
+        && parts[0].len() == 2
+        && parts[1].len() == 32
+        && parts[2].len() == 16
+        && parts[3].len() == 2
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts[1] != "00000000000000000000000000000000"
+}
+
+fn new_traceparent() -> String {
+    let trace = Uuid::new_v4().simple().to_string();
+    let span = &Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+
+    #[test]
+    fn traceparents() {
+        assert!(valid_traceparent(&new_traceparent()));
+        assert!(!valid_traceparent("00-abc-def-01"));
+    }
+}

@@ -1,0 +1,464 @@
+//! One delivery, from parse to acknowledgement.
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
+use switchyard_core::{Action, DeadReason, Envelope, ErrorClass};
+use switchyard_providers::Operation;
+use switchyard_resilience::RetryDecision;
+use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::Shared;
+
+/// Test hooks: where a simulated crash stops the worker. The delivery is left unsettled
+/// and the worker returns [`crate::WorkerError::Crashed`]; closing the broker connection
+/// then returns the message to its queue, as a real crash would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// After the provider answered, before the outcome is committed.
+    AfterProviderCall,
+    /// After the outcome is committed, before the delivery is acknowledged.
+    BeforeAck,
+    /// The handler panics (a poison message).
+    Panic,
+}
+
+/// How a delivery is settled.
+enum Settle {
+    Ack,
+    Retry {
+        delay: Duration,
+        attempts: i32,
+        class: ErrorClass,
+        message: String,
+    },
+    Dead {
+        reason: DeadReason,
+        class: ErrorClass,
+        message: String,
+    },
+    /// Leave it unsettled (simulated crash).
+    Hold,
+}
+
+pub(crate) async fn handle(shared: &Shared, d: Delivery) {
+    let env = match Envelope::from_slice(&d.body) {
+        Ok(env) => env,
+        Err(e) => {
+            warn!(routing_key = %d.routing_key, message_id = ?d.message_id, error = %e,
+                "dead-lettering a message that is not a valid envelope");
+            let mut headers = d.headers.clone();
+            dead_headers(&mut headers, DeadReason::Malformed, ErrorClass::Malformed, &e.to_string());
+            publish_then_ack(shared, &d, OutgoingMessage {
+                exchange: Exchange::DeadLetters,
+                routing_key: d.routing_key.clone(),
+                message_id: d.message_id.clone().unwrap_or_default(),
+                body: d.body.clone(),
+                headers,
+            })
+            .await;
+            return;
+        }
+    };
+    let span = info_span!("job", job_id = %env.id, provider = %env.provider,
+        integration = %env.integration_id, entity = %env.entity, internal_id = %env.internal_id,
+        redelivered = d.redelivered);
+    async {
+        if let Some(due) = due_at(&d.headers)
+            && due > Utc::now()
+        {
+            let rest = (due - Utc::now()).to_std().unwrap_or_default();
+            redelay(shared, &env, &d, d.headers.clone(), rest).await;
+            return;
+        }
+        let outcome = AssertUnwindSafe(process(shared, &env))
+            .catch_unwind()
+            .await;
+        let decision = match outcome {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => match store_failure(shared, &env, e).await {
+                Some(s) => s,
+                None => {
+                    // Database unreachable: it is back now (or we are stopping); let the
+                    // broker deliver the message again.
+                    let _ = d.requeue().await;
+                    return;
+                }
+            },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                error!(panic = %what, "the handler panicked; dead-lettering the message");
+                let message = format!("the worker panicked while processing this job: {what}");
+                let _ = shared
+                    .store
+                    .mark_dead(env.id, ErrorClass::Malformed, DeadReason::Malformed, &message)
+                    .await;
+                Settle::Dead {
+                    reason: DeadReason::Malformed,
+                    class: ErrorClass::Malformed,
+                    message,
+                }
+            }
+        };
+        settle(shared, &env, &d, decision).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Decide and record; the broker side is [`settle`]'s.
+async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> {
+    let fault = shared.cfg.fault;
+    if fault == Some(FaultPoint::Panic) {
+        panic!("test fault point: poison message");
+    }
+    let Some(target) = shared.connectors.get(env.integration_id).await? else {
+        let message = format!(
+            "the target integration {} does not exist (was it deleted?)",
+            env.integration_id
+        );
+        warn!(%message, "dead-lettering");
+        return Ok(Settle::Dead {
+            reason: DeadReason::Malformed,
+            class: ErrorClass::Malformed,
+            message,
+        });
+    };
+    let tx = match shared.store.claim(env).await? {
+        Claim::Duplicate { status } => {
+            info!(%status, "duplicate delivery: the job already settled; acknowledging");
+            return Ok(Settle::Ack);
+        }
+        Claim::Ready(tx) => tx,
+    };
+    if let (Some(version), Some(last)) = (
+        env.source_version,
+        tx.mapping().and_then(|m| m.last_source_version),
+    ) && version < last
+    {
+        tx.finish(env, Finish::Stale).await?;
+        info!(version, last_applied = last, "stale event: a newer version is already applied; not applied");
+        return Ok(Settle::Ack);
+    }
+    let connector = match &target.connector {
+        Ok(c) => c.clone(),
+        Err(message) => {
+            tx.finish(env, Finish::Dead {
+                attempt: None,
+                class: ErrorClass::Permanent,
+                reason: DeadReason::Rejected,
+                message: message.clone(),
+            })
+            .await?;
+            warn!(%message, "dead-lettering: the target cannot be called");
+            return Ok(Settle::Dead {
+                reason: DeadReason::Rejected,
+                class: ErrorClass::Permanent,
+                message: message.clone(),
+            });
+        }
+    };
+    let external = tx.mapping().map(|m| m.external_id.clone());
+    let op = match (env.action, external.as_deref()) {
+        (Action::Upsert, None) => Operation::Create {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            payload: &env.payload,
+            idempotency_key: &env.idempotency_key,
+        },
+        (Action::Upsert, Some(ext)) => Operation::Update {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            external_id: ext,
+            payload: &env.payload,
+            idempotency_key: &env.idempotency_key,
+        },
+        (Action::Delete, Some(ext)) => Operation::Delete {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            external_id: ext,
+        },
+        (Action::Delete, None) => {
+            let reason = "the entity is not mapped at the target: nothing to delete".to_owned();
+            tx.finish(env, Finish::Ignored { reason: reason.clone() }).await?;
+            info!(%reason, "ignored");
+            return Ok(Settle::Ack);
+        }
+    };
+    let attempt_no = tx.attempts_so_far() + 1;
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = connector.execute(op).await;
+    let duration_ms = clock.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    if fault == Some(FaultPoint::AfterProviderCall) {
+        shared.crashed.cancel();
+        return Ok(Settle::Hold);
+    }
+    match result {
+        Ok(out) => {
+            let mapping = match (env.action, out.external_id) {
+                (Action::Delete, _) => MappingChange::Remove,
+                (Action::Upsert, Some(external_id)) => MappingChange::Upsert { external_id },
+                (Action::Upsert, None) => MappingChange::Upsert {
+                    external_id: external.clone().unwrap_or_default(),
+                },
+            };
+            let ext = match &mapping {
+                MappingChange::Upsert { external_id } => Some(external_id.clone()),
+                MappingChange::Remove => None,
+            };
+            tx.finish(env, Finish::Succeeded {
+                attempt: AttemptRecord {
+                    started_at,
+                    duration_ms,
+                    status_code: Some(i32::from(out.status)),
+                    error_class: None,
+                    error: None,
+                    request: Some(out.request),
+                    response: Some(out.response),
+                },
+                mapping,
+            })
+            .await?;
+            info!(attempt = attempt_no, status = out.status, external_id = ?ext, duration_ms,
+                op = if external.is_some() { "update" } else { "create" }, "job succeeded");
+            if fault == Some(FaultPoint::BeforeAck) {
+                shared.crashed.cancel();
+                return Ok(Settle::Hold);
+            }
+            Ok(Settle::Ack)
+        }
+        Err(e) => {
+            let attempt = AttemptRecord {
+                started_at,
+                duration_ms,
+                status_code: e.status.map(i32::from),
+                error_class: Some(e.class),
+                error: Some(e.message.clone()),
+                request: e.request.clone(),
+                response: e.response.clone(),
+            };
+            let age = (Utc::now() - env.received_at).to_std().unwrap_or_default();
+            // A provider that says when to come back is deferred, not failed.
+            let deferred = e.class == ErrorClass::Throttled && e.retry_after.is_some();
+            if deferred {
+                let delay = e.retry_after.unwrap_or_default();
+                let attempts = tx.attempts_so_far();
+                tx.finish(env, Finish::Retrying {
+                    attempt: Some(attempt),
+                    spend_attempt: false,
+                    class: e.class,
+                    message: e.message.clone(),
+                })
+                .await?;
+                info!(retry_in_ms = delay.as_millis() as u64, error = %e.message,
+                    "provider throttled the call; deferring without spending an attempt");
+                return Ok(Settle::Retry { delay, attempts, class: e.class, message: e.message });
+            }
+            if e.class.is_retryable() {
+                match target.retry.decide(attempt_no as u32, age, e.retry_after) {
+                    RetryDecision::RetryAfter(delay) => {
+                        tx.finish(env, Finish::Retrying {
+                            attempt: Some(attempt),
+                            spend_attempt: true,
+                            class: e.class,
+                            message: e.message.clone(),
+                        })
+                        .await?;
+                        warn!(attempt = attempt_no, retry_in_ms = delay.as_millis() as u64,
+                            class = %e.class, error = %e.message, "provider call failed; will retry");
+                        return Ok(Settle::Retry {
+                            delay,
+                            attempts: attempt_no,
+                            class: e.class,
+                            message: e.message,
+                        });
+                    }
+                    RetryDecision::GiveUp => {
+                        let message = format!(
+                            "gave up after {attempt_no} attempt(s) over {}s: {}",
+                            age.as_secs(),
+                            e.message
+                        );
+                        return dead(tx, env, Some(attempt), e.class, DeadReason::Exhausted, message).await;
+                    }
+                }
+            }
+            let reason = DeadReason::for_class(e.class);
+            dead(tx, env, Some(attempt), e.class, reason, e.message).await
+        }
+    }
+}
+
+async fn dead(
+    tx: switchyard_store::JobTx,
+    env: &Envelope,
+    attempt: Option<AttemptRecord>,
+    class: ErrorClass,
+    reason: DeadReason,
+    message: String,
+) -> Result<Settle, StoreError> {
+    tx.finish(env, Finish::Dead {
+        attempt,
+        class,
+        reason,
+        message: message.clone(),
+    })
+    .await?;
+    warn!(%reason, %class, error = %message, "job dead-lettered");
+    Ok(Settle::Dead { reason, class, message })
+}
+
+/// A database failure while processing. `None`: the database is unreachable, and we waited
+/// until it is back (or we are stopping); the delivery should be requeued.
+async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option<Settle> {
+    match e {
+        StoreError::Conflict(message) => {
+            let _ = shared
+                .store
+                .mark_dead(env.id, ErrorClass::Permanent, DeadReason::Rejected, &message)
+                .await;
+            warn!(%message, "job dead-lettered: its outcome conflicts with a recorded mapping");
+            Some(Settle::Dead {
+                reason: DeadReason::Rejected,
+                class: ErrorClass::Permanent,
+                message,
+            })
+        }
+        e if e.is_unavailable() => {
+            warn!(error = %e, "the database is unreachable; holding the job until it is back");
+            let mut wait = Duration::from_millis(250);
+            loop {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if shared.store.ping().await.is_ok() {
+                    info!("the database is reachable again; the job will be redelivered");
+                    return None;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+        e => {
+            error!(error = %e, "database error while processing; retrying the job in 5 s");
+            Some(Settle::Retry {
+                delay: Duration::from_secs(5),
+                attempts: 0,
+                class: ErrorClass::Transient,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
+    match s {
+        Settle::Hold => {}
+        Settle::Ack => {
+            if let Err(e) = d.ack().await {
+                warn!(error = %e, "could not acknowledge; the broker will redeliver and the job will be recognised as a duplicate");
+            }
+        }
+        Settle::Retry {
+            delay,
+            attempts,
+            class,
+            message,
+        } => {
+            let mut headers = d.headers.clone();
+            headers
+                .set(header::ATTEMPT, attempts.max(0).to_string())
+                .set(header::LAST_ERROR_CLASS, class.as_str())
+                .set(header::LAST_ERROR, clip(&message));
+            redelay(shared, env, d, headers, delay).await;
+        }
+        Settle::Dead {
+            reason,
+            class,
+            message,
+        } => {
+            let mut headers = d.headers.clone();
+            dead_headers(&mut headers, reason, class, &message);
+            publish_then_ack(shared, d, OutgoingMessage {
+                exchange: Exchange::DeadLetters,
+                routing_key: env.routing_key(),
+                message_id: env.id.to_string(),
+                body: d.body.clone(),
+                headers,
+            })
+            .await;
+        }
+    }
+}
+
+/// Send the message back through the delay levels, to arrive after `delay`.
+async fn redelay(shared: &Shared, env: &Envelope, d: &Delivery, mut headers: Headers, delay: Duration) {
+    let topology = shared.broker.topology();
+    if delay > topology.max_delay() {
+        let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        headers.set(header::DUE_AT, due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    } else {
+        headers.0.remove(header::DUE_AT);
+    }
+    headers
+        .0
+        .entry(header::FIRST_RECEIVED.to_owned())
+        .or_insert_with(|| env.received_at.to_rfc3339());
+    publish_then_ack(shared, d, OutgoingMessage {
+        exchange: Exchange::Delay,
+        routing_key: topology.delay_routing_key(delay, &env.routing_key()),
+        message_id: env.id.to_string(),
+        body: d.body.clone(),
+        headers,
+    })
+    .await;
+}
+
+/// Publish (confirmed), then acknowledge the original. If publishing fails the original is
+/// left to the broker, which redelivers it: nothing is lost, at worst it is processed again.
+async fn publish_then_ack(shared: &Shared, d: &Delivery, msg: OutgoingMessage) {
+    match shared.broker.publish(std::slice::from_ref(&msg)).await {
+        Ok(()) => {
+            if let Err(e) = d.ack().await {
+                warn!(error = %e, "published onward but could not acknowledge; the broker will redeliver");
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, exchange = ?msg.exchange, "could not publish onward; returning the delivery to its queue");
+            let _ = d.requeue().await;
+        }
+    }
+}
+
+fn dead_headers(headers: &mut Headers, reason: DeadReason, class: ErrorClass, message: &str) {
+    headers
+        .set(header::DEAD_REASON, reason.as_str())
+        .set(header::DEAD_AT, Utc::now().to_rfc3339())
+        .set(header::LAST_ERROR_CLASS, class.as_str())
+        .set(header::LAST_ERROR, clip(message));
+}
+
+fn due_at(h: &Headers) -> Option<DateTime<Utc>> {
+    h.get(header::DUE_AT)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Header values stay small.
+fn clip(s: &str) -> String {
+    if s.len() <= 512 {
+        return s.to_owned();
+    }
+    let mut end = 512;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
