@@ -17,9 +17,9 @@
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use std::time::Duration;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
 
 /// Names and settings of the broker resources. `prefix` isolates one deployment (or one
 /// test) from another on a shared broker.
@@ -208,7 +208,10 @@ impl Topology {
             let mut args = FieldTable::default();
             let s = |v: &str| AMQPValue::LongString(v.into());
             args.insert("x-queue-type".into(), s("quorum"));
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1i64 << level));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(1i64 << level),
+            );
             args.insert("x-dead-letter-exchange".into(), s(&next));
             args.insert("x-dead-letter-strategy".into(), s("at-least-once"));
             args.insert("x-overflow".into(), s("reject-publish"));
@@ -245,7 +248,8 @@ impl Topology {
             .collect();
         queues.extend((0..self.delay_levels).map(|l| self.delay_queue(l)));
         for q in queues {
-            ch.queue_delete(q.into(), QueueDeleteOptions::default()).await?;
+            ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                .await?;
         }
         let mut exchanges = vec![
             self.jobs_exchange(),
@@ -278,8 +282,14 @@ mod tests {
     fn delay_keys_spell_the_delay_in_binary_highest_level_first() {
         let t = topo(4);
         assert_eq!(t.max_delay(), Duration::from_millis(15));
-        assert_eq!(t.delay_routing_key(Duration::from_millis(5), "rest.order.upsert"), "0.1.0.1.rest.order.upsert");
-        assert_eq!(t.delay_routing_key(Duration::from_millis(99), "k"), "1.1.1.1.k");
+        assert_eq!(
+            t.delay_routing_key(Duration::from_millis(5), "rest.order.upsert"),
+            "0.1.0.1.rest.order.upsert"
+        );
+        assert_eq!(
+            t.delay_routing_key(Duration::from_millis(99), "k"),
+            "1.1.1.1.k"
+        );
         assert_eq!(t.delay_routing_key(Duration::ZERO, "k"), "0.0.0.0.k");
         assert_eq!(t.words_before(3), "");
         assert_eq!(t.words_before(0), "*.*.*.");

@@ -29,7 +29,11 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After`: the sender should try again.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> ApiError {
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u32,
+    ) -> ApiError {
         ApiError {
             retry_after_secs: Some(retry_after),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
@@ -44,11 +48,19 @@ impl ApiError {
             StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             e if e.is_unavailable() => {
                 error!(error = %e, "database unavailable");
-                ApiError::unavailable("database_unavailable", "the database is unavailable; retry later", retry_after)
+                ApiError::unavailable(
+                    "database_unavailable",
+                    "the database is unavailable; retry later",
+                    retry_after,
+                )
             }
             e => {
                 error!(error = %e, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
             }
         }
     }
@@ -59,7 +71,8 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -118,7 +118,9 @@ impl IngestApp {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serve until `stop` is cancelled, then finish the requests in flight.

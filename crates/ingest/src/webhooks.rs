@@ -65,9 +65,10 @@ pub(crate) async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    source.auth.verify(&header).map_err(|f| {
-        reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string())
-    })?;
+    source
+        .auth
+        .verify(&header)
+        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
 
     let content_type = header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !is_json(&content_type) {
@@ -76,7 +77,11 @@ pub(crate) async fn receive(
             "unsupported_media_type",
             format!(
                 "expected Content-Type: application/json, got `{}`",
-                if content_type.is_empty() { "(none)" } else { &content_type }
+                if content_type.is_empty() {
+                    "(none)"
+                } else {
+                    &content_type
+                }
             ),
         ));
     }
@@ -94,7 +99,9 @@ pub(crate) async fn receive(
     {
         return Err(too_large());
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
 
     let parsed: Value = serde_json::from_slice(&raw).map_err(|e| {
         reject(
@@ -103,13 +110,16 @@ pub(crate) async fn receive(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let event = source.inbound.normalize(&parsed, &raw, &header).map_err(|e| {
-        reject(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_event",
-            format!("the webhook lacks what this integration needs: {e}"),
-        )
-    })?;
+    let event = source
+        .inbound
+        .normalize(&parsed, &raw, &header)
+        .map_err(|e| {
+            reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                format!("the webhook lacks what this integration needs: {e}"),
+            )
+        })?;
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
     span.record("entity", event.entity.as_str());
@@ -186,7 +196,10 @@ pub(crate) async fn receive(
             Vec::new()
         }
     };
-    let fresh: Vec<&Envelope> = envelopes.iter().filter(|e| !existing.contains(&e.id)).collect();
+    let fresh: Vec<&Envelope> = envelopes
+        .iter()
+        .filter(|e| !existing.contains(&e.id))
+        .collect();
     if fresh.is_empty() {
         info!("duplicate webhook: its jobs already exist");
         return Ok((
@@ -255,7 +268,9 @@ fn valid_traceparent(t: &str) -> bool {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
         && parts[1] != "00000000000000000000000000000000"
 }
 

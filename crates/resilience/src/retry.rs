@@ -90,7 +90,12 @@ impl RetryPolicy {
     /// After failed attempt number `attempt` (1-based) of a job received `age` ago: retry
     /// when, or give up. The provider's `Retry-After`, when given, replaces the computed
     /// delay.
-    pub fn decide(&self, attempt: u32, age: Duration, retry_after: Option<Duration>) -> RetryDecision {
+    pub fn decide(
+        &self,
+        attempt: u32,
+        age: Duration,
+        retry_after: Option<Duration>,
+    ) -> RetryDecision {
         if attempt >= self.max_attempts {
             return RetryDecision::GiveUp;
         }
@@ -139,9 +144,15 @@ mod tests {
     #[test]
     fn gives_up_on_attempts_or_age_and_honours_retry_after() {
         let p = policy();
-        assert_eq!(p.decide(1, Duration::ZERO, None), RetryDecision::RetryAfter(Duration::from_millis(100)));
+        assert_eq!(
+            p.decide(1, Duration::ZERO, None),
+            RetryDecision::RetryAfter(Duration::from_millis(100))
+        );
         assert_eq!(p.decide(6, Duration::ZERO, None), RetryDecision::GiveUp);
-        assert_eq!(p.decide(2, Duration::from_secs(60), None), RetryDecision::GiveUp);
+        assert_eq!(
+            p.decide(2, Duration::from_secs(60), None),
+            RetryDecision::GiveUp
+        );
         assert_eq!(
             p.decide(1, Duration::ZERO, Some(Duration::from_secs(2))),
             RetryDecision::RetryAfter(Duration::from_secs(2))
@@ -150,7 +161,10 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_within_the_delay() {
-        let p = RetryPolicy { jitter: Jitter::Full, ..policy() };
+        let p = RetryPolicy {
+            jitter: Jitter::Full,
+            ..policy()
+        };
         for _ in 0..200 {
             match p.decide(3, Duration::ZERO, None) {
                 RetryDecision::RetryAfter(d) => assert!(d <= Duration::from_millis(400)),
@@ -162,11 +176,20 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         assert!(RetryPolicy::default().validate().is_ok());
-        let bad = RetryPolicy { factor: 0.5, ..RetryPolicy::default() };
+        let bad = RetryPolicy {
+            factor: 0.5,
+            ..RetryPolicy::default()
+        };
         assert!(bad.validate().unwrap_err().contains("retry.factor"));
         // Partial settings keep the other defaults; unknown ones are refused.
         let p: RetryPolicy = serde_json::from_str(r#"{"max_attempts": 3}"#).unwrap();
-        assert_eq!(p, RetryPolicy { max_attempts: 3, ..RetryPolicy::default() });
+        assert_eq!(
+            p,
+            RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            }
+        );
         let err = serde_json::from_str::<RetryPolicy>(r#"{"max_attempt": 3}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `max_attempt`"));
     }

@@ -157,7 +157,13 @@ impl JobTx {
         let duration_ms = (now - self.started)
             .num_milliseconds()
             .clamp(0, i32::MAX as i64) as i32;
-        let spend = !matches!(&finish, Finish::Retrying { spend_attempt: false, .. });
+        let spend = !matches!(
+            &finish,
+            Finish::Retrying {
+                spend_attempt: false,
+                ..
+            }
+        );
         let (status, attempt, class, message, reason, external_id) = match &finish {
             Finish::Succeeded { attempt, mapping } => {
                 let ext = match mapping {

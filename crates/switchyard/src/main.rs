@@ -1,1 +1,87 @@
-fn main() {}
+//! `switchyard`: the integration hub's one binary.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Switchyard carries webhooks and sync requests to the systems that must hear of them,
+/// exactly once in effect, with every outcome and every id mapping on record.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, propagate_version = true)]
+struct Cli {
+    /// A TOML configuration file; `SWITCHYARD_*` environment variables override it.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP ingest service (webhooks, job lookups, health).
+    Ingest,
+    /// Run a worker: consume provider queues and call providers.
+    Worker,
+    /// Run ingest and a worker in one process (for a laptop or a small install).
+    All,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Create, list and inspect integrations.
+    #[command(subcommand)]
+    Integrations(admin::IntegrationsCmd),
+    /// Add and list routes: which events go to which targets.
+    #[command(subcommand)]
+    Routes(admin::RoutesCmd),
+    /// Inspect jobs.
+    #[command(subcommand)]
+    Jobs(admin::JobsCmd),
+    /// Inspect internal ↔ external id mappings.
+    #[command(subcommand)]
+    Mappings(admin::MappingsCmd),
+    /// Vault keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Keys(cmd) = &cli.command {
+        return admin::keys(cmd);
+    }
+    let cfg = config::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Ingest => serve::run(cfg, serve::Services::Ingest).await,
+        Command::Worker => serve::run(cfg, serve::Services::Worker).await,
+        Command::All => serve::run(cfg, serve::Services::All).await,
+        Command::Migrate => serve::migrate(&cfg).await,
+        Command::Integrations(cmd) => admin::integrations(&cfg, cmd).await,
+        Command::Routes(cmd) => admin::routes(&cfg, cmd).await,
+        Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
+        Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
+        Command::Keys(_) => unreachable!("handled above"),
+    }
+}

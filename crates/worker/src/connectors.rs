@@ -83,9 +83,8 @@ impl Cache {
                             integration.id.as_bytes(),
                         )
                         .map_err(|e| format!("credentials: {e}"))?;
-                    let json: serde_json::Value =
-                        serde_json::from_slice(opened.expose_secret())
-                            .map_err(|_| "credentials: the decrypted value is not JSON".to_owned())?;
+                    let json: serde_json::Value = serde_json::from_slice(opened.expose_secret())
+                        .map_err(|_| "credentials: the decrypted value is not JSON".to_owned())?;
                     Credentials::from_json(&json).map_err(|e| e.to_string())?
                 }
             };

@@ -105,7 +105,12 @@ impl Worker {
         }
         let ttl = cfg.integration_cache_ttl;
         Ok(Worker(Arc::new(Shared {
-            connectors: connectors::Cache::new(store.clone(), keyring, ttl, cfg.default_retry.clone()),
+            connectors: connectors::Cache::new(
+                store.clone(),
+                keyring,
+                ttl,
+                cfg.default_retry.clone(),
+            ),
             cfg,
             store,
             broker,

@@ -50,14 +50,23 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             warn!(routing_key = %d.routing_key, message_id = ?d.message_id, error = %e,
                 "dead-lettering a message that is not a valid envelope");
             let mut headers = d.headers.clone();
-            dead_headers(&mut headers, DeadReason::Malformed, ErrorClass::Malformed, &e.to_string());
-            publish_then_ack(shared, &d, OutgoingMessage {
-                exchange: Exchange::DeadLetters,
-                routing_key: d.routing_key.clone(),
-                message_id: d.message_id.clone().unwrap_or_default(),
-                body: d.body.clone(),
-                headers,
-            })
+            dead_headers(
+                &mut headers,
+                DeadReason::Malformed,
+                ErrorClass::Malformed,
+                &e.to_string(),
+            );
+            publish_then_ack(
+                shared,
+                &d,
+                OutgoingMessage {
+                    exchange: Exchange::DeadLetters,
+                    routing_key: d.routing_key.clone(),
+                    message_id: d.message_id.clone().unwrap_or_default(),
+                    body: d.body.clone(),
+                    headers,
+                },
+            )
             .await;
             return;
         }
@@ -73,9 +82,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             redelay(shared, &env, &d, d.headers.clone(), rest).await;
             return;
         }
-        let outcome = AssertUnwindSafe(process(shared, &env))
-            .catch_unwind()
-            .await;
+        let outcome = AssertUnwindSafe(process(shared, &env)).catch_unwind().await;
         let decision = match outcome {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => match store_failure(shared, &env, e).await {
@@ -97,7 +104,12 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
                 let message = format!("the worker panicked while processing this job: {what}");
                 let _ = shared
                     .store
-                    .mark_dead(env.id, ErrorClass::Malformed, DeadReason::Malformed, &message)
+                    .mark_dead(
+                        env.id,
+                        ErrorClass::Malformed,
+                        DeadReason::Malformed,
+                        &message,
+                    )
                     .await;
                 Settle::Dead {
                     reason: DeadReason::Malformed,
@@ -143,18 +155,25 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
     ) && version < last
     {
         tx.finish(env, Finish::Stale).await?;
-        info!(version, last_applied = last, "stale event: a newer version is already applied; not applied");
+        info!(
+            version,
+            last_applied = last,
+            "stale event: a newer version is already applied; not applied"
+        );
         return Ok(Settle::Ack);
     }
     let connector = match &target.connector {
         Ok(c) => c.clone(),
         Err(message) => {
-            tx.finish(env, Finish::Dead {
-                attempt: None,
-                class: ErrorClass::Permanent,
-                reason: DeadReason::Rejected,
-                message: message.clone(),
-            })
+            tx.finish(
+                env,
+                Finish::Dead {
+                    attempt: None,
+                    class: ErrorClass::Permanent,
+                    reason: DeadReason::Rejected,
+                    message: message.clone(),
+                },
+            )
             .await?;
             warn!(%message, "dead-lettering: the target cannot be called");
             return Ok(Settle::Dead {
@@ -186,7 +205,13 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
         },
         (Action::Delete, None) => {
             let reason = "the entity is not mapped at the target: nothing to delete".to_owned();
-            tx.finish(env, Finish::Ignored { reason: reason.clone() }).await?;
+            tx.finish(
+                env,
+                Finish::Ignored {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
             info!(%reason, "ignored");
             return Ok(Settle::Ack);
         }
@@ -213,18 +238,21 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
                 MappingChange::Upsert { external_id } => Some(external_id.clone()),
                 MappingChange::Remove => None,
             };
-            tx.finish(env, Finish::Succeeded {
-                attempt: AttemptRecord {
-                    started_at,
-                    duration_ms,
-                    status_code: Some(i32::from(out.status)),
-                    error_class: None,
-                    error: None,
-                    request: Some(out.request),
-                    response: Some(out.response),
+            tx.finish(
+                env,
+                Finish::Succeeded {
+                    attempt: AttemptRecord {
+                        started_at,
+                        duration_ms,
+                        status_code: Some(i32::from(out.status)),
+                        error_class: None,
+                        error: None,
+                        request: Some(out.request),
+                        response: Some(out.response),
+                    },
+                    mapping,
                 },
-                mapping,
-            })
+            )
             .await?;
             info!(attempt = attempt_no, status = out.status, external_id = ?ext, duration_ms,
                 op = if external.is_some() { "update" } else { "create" }, "job succeeded");
@@ -250,26 +278,37 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
             if deferred {
                 let delay = e.retry_after.unwrap_or_default();
                 let attempts = tx.attempts_so_far();
-                tx.finish(env, Finish::Retrying {
-                    attempt: Some(attempt),
-                    spend_attempt: false,
-                    class: e.class,
-                    message: e.message.clone(),
-                })
+                tx.finish(
+                    env,
+                    Finish::Retrying {
+                        attempt: Some(attempt),
+                        spend_attempt: false,
+                        class: e.class,
+                        message: e.message.clone(),
+                    },
+                )
                 .await?;
                 info!(retry_in_ms = delay.as_millis() as u64, error = %e.message,
                     "provider throttled the call; deferring without spending an attempt");
-                return Ok(Settle::Retry { delay, attempts, class: e.class, message: e.message });
+                return Ok(Settle::Retry {
+                    delay,
+                    attempts,
+                    class: e.class,
+                    message: e.message,
+                });
             }
             if e.class.is_retryable() {
                 match target.retry.decide(attempt_no as u32, age, e.retry_after) {
                     RetryDecision::RetryAfter(delay) => {
-                        tx.finish(env, Finish::Retrying {
-                            attempt: Some(attempt),
-                            spend_attempt: true,
-                            class: e.class,
-                            message: e.message.clone(),
-                        })
+                        tx.finish(
+                            env,
+                            Finish::Retrying {
+                                attempt: Some(attempt),
+                                spend_attempt: true,
+                                class: e.class,
+                                message: e.message.clone(),
+                            },
+                        )
                         .await?;
                         warn!(attempt = attempt_no, retry_in_ms = delay.as_millis() as u64,
                             class = %e.class, error = %e.message, "provider call failed; will retry");
@@ -286,7 +325,15 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
                             age.as_secs(),
                             e.message
                         );
-                        return dead(tx, env, Some(attempt), e.class, DeadReason::Exhausted, message).await;
+                        return dead(
+                            tx,
+                            env,
+                            Some(attempt),
+                            e.class,
+                            DeadReason::Exhausted,
+                            message,
+                        )
+                        .await;
                     }
                 }
             }
@@ -304,15 +351,22 @@ async fn dead(
     reason: DeadReason,
     message: String,
 ) -> Result<Settle, StoreError> {
-    tx.finish(env, Finish::Dead {
-        attempt,
-        class,
-        reason,
-        message: message.clone(),
-    })
+    tx.finish(
+        env,
+        Finish::Dead {
+            attempt,
+            class,
+            reason,
+            message: message.clone(),
+        },
+    )
     .await?;
     warn!(%reason, %class, error = %message, "job dead-lettered");
-    Ok(Settle::Dead { reason, class, message })
+    Ok(Settle::Dead {
+        reason,
+        class,
+        message,
+    })
 }
 
 /// A database failure while processing. `None`: the database is unreachable, and we waited
@@ -322,7 +376,12 @@ async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option
         StoreError::Conflict(message) => {
             let _ = shared
                 .store
-                .mark_dead(env.id, ErrorClass::Permanent, DeadReason::Rejected, &message)
+                .mark_dead(
+                    env.id,
+                    ErrorClass::Permanent,
+                    DeadReason::Rejected,
+                    &message,
+                )
                 .await;
             warn!(%message, "job dead-lettered: its outcome conflicts with a recorded mapping");
             Some(Settle::Dead {
@@ -386,24 +445,37 @@ async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
         } => {
             let mut headers = d.headers.clone();
             dead_headers(&mut headers, reason, class, &message);
-            publish_then_ack(shared, d, OutgoingMessage {
-                exchange: Exchange::DeadLetters,
-                routing_key: env.routing_key(),
-                message_id: env.id.to_string(),
-                body: d.body.clone(),
-                headers,
-            })
+            publish_then_ack(
+                shared,
+                d,
+                OutgoingMessage {
+                    exchange: Exchange::DeadLetters,
+                    routing_key: env.routing_key(),
+                    message_id: env.id.to_string(),
+                    body: d.body.clone(),
+                    headers,
+                },
+            )
             .await;
         }
     }
 }
 
 /// Send the message back through the delay levels, to arrive after `delay`.
-async fn redelay(shared: &Shared, env: &Envelope, d: &Delivery, mut headers: Headers, delay: Duration) {
+async fn redelay(
+    shared: &Shared,
+    env: &Envelope,
+    d: &Delivery,
+    mut headers: Headers,
+    delay: Duration,
+) {
     let topology = shared.broker.topology();
     if delay > topology.max_delay() {
         let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        headers.set(header::DUE_AT, due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        headers.set(
+            header::DUE_AT,
+            due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
     } else {
         headers.0.remove(header::DUE_AT);
     }
@@ -411,13 +483,17 @@ async fn redelay(shared: &Shared, env: &Envelope, d: &Delivery, mut headers: Hea
         .0
         .entry(header::FIRST_RECEIVED.to_owned())
         .or_insert_with(|| env.received_at.to_rfc3339());
-    publish_then_ack(shared, d, OutgoingMessage {
-        exchange: Exchange::Delay,
-        routing_key: topology.delay_routing_key(delay, &env.routing_key()),
-        message_id: env.id.to_string(),
-        body: d.body.clone(),
-        headers,
-    })
+    publish_then_ack(
+        shared,
+        d,
+        OutgoingMessage {
+            exchange: Exchange::Delay,
+            routing_key: topology.delay_routing_key(delay, &env.routing_key()),
+            message_id: env.id.to_string(),
+            body: d.body.clone(),
+            headers,
+        },
+    )
     .await;
 }
 

@@ -1,0 +1,471 @@
+//! Operator commands: integrations, routes, jobs, mappings, keys.
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::io::Read;
+use switchyard_core::inbound::InboundSpec;
+use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_core::{Direction, IntegrationStatus, JobStatus};
+use switchyard_store::{Integration, JobFilter, NewIntegration, SealedCredentials, Store};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::serve::open_store;
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCmd {
+    /// Create an integration. Prints its webhook URL and, once, its webhook API key.
+    Create(CreateArgs),
+    /// List integrations.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one integration (by id, or as tenant/name) as JSON. Credentials are never shown.
+    Show { integration: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Unique within the tenant: a-z, 0-9, _ or -.
+    #[arg(long)]
+    name: String,
+    /// `rest` (a JSON REST API described by a manifest) or `webhook` (only sends webhooks).
+    #[arg(long)]
+    provider: String,
+    /// The connector manifest and common settings: inline JSON, @FILE, or - for stdin.
+    #[arg(long, default_value = "{}")]
+    settings: String,
+    /// How this integration's webhooks are read (entity, event, ids): inline JSON or @FILE.
+    #[arg(long, default_value = "{}")]
+    inbound: String,
+    /// A JSON file with the credentials (an object of strings), or - for stdin. They are
+    /// encrypted with the vault's active key and never shown again.
+    #[arg(long)]
+    credentials_file: Option<String>,
+    /// How its webhooks authenticate: `api-key` (a key is generated and shown once) or `none`.
+    #[arg(long, default_value = "api-key")]
+    webhook_auth: String,
+    #[arg(long, default_value = "active")]
+    status: String,
+    #[arg(long, default_value = "export")]
+    direction: String,
+    /// Comma-separated entities this integration syncs (orders, products, …).
+    #[arg(long, value_delimiter = ',')]
+    entities: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutesCmd {
+    /// Route an entity's events from one integration to one or more targets.
+    Add {
+        /// The source integration (id or tenant/name).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        entity: String,
+        /// The event name to match, or `*` for every event of the entity.
+        #[arg(long, default_value = "*")]
+        event: String,
+        /// A target integration (id or tenant/name); repeat for fan-out.
+        #[arg(long = "to", required = true)]
+        targets: Vec<String>,
+    },
+    /// List the routes from an integration.
+    List { integration: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Show a job with its attempts, as JSON.
+    Show { id: Uuid },
+    /// List jobs, newest first.
+    List {
+        /// Target integration (id or tenant/name).
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingsCmd {
+    /// List an integration's id mappings.
+    List {
+        integration: String,
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Print a new random vault key as `<id>:<base64>`, for SWITCHYARD_VAULT_KEYS.
+    Generate {
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+}
+
+pub fn keys(cmd: &KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Generate { id } => {
+            println!(
+                "{}",
+                switchyard_vault::Keyring::generate(id).expose_secret()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Inline JSON, `@file`, or `-` for stdin.
+fn read_json(what: &str, arg: &str) -> anyhow::Result<Value> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading stdin")?;
+        s
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("--{what}: cannot read {path}"))?
+    } else {
+        arg.to_owned()
+    };
+    serde_json::from_str(&text).with_context(|| format!("--{what}: not valid JSON"))
+}
+
+async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Integration> {
+    if let Ok(id) = reference.parse::<Uuid>() {
+        return Ok(store.integration(id).await?);
+    }
+    let (tenant, name) = reference.split_once('/').unwrap_or(("default", reference));
+    Ok(store.integration_by_name(tenant, name).await?)
+}
+
+fn random_key() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    format!(
+        "sy_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+fn integration_json(i: &Integration, cfg: &Config) -> Value {
+    json!({
+        "id": i.id,
+        "tenant": i.tenant,
+        "name": i.name,
+        "provider": i.provider,
+        "status": i.status,
+        "direction": i.direction,
+        "entities": i.entities,
+        "settings": i.settings,
+        "inbound": i.inbound,
+        "webhook_auth": i.webhook_auth.get("scheme"),
+        "has_credentials": i.credentials.is_some(),
+        "webhook_url": format!("http://{}/v1/webhooks/{}", cfg.listen, i.id),
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    })
+}
+
+pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        IntegrationsCmd::Create(a) => {
+            if !switchyard_core::is_valid_name(&a.name) {
+                bail!(
+                    "--name: `{}` is not a valid name (1-64 of a-z, 0-9, _ or -)",
+                    a.name
+                );
+            }
+            if switchyard_providers::info(&a.provider).is_none() {
+                let known: Vec<_> = switchyard_providers::PROVIDERS
+                    .iter()
+                    .map(|p| p.name)
+                    .collect();
+                bail!(
+                    "--provider: `{}` is not a known provider; known: {}",
+                    a.provider,
+                    known.join(", ")
+                );
+            }
+            let status: IntegrationStatus = a.status.parse().context("--status")?;
+            let direction: Direction = a.direction.parse().context("--direction")?;
+            for e in &a.entities {
+                if !switchyard_core::is_valid_name(e) {
+                    bail!("--entities: `{e}` is not a valid entity name");
+                }
+            }
+            let settings = read_json("settings", &a.settings)?;
+            switchyard_providers::validate(&a.provider, &settings)
+                .map_err(|e| anyhow::anyhow!("--settings: {e}"))?;
+            let inbound = read_json("inbound", &a.inbound)?;
+            serde_json::from_value::<InboundSpec>(inbound.clone())
+                .map_err(|e| anyhow::anyhow!("--inbound: {e}"))?;
+            let (webhook_auth, api_key) = match a.webhook_auth.as_str() {
+                "api-key" => {
+                    let key = random_key();
+                    (WebhookAuth::api_keys([key.as_str()]), Some(key))
+                }
+                "none" => (WebhookAuth::None, None),
+                other => bail!("--webhook-auth: `{other}` is not a scheme; use api-key or none"),
+            };
+            let id = Uuid::now_v7();
+            let credentials = match &a.credentials_file {
+                None => None,
+                Some(path) => {
+                    let value = read_json(
+                        "credentials-file",
+                        &format!("{}{path}", if path == "-" { "" } else { "@" }),
+                    )?;
+                    switchyard_providers::Credentials::from_json(&value)
+                        .map_err(|e| anyhow::anyhow!("--credentials-file: {e}"))?;
+                    let keyring = cfg.keyring()?;
+                    let sealed = keyring
+                        .seal(value.to_string().as_bytes(), id.as_bytes())
+                        .context("--credentials-file: cannot encrypt the credentials")?;
+                    Some(SealedCredentials {
+                        key_id: sealed.key_id,
+                        bytes: sealed.bytes,
+                    })
+                }
+            };
+            let created = store
+                .create_integration(&NewIntegration {
+                    id,
+                    tenant: a.tenant,
+                    name: a.name,
+                    provider: a.provider,
+                    status,
+                    direction,
+                    entities: a.entities,
+                    settings,
+                    inbound,
+                    webhook_auth: serde_json::to_value(&webhook_auth)?,
+                    credentials,
+                })
+                .await?;
+            if a.json {
+                let mut v = integration_json(&created, cfg);
+                if let Some(k) = &api_key {
+                    v["webhook_api_key"] = json!(k);
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "created integration {}/{} ({})",
+                    created.tenant, created.name, created.id
+                );
+                println!(
+                    "  webhook URL: http://{}/v1/webhooks/{}",
+                    cfg.listen, created.id
+                );
+                if let Some(k) = api_key {
+                    println!("  webhook API key (shown once; send it as X-API-Key): {k}");
+                }
+            }
+        }
+        IntegrationsCmd::List { tenant, json } => {
+            let list = store.list_integrations(tenant.as_deref()).await?;
+            if json {
+                let v: Vec<Value> = list.iter().map(|i| integration_json(i, cfg)).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<36}  {:<12} {:<20} {:<8} {:<8}",
+                    "ID", "TENANT", "NAME", "PROVIDER", "STATUS"
+                );
+                for i in list {
+                    println!(
+                        "{:<36}  {:<12} {:<20} {:<8} {:<8}",
+                        i.id, i.tenant, i.name, i.provider, i.status
+                    );
+                }
+            }
+        }
+        IntegrationsCmd::Show { integration } => {
+            let i = resolve(&store, &integration).await?;
+            let mut v = integration_json(&i, cfg);
+            v["routes"] = serde_json::to_value(store.routes(i.id).await?)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        RoutesCmd::Add {
+            from,
+            entity,
+            event,
+            targets,
+        } => {
+            let source = resolve(&store, &from).await.context("--from")?;
+            if !switchyard_core::is_valid_name(&entity) {
+                bail!("--entity: `{entity}` is not a valid entity name");
+            }
+            let mut ids = Vec::new();
+            for t in &targets {
+                let target = resolve(&store, t)
+                    .await
+                    .with_context(|| format!("--to {t}"))?;
+                if target.tenant != source.tenant {
+                    bail!(
+                        "--to {t}: belongs to tenant `{}`, the source to `{}`; routes stay within a tenant",
+                        target.tenant,
+                        source.tenant
+                    );
+                }
+                let info = switchyard_providers::info(&target.provider);
+                if !info.is_some_and(|i| i.is_target) {
+                    bail!(
+                        "--to {t}: a `{}` integration cannot be a target",
+                        target.provider
+                    );
+                }
+                if target.provider == switchyard_providers::rest::PROVIDER
+                    && target
+                        .settings
+                        .pointer(&format!("/entities/{entity}"))
+                        .is_none()
+                {
+                    bail!(
+                        "--to {t}: its manifest has no endpoints for entity `{entity}` (settings.entities.{entity})"
+                    );
+                }
+                ids.push(target.id);
+            }
+            let route = store.add_route(source.id, &entity, &event, &ids).await?;
+            println!(
+                "route {route}: {}/{} {entity}.{event} → {}",
+                source.tenant,
+                source.name,
+                targets.join(", ")
+            );
+        }
+        RoutesCmd::List { integration } => {
+            let source = resolve(&store, &integration).await?;
+            for r in store.routes(source.id).await? {
+                println!("{}.{} → {}", r.entity, r.event, r.targets.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        JobsCmd::Show { id } => {
+            let job = store.job(id).await?;
+            let attempts = store.job_attempts(id).await?;
+            let v = json!({"job": job, "attempts": attempts});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        JobsCmd::List {
+            integration,
+            status,
+            entity,
+            limit,
+            json,
+        } => {
+            let integration_id = match integration {
+                Some(r) => Some(resolve(&store, &r).await?.id),
+                None => None,
+            };
+            let status = match status {
+                Some(s) => Some(s.parse::<JobStatus>().context("--status")?),
+                None => None,
+            };
+            let rows = store
+                .list_jobs(&JobFilter {
+                    integration_id,
+                    status,
+                    entity,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<36}  {:<9} {:<8} {:<14} {:>3} {:<20} ERROR",
+                    "JOB", "STATUS", "ENTITY", "INTERNAL ID", "TRY", "EXTERNAL ID"
+                );
+                for j in rows {
+                    println!(
+                        "{:<36}  {:<9} {:<8} {:<14} {:>3} {:<20} {}",
+                        j.id,
+                        j.status,
+                        j.entity,
+                        j.internal_id,
+                        j.attempts,
+                        j.external_id.unwrap_or_default(),
+                        j.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        MappingsCmd::List {
+            integration,
+            entity,
+            limit,
+            json,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            let rows = store.list_mappings(i.id, entity.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<10} {:<20} {:<36} {:>8}  LAST SYNCED",
+                    "ENTITY", "INTERNAL ID", "EXTERNAL ID", "VERSION"
+                );
+                for m in rows {
+                    println!(
+                        "{:<10} {:<20} {:<36} {:>8}  {}",
+                        m.entity,
+                        m.internal_id,
+                        m.external_id,
+                        m.last_source_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        m.last_synced_at.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

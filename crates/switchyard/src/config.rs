@@ -1,0 +1,243 @@
+//! Configuration: defaults in code, then an optional TOML file (`--config` or
+//! `SWITCHYARD_CONFIG`), then `SWITCHYARD_*` environment variables (nested settings with
+//! `__`, e.g. `SWITCHYARD_WORKER__PREFETCH=32`). Validated at start; errors name the setting.
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use switchyard_resilience::RetryPolicy;
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `SWITCHYARD_DATABASE_URL`
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// `SWITCHYARD_AMQP_URL`
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (isolates deployments sharing a broker).
+    pub queue_prefix: String,
+    /// Where ingest listens.
+    pub listen: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// `<id>:<base64 key>[,…]`: the vault's master keys.
+    pub vault_keys: Option<SecretString>,
+    /// Which vault key seals new secrets (default: the first listed).
+    pub vault_active_key: Option<String>,
+    /// Bearer token for the management API.
+    pub admin_token: Option<SecretString>,
+    pub ingest: IngestSettings,
+    pub worker: WorkerSettings,
+    pub broker: BrokerSettings,
+    /// Default retry schedule (an integration's `settings.retry` overrides it).
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    pub max_body_bytes: usize,
+    pub retry_after_secs: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Providers whose queues to consume (default: all).
+    pub providers: Vec<String>,
+    pub prefetch: u16,
+    pub concurrency: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub confirm_timeout_ms: u64,
+    pub publisher_channels: usize,
+    pub delivery_limit: u32,
+    pub delay_levels: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "postgres://postgres@127.0.0.1:5432/switchyard".into(),
+            database_max_connections: 48,
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            queue_prefix: String::new(),
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            log_format: "text".into(),
+            vault_keys: None,
+            vault_active_key: None,
+            admin_token: None,
+            ingest: IngestSettings::default(),
+            worker: WorkerSettings::default(),
+            broker: BrokerSettings::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_body_bytes: 1024 * 1024,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            providers: switchyard_providers::target_providers(),
+            prefetch: 64,
+            concurrency: 32,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            confirm_timeout_ms: 5_000,
+            publisher_channels: 4,
+            delivery_limit: 20,
+            delay_levels: 22,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("the configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("SWITCHYARD_").ignore(&["config"]).split("__"));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration:");
+            for err in e {
+                let key = err.path.join(".");
+                let hint = if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (setting `{key}`, environment SWITCHYARD_{})",
+                        key.to_uppercase().replace('.', "__")
+                    )
+                };
+                msg.push_str(&format!("\n  - {}{hint}", err.kind));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let fail = |setting: &str, why: &str| -> anyhow::Result<()> {
+            bail!(
+                "invalid configuration: {setting} (SWITCHYARD_{}) {why}",
+                setting.to_uppercase().replace('.', "__")
+            )
+        };
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            fail("database_url", "must be a postgres:// URL")?;
+        }
+        if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
+            fail("amqp_url", "must be an amqp:// URL")?;
+        }
+        if self.database_max_connections < 2 {
+            fail("database_max_connections", "must be at least 2")?;
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            fail("log_format", "must be `text` or `json`")?;
+        }
+        if self.worker.prefetch == 0 {
+            fail("worker.prefetch", "must be at least 1")?;
+        }
+        if self.worker.concurrency == 0 {
+            fail("worker.concurrency", "must be at least 1")?;
+        }
+        if self.worker.providers.is_empty() {
+            fail("worker.providers", "names no provider")?;
+        }
+        if self.ingest.max_body_bytes < 64 {
+            fail("ingest.max_body_bytes", "must be at least 64")?;
+        }
+        if !(8..=30).contains(&self.broker.delay_levels) {
+            fail("broker.delay_levels", "must be between 8 and 30")?;
+        }
+        if self.broker.delivery_limit == 0 {
+            fail("broker.delivery_limit", "must be at least 1")?;
+        }
+        if self.broker.publisher_channels == 0 {
+            fail("broker.publisher_channels", "must be at least 1")?;
+        }
+        if self.queue_prefix.contains(char::is_whitespace) {
+            fail("queue_prefix", "must not contain spaces")?;
+        }
+        self.retry
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e} (SWITCHYARD_RETRY__…)"))?;
+        Ok(())
+    }
+
+    pub fn keyring(&self) -> anyhow::Result<switchyard_vault::Keyring> {
+        match &self.vault_keys {
+            None => Ok(switchyard_vault::Keyring::empty()),
+            Some(spec) => switchyard_vault::Keyring::parse(spec, self.vault_active_key.as_deref())
+                .context("invalid configuration: vault_keys (SWITCHYARD_VAULT_KEYS)"),
+        }
+    }
+
+    pub fn topology(&self) -> switchyard_broker::Topology {
+        switchyard_broker::Topology {
+            prefix: self.queue_prefix.clone(),
+            providers: switchyard_providers::target_providers(),
+            delivery_limit: self.broker.delivery_limit,
+            delay_levels: self.broker.delay_levels,
+        }
+    }
+
+    pub fn broker_config(&self, name: &str) -> switchyard_broker::BrokerConfig {
+        let mut b = switchyard_broker::BrokerConfig::new(self.amqp_url.clone(), self.topology());
+        b.confirm_timeout = Duration::from_millis(self.broker.confirm_timeout_ms);
+        b.publisher_channels = self.broker.publisher_channels;
+        b.connection_name = format!("switchyard {name}");
+        b
+    }
+
+    pub fn ingest_config(&self) -> switchyard_ingest::IngestConfig {
+        switchyard_ingest::IngestConfig {
+            max_body_bytes: self.ingest.max_body_bytes,
+            retry_after_secs: self.ingest.retry_after_secs,
+            admin_token: self.admin_token.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn worker_config(&self) -> switchyard_worker::WorkerConfig {
+        switchyard_worker::WorkerConfig {
+            providers: self.worker.providers.clone(),
+            prefetch: self.worker.prefetch,
+            concurrency: self.worker.concurrency,
+            shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
+            default_retry: self.retry.clone(),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Running the services.
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_broker::Broker;
+use switchyard_ingest::IngestApp;
+use switchyard_store::Store;
+use switchyard_worker::Worker;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    Ingest,
+    Worker,
+    All,
+}
+
+pub fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,lapin=warn,amq_protocol=warn,sqlx=warn,tower_http=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if cfg.log_format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+/// Connect to Postgres, waiting up to 30 s for it, and check migrations.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect_lazy(&cfg.database_url, cfg.database_max_connections)
+        .context("invalid configuration: database_url (SWITCHYARD_DATABASE_URL)")?;
+    let mut waited = Duration::ZERO;
+    loop {
+        match store.ping().await {
+            Ok(()) => break,
+            Err(e) if e.is_unavailable() && waited < Duration::from_secs(30) => {
+                if waited.is_zero() {
+                    warn!(error = %e, "the database is not reachable yet; waiting up to 30 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                waited += Duration::from_secs(1);
+            }
+            Err(e) => {
+                return Err(e).context(format!(
+                    "cannot reach the database at {} (is PostgreSQL running? see README: `just up`)",
+                    redact(&cfg.database_url)
+                ));
+            }
+        }
+    }
+    store.ensure_migrated().await?;
+    Ok(store)
+}
+
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&cfg.database_url, 2)
+        .await
+        .with_context(|| format!("cannot reach the database at {}", redact(&cfg.database_url)))?;
+    store.migrate().await?;
+    println!("database migrated: {}", redact(&cfg.database_url));
+    Ok(())
+}
+
+pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
+    init_tracing(&cfg);
+    let store = open_store(&cfg).await?;
+    let keyring = Arc::new(cfg.keyring()?);
+    let name = match which {
+        Services::Ingest => "ingest",
+        Services::Worker => "worker",
+        Services::All => "all",
+    };
+    let broker = Broker::start(cfg.broker_config(name));
+    if !broker.wait_connected(Duration::from_secs(10)).await {
+        warn!(
+            "RabbitMQ is not reachable yet; continuing and retrying in the background (ingest answers 503 meanwhile)"
+        );
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_signal(stop.clone()));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if matches!(which, Services::Ingest | Services::All) {
+        if cfg.admin_token.is_none() {
+            warn!("SWITCHYARD_ADMIN_TOKEN is not set: the management API (/v1/jobs) is disabled");
+        }
+        let app = IngestApp::build(
+            cfg.ingest_config(),
+            store.clone(),
+            broker.clone(),
+            cfg.listen,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (setting `listen`, SWITCHYARD_LISTEN)",
+                cfg.listen
+            )
+        })?;
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            app.run_until_stopped(stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if matches!(which, Services::Worker | Services::All) {
+        let worker = Worker::new(cfg.worker_config(), store.clone(), broker.clone(), keyring)?;
+        let stop = stop.clone();
+        tasks.spawn(async move { worker.run(stop).await.map_err(anyhow::Error::from) });
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let r = done.context("a service task failed").and_then(|r| r);
+        if let Err(e) = r {
+            warn!(error = %e, "a service stopped with an error; stopping the others");
+            stop.cancel();
+            result = Err(e);
+        }
+    }
+    broker.shutdown().await;
+    store.close().await;
+    info!("switchyard stopped");
+    result
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("interrupted; shutting down gracefully"),
+        _ = term => info!("SIGTERM; shutting down gracefully"),
+    }
+    stop.cancel();
+}
+
+/// A URL without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
