@@ -1,1 +1,7 @@
+//! Failure suite: stops and starts the real broker. Runs alone (one test at a time, after the
+//! other suites), since it takes RabbitMQ away from everyone.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod broker_restart;

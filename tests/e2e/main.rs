@@ -1,1 +1,8 @@
+//! End-to-end suite: real RabbitMQ and PostgreSQL, providers mocked with wiremock.
+//! Needs the services running (`just services` starts any that are not).
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod ingest_errors;
+mod pipeline;

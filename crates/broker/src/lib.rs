@@ -19,6 +19,35 @@ pub use publish::{Exchange, OutgoingMessage, PublishError};
 pub use supervisor::{Broker, BrokerConfig};
 pub use topology::Topology;
 
+impl Broker {
+    /// Messages ready in `queue` (a passive declare: fails if the queue does not exist).
+    pub async fn message_count(&self, queue: &str) -> Result<u32, BrokerError> {
+        let session = self.session().ok_or(BrokerError::Unavailable)?;
+        let ch = session.conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "done".into()).await;
+        Ok(q.message_count())
+    }
+
+    /// Delete every queue and exchange of this broker's topology (for tests and teardown).
+    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+        let session = self.session().ok_or(BrokerError::Unavailable)?;
+        let ch = session.conn.create_channel().await?;
+        self.topology().delete(&ch).await?;
+        let _ = ch.close(200, "done".into()).await;
+        Ok(())
+    }
+}
+
 /// Errors from setting up AMQP resources.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

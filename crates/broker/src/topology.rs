@@ -3,9 +3,14 @@
 //! ```text
 //! {p}sy.jobs  (topic) ──{provider}.#──────▶ {p}sy.q.{provider}   (quorum; DLX → {p}sy.dlx)
 //! {p}sy.dlx   (topic) ──{provider}.#──────▶ {p}sy.dlq.{provider} (quorum)
-//! {p}sy.retry (topic) ──*.….*.{provider}.#─▶ {p}sy.q.{provider}
-//! {p}sy.delay.{L} for L = levels-1 … 0: delayed retries (below)
+//! {d}sy.retry (topic) ──*.….*.{p}{provider}.#─▶ {p}sy.q.{provider}
+//! {d}sy.delay.{L} for L = levels-1 … 0: delayed retries (below)
 //! ```
+//!
+//! `{p}` is the deployment's prefix; `{d}`, the delay prefix, names the delay levels, which
+//! several deployments (or test runs) on one broker may share: a delayed message's key
+//! carries its deployment's prefix, so the shared `sy.retry` exchange hands it back to the
+//! right queue.
 //!
 //! Delayed retries use the "delay levels" scheme (NServiceBus): level `L` has a quorum
 //! queue whose every message waits exactly 2^L ms, then dead-letters to level `L-1` (level
@@ -31,8 +36,10 @@ pub struct Topology {
     /// Deliveries of one message before the broker dead-letters it as poison.
     pub delivery_limit: u32,
     /// Delay levels: the longest single delay is 2^levels − 1 ms (22 levels: about 70 min;
-    /// longer delays take several hops).
+    /// longer delays take several hops). Everyone sharing a delay prefix must agree on it.
     pub delay_levels: u8,
+    /// Prefix of the delay levels' queues and exchanges (shareable; see the module docs).
+    pub delay_prefix: String,
 }
 
 impl Topology {
@@ -53,15 +60,24 @@ impl Topology {
     }
 
     pub fn retry_exchange(&self) -> String {
-        format!("{}sy.retry", self.prefix)
+        format!("{}sy.retry", self.delay_prefix)
     }
 
     pub fn delay_exchange(&self, level: u8) -> String {
-        format!("{}sy.delay.{level:02}", self.prefix)
+        format!("{}sy.delay.{level:02}", self.delay_prefix)
     }
 
     pub fn delay_queue(&self, level: u8) -> String {
-        format!("{}sy.delay.q.{level:02}", self.prefix)
+        format!("{}sy.delay.q.{level:02}", self.delay_prefix)
+    }
+
+    /// The binding key that picks this deployment's delayed messages for `provider`.
+    fn delayed_pattern(&self, provider: &str) -> String {
+        format!(
+            "{}{}{provider}.#",
+            "*.".repeat(self.delay_levels as usize),
+            self.prefix
+        )
     }
 
     /// Where a delayed message enters: the highest level's exchange.
@@ -74,8 +90,8 @@ impl Topology {
         Duration::from_millis((1u64 << self.delay_levels) - 1)
     }
 
-    /// The routing key that delays a message with key `key` by `delay` (capped at
-    /// [`Topology::max_delay`]).
+    /// The routing key that delays a message of this deployment with key `key` by `delay`
+    /// (capped at [`Topology::max_delay`]).
     pub fn delay_routing_key(&self, delay: Duration, key: &str) -> String {
         let ms = (delay.as_millis() as u64).min(self.max_delay().as_millis() as u64);
         let mut out = String::with_capacity(self.delay_levels as usize * 2 + key.len());
@@ -83,6 +99,7 @@ impl Topology {
             out.push(if ms & (1 << level) != 0 { '1' } else { '0' });
             out.push('.');
         }
+        out.push_str(&self.prefix);
         out.push_str(key);
         out
     }
@@ -135,7 +152,6 @@ impl Topology {
             AMQPValue::LongString("quorum".into()),
         );
         self.declare_delay_levels(ch).await?;
-        let delayed_prefix = "*.".repeat(self.delay_levels as usize);
         for p in &self.providers {
             let pattern = ShortString::from(format!("{p}.#"));
             ch.queue_declare(self.queue(p).into(), qopts, self.work_queue_args())
@@ -143,7 +159,7 @@ impl Topology {
             ch.queue_bind(
                 self.queue(p).into(),
                 self.retry_exchange().into(),
-                format!("{delayed_prefix}{p}.#").into(),
+                self.delayed_pattern(p).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -160,7 +176,7 @@ impl Topology {
                 .await?;
             // A message the broker dead-letters (delivery limit) keeps the key it arrived
             // with, which for a retried one starts with its delay bits.
-            for key in [pattern, format!("{delayed_prefix}{p}.#").into()] {
+            for key in [pattern, self.delayed_pattern(p).into()] {
                 ch.queue_bind(
                     self.dead_letter_queue(p).into(),
                     self.dead_letter_exchange().into(),
@@ -275,6 +291,7 @@ mod tests {
             providers: vec!["rest".into()],
             delivery_limit: 10,
             delay_levels: levels,
+            delay_prefix: "shared.".into(),
         }
     }
 
@@ -284,15 +301,16 @@ mod tests {
         assert_eq!(t.max_delay(), Duration::from_millis(15));
         assert_eq!(
             t.delay_routing_key(Duration::from_millis(5), "rest.order.upsert"),
-            "0.1.0.1.rest.order.upsert"
+            "0.1.0.1.t.rest.order.upsert"
         );
         assert_eq!(
             t.delay_routing_key(Duration::from_millis(99), "k"),
-            "1.1.1.1.k"
+            "1.1.1.1.t.k"
         );
-        assert_eq!(t.delay_routing_key(Duration::ZERO, "k"), "0.0.0.0.k");
+        assert_eq!(t.delay_routing_key(Duration::ZERO, "k"), "0.0.0.0.t.k");
+        assert_eq!(t.delayed_pattern("rest"), "*.*.*.*.t.rest.#");
         assert_eq!(t.words_before(3), "");
         assert_eq!(t.words_before(0), "*.*.*.");
-        assert_eq!(t.delay_entry(), "t.sy.delay.03");
+        assert_eq!(t.delay_entry(), "shared.sy.delay.03");
     }
 }

@@ -62,6 +62,8 @@ pub struct BrokerSettings {
     pub publisher_channels: usize,
     pub delivery_limit: u32,
     pub delay_levels: u8,
+    /// Prefix of the (shareable) delay levels; default: `queue_prefix`.
+    pub delay_prefix: Option<String>,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for BrokerSettings {
             publisher_channels: 4,
             delivery_limit: 20,
             delay_levels: 22,
+            delay_prefix: None,
         }
     }
 }
@@ -187,8 +190,12 @@ impl Config {
         if self.broker.publisher_channels == 0 {
             fail("broker.publisher_channels", "must be at least 1")?;
         }
-        if self.queue_prefix.contains(char::is_whitespace) {
-            fail("queue_prefix", "must not contain spaces")?;
+        let bad_prefix = |p: &str| p.contains(|c: char| c.is_whitespace() || c == '*' || c == '#');
+        if bad_prefix(&self.queue_prefix) {
+            fail("queue_prefix", "must not contain spaces, `*` or `#`")?;
+        }
+        if self.broker.delay_prefix.as_deref().is_some_and(bad_prefix) {
+            fail("broker.delay_prefix", "must not contain spaces, `*` or `#`")?;
         }
         self.retry
             .validate()
@@ -210,6 +217,11 @@ impl Config {
             providers: switchyard_providers::target_providers(),
             delivery_limit: self.broker.delivery_limit,
             delay_levels: self.broker.delay_levels,
+            delay_prefix: self
+                .broker
+                .delay_prefix
+                .clone()
+                .unwrap_or_else(|| self.queue_prefix.clone()),
         }
     }
 

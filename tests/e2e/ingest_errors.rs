@@ -1,0 +1,220 @@
+//! Bad input gets a clear error and publishes nothing; a broker outage gets 503.
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::support::{API_KEY, Harness, Options, order};
+
+async fn error_of(resp: reqwest::Response) -> (u16, String, Value) {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = resp.json().await.unwrap();
+    (status, retry_after, body)
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_reason_and_nothing_is_published() {
+    let h = Harness::with(Options {
+        worker: false,
+        max_body_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let url = h.url(&format!("/v1/webhooks/{store}"));
+    let post = |body: String, key: &str, ct: &str| {
+        h.http
+            .post(&url)
+            .header("content-type", ct)
+            .header("x-api-key", key)
+            .header("x-event-id", "e1")
+            .body(body)
+            .send()
+    };
+
+    let (s, _, b) = error_of(
+        post("{\"id\": ".into(), API_KEY, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "malformed_json")
+    );
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("line 1"),
+        "{b}"
+    );
+
+    let (s, _, b) = error_of(
+        post(order("o", 1, "1").to_string(), "wrong", "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (401, "invalid_credentials")
+    );
+
+    let resp = h
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (s, _, b) = error_of(resp).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (401, "missing_credentials")
+    );
+
+    let (s, _, b) = error_of(
+        post(order("o", 1, "1").to_string(), API_KEY, "text/plain")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (415, "unsupported_media_type")
+    );
+
+    let big = json!({"id": "o", "version": 1, "pad": "x".repeat(2000)}).to_string();
+    let (s, _, b) = error_of(post(big, API_KEY, "application/json").await.unwrap()).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (413, "payload_too_large")
+    );
+
+    let (s, _, b) = error_of(
+        post(
+            json!({"version": 1}).to_string(),
+            API_KEY,
+            "application/json",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (422, "invalid_event")
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("internal_id"),
+        "{b}"
+    );
+
+    for path in [
+        format!("/v1/webhooks/{}", Uuid::now_v7()),
+        "/v1/webhooks/not-a-uuid".to_owned(),
+    ] {
+        let resp = h
+            .http
+            .post(h.url(&path))
+            .header("content-type", "application/json")
+            .header("x-api-key", API_KEY)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let (s, _, b) = error_of(resp).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str().unwrap()),
+            (404, "unknown_integration")
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.queue_depth(&h.topology.queue("rest")).await,
+        0,
+        "nothing was published"
+    );
+    assert!(h.provider.received_requests().await.unwrap().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_gets_503_with_retry_after_and_readyz_says_so() {
+    let h = Harness::with(Options {
+        amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+
+    let (s, retry_after, b) = error_of(h.send(store, "e1", order("o", 1, "1")).await).await;
+    assert_eq!(s, 503);
+    assert_eq!(retry_after, "3");
+    assert_eq!(b["error"]["code"], "broker_unavailable");
+
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "ok");
+    assert!(
+        body["checks"]["broker"]
+            .as_str()
+            .unwrap()
+            .starts_with("down")
+    );
+    let health = h.http.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // Nothing was recorded as a job either.
+    assert!(
+        h.store
+            .list_jobs(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_is_ready_when_broker_and_database_are() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_with_no_route_is_accepted_and_does_nothing() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let resp = h.send(store, "e1", order("o", 1, "1")).await;
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["jobs"], json!([]));
+    assert!(
+        body["note"].as_str().unwrap().contains("no active route"),
+        "{body}"
+    );
+    h.shutdown().await;
+}

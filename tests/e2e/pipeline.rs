@@ -1,0 +1,353 @@
+//! Webhook → RabbitMQ → worker → provider → Postgres.
+use serde_json::json;
+use std::time::Duration;
+use switchyard_broker::{Exchange, Headers, OutgoingMessage};
+use switchyard_worker::FaultPoint;
+use wiremock::matchers::{body_json, header, method, path, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{Harness, eventually, order};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn created(id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({"id": id}))
+}
+
+#[tokio::test]
+async fn an_order_webhook_creates_the_order_once_and_maps_its_id() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .and(header("authorization", "Bearer provider-token"))
+        .and(body_json(json!({"reference": "ord-1", "total": "19.90", "customer": {"email": "ord-1@example.com"}})))
+        .respond_with(created("ext-77"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+
+    let jobs = h.accept(store, "evt-1", order("ord-1", 1, "19.90")).await;
+    assert_eq!(jobs.len(), 1);
+    let job = h.wait_status(jobs[0], "succeeded", WAIT).await;
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.external_id.as_deref(), Some("ext-77"));
+    let m = h
+        .store
+        .mapping(erp, "order", "ord-1")
+        .await
+        .unwrap()
+        .expect("mapping");
+    assert_eq!(m.external_id, "ext-77");
+    assert_eq!(m.last_source_version, Some(1));
+    let attempts = h.store.job_attempts(jobs[0]).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, Some(201));
+    assert!(
+        !attempts[0]
+            .request
+            .clone()
+            .unwrap_or_default()
+            .contains("provider-token")
+    );
+
+    // The job is visible through the management API too.
+    let resp = h
+        .http
+        .get(h.url(&format!("/v1/jobs/{}", jobs[0])))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["job"]["status"], "succeeded");
+    let unauth = h
+        .http
+        .get(h.url(&format!("/v1/jobs/{}", jobs[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_event_twice_has_one_effect() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-1"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+
+    let first = h.accept(store, "evt-dup", order("ord-1", 1, "5.00")).await;
+    let second = h.accept(store, "evt-dup", order("ord-1", 1, "5.00")).await;
+    assert_eq!(first, second, "a re-sent event names the same job");
+    h.wait_status(first[0], "succeeded", WAIT).await;
+
+    // Past ingest's check, straight into the queue twice more: the worker's claim holds.
+    let job = h.store.job(first[0]).await.unwrap();
+    let env = switchyard_core::Envelope {
+        v: switchyard_core::ENVELOPE_VERSION,
+        id: job.id,
+        idempotency_key: switchyard_core::ids::idempotency_key(
+            "evt-dup",
+            erp,
+            switchyard_core::Action::Upsert,
+        ),
+        tenant: "acme".into(),
+        integration_id: erp,
+        provider: "rest".into(),
+        source_integration_id: Some(store),
+        event_id: "evt-dup".into(),
+        event: "received".into(),
+        entity: "order".into(),
+        action: switchyard_core::Action::Upsert,
+        direction: switchyard_core::Direction::Export,
+        internal_id: "ord-1".into(),
+        source_version: Some(1),
+        occurred_at: None,
+        received_at: chrono::Utc::now(),
+        payload: order("ord-1", 1, "5.00"),
+        trace: None,
+    };
+    let msg = OutgoingMessage {
+        exchange: Exchange::Jobs,
+        routing_key: env.routing_key(),
+        message_id: env.id.to_string(),
+        body: env.to_vec(),
+        headers: Headers::default(),
+    };
+    h.broker.publish(&[msg.clone(), msg]).await.unwrap();
+    let id = job.id;
+    eventually(
+        "both redeliveries are acknowledged as duplicates",
+        WAIT,
+        || async { h.store.job(id).await.unwrap().duplicates == 2 },
+    )
+    .await;
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn updates_go_to_the_external_id_and_older_events_are_stale() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-9"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/api/orders/ext-9"))
+        .and(body_json(json!({"reference": "ord-1", "total": "30.00", "customer": {"email": "ord-1@example.com"}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+
+    let v1 = h.accept(store, "evt-v1", order("ord-1", 1, "10.00")).await;
+    h.wait_status(v1[0], "succeeded", WAIT).await;
+    let v3 = h.accept(store, "evt-v3", order("ord-1", 3, "30.00")).await;
+    let job = h.wait_status(v3[0], "succeeded", WAIT).await;
+    assert_eq!(job.external_id.as_deref(), Some("ext-9"));
+    let v2 = h.accept(store, "evt-v2", order("ord-1", 2, "20.00")).await;
+    let stale = h.wait_status(v2[0], "stale", WAIT).await;
+    assert_eq!(stale.attempts, 0, "a stale event calls nobody");
+    let m = h
+        .store
+        .mapping(erp, "order", "ord-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.last_source_version, Some(3));
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_recording_but_before_the_ack_causes_no_second_create() {
+    let mut h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-1"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+
+    let doomed = h
+        .spawn_worker(Harness::worker_config_with_fault(FaultPoint::BeforeAck))
+        .await;
+    let jobs = h.accept(store, "evt-1", order("ord-1", 1, "1.00")).await;
+    assert!(
+        doomed.crashed().await.is_err(),
+        "the worker stopped at its fault point"
+    );
+    // The delivery was never acknowledged: it is back in the queue.
+    let queue = h.topology.queue("rest");
+    eventually(
+        "the unacknowledged message is back in the queue",
+        WAIT,
+        || async { h.queue_depth(&queue).await == 1 },
+    )
+    .await;
+
+    h.worker = Some(
+        h.spawn_worker(crate::support::Options::default().worker_config)
+            .await,
+    );
+    let id = jobs[0];
+    eventually(
+        "the redelivery is recognised as a duplicate",
+        WAIT,
+        || async { h.store.job(id).await.unwrap().duplicates == 1 },
+    )
+    .await;
+    assert_eq!(h.store.job(id).await.unwrap().status, "succeeded");
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_the_call_and_the_record_retries_with_the_same_idempotency_key() {
+    let mut h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-1"))
+        .mount(&h.provider)
+        .await;
+
+    let doomed = h
+        .spawn_worker(Harness::worker_config_with_fault(
+            FaultPoint::AfterProviderCall,
+        ))
+        .await;
+    let jobs = h.accept(store, "evt-1", order("ord-1", 1, "1.00")).await;
+    assert!(doomed.crashed().await.is_err());
+    h.worker = Some(
+        h.spawn_worker(crate::support::Options::default().worker_config)
+            .await,
+    );
+    h.wait_status(jobs[0], "succeeded", WAIT).await;
+
+    // Nothing was recorded before the crash, so the create is repeated: with the same
+    // Idempotency-Key, which a provider that honours it turns into one order.
+    let calls = h.provider.received_requests().await.unwrap();
+    assert_eq!(calls.len(), 2);
+    let keys: Vec<_> = calls
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(h.store.count_mappings(erp).await.unwrap(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_route_fans_out_to_three_targets() {
+    let h = Harness::start().await;
+    let store = h.source("wholesaler").await;
+    let mut targets = Vec::new();
+    for (i, name) in ["retailer-a", "retailer-b", "retailer-c"]
+        .iter()
+        .enumerate()
+    {
+        let t = h
+            .rest_target(name, &format!("r{i}/orders"), json!({}))
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("/api/r{i}/orders")))
+            .respond_with(created(&format!("{name}-1")))
+            .expect(1)
+            .mount(&h.provider)
+            .await;
+        targets.push(t);
+    }
+    h.route(store, &targets).await;
+
+    let jobs = h.accept(store, "stock-1", order("sku-1", 1, "0")).await;
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    for (t, name) in targets
+        .iter()
+        .zip(["retailer-a", "retailer-b", "retailer-c"])
+    {
+        let m = h
+            .store
+            .mapping(*t, "order", "sku-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.external_id, format!("{name}-1"));
+    }
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_event_deletes_the_mapped_entity_and_forgets_the_mapping() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-5"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path_regex("^/api/orders/ext-5$"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let created_job = h.accept(store, "e1", order("ord-5", 1, "1")).await;
+    h.wait_status(created_job[0], "succeeded", WAIT).await;
+    let mut gone = order("ord-5", 2, "1");
+    gone["event"] = json!("deleted");
+    let del = h.accept(store, "e2", gone.clone()).await;
+    h.wait_status(del[0], "succeeded", WAIT).await;
+    assert!(
+        h.store
+            .mapping(erp, "order", "ord-5")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Deleting what is not mapped is a no-op, recorded as ignored.
+    let again = h.accept(store, "e3", gone).await;
+    h.wait_status(again[0], "ignored", WAIT).await;
+    h.provider.verify().await;
+    h.shutdown().await;
+}

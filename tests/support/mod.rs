@@ -1,0 +1,466 @@
+//! The harness every end-to-end suite shares: a fresh database and a fresh broker prefix per
+//! test, ingest and worker started in-process on real RabbitMQ and PostgreSQL, providers
+//! mocked with wiremock.
+#![allow(dead_code)]
+
+use anyhow::Context;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_broker::{Broker, BrokerConfig, Topology};
+use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_core::{Direction, IntegrationStatus};
+use switchyard_ingest::{IngestApp, IngestConfig};
+use switchyard_resilience::{Jitter, RetryPolicy};
+use switchyard_store::{NewIntegration, SealedCredentials, Store};
+use switchyard_vault::Keyring;
+use switchyard_worker::{FaultPoint, Worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wiremock::MockServer;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const API_KEY: &str = "test-webhook-key";
+
+pub fn pg_base() -> String {
+    std::env::var("SWITCHYARD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("SWITCHYARD_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A database of its own, migrated.
+pub async fn fresh_database() -> anyhow::Result<(String, String)> {
+    let admin_url = format!("{}/postgres", pg_base());
+    let admin = Store::connect(&admin_url, 2).await.with_context(|| {
+        format!("PostgreSQL is not reachable at {admin_url}: start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (or `just services`)")
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    // Sweep what failed tests of earlier runs left behind (over an hour old).
+    let old: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sy_t_%'")
+            .fetch_all(admin.pool())
+            .await?;
+    for name in old {
+        if let Some(ts) = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok())
+            && now.saturating_sub(ts) > 3600
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(admin.pool())
+            .await;
+        }
+    }
+    let name = format!("sy_t_{now}_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(admin.pool())
+        .await?;
+    admin.close().await;
+    let url = format!("{}/{name}", pg_base());
+    let store = Store::connect(&url, 2).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok((name, url))
+}
+
+pub async fn drop_database(name: &str) {
+    if let Ok(admin) = Store::connect(&format!("{}/postgres", pg_base()), 2).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(admin.pool())
+        .await;
+        admin.close().await;
+    }
+}
+
+/// Retry delays short enough for tests, exact (no jitter) so they can be checked.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay_ms: 100,
+        factor: 2.0,
+        max_delay_ms: 1_000,
+        max_attempts: 5,
+        max_age_secs: 600,
+        jitter: Jitter::None,
+    }
+}
+
+pub struct Options {
+    pub amqp_url: String,
+    pub worker: bool,
+    pub worker_config: WorkerConfig,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            amqp_url: amqp_url(),
+            worker: true,
+            worker_config: WorkerConfig {
+                default_retry: fast_retry(),
+                integration_cache_ttl: Duration::from_millis(200),
+                shutdown_grace: Duration::from_secs(10),
+                ..WorkerConfig::default()
+            },
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub struct RunningWorker {
+    pub stop: CancellationToken,
+    pub broker: Broker,
+    pub handle: JoinHandle<Result<(), switchyard_worker::WorkerError>>,
+}
+
+impl RunningWorker {
+    /// Stop gracefully and close its connection.
+    pub async fn stop(self) -> Result<(), switchyard_worker::WorkerError> {
+        self.stop.cancel();
+        let r = self.handle.await.expect("worker task");
+        self.broker.shutdown().await;
+        r
+    }
+
+    /// Wait for a simulated crash, then close the connection as a dying process would.
+    pub async fn crashed(self) -> Result<(), switchyard_worker::WorkerError> {
+        let r = tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("the worker should reach its fault point")
+            .expect("worker task");
+        self.broker.shutdown().await;
+        r
+    }
+}
+
+pub struct Harness {
+    pub db_name: String,
+    pub db_url: String,
+    pub store: Store,
+    pub topology: Topology,
+    pub broker: Broker,
+    pub keyring: Arc<Keyring>,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub provider: MockServer,
+    pub stop: CancellationToken,
+    pub worker: Option<RunningWorker>,
+    ingest: Option<JoinHandle<std::io::Result<()>>>,
+    pub amqp_url: String,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> Harness {
+        let (db_name, db_url) = fresh_database().await.expect("test database");
+        let store = Store::connect(&db_url, 20).await.expect("store");
+        let topology = Topology {
+            prefix: format!("t{}.", &Uuid::new_v4().simple().to_string()[..10]),
+            providers: switchyard_providers::target_providers(),
+            delivery_limit: 5,
+            delay_levels: 15,
+            // Shared by every test: quorum queues are slow to create and delete.
+            delay_prefix: "sytest.".into(),
+        };
+        let keyring = Arc::new(Keyring::parse(&Keyring::generate("k1"), None).expect("keyring"));
+        let broker = Broker::start(BrokerConfig::new(opts.amqp_url.clone(), topology.clone()));
+        if opts.amqp_url == amqp_url() {
+            let connected = broker.wait_connected(Duration::from_secs(60)).await;
+            assert!(
+                connected,
+                "RabbitMQ is not reachable at {}: start it with `rabbitmq-server -detached` (or `just services`)",
+                opts.amqp_url
+            );
+        }
+        let stop = CancellationToken::new();
+        let app = IngestApp::build(
+            IngestConfig {
+                max_body_bytes: opts.max_body_bytes,
+                retry_after_secs: 3,
+                integration_cache_ttl: Duration::from_millis(100),
+                admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            },
+            store.clone(),
+            broker.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .expect("ingest binds");
+        let addr = app.local_addr();
+        let ingest = tokio::spawn(app.run_until_stopped(stop.clone()));
+        let mut h = Harness {
+            db_name,
+            db_url,
+            store,
+            topology,
+            broker,
+            keyring,
+            addr,
+            http: reqwest::Client::new(),
+            provider: MockServer::start().await,
+            stop,
+            worker: None,
+            ingest: Some(ingest),
+            amqp_url: opts.amqp_url,
+        };
+        if opts.worker {
+            h.worker = Some(h.spawn_worker(opts.worker_config).await);
+        }
+        h
+    }
+
+    /// A worker of its own (its own broker connection, so it can crash alone).
+    pub async fn spawn_worker(&self, cfg: WorkerConfig) -> RunningWorker {
+        let broker = Broker::start(BrokerConfig::new(
+            self.amqp_url.clone(),
+            self.topology.clone(),
+        ));
+        broker.wait_connected(Duration::from_secs(60)).await;
+        let worker = Worker::new(
+            cfg,
+            self.store.clone(),
+            broker.clone(),
+            self.keyring.clone(),
+        )
+        .expect("worker config");
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(stop.clone()));
+        RunningWorker {
+            stop,
+            broker,
+            handle,
+        }
+    }
+
+    pub fn worker_config_with_fault(fault: FaultPoint) -> WorkerConfig {
+        WorkerConfig {
+            fault: Some(fault),
+            ..Options::default().worker_config
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(w) = self.worker.take() {
+            let _ = w.stop().await;
+        }
+        self.stop.cancel();
+        if let Some(i) = self.ingest.take() {
+            let _ = i.await;
+        }
+        let _ = self.broker.delete_topology().await;
+        self.broker.shutdown().await;
+        self.store.close().await;
+        drop_database(&self.db_name).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A webhook sender: entity `order`, event id from `X-Event-Id`, version at `/version`.
+    pub async fn source(&self, name: &str) -> Uuid {
+        self.integration(
+            name,
+            "webhook",
+            json!({}),
+            json!({
+                "entity": {"value": "order"},
+                "event_id": {"header": "X-Event-Id"},
+                "version": {"pointer": "/version"},
+            }),
+            None,
+        )
+        .await
+    }
+
+    /// A REST target on the mock provider, orders at `{base}/api/{path}`.
+    pub async fn rest_target(&self, name: &str, path: &str, extra: Value) -> Uuid {
+        let mut settings = json!({
+            "base_url": self.provider.uri(),
+            "auth": {"type": "bearer"},
+            "timeout_ms": 2000,
+            "entities": {"order": {
+                "create": {"method": "POST", "path": format!("/api/{path}")},
+                "update": {"method": "PUT", "path": format!("/api/{path}/{{external_id}}")},
+                "delete": {"method": "DELETE", "path": format!("/api/{path}/{{external_id}}")},
+                "body": {"reference": "/id", "total": "/total", "customer.email": "/customer/email"}
+            }}
+        });
+        if let (Some(base), Some(more)) = (settings.as_object_mut(), extra.as_object()) {
+            for (k, v) in more {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        self.integration(
+            name,
+            "rest",
+            settings,
+            json!({}),
+            Some(json!({"token": "provider-token"})),
+        )
+        .await
+    }
+
+    pub async fn integration(
+        &self,
+        name: &str,
+        provider: &str,
+        settings: Value,
+        inbound: Value,
+        credentials: Option<Value>,
+    ) -> Uuid {
+        let id = Uuid::now_v7();
+        let credentials = credentials.map(|c| {
+            let sealed = self
+                .keyring
+                .seal(c.to_string().as_bytes(), id.as_bytes())
+                .unwrap();
+            SealedCredentials {
+                key_id: sealed.key_id,
+                bytes: sealed.bytes,
+            }
+        });
+        self.store
+            .create_integration(&NewIntegration {
+                id,
+                tenant: "acme".into(),
+                name: name.into(),
+                provider: provider.into(),
+                status: IntegrationStatus::Active,
+                direction: Direction::Export,
+                entities: vec!["order".into()],
+                settings,
+                inbound,
+                webhook_auth: serde_json::to_value(WebhookAuth::api_keys([API_KEY])).unwrap(),
+                credentials,
+            })
+            .await
+            .expect("create integration")
+            .id
+    }
+
+    pub async fn route(&self, source: Uuid, targets: &[Uuid]) {
+        self.store
+            .add_route(source, "order", "*", targets)
+            .await
+            .expect("route");
+    }
+
+    /// POST an order webhook.
+    pub async fn send(&self, source: Uuid, event_id: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/v1/webhooks/{source}")))
+            .header("content-type", "application/json")
+            .header("x-api-key", API_KEY)
+            .header("x-event-id", event_id)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("ingest answers")
+    }
+
+    /// Send and expect 202; the job ids.
+    pub async fn accept(&self, source: Uuid, event_id: &str, body: Value) -> Vec<Uuid> {
+        let resp = self.send(source, event_id, body).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 202, "ingest refused the webhook: {body}");
+        body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    pub async fn job_status(&self, id: Uuid) -> Option<String> {
+        self.store.job(id).await.ok().map(|j| j.status)
+    }
+
+    /// Wait until the job reaches `status` (bounded: fails after `within`).
+    pub async fn wait_status(
+        &self,
+        id: Uuid,
+        status: &str,
+        within: Duration,
+    ) -> switchyard_store::JobRow {
+        let started = Instant::now();
+        loop {
+            if let Ok(j) = self.store.job(id).await
+                && j.status == status
+            {
+                return j;
+            }
+            if started.elapsed() > within {
+                let now = self
+                    .store
+                    .job(id)
+                    .await
+                    .map(|j| format!("{} ({:?})", j.status, j.last_error));
+                panic!("job {id} did not become {status} within {within:?}; it is {now:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        self.broker
+            .message_count(queue)
+            .await
+            .expect("queue exists")
+    }
+}
+
+/// Poll `f` until it returns true (bounded by `within`).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < within, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn order(id: &str, version: i64, total: &str) -> Value {
+    json!({"id": id, "version": version, "total": total, "customer": {"email": format!("{id}@example.com")}})
+}
+
+/// A provider's create: `201 {"id": "<prefix>-<n>"}`, a new id each call (as real APIs do).
+pub struct Creates {
+    prefix: &'static str,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Creates {
+    pub fn ids(prefix: &'static str) -> Creates {
+        Creates {
+            prefix,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+impl wiremock::Respond for Creates {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        wiremock::ResponseTemplate::new(201)
+            .set_body_json(json!({"id": format!("{}-{n}", self.prefix)}))
+    }
+}
