@@ -21,10 +21,13 @@ pub(crate) struct Source {
     pub(crate) targets: Vec<RouteTarget>,
 }
 
+/// When an entry was loaded, and the integration (`None`: there is no such integration).
+type Entry = (Instant, Option<Arc<Source>>);
+
 pub(crate) struct Cache {
     store: Store,
     ttl: Duration,
-    entries: RwLock<HashMap<Uuid, (Instant, Option<Arc<Source>>)>>,
+    entries: RwLock<HashMap<Uuid, Entry>>,
 }
 
 impl Cache {

@@ -124,7 +124,7 @@ pub enum Claim {
     Duplicate { status: JobStatus },
     /// The job is ours until [`JobTx::finish`]; concurrent deliveries of the same job, and
     /// jobs for the same entity at the same target, wait for us.
-    Ready(JobTx),
+    Ready(Box<JobTx>),
 }
 
 /// A claimed job: an open transaction holding the entity's lock.
@@ -393,13 +393,13 @@ impl Store {
             .bind(&env.idempotency_key)
             .fetch_one(&mut *tx)
             .await?;
-        Ok(Claim::Ready(JobTx {
+        Ok(Claim::Ready(Box::new(JobTx {
             tx,
             job_id,
             attempts,
             mapping,
             started,
-        }))
+        })))
     }
 
     /// Mark a job dead outside a claim (its claim's transaction failed).

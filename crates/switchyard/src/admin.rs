@@ -16,7 +16,7 @@ use crate::serve::open_store;
 #[derive(Debug, Subcommand)]
 pub enum IntegrationsCmd {
     /// Create an integration. Prints its webhook URL and, once, its webhook API key.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List integrations.
     List {
         #[arg(long)]
@@ -418,7 +418,7 @@ pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
                 );
                 for j in rows {
                     println!(
-                        "{:<36}  {:<9} {:<8} {:<14} {:>3} {:<20} {}",
+                        "{:<36}  {:<9} {:<8} {:<20} {:>3} {:<20} {}",
                         j.id,
                         j.status,
                         j.entity,

@@ -59,7 +59,7 @@ impl Cache {
             }
             Err(e) => return Err(e),
         };
-        let target = Arc::new(self.build(integration));
+        let target = Arc::new(self.build(&integration));
         self.entries
             .lock()
             .await
@@ -67,7 +67,7 @@ impl Cache {
         Ok(Some(target))
     }
 
-    fn build(&self, integration: Integration) -> Target {
+    fn build(&self, integration: &Integration) -> Target {
         let retry = retry_policy(&self.default_retry, &integration.settings);
         let connector = retry.as_ref().map_err(Clone::clone).and_then(|_| {
             let credentials = match &integration.credentials {

@@ -344,7 +344,7 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
 }
 
 async fn dead(
-    tx: switchyard_store::JobTx,
+    tx: Box<switchyard_store::JobTx>,
     env: &Envelope,
     attempt: Option<AttemptRecord>,
     class: ErrorClass,

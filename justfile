@@ -1,0 +1,35 @@
+# Switchyard's two commands: `just up` (the whole system with a demo) and `just test`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Start PostgreSQL, RabbitMQ and Redis if they are not running (installs missing ones as root).
+services:
+    scripts/services.sh
+
+# Run the whole system with a demo: services, migrations, `switchyard all`, sample webhooks.
+up: services
+    cargo build -p switchyard -p switchyard-tests --bin switchyard --bin mock-provider
+    scripts/demo.sh
+
+# Stop what `just up` started.
+down:
+    -kill $(cat .run/switchyard.pid 2>/dev/null) 2>/dev/null
+    -kill $(cat .run/mock.pid 2>/dev/null) 2>/dev/null
+    rm -f .run/switchyard.pid .run/mock.pid
+    @echo "stopped"
+
+# Every check and every test: formatting, lints, unit tests, end-to-end and failure suites.
+test: services
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace --exclude switchyard-tests
+    cargo test -p switchyard-tests --test e2e
+    cargo test -p switchyard-tests --test chaos -- --test-threads=1
+
+# Format the code.
+fmt:
+    cargo fmt --all
