@@ -30,6 +30,13 @@ test: services
     cargo test -p switchyard-tests --test e2e
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
 
+# Dependency checks (cargo-deny): licenses, bans, sources; advisories when the advisory
+# database can be fetched (it comes from GitHub, which our machines cannot reach).
+deny:
+    command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+    cargo deny check licenses bans sources
+    -cargo deny check advisories
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -30,6 +30,10 @@ pub fn pg_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+pub fn redis_url() -> String {
+    std::env::var("SWITCHYARD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 pub fn amqp_url() -> String {
     std::env::var("SWITCHYARD_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -193,6 +197,9 @@ impl Harness {
                 retry_after_secs: 3,
                 integration_cache_ttl: Duration::from_millis(100),
                 admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+                guard: Some(Arc::new(
+                    switchyard_resilience::Guard::shared(&redis_url(), &topology.prefix).unwrap(),
+                )),
             },
             store.clone(),
             broker.clone(),
@@ -223,8 +230,12 @@ impl Harness {
         h
     }
 
-    /// A worker of its own (its own broker connection, so it can crash alone).
-    pub async fn spawn_worker(&self, cfg: WorkerConfig) -> RunningWorker {
+    /// A worker of its own, as another process would be: its own broker connection (so it
+    /// can crash alone) and its own Redis connection for the shared breakers and limits.
+    pub async fn spawn_worker(&self, mut cfg: WorkerConfig) -> RunningWorker {
+        cfg.guard = Arc::new(
+            switchyard_resilience::Guard::shared(&redis_url(), &self.topology.prefix).unwrap(),
+        );
         let broker = Broker::start(BrokerConfig::new(
             self.amqp_url.clone(),
             self.topology.clone(),

@@ -38,6 +38,8 @@ pub struct IngestConfig {
     pub integration_cache_ttl: Duration,
     /// Bearer token for the management endpoints (`/v1/jobs`); without one they are off.
     pub admin_token: Option<SecretString>,
+    /// The fleet's shared breakers and limits, for `readyz` to report on Redis.
+    pub guard: Option<Arc<switchyard_resilience::Guard>>,
 }
 
 impl Default for IngestConfig {
@@ -47,6 +49,7 @@ impl Default for IngestConfig {
             retry_after_secs: 5,
             integration_cache_ttl: Duration::from_secs(5),
             admin_token: None,
+            guard: None,
         }
     }
 }
@@ -138,7 +141,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the broker is connected and the database answers.
+/// Ready when the broker is connected and the database answers. Redis being down does not
+/// stop the fleet (breakers and limits go per process), so it makes the answer `degraded`,
+/// still 200.
 async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     let broker_ok = state.broker.is_connected();
     let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
@@ -147,12 +152,26 @@ async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
         Ok(Err(e)) => format!("down: {e}"),
         Err(_) => "down: no answer within 2 s".to_owned(),
     };
+    let redis = match &state.cfg.guard {
+        Some(g) => g.ping().await,
+        None => None,
+    };
     let ready = broker_ok && db_check == "ok";
+    let status = match (ready, redis) {
+        (false, _) => "not_ready",
+        (true, Some(false)) => "degraded",
+        (true, _) => "ready",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": status,
         "checks": {
             "broker": if broker_ok { "ok" } else { "down: not connected" },
             "database": db_check,
+            "redis": match redis {
+                None => "not configured: breakers and rate limits are per process",
+                Some(true) => "ok",
+                Some(false) => "down: breakers and rate limits are per process until it is back",
+            },
         }
     });
     let status = if ready {

@@ -8,8 +8,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
-use switchyard_resilience::RetryPolicy;
+use switchyard_resilience::{BreakerPolicy, Guard, RetryPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +37,10 @@ pub struct Config {
     pub broker: BrokerSettings,
     /// Default retry schedule (an integration's `settings.retry` overrides it).
     pub retry: RetryPolicy,
+    /// Default circuit breaker (an integration's `settings.breaker` overrides it).
+    pub breaker: BreakerPolicy,
+    /// Redis, for breakers and rate limits shared by the fleet; empty for per process.
+    pub redis_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +87,8 @@ impl Default for Config {
             worker: WorkerSettings::default(),
             broker: BrokerSettings::default(),
             retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            redis_url: "redis://127.0.0.1:6379".into(),
         }
     }
 }
@@ -200,7 +207,30 @@ impl Config {
         self.retry
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e} (SWITCHYARD_RETRY__…)"))?;
+        self.breaker
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e} (SWITCHYARD_BREAKER__…)"))?;
+        if !self.redis_url.is_empty()
+            && !self.redis_url.starts_with("redis://")
+            && !self.redis_url.starts_with("rediss://")
+        {
+            fail(
+                "redis_url",
+                "must be a redis:// URL, or empty for per-process breakers and limits",
+            )?;
+        }
         Ok(())
+    }
+
+    /// Breakers and rate limits: shared through Redis, or per process without it.
+    pub fn guard(&self) -> anyhow::Result<Arc<Guard>> {
+        if self.redis_url.is_empty() {
+            return Ok(Arc::new(Guard::local(&self.queue_prefix)));
+        }
+        Ok(Arc::new(
+            Guard::shared(&self.redis_url, &self.queue_prefix)
+                .context("invalid configuration: redis_url (SWITCHYARD_REDIS_URL)")?,
+        ))
     }
 
     pub fn keyring(&self) -> anyhow::Result<switchyard_vault::Keyring> {
@@ -233,22 +263,25 @@ impl Config {
         b
     }
 
-    pub fn ingest_config(&self) -> switchyard_ingest::IngestConfig {
+    pub fn ingest_config(&self, guard: Arc<Guard>) -> switchyard_ingest::IngestConfig {
         switchyard_ingest::IngestConfig {
             max_body_bytes: self.ingest.max_body_bytes,
             retry_after_secs: self.ingest.retry_after_secs,
             admin_token: self.admin_token.clone(),
+            guard: guard.is_shared().then_some(guard),
             ..Default::default()
         }
     }
 
-    pub fn worker_config(&self) -> switchyard_worker::WorkerConfig {
+    pub fn worker_config(&self, guard: Arc<Guard>) -> switchyard_worker::WorkerConfig {
         switchyard_worker::WorkerConfig {
             providers: self.worker.providers.clone(),
             prefetch: self.worker.prefetch,
             concurrency: self.worker.concurrency,
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
             default_retry: self.retry.clone(),
+            default_breaker: self.breaker.clone(),
+            guard,
             ..Default::default()
         }
     }

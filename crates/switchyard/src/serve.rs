@@ -82,6 +82,7 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
         Services::Worker => "worker",
         Services::All => "all",
     };
+    let guard = cfg.guard()?;
     let broker = Broker::start(cfg.broker_config(name));
     if !broker.wait_connected(Duration::from_secs(10)).await {
         warn!(
@@ -97,7 +98,7 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
             warn!("SWITCHYARD_ADMIN_TOKEN is not set: the management API (/v1/jobs) is disabled");
         }
         let app = IngestApp::build(
-            cfg.ingest_config(),
+            cfg.ingest_config(guard.clone()),
             store.clone(),
             broker.clone(),
             cfg.listen,
@@ -117,7 +118,12 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
         });
     }
     if matches!(which, Services::Worker | Services::All) {
-        let worker = Worker::new(cfg.worker_config(), store.clone(), broker.clone(), keyring)?;
+        let worker = Worker::new(
+            cfg.worker_config(guard.clone()),
+            store.clone(),
+            broker.clone(),
+            keyring,
+        )?;
         let stop = stop.clone();
         tasks.spawn(async move { worker.run(stop).await.map_err(anyhow::Error::from) });
     }

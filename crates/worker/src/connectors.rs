@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_providers::{Connector, Credentials, HttpClient};
-use switchyard_resilience::RetryPolicy;
+use switchyard_resilience::{BreakerPolicy, RateLimit, RetryPolicy};
 use switchyard_store::{Integration, Store, StoreError};
 use switchyard_vault::{Keyring, Sealed};
 use tokio::sync::Mutex;
@@ -16,6 +16,8 @@ pub(crate) struct Target {
     /// `Err` says why the integration's settings or credentials cannot work.
     pub(crate) connector: Result<Arc<dyn Connector>, String>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) breaker: BreakerPolicy,
+    pub(crate) limits: Vec<RateLimit>,
 }
 
 pub(crate) struct Cache {
@@ -23,6 +25,7 @@ pub(crate) struct Cache {
     keyring: Arc<Keyring>,
     ttl: Duration,
     default_retry: RetryPolicy,
+    default_breaker: BreakerPolicy,
     http: HttpClient,
     entries: Mutex<HashMap<Uuid, (Instant, Arc<Target>)>>,
 }
@@ -33,12 +36,14 @@ impl Cache {
         keyring: Arc<Keyring>,
         ttl: Duration,
         default_retry: RetryPolicy,
+        default_breaker: BreakerPolicy,
     ) -> Cache {
         Cache {
             store,
             keyring,
             ttl,
             default_retry,
+            default_breaker,
             http: switchyard_providers::http_client(),
             entries: Mutex::new(HashMap::new()),
         }
@@ -69,7 +74,14 @@ impl Cache {
 
     fn build(&self, integration: &Integration) -> Target {
         let retry = retry_policy(&self.default_retry, &integration.settings);
-        let connector = retry.as_ref().map_err(Clone::clone).and_then(|_| {
+        let breaker = overlay(&self.default_breaker, &integration.settings, "breaker")
+            .and_then(|b: BreakerPolicy| b.validate().map(|_| b));
+        let limits = rate_limits(&integration.settings);
+        let settings_ok = match (&retry, &breaker, &limits) {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.clone()),
+            _ => Ok(()),
+        };
+        let connector = settings_ok.and_then(|_| {
             let credentials = match &integration.credentials {
                 None => Credentials::default(),
                 Some(sealed) => {
@@ -98,6 +110,8 @@ impl Cache {
         });
         Target {
             retry: retry.unwrap_or_else(|_| self.default_retry.clone()),
+            breaker: breaker.unwrap_or_else(|_| self.default_breaker.clone()),
+            limits: limits.unwrap_or_default(),
             connector: connector
                 .map_err(|e| format!("integration `{}` cannot be called: {e}", integration.name)),
         }
@@ -109,7 +123,18 @@ pub(crate) fn retry_policy(
     default: &RetryPolicy,
     settings: &serde_json::Value,
 ) -> Result<RetryPolicy, String> {
-    let Some(overrides) = settings.get("retry") else {
+    let policy: RetryPolicy = overlay(default, settings, "retry")?;
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// `settings[section]`'s fields over `default`'s.
+fn overlay<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    default: &T,
+    settings: &serde_json::Value,
+    section: &str,
+) -> Result<T, String> {
+    let Some(overrides) = settings.get(section) else {
         return Ok(default.clone());
     };
     let mut merged = serde_json::to_value(default).expect("a policy serialises");
@@ -119,12 +144,23 @@ pub(crate) fn retry_policy(
                 base.insert(k.clone(), v.clone());
             }
         }
-        _ => return Err("settings.retry must be an object".into()),
+        _ => return Err(format!("settings.{section} must be an object")),
     }
-    let policy: RetryPolicy =
-        serde_json::from_value(merged).map_err(|e| format!("settings.retry: {e}"))?;
-    policy.validate()?;
-    Ok(policy)
+    serde_json::from_value(merged).map_err(|e| format!("settings.{section}: {e}"))
+}
+
+/// `settings.rate_limit`: one limit or a list (e.g. per minute and per hour).
+pub(crate) fn rate_limits(settings: &serde_json::Value) -> Result<Vec<RateLimit>, String> {
+    let limits: Vec<RateLimit> = match settings.get("rate_limit") {
+        None => return Ok(Vec::new()),
+        Some(v @ serde_json::Value::Array(_)) => serde_json::from_value(v.clone()),
+        Some(v) => serde_json::from_value(v.clone()).map(|l| vec![l]),
+    }
+    .map_err(|e| format!("settings.rate_limit: {e}"))?;
+    for l in &limits {
+        l.validate()?;
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -140,5 +176,19 @@ mod tests {
         assert_eq!(retry_policy(&d, &serde_json::json!({})).unwrap(), d);
         let err = retry_policy(&d, &serde_json::json!({"retry": {"factor": 0}})).unwrap_err();
         assert!(err.contains("retry.factor"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_one_or_many() {
+        use serde_json::json;
+        assert!(rate_limits(&json!({})).unwrap().is_empty());
+        let one = rate_limits(&json!({"rate_limit": {"limit": 500, "per": "minute"}})).unwrap();
+        assert_eq!(one.len(), 1);
+        let two = rate_limits(&json!({"rate_limit": [
+            {"limit": 60, "per": "minute"}, {"limit": 1000, "per": "hour"}]}))
+        .unwrap();
+        assert_eq!(two.len(), 2);
+        let err = rate_limits(&json!({"rate_limit": {"limit": 5, "per": "day"}})).unwrap_err();
+        assert!(err.starts_with("settings.rate_limit"), "{err}");
     }
 }

@@ -16,7 +16,7 @@ pub use process::FaultPoint;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_broker::Broker;
-use switchyard_resilience::RetryPolicy;
+use switchyard_resilience::{BreakerPolicy, Guard, RetryPolicy};
 use switchyard_store::Store;
 use switchyard_vault::Keyring;
 use tokio::sync::Semaphore;
@@ -36,6 +36,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// The retry schedule an integration gets when its settings name none.
     pub default_retry: RetryPolicy,
+    /// The circuit breaker an integration gets when its settings name none.
+    pub default_breaker: BreakerPolicy,
+    /// Breakers and rate limits, shared through Redis (or per process).
+    pub guard: Arc<Guard>,
     /// How long an integration's settings are cached.
     pub integration_cache_ttl: Duration,
     /// Test hook: simulate a crash at this point (see [`FaultPoint`]). Never set in
@@ -51,6 +55,8 @@ impl Default for WorkerConfig {
             concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
             default_retry: RetryPolicy::default(),
+            default_breaker: BreakerPolicy::default(),
+            guard: Arc::new(Guard::local("")),
             integration_cache_ttl: Duration::from_secs(5),
             fault: None,
         }
@@ -92,6 +98,9 @@ impl Worker {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
         }
         cfg.default_retry.validate().map_err(WorkerError::Config)?;
+        cfg.default_breaker
+            .validate()
+            .map_err(WorkerError::Config)?;
         for p in &cfg.providers {
             match switchyard_providers::info(p) {
                 Some(info) if info.is_target => {}
@@ -110,6 +119,7 @@ impl Worker {
                 keyring,
                 ttl,
                 cfg.default_retry.clone(),
+                cfg.default_breaker.clone(),
             ),
             cfg,
             store,

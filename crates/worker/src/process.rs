@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
 use switchyard_core::{Action, DeadReason, Envelope, ErrorClass};
 use switchyard_providers::Operation;
-use switchyard_resilience::RetryDecision;
+use switchyard_resilience::{Admission, RetryDecision};
 use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -216,11 +216,61 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
             return Ok(Settle::Ack);
         }
     };
+    // The provider account's rate limits and circuit breaker, shared by the fleet. A job
+    // held back by either is deferred without spending an attempt.
+    let account = env.integration_id.to_string();
+    let guard = &shared.cfg.guard;
+    let (class, wait, why) = match guard.admit(&account, &target.breaker, &target.limits).await {
+        Admission::Go => (None, Duration::ZERO, String::new()),
+        Admission::Throttled(w) => (
+            Some(ErrorClass::Throttled),
+            w,
+            format!("rate limit reached; next slot in {} ms", w.as_millis()),
+        ),
+        Admission::BreakerOpen(w) => (
+            Some(ErrorClass::BreakerOpen),
+            // Spread the deferred jobs so they do not return all at once.
+            w + Duration::from_millis(rand::random_range(0..=w.as_millis() as u64 / 2)),
+            format!(
+                "circuit breaker open; probing again in {} ms",
+                w.as_millis()
+            ),
+        ),
+    };
+    if let Some(class) = class {
+        let attempts = tx.attempts_so_far();
+        tx.finish(
+            env,
+            Finish::Retrying {
+                attempt: None,
+                spend_attempt: false,
+                class,
+                message: why.clone(),
+            },
+        )
+        .await?;
+        info!(%class, retry_in_ms = wait.as_millis() as u64, "deferred: {why}");
+        return Ok(Settle::Retry {
+            delay: wait,
+            attempts,
+            class,
+            message: why,
+        });
+    }
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
     let clock = Instant::now();
     let result = connector.execute(op).await;
-    let duration_ms = clock.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    let took = clock.elapsed();
+    let duration_ms = took.as_millis().min(i32::MAX as u128) as i32;
+    let provider_failed = matches!(&result, Err(e) if e.class == ErrorClass::Transient);
+    guard
+        .record(
+            &account,
+            &target.breaker,
+            target.breaker.outcome(provider_failed, took),
+        )
+        .await;
     if fault == Some(FaultPoint::AfterProviderCall) {
         shared.crashed.cancel();
         return Ok(Settle::Hold);

@@ -1,0 +1,357 @@
+//! The fleet's shared breakers and limits: Redis when it answers, this process's own state
+//! when it does not.
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use crate::breaker::{self, BreakerPolicy, Outcome, Permit};
+use crate::limits::{LocalLimiter, RateLimit};
+
+/// May the call go ahead?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Go,
+    /// A rate limit is used up: try after this long.
+    Throttled(Duration),
+    /// The provider account's breaker is open: try after this long.
+    BreakerOpen(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct GuardError(String);
+
+const BREAKER_ACQUIRE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = tonumber(ARGV[1])
+local probes = tonumber(ARGV[2])
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'closed' then return {1, 0} end
+if state == 'open' then
+  local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at'))
+  if now < opened + wait then return {0, opened + wait - now} end
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'since', now, 'left', probes, 'done', 0, 'failed', 0)
+end
+local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
+local left = tonumber(redis.call('HGET', KEYS[1], 'left'))
+if left == 0 and now >= since + wait then
+  redis.call('HSET', KEYS[1], 'since', now, 'left', probes, 'done', 0, 'failed', 0)
+  left = probes
+end
+redis.call('PEXPIRE', KEYS[1], 86400000)
+if left > 0 then
+  redis.call('HINCRBY', KEYS[1], 'left', -1)
+  return {1, 0}
+end
+return {0, math.max(50, math.floor(wait / 4))}
+"#;
+
+const BREAKER_RECORD: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local o = ARGV[1]
+local window = tonumber(ARGV[2])
+local min_calls = tonumber(ARGV[3])
+local fail_pct = tonumber(ARGV[4])
+local slow_pct = tonumber(ARGV[5])
+local probes = tonumber(ARGV[6])
+local bad = (o == 'f' or o == 'x' or o == 'w')
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'open' then return 'open' end
+if state == 'half_open' then
+  local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'failed') or '0')
+  if bad then failed = redis.call('HINCRBY', KEYS[1], 'failed', 1) end
+  if done >= probes then
+    redis.call('DEL', KEYS[2])
+    if failed * 100 >= fail_pct * probes then
+      redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
+      return 'open'
+    end
+    redis.call('HSET', KEYS[1], 'state', 'closed')
+    return 'closed'
+  end
+  return 'half_open'
+end
+redis.call('LPUSH', KEYS[2], o)
+redis.call('LTRIM', KEYS[2], 0, window - 1)
+redis.call('PEXPIRE', KEYS[2], 86400000)
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+local n = #items
+if n >= min_calls then
+  local f, s = 0, 0
+  for _, v in ipairs(items) do
+    if v == 'f' or v == 'x' then f = f + 1 end
+    if v == 'w' or v == 'x' then s = s + 1 end
+  end
+  if f * 100 >= fail_pct * n or s * 100 >= slow_pct * n then
+    redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
+    redis.call('PEXPIRE', KEYS[1], 86400000)
+    redis.call('DEL', KEYS[2])
+    return 'open'
+  end
+end
+return 'closed'
+"#;
+
+/// GCRA over every limit in KEYS (times in milliseconds, as floats: Lua's numbers print
+/// exactly up to 14 digits). Returns 0 (go) or the wait in microseconds.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local wait = 0
+local nxt = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tol = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local allow = tat - tol
+  if now < allow then wait = math.max(wait, allow - now) end
+  nxt[i] = tat + interval
+end
+if wait > 0 then return math.ceil(wait * 1000) end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.3f', nxt[i]), 'PX', math.ceil(nxt[i] - now) + 1000)
+end
+return 0
+"#;
+
+#[derive(Default)]
+struct LocalState {
+    breaker: breaker::Local,
+    limiter: LocalLimiter,
+}
+
+pub struct Guard {
+    redis: Option<ConnectionManager>,
+    prefix: String,
+    local: Mutex<HashMap<String, LocalState>>,
+    degraded: AtomicBool,
+    /// After a Redis failure, decide locally until then (no reconnect storm).
+    redis_paused_until: Mutex<Option<Instant>>,
+    epoch: Instant,
+    acquire: Script,
+    record: Script,
+    gcra: Script,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("shared", &self.redis.is_some())
+            .field("degraded", &self.degraded())
+            .finish()
+    }
+}
+
+impl Guard {
+    /// Shared through Redis at `url` (connected lazily, reconnecting on its own).
+    pub fn shared(url: &str, prefix: &str) -> Result<Guard, GuardError> {
+        let client = redis::Client::open(url).map_err(|e| GuardError(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(300)))
+            .set_response_timeout(Some(Duration::from_millis(300)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| GuardError(e.to_string()))?;
+        Ok(Guard::build(Some(manager), prefix))
+    }
+
+    /// Per-process only (no Redis configured).
+    pub fn local(prefix: &str) -> Guard {
+        Guard::build(None, prefix)
+    }
+
+    fn build(redis: Option<ConnectionManager>, prefix: &str) -> Guard {
+        Guard {
+            redis,
+            prefix: prefix.to_owned(),
+            local: Mutex::new(HashMap::new()),
+            degraded: AtomicBool::new(false),
+            redis_paused_until: Mutex::new(None),
+            epoch: Instant::now(),
+            acquire: Script::new(BREAKER_ACQUIRE),
+            record: Script::new(BREAKER_RECORD),
+            gcra: Script::new(GCRA),
+        }
+    }
+
+    /// Redis is configured but not answering: decisions are per process.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Ask Redis directly (for readiness checks). `None` when no Redis is configured.
+    pub async fn ping(&self) -> Option<bool> {
+        let mut conn = self.redis.clone()?;
+        let ok = tokio::time::timeout(
+            Duration::from_millis(500),
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        Some(ok)
+    }
+
+    fn conn(&self) -> Option<ConnectionManager> {
+        let paused = *self.redis_paused_until.lock().expect("lock");
+        match paused {
+            Some(until) if Instant::now() < until => None,
+            _ => self.redis.clone(),
+        }
+    }
+
+    fn redis_failed(&self, error: &redis::RedisError) {
+        *self.redis_paused_until.lock().expect("lock") =
+            Some(Instant::now() + Duration::from_secs(1));
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            warn!(%error, "Redis is unreachable: breakers and rate limits are per process until it is back");
+        }
+    }
+
+    fn redis_ok(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            info!(
+                "Redis is reachable again: breakers and rate limits are shared by the fleet again"
+            );
+        }
+    }
+
+    fn key(&self, kind: &str, key: &str) -> String {
+        format!("{}sy:{kind}:{key}", self.prefix)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Rate limits first, then the breaker; `key` names the provider account.
+    pub async fn admit(
+        &self,
+        key: &str,
+        breaker: &BreakerPolicy,
+        limits: &[RateLimit],
+    ) -> Admission {
+        if !limits.is_empty()
+            && let Err(wait) = self.take_token(key, limits).await
+        {
+            return Admission::Throttled(wait);
+        }
+        if !breaker.enabled {
+            return Admission::Go;
+        }
+        match self.breaker_acquire(key, breaker).await {
+            Permit::Granted => Admission::Go,
+            Permit::Denied(wait) => Admission::BreakerOpen(wait),
+        }
+    }
+
+    async fn take_token(&self, key: &str, limits: &[RateLimit]) -> Result<(), Duration> {
+        if let Some(mut conn) = self.conn() {
+            let mut inv = self.gcra.prepare_invoke();
+            for (i, l) in limits.iter().enumerate() {
+                let (interval_us, tolerance_us) = l.gcra();
+                inv.key(self.key("rl", &format!("{key}:{i}")))
+                    .arg(interval_us as f64 / 1000.0)
+                    .arg(tolerance_us as f64 / 1000.0);
+            }
+            match inv.invoke_async::<u64>(&mut conn).await {
+                Ok(0) => {
+                    self.redis_ok();
+                    return Ok(());
+                }
+                Ok(wait_us) => {
+                    self.redis_ok();
+                    return Err(Duration::from_micros(wait_us));
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let mut local = self.local.lock().expect("lock");
+        local
+            .entry(key.to_owned())
+            .or_default()
+            .limiter
+            .acquire(limits, now_us)
+    }
+
+    async fn breaker_acquire(&self, key: &str, p: &BreakerPolicy) -> Permit {
+        if let Some(mut conn) = self.conn() {
+            let r: Result<(u8, u64), _> = self
+                .acquire
+                .key(self.key("b", key))
+                .arg(p.open_wait_ms)
+                .arg(p.half_open_probes)
+                .invoke_async(&mut conn)
+                .await;
+            match r {
+                Ok((1, _)) => {
+                    self.redis_ok();
+                    return Permit::Granted;
+                }
+                Ok((_, wait)) => {
+                    self.redis_ok();
+                    return Permit::Denied(Duration::from_millis(wait));
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now = self.now_ms();
+        let mut local = self.local.lock().expect("lock");
+        local
+            .entry(key.to_owned())
+            .or_default()
+            .breaker
+            .acquire(p, now)
+    }
+
+    /// Report how an admitted call went.
+    pub async fn record(&self, key: &str, p: &BreakerPolicy, outcome: Outcome) {
+        if !p.enabled {
+            return;
+        }
+        if let Some(mut conn) = self.conn() {
+            let r: Result<String, _> = self
+                .record
+                .key(self.key("b", key))
+                .key(self.key("bw", key))
+                .arg(outcome.code())
+                .arg(p.window)
+                .arg(p.minimum_calls)
+                .arg(p.failure_rate_pct)
+                .arg(p.slow_call_rate_pct)
+                .arg(p.half_open_probes)
+                .invoke_async(&mut conn)
+                .await;
+            match r {
+                Ok(state) => {
+                    self.redis_ok();
+                    if state == "open" && outcome.failed() {
+                        tracing::debug!(key, "breaker open");
+                    }
+                    return;
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let now = self.now_ms();
+        let mut local = self.local.lock().expect("lock");
+        local
+            .entry(key.to_owned())
+            .or_default()
+            .breaker
+            .record(p, outcome, now);
+    }
+}
