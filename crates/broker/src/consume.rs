@@ -63,7 +63,77 @@ impl Delivery {
     }
 }
 
+/// Messages taken from a queue for inspection: settle the ones you want; dropping this
+/// returns the others to the queue (the channel closes, the broker requeues them).
+pub struct Drained {
+    pub deliveries: Vec<Delivery>,
+    channel: lapin::Channel,
+}
+
+impl Drained {
+    /// Return every unsettled message to the queue now.
+    pub async fn release(self) {
+        let _ = self.channel.close(200, "released".into()).await;
+    }
+}
+
 impl Broker {
+    /// Take up to `max` ready messages from `queue` without settling them, for operators to
+    /// look at, replay or purge. Stops when `max` are held or no message came for a moment.
+    pub async fn drain(&self, queue: &str, max: u16) -> Result<Drained, BrokerError> {
+        let session = self.session().ok_or(BrokerError::Unavailable)?;
+        let ch = session.conn.create_channel().await?;
+        let ready = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let want = (ready as usize).min(max as usize);
+        let mut deliveries = Vec::with_capacity(want);
+        if want > 0 {
+            ch.basic_qos(max.max(1), BasicQosOptions::default()).await?;
+            let mut consumer = ch
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            while deliveries.len() < want {
+                match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
+                    Ok(Some(Ok(d))) => deliveries.push(Delivery {
+                        headers: Headers::from_table(d.properties.headers().as_ref()),
+                        message_id: d
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|m| m.as_str().to_owned()),
+                        routing_key: d.routing_key.as_str().to_owned(),
+                        redelivered: d.redelivered,
+                        body: d.data,
+                        acker: d.acker,
+                    }),
+                    Ok(Some(Err(e))) => return Err(e.into()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = ch
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+        }
+        Ok(Drained {
+            deliveries,
+            channel: ch,
+        })
+    }
+
     /// Consume `queue` with `prefetch` unacknowledged deliveries at most, resubscribing on
     /// every new session, until `stop` is cancelled. Deliveries arrive on the returned
     /// channel; when `stop` fires, the broker is told to stop sending (basic.cancel) and the

@@ -17,6 +17,10 @@ pub mod names {
     pub const DEAD_AT: &str = "sy-dead-at";
     /// A retry delayed longer than the delay levels' span: when it is really due (RFC 3339).
     pub const DUE_AT: &str = "sy-due-at";
+    /// How many times an operator replayed the message from a dead-letter queue.
+    pub const REPLAYS: &str = "sy-replays";
+    /// When it was last replayed (RFC 3339): its retry age counts from then.
+    pub const REPLAYED_AT: &str = "sy-replayed-at";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
 }

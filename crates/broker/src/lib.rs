@@ -13,7 +13,7 @@ mod publish;
 mod supervisor;
 mod topology;
 
-pub use consume::Delivery;
+pub use consume::{Delivery, Drained};
 pub use headers::{Headers, names as header};
 pub use publish::{Exchange, OutgoingMessage, PublishError};
 pub use supervisor::{Broker, BrokerConfig};

@@ -104,6 +104,20 @@ impl Topology {
         out
     }
 
+    /// A message's own key (`{provider}.{entity}.{action}`) from the key it arrived with,
+    /// which for a retried message starts with its delay bits and this deployment's prefix.
+    pub fn original_key<'a>(&self, key: &'a str) -> &'a str {
+        let words = self.delay_levels as usize;
+        let mut rest = key;
+        for _ in 0..words {
+            match rest.split_once('.') {
+                Some((w, tail)) if w == "0" || w == "1" => rest = tail,
+                _ => return key,
+            }
+        }
+        rest.strip_prefix(self.prefix.as_str()).unwrap_or(rest)
+    }
+
     /// `*.` once per level above `level`: the words before `level`'s own word.
     fn words_before(&self, level: u8) -> String {
         "*.".repeat((self.delay_levels - 1 - level) as usize)
@@ -312,5 +326,10 @@ mod tests {
         assert_eq!(t.words_before(3), "");
         assert_eq!(t.words_before(0), "*.*.*.");
         assert_eq!(t.delay_entry(), "shared.sy.delay.03");
+        assert_eq!(
+            t.original_key("0.1.0.1.t.rest.order.upsert"),
+            "rest.order.upsert"
+        );
+        assert_eq!(t.original_key("rest.order.upsert"), "rest.order.upsert");
     }
 }

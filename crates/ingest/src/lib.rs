@@ -3,6 +3,7 @@
 //! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
 
+mod dlq;
 mod error;
 mod jobs;
 mod sources;
@@ -80,6 +81,9 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
     Router::new()
         .route("/v1/webhooks/{integration}", post(webhooks::receive))
         .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/replay", post(dlq::replay))
+        .route("/v1/dlq/purge", post(dlq::purge))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -40,10 +40,12 @@ pub struct JobRow {
     pub duration_ms: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub replays: i32,
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integration_id, provider, entity, \
-     action, event, event_id, internal_id, source_version, status, attempts, duplicates, \
+     action, event, event_id, internal_id, source_version, status, attempts, duplicates, replays, purged_at, \
      external_id, dead_reason, last_error_class, last_error, received_at, started_at, \
      finished_at, duration_ms, created_at, updated_at";
 
@@ -420,6 +422,53 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Make a dead job processable again: fresh attempts, its history kept. A job that is no
+    /// longer dead (it succeeded meanwhile) is left alone, so its replay is a duplicate.
+    pub async fn reset_for_replay(&self, id: Uuid) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, replays = replays + 1,              dead_reason = NULL, finished_at = NULL, purged_at = NULL, updated_at = now()              WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Note that a dead job's message was purged from its dead-letter queue.
+    pub async fn mark_purged(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE jobs SET purged_at = now(), updated_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Record an operator's replay or purge.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_dlq_action(
+        &self,
+        action: &str,
+        actor: &str,
+        filter: &serde_json::Value,
+        dry_run: bool,
+        matched: usize,
+        moved: usize,
+        job_ids: &[Uuid],
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO dlq_actions (action, actor, filter, dry_run, matched, moved, job_ids)              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(action)
+        .bind(actor)
+        .bind(filter)
+        .bind(dry_run)
+        .bind(matched as i32)
+        .bind(moved as i32)
+        .bind(job_ids)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     pub async fn job(&self, id: Uuid) -> Result<JobRow> {

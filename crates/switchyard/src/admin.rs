@@ -116,6 +116,71 @@ pub enum MappingsCmd {
     },
 }
 
+/// Which dead letters (every option narrows the selection).
+#[derive(Debug, Args)]
+pub struct DlqFilterArgs {
+    #[arg(long)]
+    provider: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The target integration (id or tenant/name).
+    #[arg(long)]
+    integration: Option<String>,
+    #[arg(long)]
+    entity: Option<String>,
+    /// exhausted, rejected, auth or malformed.
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    job: Option<Uuid>,
+    /// Dead-lettered at or after (RFC 3339, e.g. 2026-11-22T08:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Dead-lettered before (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// List dead letters, oldest first.
+    List {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead job: its dead letter, its row and every attempt.
+    Show { job: Uuid },
+    /// Put dead letters back to work with fresh attempts (their history is kept).
+    Replay {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Say what would move, move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// At most this many replays a second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Delete dead letters for good (their jobs stay `dead`, marked purged).
+    Purge {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Required to purge for real.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
     /// Print a new random vault key as `<id>:<base64>`, for SWITCHYARD_VAULT_KEYS.
@@ -468,4 +533,145 @@ pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn dlq_filter(
+    store: &Store,
+    a: DlqFilterArgs,
+) -> anyhow::Result<switchyard_ops::dlq::Filter> {
+    let time =
+        |what: &str, v: Option<String>| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+            v.map(|t| {
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .with_context(|| format!("--{what}: `{t}` is not an RFC 3339 time"))
+            })
+            .transpose()
+        };
+    Ok(switchyard_ops::dlq::Filter {
+        provider: a.provider,
+        tenant: a.tenant,
+        integration_id: match a.integration {
+            Some(r) => Some(resolve(store, &r).await.context("--integration")?.id),
+            None => None,
+        },
+        entity: a.entity,
+        reason: a
+            .reason
+            .map(|r| r.parse())
+            .transpose()
+            .context("--reason")?,
+        job_id: a.job,
+        since: time("since", a.since)?,
+        until: time("until", a.until)?,
+    })
+}
+
+async fn connect_broker(cfg: &Config) -> anyhow::Result<switchyard_broker::Broker> {
+    let broker = switchyard_broker::Broker::start(cfg.broker_config("cli"));
+    if !broker
+        .wait_connected(std::time::Duration::from_secs(10))
+        .await
+    {
+        broker.shutdown().await;
+        bail!(
+            "cannot reach RabbitMQ at {} (is it running? `just services` starts it)",
+            crate::serve::redact(&cfg.amqp_url)
+        );
+    }
+    Ok(broker)
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+pub async fn dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
+    use switchyard_ops::dlq;
+    let store = open_store(cfg).await?;
+    let broker = connect_broker(cfg).await?;
+    let result = async {
+        match cmd {
+            DlqCmd::List { filter, limit, json } => {
+                let f = dlq_filter(&store, filter).await?;
+                let rows = dlq::list(&broker, &f, limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!("{:<36}  {:<9} {:<8} {:<20} {:<10} {:<20} ERROR", "JOB", "PROVIDER", "ENTITY", "INTERNAL ID", "REASON", "DEAD AT");
+                    for d in &rows {
+                        println!(
+                            "{:<36}  {:<9} {:<8} {:<20} {:<10} {:<20} {}",
+                            d.job_id.map(|j| j.to_string()).unwrap_or_else(|| "?".into()),
+                            d.provider,
+                            d.entity.clone().unwrap_or_default(),
+                            d.internal_id.clone().unwrap_or_default(),
+                            d.reason.clone().unwrap_or_default(),
+                            d.dead_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                            d.error.clone().unwrap_or_default()
+                        );
+                    }
+                    println!("{} dead letter(s)", rows.len());
+                }
+            }
+            DlqCmd::Show { job } => {
+                let f = dlq::Filter { job_id: Some(job), ..Default::default() };
+                let letters = dlq::list(&broker, &f, 1).await?;
+                let row = store.job(job).await?;
+                let attempts = store.job_attempts(job).await?;
+                println!("{}", serde_json::to_string_pretty(&json!({
+                    "dead_letter": letters.first(),
+                    "job": row,
+                    "attempts": attempts,
+                }))?);
+            }
+            DlqCmd::Replay { filter, dry_run, limit, rate } => {
+                let f = dlq_filter(&store, filter).await?;
+                let o = dlq::Options { dry_run, limit, rate, actor: actor() };
+                let r = dlq::replay(&broker, &store, &f, &o).await?;
+                print_report(&r);
+            }
+            DlqCmd::Purge { filter, dry_run, limit, yes } => {
+                if !dry_run && !yes {
+                    bail!("purging deletes dead letters for good: add --yes (or look first with --dry-run)");
+                }
+                let f = dlq_filter(&store, filter).await?;
+                let o = dlq::Options { dry_run, limit, rate: None, actor: actor() };
+                let r = dlq::purge(&broker, &store, &f, &o).await?;
+                print_report(&r);
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    broker.shutdown().await;
+    result
+}
+
+fn print_report(r: &switchyard_ops::dlq::Report) {
+    let verb = if r.action == "replay" {
+        "replayed"
+    } else {
+        "purged"
+    };
+    if r.dry_run {
+        println!(
+            "dry run: {} dead letter(s) match; nothing was {verb}",
+            r.matched
+        );
+    } else {
+        println!(
+            "{} of {} matching dead letter(s) {verb}",
+            r.moved, r.matched
+        );
+    }
+    for id in &r.job_ids {
+        println!("  {id}");
+    }
+    for f in &r.failed {
+        println!("  not {verb}: {f}");
+    }
 }

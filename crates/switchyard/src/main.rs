@@ -42,6 +42,9 @@ enum Command {
     /// Inspect internal ↔ external id mappings.
     #[command(subcommand)]
     Mappings(admin::MappingsCmd),
+    /// Inspect, replay and purge dead letters.
+    #[command(subcommand)]
+    Dlq(admin::DlqCmd),
     /// Vault keys.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
@@ -82,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes(cmd) => admin::routes(&cfg, cmd).await,
         Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
+        Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
         Command::Keys(_) => unreachable!("handled above"),
     }
 }

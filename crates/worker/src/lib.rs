@@ -166,7 +166,7 @@ impl Worker {
             _ = shared.crashed.cancelled() => {
                 consume_stop.cancel();
                 shared.stop.cancel();
-                let point = shared.cfg.fault.expect("only a fault point crashes the worker");
+                let point = shared.cfg.fault.clone().expect("only a fault point crashes the worker");
                 warn!(?point, "worker stopping at a test fault point without settling its delivery");
                 return Err(WorkerError::Crashed(point));
             }

@@ -15,14 +15,15 @@ use crate::Shared;
 /// Test hooks: where a simulated crash stops the worker. The delivery is left unsettled
 /// and the worker returns [`crate::WorkerError::Crashed`]; closing the broker connection
 /// then returns the message to its queue, as a real crash would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultPoint {
     /// After the provider answered, before the outcome is committed.
     AfterProviderCall,
     /// After the outcome is committed, before the delivery is acknowledged.
     BeforeAck,
-    /// The handler panics (a poison message).
-    Panic,
+    /// The handler panics on the job for this internal id (a poison message); the worker
+    /// keeps running.
+    PanicFor(String),
 }
 
 /// How a delivery is settled.
@@ -82,7 +83,14 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             redelay(shared, &env, &d, d.headers.clone(), rest).await;
             return;
         }
-        let outcome = AssertUnwindSafe(process(shared, &env)).catch_unwind().await;
+        let replayed_at = d
+            .headers
+            .get(header::REPLAYED_AT)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at))
+            .catch_unwind()
+            .await;
         let decision = match outcome {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => match store_failure(shared, &env, e).await {
@@ -125,10 +133,16 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
 }
 
 /// Decide and record; the broker side is [`settle`]'s.
-async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> {
-    let fault = shared.cfg.fault;
-    if fault == Some(FaultPoint::Panic) {
-        panic!("test fault point: poison message");
+async fn process(
+    shared: &Shared,
+    env: &Envelope,
+    replayed_at: Option<DateTime<Utc>>,
+) -> Result<Settle, StoreError> {
+    let fault = shared.cfg.fault.clone();
+    if let Some(FaultPoint::PanicFor(id)) = &fault
+        && *id == env.internal_id
+    {
+        panic!("test fault point: poison message for {id}");
     }
     let Some(target) = shared.connectors.get(env.integration_id).await? else {
         let message = format!(
@@ -322,7 +336,9 @@ async fn process(shared: &Shared, env: &Envelope) -> Result<Settle, StoreError> 
                 request: e.request.clone(),
                 response: e.response.clone(),
             };
-            let age = (Utc::now() - env.received_at).to_std().unwrap_or_default();
+            // A replayed job's age counts from its replay.
+            let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
+            let age = (Utc::now() - since).to_std().unwrap_or_default();
             // A provider that says when to come back is deferred, not failed.
             let deferred = e.class == ErrorClass::Throttled && e.retry_after.is_some();
             if deferred {
