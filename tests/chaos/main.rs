@@ -5,3 +5,4 @@
 mod support;
 
 mod broker_restart;
+mod redis_outage;

@@ -4,5 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod failures;
 mod ingest_errors;
 mod pipeline;

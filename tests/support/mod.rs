@@ -170,6 +170,13 @@ impl Harness {
     }
 
     pub async fn with(opts: Options) -> Harness {
+        // RUST_LOG=info cargo test … shows the services' logs.
+        if std::env::var("RUST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let (db_name, db_url) = fresh_database().await.expect("test database");
         let store = Store::connect(&db_url, 20).await.expect("store");
         let topology = Topology {
@@ -473,5 +480,85 @@ impl wiremock::Respond for Creates {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         wiremock::ResponseTemplate::new(201)
             .set_body_json(json!({"id": format!("{}-{n}", self.prefix)}))
+    }
+}
+
+/// One answer of a [`Scripted`] provider.
+#[derive(Clone)]
+pub enum Answer {
+    /// `201 {"id": "ext-<n>"}`, a fresh id each time, as a real create.
+    Create,
+    /// This response, as it is.
+    With(wiremock::ResponseTemplate),
+}
+
+pub fn status(code: u16) -> Answer {
+    Answer::With(wiremock::ResponseTemplate::new(code))
+}
+
+/// A provider that answers from a script (the last answer repeats) and records when each
+/// call arrived. The rest of the script can be replaced mid-test with [`Scripted::set`].
+#[derive(Clone)]
+pub struct Scripted {
+    inner: Arc<std::sync::Mutex<ScriptedInner>>,
+}
+
+struct ScriptedInner {
+    answers: Vec<Answer>,
+    calls: Vec<Instant>,
+    created: u64,
+}
+
+impl Scripted {
+    pub fn new(answers: Vec<Answer>) -> Scripted {
+        Scripted {
+            inner: Arc::new(std::sync::Mutex::new(ScriptedInner {
+                answers,
+                calls: Vec::new(),
+                created: 0,
+            })),
+        }
+    }
+
+    /// From the next call on, answer with `answers`.
+    pub fn set(&self, answers: Vec<Answer>) {
+        let mut i = self.inner.lock().unwrap();
+        let done = i.calls.len().min(i.answers.len());
+        i.answers.truncate(done);
+        while i.answers.len() < i.calls.len() {
+            let last = i.answers.last().cloned().expect("a scripted answer");
+            i.answers.push(last);
+        }
+        i.answers.extend(answers);
+    }
+
+    pub fn calls(&self) -> Vec<Instant> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().calls.len()
+    }
+}
+
+impl wiremock::Respond for Scripted {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let mut i = self.inner.lock().unwrap();
+        let n = i.calls.len();
+        i.calls.push(Instant::now());
+        match i
+            .answers
+            .get(n)
+            .or(i.answers.last())
+            .cloned()
+            .expect("a scripted answer")
+        {
+            Answer::With(t) => t,
+            Answer::Create => {
+                i.created += 1;
+                wiremock::ResponseTemplate::new(201)
+                    .set_body_json(json!({"id": format!("ext-{}", i.created)}))
+            }
+        }
     }
 }

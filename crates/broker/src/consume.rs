@@ -83,51 +83,49 @@ impl Broker {
     pub async fn drain(&self, queue: &str, max: u16) -> Result<Drained, BrokerError> {
         let session = self.session().ok_or(BrokerError::Unavailable)?;
         let ch = session.conn.create_channel().await?;
-        let ready = ch
-            .queue_declare(
+        // Fails early, and clearly, if the queue does not exist.
+        ch.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        let mut deliveries = Vec::new();
+        ch.basic_qos(max.max(1), BasicQosOptions::default()).await?;
+        let mut consumer = ch
+            .basic_consume(
                 queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                "".into(),
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?
-            .message_count();
-        let want = (ready as usize).min(max as usize);
-        let mut deliveries = Vec::with_capacity(want);
-        if want > 0 {
-            ch.basic_qos(max.max(1), BasicQosOptions::default()).await?;
-            let mut consumer = ch
-                .basic_consume(
-                    queue.into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            while deliveries.len() < want {
-                match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
-                    Ok(Some(Ok(d))) => deliveries.push(Delivery {
-                        headers: Headers::from_table(d.properties.headers().as_ref()),
-                        message_id: d
-                            .properties
-                            .message_id()
-                            .as_ref()
-                            .map(|m| m.as_str().to_owned()),
-                        routing_key: d.routing_key.as_str().to_owned(),
-                        redelivered: d.redelivered,
-                        body: d.data,
-                        acker: d.acker,
-                    }),
-                    Ok(Some(Err(e))) => return Err(e.into()),
-                    Ok(None) | Err(_) => break,
-                }
+            .await?;
+        // The message count is not enough: messages just returned to a quorum queue may not
+        // be counted yet. Take what comes until the queue has been quiet for a moment.
+        while deliveries.len() < max as usize {
+            match tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
+                Ok(Some(Ok(d))) => deliveries.push(Delivery {
+                    headers: Headers::from_table(d.properties.headers().as_ref()),
+                    message_id: d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.as_str().to_owned()),
+                    routing_key: d.routing_key.as_str().to_owned(),
+                    redelivered: d.redelivered,
+                    body: d.data,
+                    acker: d.acker,
+                }),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) | Err(_) => break,
             }
-            let _ = ch
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await;
         }
+        let _ = ch
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
         Ok(Drained {
             deliveries,
             channel: ch,

@@ -268,26 +268,18 @@ impl Topology {
         Ok(())
     }
 
-    /// Delete every queue and exchange of this topology (tests clean up with it).
+    /// Delete this deployment's own queues and exchanges (tests clean up with it). The
+    /// delay levels stay: other deployments may share them, and messages of theirs may be
+    /// waiting in them.
     pub async fn delete(&self, ch: &Channel) -> Result<(), lapin::Error> {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        let mut queues: Vec<String> = self
-            .providers
-            .iter()
-            .flat_map(|p| [self.queue(p), self.dead_letter_queue(p)])
-            .collect();
-        queues.extend((0..self.delay_levels).map(|l| self.delay_queue(l)));
-        for q in queues {
-            ch.queue_delete(q.into(), QueueDeleteOptions::default())
-                .await?;
+        for p in &self.providers {
+            for q in [self.queue(p), self.dead_letter_queue(p)] {
+                ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                    .await?;
+            }
         }
-        let mut exchanges = vec![
-            self.jobs_exchange(),
-            self.dead_letter_exchange(),
-            self.retry_exchange(),
-        ];
-        exchanges.extend((0..self.delay_levels).map(|l| self.delay_exchange(l)));
-        for e in exchanges {
+        for e in [self.jobs_exchange(), self.dead_letter_exchange()] {
             ch.exchange_delete(e.into(), ExchangeDeleteOptions::default())
                 .await?;
         }

@@ -45,7 +45,9 @@ impl ApiError {
     pub fn from_store(e: StoreError, retry_after: u32) -> ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            StoreError::Conflict(msg) | StoreError::MappingConflict(msg) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", msg)
+            }
             e if e.is_unavailable() => {
                 error!(error = %e, "database unavailable");
                 ApiError::unavailable(

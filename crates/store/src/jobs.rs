@@ -250,7 +250,7 @@ impl JobTx {
                     .execute(&mut *self.tx)
                     .await
                     .map_err(|e| match StoreError::from(e) {
-                        StoreError::Conflict(_) => StoreError::Conflict(format!(
+                        StoreError::Conflict(_) => StoreError::MappingConflict(format!(
                             "external id `{external_id}` is already mapped to another {} at this integration",
                             env.entity
                         )),
@@ -321,7 +321,8 @@ impl Store {
                 .push_bind(e.source_version)
                 .push_bind(e.received_at);
         });
-        qb.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+        // The id is derived from the key, so either unique index may report the conflict.
+        qb.push(" ON CONFLICT DO NOTHING");
         qb.build().execute(self.pool()).await?;
         Ok(())
     }
@@ -349,7 +350,7 @@ impl Store {
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
              status, started_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running', now()) \
-             ON CONFLICT (idempotency_key) DO UPDATE SET \
+             ON CONFLICT (id) DO UPDATE SET \
                status = CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN jobs.status ELSE 'running' END, \
                duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN 1 ELSE 0 END, \
                started_at = COALESCE(jobs.started_at, now()), \
@@ -404,18 +405,37 @@ impl Store {
         })))
     }
 
-    /// Mark a job dead outside a claim (its claim's transaction failed).
+    /// Mark a job dead outside a claim (its claim's transaction failed, or never ran). The
+    /// row is created if ingest has not recorded it yet.
     pub async fn mark_dead(
         &self,
-        id: Uuid,
+        env: &Envelope,
         class: ErrorClass,
         reason: DeadReason,
         message: &str,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET status = 'dead', dead_reason = $2, last_error_class = $3,              last_error = $4, finished_at = now(), updated_at = now() WHERE id = $1",
+            "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+             provider, entity, action, event, event_id, internal_id, source_version, received_at, \
+             status, dead_reason, last_error_class, last_error, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'dead', $14, $15, $16, now()) \
+             ON CONFLICT (id) DO UPDATE SET status = 'dead', \
+               dead_reason = EXCLUDED.dead_reason, last_error_class = EXCLUDED.last_error_class, \
+               last_error = EXCLUDED.last_error, finished_at = now(), updated_at = now()",
         )
-        .bind(id)
+        .bind(env.id)
+        .bind(&env.idempotency_key)
+        .bind(&env.tenant)
+        .bind(env.integration_id)
+        .bind(env.source_integration_id)
+        .bind(&env.provider)
+        .bind(&env.entity)
+        .bind(env.action.as_str())
+        .bind(&env.event)
+        .bind(&env.event_id)
+        .bind(&env.internal_id)
+        .bind(env.source_version)
+        .bind(env.received_at)
         .bind(reason.as_str())
         .bind(class.as_str())
         .bind(message)

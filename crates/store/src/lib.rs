@@ -25,6 +25,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A provider's external id is already mapped to another of our entities.
+    #[error("{0}")]
+    MappingConflict(String),
     #[error(
         "the database is not migrated (missing migrations: {missing}); run `switchyard migrate` first"
     )]

@@ -112,12 +112,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
                 let message = format!("the worker panicked while processing this job: {what}");
                 let _ = shared
                     .store
-                    .mark_dead(
-                        env.id,
-                        ErrorClass::Malformed,
-                        DeadReason::Malformed,
-                        &message,
-                    )
+                    .mark_dead(&env, ErrorClass::Malformed, DeadReason::Malformed, &message)
                     .await;
                 Settle::Dead {
                     reason: DeadReason::Malformed,
@@ -439,15 +434,10 @@ async fn dead(
 /// until it is back (or we are stopping); the delivery should be requeued.
 async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option<Settle> {
     match e {
-        StoreError::Conflict(message) => {
+        StoreError::MappingConflict(message) => {
             let _ = shared
                 .store
-                .mark_dead(
-                    env.id,
-                    ErrorClass::Permanent,
-                    DeadReason::Rejected,
-                    &message,
-                )
+                .mark_dead(env, ErrorClass::Permanent, DeadReason::Rejected, &message)
                 .await;
             warn!(%message, "job dead-lettered: its outcome conflicts with a recorded mapping");
             Some(Settle::Dead {

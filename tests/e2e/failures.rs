@@ -1,0 +1,480 @@
+//! Providers fail, throttle and go down: retries on schedule, dead letters with reasons,
+//! a fleet-wide breaker and rate limit, replay.
+use serde_json::json;
+use std::time::{Duration, Instant};
+use switchyard_broker::{Exchange, Headers, OutgoingMessage};
+use switchyard_ops::dlq;
+use switchyard_worker::{FaultPoint, WorkerConfig};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{ADMIN_TOKEN, Answer, Harness, Options, Scripted, eventually, order, status};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+async fn provider(h: &Harness, answers: Vec<Answer>) -> Scripted {
+    let s = Scripted::new(answers);
+    Mock::given(method("POST"))
+        .respond_with(s.clone())
+        .mount(&h.provider)
+        .await;
+    s
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_on_the_exponential_schedule() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let p = provider(
+        &h,
+        vec![status(500), status(500), status(500), Answer::Create],
+    )
+    .await;
+
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
+    let job = h.wait_status(jobs[0], "succeeded", WAIT).await;
+    assert_eq!(job.attempts, 4);
+    assert_eq!(h.store.job_attempts(jobs[0]).await.unwrap().len(), 4);
+
+    // fast_retry(): 100 ms, then ×2, no jitter. The delay levels never deliver early; the
+    // measured lateness is the worker's own path (publish, TTL expiry, redelivery).
+    let calls = p.calls();
+    let expected = [100, 200, 400];
+    for (i, want) in expected.iter().enumerate() {
+        let gap = ms(calls[i + 1] - calls[i]);
+        eprintln!(
+            "retry {}: expected {want} ms, measured {gap} ms (late by {} ms)",
+            i + 1,
+            gap - want
+        );
+        assert!(
+            gap >= *want - 2,
+            "retry {} came early: {gap} ms < {want} ms",
+            i + 1
+        );
+        assert!(
+            gap <= *want + 300,
+            "retry {} came too late: {gap} ms for {want} ms",
+            i + 1
+        );
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_validation_error_is_dead_lettered_at_once_with_the_providers_message() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let p = provider(
+        &h,
+        vec![Answer::With(
+            ResponseTemplate::new(422).set_body_json(json!({"message": "total must be positive"})),
+        )],
+    )
+    .await;
+
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "-5")).await;
+    let job = h.wait_status(jobs[0], "dead", WAIT).await;
+    assert_eq!(job.dead_reason.as_deref(), Some("rejected"));
+    assert!(job.last_error.unwrap().contains("total must be positive"));
+    assert_eq!(p.count(), 1, "a permanent failure is not retried");
+    let dlq_name = h.topology.dead_letter_queue("rest");
+    eventually("the dead letter is in the DLQ", WAIT, || async {
+        h.queue_depth(&dlq_name).await == 1
+    })
+    .await;
+    let letters = dlq::list(&h.broker, &dlq::Filter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason.as_deref(), Some("rejected"));
+    assert_eq!(letters[0].job_id, Some(jobs[0]));
+    assert!(
+        letters[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("total must be positive")
+    );
+    assert!(letters[0].first_received.is_some() && letters[0].dead_at.is_some());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_holds_the_provider_off_and_closes_when_it_recovers() {
+    let mut h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h
+        .rest_target(
+            "erp",
+            "orders",
+            json!({
+                "breaker": {"window": 4, "minimum_calls": 4, "failure_rate_pct": 50,
+                            "open_wait_ms": 1000, "half_open_probes": 1},
+                "retry": {"initial_delay_ms": 50, "max_delay_ms": 200, "max_attempts": 100}
+            }),
+        )
+        .await;
+    h.route(store, &[erp]).await;
+    let p = provider(&h, vec![status(503)]).await;
+    // One job at a time, so every outcome is recorded before the next call is admitted.
+    h.worker = Some(
+        h.spawn_worker(WorkerConfig {
+            concurrency: 1,
+            prefetch: 1,
+            ..Options::default().worker_config
+        })
+        .await,
+    );
+
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        jobs.extend(
+            h.accept(store, &format!("e{i}"), order(&format!("ord-{i}"), 1, "1"))
+                .await,
+        );
+    }
+    eventually("four failures open the breaker", WAIT, || async {
+        p.count() >= 4
+    })
+    .await;
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let during = p.count();
+    let open_periods = (opened.elapsed().as_millis() as usize).div_ceil(1000);
+    eprintln!(
+        "outage: {during} provider calls: 4 to open the breaker, then {} probe(s) in {open_periods} open period(s)",
+        during - 4
+    );
+    assert!(
+        during <= 4 + open_periods + 1,
+        "the breaker let {during} calls through an outage"
+    );
+
+    p.set(vec![Answer::Create]);
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    let mut spent = 0;
+    let mut deferred_by_breaker = false;
+    for j in &jobs {
+        let row = h.store.job(*j).await.unwrap();
+        spent += row.attempts as usize;
+        deferred_by_breaker |= row.last_error_class.as_deref() == Some("breaker_open");
+    }
+    assert_eq!(
+        spent,
+        p.count(),
+        "attempts are spent on provider calls only, none while the breaker was open"
+    );
+    assert!(
+        deferred_by_breaker,
+        "some jobs were deferred by the open breaker"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_workers_share_one_rate_limit() {
+    let mut h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h
+        .rest_target(
+            "erp",
+            "orders",
+            json!({"rate_limit": {"limit": 5, "per": "second"}}),
+        )
+        .await;
+    h.route(store, &[erp]).await;
+    let p = provider(&h, vec![Answer::Create]).await;
+    let second = h.spawn_worker(Options::default().worker_config).await;
+    h.worker = Some(h.spawn_worker(Options::default().worker_config).await);
+
+    let mut jobs = Vec::new();
+    for i in 0..12 {
+        jobs.extend(
+            h.accept(store, &format!("e{i}"), order(&format!("ord-{i}"), 1, "1"))
+                .await,
+        );
+    }
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    // 5 a second with no burst: admissions at least 200 ms apart across both workers. The
+    // provider sees them through a network and a scheduler, so allow 50 ms of jitter.
+    let calls = p.calls();
+    assert_eq!(calls.len(), 12);
+    let gaps: Vec<i64> = calls.windows(2).map(|w| ms(w[1] - w[0])).collect();
+    eprintln!("gaps between calls (ms): {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= 150),
+        "calls closer than the limit allows: {gaps:?}"
+    );
+    for (i, t) in calls.iter().enumerate() {
+        let in_second = calls[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(1))
+            .count();
+        assert!(in_second <= 5 + 1, "{in_second} calls within one second");
+    }
+    let _ = second.stop().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_defers_without_spending_an_attempt() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let p = provider(
+        &h,
+        vec![
+            Answer::With(ResponseTemplate::new(429).insert_header("retry-after", "2")),
+            Answer::Create,
+        ],
+    )
+    .await;
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
+    let job = h.wait_status(jobs[0], "succeeded", WAIT).await;
+    let calls = p.calls();
+    let gap = ms(calls[1] - calls[0]);
+    eprintln!("Retry-After: 2 → next call {gap} ms later");
+    assert!(gap >= 2000, "the provider asked for 2 s and got {gap} ms");
+    assert_eq!(job.attempts, 1, "the throttled call spent no attempt");
+    assert_eq!(
+        h.store.job_attempts(jobs[0]).await.unwrap().len(),
+        2,
+        "both calls are in the history"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixed() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h
+        .rest_target(
+            "erp",
+            "orders",
+            json!({"retry": {"max_attempts": 3, "initial_delay_ms": 50}}),
+        )
+        .await;
+    let other = h
+        .rest_target("other", "other", json!({"retry": {"max_attempts": 1}}))
+        .await;
+    h.route(store, &[erp, other]).await;
+    let p = provider(&h, vec![status(503)]).await;
+
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
+    let (erp_job, other_job) = {
+        let a = h.store.job(jobs[0]).await.unwrap();
+        if a.integration_id == erp {
+            (jobs[0], jobs[1])
+        } else {
+            (jobs[1], jobs[0])
+        }
+    };
+    let dead = h.wait_status(erp_job, "dead", WAIT).await;
+    h.wait_status(other_job, "dead", WAIT).await;
+    assert_eq!(dead.dead_reason.as_deref(), Some("exhausted"));
+    assert_eq!(dead.attempts, 3);
+    let dlq_name = h.topology.dead_letter_queue("rest");
+    eventually("both dead letters are in the DLQ", WAIT, || async {
+        h.queue_depth(&dlq_name).await == 2
+    })
+    .await;
+    let calls_before = p.count();
+
+    // Look first: a dry run moves nothing (through the HTTP API).
+    let resp = h
+        .http
+        .post(h.url("/v1/dlq/replay"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"filter": {"reason": "exhausted", "integration_id": erp}, "dry_run": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (report["matched"].as_u64(), report["moved"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(h.queue_depth(&dlq_name).await, 2);
+    let listed: serde_json::Value = h
+        .http
+        .get(h.url(&format!("/v1/dlq?reason=exhausted&integration_id={erp}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["dead_letters"].as_array().unwrap().len(), 1);
+
+    // Fixed: replay only erp's.
+    p.set(vec![Answer::Create]);
+    let f = dlq::Filter {
+        reason: Some(switchyard_core::DeadReason::Exhausted),
+        integration_id: Some(erp),
+        ..Default::default()
+    };
+    let o = dlq::Options {
+        dry_run: false,
+        limit: 100,
+        rate: Some(50.0),
+        actor: "test".into(),
+    };
+    let r = dlq::replay(&h.broker, &h.store, &f, &o).await.unwrap();
+    assert_eq!((r.matched, r.moved), (1, 1));
+    let job = h.wait_status(erp_job, "succeeded", WAIT).await;
+    assert_eq!(job.attempts, 1, "a replay starts with fresh attempts");
+    assert_eq!(job.replays, 1);
+    assert_eq!(
+        h.store.job_attempts(erp_job).await.unwrap().len(),
+        4,
+        "and keeps its history"
+    );
+    assert_eq!(p.count(), calls_before + 1, "processed once");
+    assert_eq!(
+        h.queue_depth(&dlq_name).await,
+        1,
+        "the other integration's dead letter stays"
+    );
+    let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM dlq_actions WHERE action = 'replay'")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(audit, 2, "the dry run and the replay are both on record");
+
+    // A dead letter whose job has since succeeded is acknowledged as a duplicate on replay.
+    let env = {
+        let letters = h.broker.drain(&dlq_name, 10).await.unwrap();
+        let body = letters.deliveries[0].body.clone();
+        letters.release().await;
+        let mut env = switchyard_core::Envelope::from_slice(&body).unwrap();
+        env.integration_id = erp;
+        env.id = job.id;
+        env.idempotency_key = switchyard_core::ids::idempotency_key(&env.event_id, erp, env.action);
+        env
+    };
+    let mut headers = Headers::default();
+    headers.set(switchyard_broker::header::DEAD_REASON, "exhausted");
+    h.broker
+        .publish(&[OutgoingMessage {
+            exchange: Exchange::DeadLetters,
+            routing_key: env.routing_key(),
+            message_id: env.id.to_string(),
+            body: env.to_vec(),
+            headers,
+        }])
+        .await
+        .unwrap();
+    let r = dlq::replay(
+        &h.broker,
+        &h.store,
+        &dlq::Filter {
+            job_id: Some(job.id),
+            ..Default::default()
+        },
+        &o,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.moved, 1);
+    let id = job.id;
+    eventually(
+        "the replay is acknowledged as a duplicate",
+        WAIT,
+        || async { h.store.job(id).await.unwrap().duplicates == 1 },
+    )
+    .await;
+    assert_eq!(h.store.job(id).await.unwrap().status, "succeeded");
+    assert_eq!(p.count(), calls_before + 1, "no second effect");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
+    let mut h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let p = provider(&h, vec![Answer::Create]).await;
+    h.worker = Some(
+        h.spawn_worker(Harness::worker_config_with_fault(FaultPoint::PanicFor(
+            "poison".into(),
+        )))
+        .await,
+    );
+
+    let poison = h.accept(store, "p", order("poison", 1, "1")).await;
+    let dead = h.wait_status(poison[0], "dead", WAIT).await;
+    assert_eq!(dead.dead_reason.as_deref(), Some("malformed"));
+    assert!(dead.last_error.unwrap().contains("panicked"));
+    let fine = h.accept(store, "f", order("ord-1", 1, "1")).await;
+    h.wait_status(fine[0], "succeeded", WAIT).await;
+    assert_eq!(p.count(), 1);
+    // And a message that is not an envelope at all goes straight to the DLQ.
+    h.broker
+        .publish(&[OutgoingMessage {
+            exchange: Exchange::Jobs,
+            routing_key: "rest.order.upsert".into(),
+            message_id: "garbage".into(),
+            body: b"{not json".to_vec(),
+            headers: Headers::default(),
+        }])
+        .await
+        .unwrap();
+    let dlq_name = h.topology.dead_letter_queue("rest");
+    eventually("both are in the DLQ", WAIT, || async {
+        h.queue_depth(&dlq_name).await == 2
+    })
+    .await;
+    let letters = dlq::list(
+        &h.broker,
+        &dlq::Filter {
+            reason: Some(switchyard_core::DeadReason::Malformed),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(letters.len(), 2);
+    let o = dlq::Options {
+        dry_run: false,
+        limit: 10,
+        rate: None,
+        actor: "test".into(),
+    };
+    let purged = dlq::purge(&h.broker, &h.store, &dlq::Filter::default(), &o)
+        .await
+        .unwrap();
+    assert_eq!(purged.moved, 2);
+    assert_eq!(h.queue_depth(&dlq_name).await, 0);
+    h.shutdown().await;
+}
