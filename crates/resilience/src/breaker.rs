@@ -162,14 +162,14 @@ impl Local {
                 if now < until {
                     return Permit::Denied(Duration::from_millis(until - now));
                 }
-                self.to_half_open(p, now);
+                self.enter_half_open(p, now);
                 self.take_probe(p, now)
             }
             BreakerState::HalfOpen => self.take_probe(p, now),
         }
     }
 
-    fn to_half_open(&mut self, p: &BreakerPolicy, now: u64) {
+    fn enter_half_open(&mut self, p: &BreakerPolicy, now: u64) {
         self.state = BreakerState::HalfOpen;
         self.half_open_since = now;
         self.probes_left = p.half_open_probes;
@@ -181,7 +181,7 @@ impl Local {
         // Probes whose outcome never came back (a worker died) are given up on after a
         // further wait, so the breaker cannot stay half-open for ever.
         if self.probes_left == 0 && now >= self.half_open_since + p.open_wait_ms {
-            self.to_half_open(p, now);
+            self.enter_half_open(p, now);
         }
         if self.probes_left > 0 {
             self.probes_left -= 1;

@@ -286,3 +286,87 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_err() -> String {
+        Config::load(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_load_and_env_overrides_nested_settings() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_WORKER__PREFETCH", "7");
+            jail.set_env("SWITCHYARD_RETRY__MAX_ATTEMPTS", "3");
+            let cfg = Config::load(None).expect("loads");
+            assert_eq!(cfg.worker.prefetch, 7);
+            assert_eq!(cfg.retry.max_attempts, 3);
+            assert_eq!(cfg.worker.concurrency, 32);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_WORKER__PREFETCH", "0");
+            assert!(
+                load_err().contains("SWITCHYARD_WORKER__PREFETCH"),
+                "{}",
+                load_err()
+            );
+            jail.set_env("SWITCHYARD_WORKER__PREFETCH", "lots");
+            let e = load_err();
+            assert!(
+                e.contains("worker.prefetch") && e.contains("SWITCHYARD_WORKER__PREFETCH"),
+                "{e}"
+            );
+            jail.set_env("SWITCHYARD_WORKER__PREFETCH", "8");
+            jail.set_env("SWITCHYARD_AMQP_URL", "http://nope");
+            assert!(load_err().contains("SWITCHYARD_AMQP_URL"), "{}", load_err());
+            jail.set_env("SWITCHYARD_AMQP_URL", "amqp://127.0.0.1");
+            jail.set_env("SWITCHYARD_LISTEN_ADDR", "x");
+            assert!(
+                load_err().contains("listen_addr"),
+                "an unknown setting is named: {}",
+                load_err()
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_config_file_is_read_and_the_environment_wins() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sy.toml",
+                "queue_prefix = \"staging.\"\n[worker]\nconcurrency = 4\n",
+            )?;
+            jail.set_env("SWITCHYARD_WORKER__CONCURRENCY", "6");
+            let cfg = Config::load(Some(Path::new("sy.toml"))).expect("loads");
+            assert_eq!(cfg.queue_prefix, "staging.");
+            assert_eq!(cfg.worker.concurrency, 6);
+            assert!(
+                Config::load(Some(Path::new("missing.toml")))
+                    .unwrap_err()
+                    .to_string()
+                    .contains("does not exist")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_vault_key_setting_is_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_VAULT_KEYS", "k1:notbase64!");
+            let cfg = Config::load(None).expect("loads");
+            let e = format!("{:#}", cfg.keyring().unwrap_err());
+            assert!(e.contains("SWITCHYARD_VAULT_KEYS"), "{e}");
+            Ok(())
+        });
+    }
+}
