@@ -392,10 +392,8 @@ impl Store {
         .bind(&env.internal_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let job_id: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = $1")
-            .bind(&env.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        // The id is derived from the idempotency key, so the row's id is the envelope's.
+        let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
             tx,
             job_id,

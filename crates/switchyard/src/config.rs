@@ -288,6 +288,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
