@@ -218,3 +218,22 @@ async fn an_event_with_no_route_is_accepted_and_does_nothing() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn services_refuse_an_unmigrated_database_and_say_what_to_do() {
+    let (name, url) = crate::support::empty_database().await.unwrap();
+    let store = switchyard_store::Store::connect(&url, 2).await.unwrap();
+    let err = store.ensure_migrated().await.unwrap_err();
+    assert!(matches!(
+        err,
+        switchyard_store::StoreError::NotMigrated { .. }
+    ));
+    assert!(
+        err.to_string().contains("run `switchyard migrate`"),
+        "{err}"
+    );
+    store.migrate().await.unwrap();
+    store.ensure_migrated().await.unwrap();
+    store.close().await;
+    crate::support::drop_database(&name).await;
+}

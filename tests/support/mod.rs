@@ -41,6 +41,15 @@ pub fn amqp_url() -> String {
 
 /// A database of its own, migrated.
 pub async fn fresh_database() -> anyhow::Result<(String, String)> {
+    let (name, url) = empty_database().await?;
+    let store = Store::connect(&url, 2).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok((name, url))
+}
+
+/// A database of its own, with no tables.
+pub async fn empty_database() -> anyhow::Result<(String, String)> {
     let admin_url = format!("{}/postgres", pg_base());
     let admin = Store::connect(&admin_url, 2).await.with_context(|| {
         format!("PostgreSQL is not reachable at {admin_url}: start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (or `just services`)")
@@ -69,11 +78,7 @@ pub async fn fresh_database() -> anyhow::Result<(String, String)> {
         .execute(admin.pool())
         .await?;
     admin.close().await;
-    let url = format!("{}/{name}", pg_base());
-    let store = Store::connect(&url, 2).await?;
-    store.migrate().await?;
-    store.close().await;
-    Ok((name, url))
+    Ok((name.clone(), format!("{}/{name}", pg_base())))
 }
 
 pub async fn drop_database(name: &str) {
