@@ -185,6 +185,7 @@ async fn the_breaker_opens_holds_the_provider_off_and_closes_when_it_recovers() 
         deferred_by_breaker,
         "some jobs were deferred by the open breaker"
     );
+    let _ = second.stop().await;
     h.shutdown().await;
 }
 
