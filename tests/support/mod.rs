@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_broker::{Broker, BrokerConfig, Topology};
-use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus};
 use switchyard_ingest::{IngestApp, IngestConfig};
 use switchyard_resilience::{Jitter, RetryPolicy};
@@ -212,6 +212,7 @@ impl Harness {
                 guard: Some(Arc::new(
                     switchyard_resilience::Guard::shared(&redis_url(), &topology.prefix).unwrap(),
                 )),
+                keyring: keyring.clone(),
             },
             store.clone(),
             broker.clone(),
@@ -368,8 +369,12 @@ impl Harness {
                 entities: vec!["order".into()],
                 settings,
                 inbound,
-                webhook_auth: serde_json::to_value(WebhookAuth::api_keys([API_KEY])).unwrap(),
+                webhook_auth: serde_json::to_value(WebhookPolicy::new(WebhookAuth::api_keys([
+                    API_KEY,
+                ])))
+                .unwrap(),
                 credentials,
+                webhook_secrets: None,
             })
             .await
             .expect("create integration")

@@ -83,21 +83,29 @@ fn err(field: &'static str, reason: impl Into<String>) -> InboundError {
 const DEFAULT_EVENT_ID_HEADERS: [&str; 3] = ["idempotency-key", "x-event-id", "webhook-id"];
 
 impl InboundSpec {
-    /// Read one webhook. `header` looks a request header up by name (case-insensitive).
+    /// Read one webhook. `header` looks a request header up by name (case-insensitive);
+    /// `delivery_id` is the sender's delivery id from its signature scheme, the event id
+    /// unless the spec says where else it is.
     pub fn normalize(
         &self,
         body: &Value,
         raw_body: &[u8],
         header: &dyn Fn(&str) -> Option<String>,
+        delivery_id: Option<&str>,
     ) -> Result<InboundEvent, InboundError> {
         if !body.is_object() {
             return Err(err("body", "expected a JSON object"));
         }
         let event_id = match &self.event_id {
             Some(src) => required(src, "event_id", body, header)?,
-            None => DEFAULT_EVENT_ID_HEADERS
-                .iter()
-                .find_map(|h| header(h).filter(|v| !v.is_empty()))
+            None => delivery_id
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .or_else(|| {
+                    DEFAULT_EVENT_ID_HEADERS
+                        .iter()
+                        .find_map(|h| header(h).filter(|v| !v.is_empty()))
+                })
                 .unwrap_or_else(|| crate::ids::content_event_id(raw_body)),
         };
         if event_id.len() > 255 {
@@ -278,7 +286,7 @@ mod tests {
         let body = json!({"id": "evt_1", "entity": "order", "event": "created", "data": {"id": 42, "total": 3}});
         let raw = serde_json::to_vec(&body).unwrap();
         let ev = InboundSpec::default()
-            .normalize(&body, &raw, &no_headers)
+            .normalize(&body, &raw, &no_headers, None)
             .unwrap();
         assert_eq!(ev.entity, "order");
         assert_eq!(ev.event, "created");
@@ -298,9 +306,12 @@ mod tests {
         .unwrap();
         let body = json!({"id": "ord-1", "updated_at": "2024-05-01T12:00:00Z"});
         let ev = spec
-            .normalize(&body, b"", &|h| {
-                (h == "X-Delivery").then(|| "d-9".to_owned())
-            })
+            .normalize(
+                &body,
+                b"",
+                &|h| (h == "X-Delivery").then(|| "d-9".to_owned()),
+                Some("ignored"),
+            )
             .unwrap();
         assert_eq!(ev.event_id, "d-9");
         assert_eq!(ev.internal_id, "ord-1");
@@ -312,15 +323,20 @@ mod tests {
     fn missing_facts_are_named() {
         let body = json!({"id": "x"});
         let e = InboundSpec::default()
-            .normalize(&body, b"", &no_headers)
+            .normalize(&body, b"", &no_headers, None)
             .unwrap_err();
         assert_eq!(e.to_string(), "entity: the body has no value at `/entity`");
         let e = InboundSpec::default()
-            .normalize(&json!({"entity": "Bad Name", "id": 1}), b"", &no_headers)
+            .normalize(
+                &json!({"entity": "Bad Name", "id": 1}),
+                b"",
+                &no_headers,
+                None,
+            )
             .unwrap_err();
         assert_eq!(e.field, "entity");
         let e = InboundSpec::default()
-            .normalize(&json!([1, 2]), b"", &no_headers)
+            .normalize(&json!([1, 2]), b"", &no_headers, None)
             .unwrap_err();
         assert_eq!(e.field, "body");
     }
@@ -330,12 +346,20 @@ mod tests {
         let spec: InboundSpec =
             serde_json::from_value(json!({"version": {"pointer": "/v"}})).unwrap();
         let body = json!({"entity": "product", "event": "deleted", "id": "p1", "v": 7});
-        let ev = spec.normalize(&body, b"", &no_headers).unwrap();
+        let ev = spec
+            .normalize(&body, b"", &no_headers, Some("evt_from_signature"))
+            .unwrap();
         assert_eq!(ev.source_version, Some(7));
+        assert_eq!(
+            ev.event_id, "evt_from_signature",
+            "a scheme's delivery id is the event id"
+        );
         assert!(ev.is_delete);
         let bad = json!({"entity": "product", "id": "p1", "v": "soon"});
         assert_eq!(
-            spec.normalize(&bad, b"", &no_headers).unwrap_err().field,
+            spec.normalize(&bad, b"", &no_headers, None)
+                .unwrap_err()
+                .field,
             "version"
         );
         assert_eq!(parse_version("12"), Some(12));

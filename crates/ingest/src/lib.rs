@@ -6,10 +6,12 @@
 mod dlq;
 mod error;
 mod jobs;
-mod sources;
+mod metrics;
+pub(crate) mod sources;
 mod webhooks;
 
 pub use error::ApiError;
+pub use sources::webhook_secrets_aad;
 
 use axum::Router;
 use axum::extract::State;
@@ -41,6 +43,8 @@ pub struct IngestConfig {
     pub admin_token: Option<SecretString>,
     /// The fleet's shared breakers and limits, for `readyz` to report on Redis.
     pub guard: Option<Arc<switchyard_resilience::Guard>>,
+    /// Opens integrations' sealed webhook signing secrets.
+    pub keyring: Arc<switchyard_vault::Keyring>,
 }
 
 impl Default for IngestConfig {
@@ -51,6 +55,7 @@ impl Default for IngestConfig {
             integration_cache_ttl: Duration::from_secs(5),
             admin_token: None,
             guard: None,
+            keyring: Arc::new(switchyard_vault::Keyring::empty()),
         }
     }
 }
@@ -60,6 +65,7 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) broker: Broker,
     pub(crate) sources: sources::Cache,
+    pub(crate) metrics: metrics::Metrics,
     pub(crate) admin_digest: Option<String>,
 }
 
@@ -72,7 +78,12 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .as_ref()
         .map(|t| switchyard_core::ids::secret_digest(t.expose_secret()));
     let state = Arc::new(AppState {
-        sources: sources::Cache::new(store.clone(), cfg.integration_cache_ttl),
+        sources: sources::Cache::new(
+            store.clone(),
+            cfg.integration_cache_ttl,
+            cfg.keyring.clone(),
+        ),
+        metrics: metrics::Metrics::new(),
         cfg,
         store,
         broker,
@@ -85,6 +96,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
@@ -133,9 +145,14 @@ impl IngestApp {
     /// Serve until `stop` is cancelled, then finish the requests in flight.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
         info!(addr = %self.local_addr(), "ingest listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await?;
+        // The peer address feeds the integrations' IP allowlists.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await?;
         info!("ingest stopped");
         Ok(())
     }

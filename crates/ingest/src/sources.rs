@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::IntegrationStatus;
 use switchyard_core::inbound::InboundSpec;
-use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_core::webhook_auth::WebhookPolicy;
 use switchyard_store::{RouteTarget, Store, StoreError};
+use switchyard_vault::{Keyring, Sealed};
 use tokio::sync::RwLock;
 use tracing::warn;
 use uuid::Uuid;
@@ -17,8 +18,17 @@ pub(crate) struct Source {
     pub(crate) name: String,
     pub(crate) status: IntegrationStatus,
     pub(crate) inbound: InboundSpec,
-    pub(crate) auth: WebhookAuth,
+    pub(crate) policy: WebhookPolicy,
+    /// The decrypted signing secrets, or why they cannot be opened.
+    pub(crate) secrets: Result<Vec<Vec<u8>>, String>,
     pub(crate) targets: Vec<RouteTarget>,
+}
+
+/// The associated data that binds sealed webhook secrets to their integration.
+pub fn webhook_secrets_aad(id: Uuid) -> Vec<u8> {
+    let mut aad = id.as_bytes().to_vec();
+    aad.extend_from_slice(b"/webhook-secrets");
+    aad
 }
 
 /// When an entry was loaded, and the integration (`None`: there is no such integration).
@@ -26,14 +36,16 @@ type Entry = (Instant, Option<Arc<Source>>);
 
 pub(crate) struct Cache {
     store: Store,
+    keyring: Arc<Keyring>,
     ttl: Duration,
     entries: RwLock<HashMap<Uuid, Entry>>,
 }
 
 impl Cache {
-    pub(crate) fn new(store: Store, ttl: Duration) -> Cache {
+    pub(crate) fn new(store: Store, ttl: Duration, keyring: Arc<Keyring>) -> Cache {
         Cache {
             store,
+            keyring,
             ttl,
             entries: RwLock::new(HashMap::new()),
         }
@@ -75,15 +87,35 @@ impl Cache {
         };
         let inbound: InboundSpec = serde_json::from_value(integration.inbound.clone())
             .map_err(|e| StoreError::Corrupt(format!("integration {id}: inbound settings: {e}")))?;
-        let auth: WebhookAuth = serde_json::from_value(integration.webhook_auth.clone())
+        let policy: WebhookPolicy = serde_json::from_value(integration.webhook_auth.clone())
             .map_err(|e| StoreError::Corrupt(format!("integration {id}: webhook_auth: {e}")))?;
+        let secrets = match &integration.webhook_secrets {
+            None => Ok(Vec::new()),
+            Some(s) => self
+                .keyring
+                .open(
+                    &Sealed {
+                        key_id: s.key_id.clone(),
+                        bytes: s.bytes.clone(),
+                    },
+                    &webhook_secrets_aad(id),
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|plain| {
+                    use secrecy::ExposeSecret;
+                    serde_json::from_slice::<Vec<String>>(plain.expose_secret())
+                        .map(|v| v.into_iter().map(String::into_bytes).collect())
+                        .map_err(|_| "the decrypted secrets are not a JSON list".to_owned())
+                }),
+        };
         let targets = self.store.route_targets(id).await?;
         Ok(Some(Arc::new(Source {
             id,
             name: integration.name,
             status: integration.status,
             inbound,
-            auth,
+            policy,
+            secrets,
             targets,
         })))
     }

@@ -1,6 +1,6 @@
 //! `POST /v1/webhooks/{integration}`.
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use chrono::Utc;
@@ -13,14 +13,34 @@ use uuid::Uuid;
 
 use crate::{ApiError, SharedState};
 
-#[instrument(skip_all, fields(integration = %integration, event_id, entity, jobs))]
+#[instrument(skip_all, fields(integration = %integration, peer = %peer.ip(), event_id, entity, jobs))]
 pub(crate) async fn receive(
     State(state): State<SharedState>,
     Path(integration): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let result = handle(&state, &integration, peer, &headers, body).await;
+    match &result {
+        Ok((outcome, _)) => state.metrics.webhook(outcome, "ok"),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            state.metrics.webhook("unavailable", e.code)
+        }
+        Err(e) => state.metrics.webhook("rejected", e.code),
+    }
+    result.map(|(_, r)| r)
+}
+
+async fn handle(
+    state: &SharedState,
+    integration: &str,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(&'static str, Response), ApiError> {
     let retry = state.cfg.retry_after_secs;
+    // Logged with the reason; never the secret, never the body.
     let reject = |status: StatusCode, code: &'static str, message: String| {
         warn!(%code, %message, "webhook rejected");
         ApiError::new(status, code, message)
@@ -45,6 +65,13 @@ pub(crate) async fn receive(
                 format!("no integration {id}"),
             )
         })?;
+    if !source.policy.allows(peer.ip()) {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            format!("{} may not send webhooks to this integration", peer.ip()),
+        ));
+    }
     if !matches!(
         source.status,
         IntegrationStatus::Active | IntegrationStatus::Testing
@@ -65,11 +92,6 @@ pub(crate) async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    source
-        .auth
-        .verify(&header)
-        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
-
     let content_type = header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !is_json(&content_type) {
         return Err(reject(
@@ -85,7 +107,12 @@ pub(crate) async fn receive(
             ),
         ));
     }
-    let limit = state.cfg.max_body_bytes;
+    let limit = source
+        .policy
+        .max_body_bytes
+        .map_or(state.cfg.max_body_bytes, |m| {
+            m.min(state.cfg.max_body_bytes)
+        });
     let too_large = || {
         reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +130,20 @@ pub(crate) async fn receive(
         .await
         .map_err(|_| too_large())?;
 
+    // Signatures are checked over the raw bytes, before anything reads them.
+    let secrets: &[Vec<u8>] = match &source.secrets {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::error!(%why, "this integration's webhook secrets cannot be opened");
+            &[]
+        }
+    };
+    let verified = source
+        .policy
+        .auth
+        .verify(&header, &raw, secrets, Utc::now().timestamp())
+        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
+
     let parsed: Value = serde_json::from_slice(&raw).map_err(|e| {
         reject(
             StatusCode::BAD_REQUEST,
@@ -112,7 +153,7 @@ pub(crate) async fn receive(
     })?;
     let event = source
         .inbound
-        .normalize(&parsed, &raw, &header)
+        .normalize(&parsed, &raw, &header, verified.delivery_id.as_deref())
         .map_err(|e| {
             reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -143,7 +184,7 @@ pub(crate) async fn receive(
         .collect();
     if active.is_empty() {
         info!(event = %event.event, "no active route for this event; nothing to do");
-        return Ok((
+        return Ok(("no_route", (
             StatusCode::ACCEPTED,
             Json(json!({
                 "jobs": [],
@@ -151,7 +192,7 @@ pub(crate) async fn receive(
                 "note": format!("no active route from `{}` for {}.{}", source.name, event.entity, event.event),
             })),
         )
-            .into_response());
+            .into_response()));
     }
 
     let received_at = Utc::now();
@@ -203,10 +244,13 @@ pub(crate) async fn receive(
     if fresh.is_empty() {
         info!("duplicate webhook: its jobs already exist");
         return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"jobs": job_ids, "duplicate": true, "skipped": skipped})),
-        )
-            .into_response());
+            "duplicate",
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"jobs": job_ids, "duplicate": true, "skipped": skipped})),
+            )
+                .into_response(),
+        ));
     }
 
     let messages: Vec<OutgoingMessage> = fresh
@@ -243,12 +287,22 @@ pub(crate) async fn receive(
         // The jobs are durable in the broker; workers will create their rows.
         warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
     }
+    for e in &fresh {
+        state
+            .metrics
+            .jobs
+            .with_label_values(&[e.provider.as_str()])
+            .inc();
+    }
     info!(event = %event.event, internal_id = %event.internal_id, "webhook accepted");
     Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"jobs": job_ids, "duplicate": false, "skipped": skipped})),
-    )
-        .into_response())
+        "accepted",
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"jobs": job_ids, "duplicate": false, "skipped": skipped})),
+        )
+            .into_response(),
+    ))
 }
 
 fn is_json(content_type: &str) -> bool {

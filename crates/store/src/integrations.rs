@@ -41,6 +41,9 @@ pub struct Integration {
     pub webhook_auth: Value,
     #[sqlx(skip)]
     pub credentials: Option<SealedCredentials>,
+    /// The webhook signing secrets (a JSON list of strings), sealed.
+    #[sqlx(skip)]
+    pub webhook_secrets: Option<SealedCredentials>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -51,21 +54,26 @@ struct IntegrationRow {
     integration: Integration,
     credentials: Option<Vec<u8>>,
     credentials_key_id: Option<String>,
+    webhook_secrets: Option<Vec<u8>>,
+    webhook_secrets_key_id: Option<String>,
 }
 
 impl From<IntegrationRow> for Integration {
     fn from(r: IntegrationRow) -> Self {
         let mut i = r.integration;
-        i.credentials = match (r.credentials_key_id, r.credentials) {
+        let seal = |key_id: Option<String>, bytes: Option<Vec<u8>>| match (key_id, bytes) {
             (Some(key_id), Some(bytes)) => Some(SealedCredentials { key_id, bytes }),
             _ => None,
         };
+        i.credentials = seal(r.credentials_key_id, r.credentials);
+        i.webhook_secrets = seal(r.webhook_secrets_key_id, r.webhook_secrets);
         i
     }
 }
 
 const INTEGRATION_COLUMNS: &str = "id, tenant, name, provider, status, direction, entities, settings, \
-     inbound, webhook_auth, credentials, credentials_key_id, created_at, updated_at";
+     inbound, webhook_auth, credentials, credentials_key_id, webhook_secrets, \
+     webhook_secrets_key_id, created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
@@ -80,6 +88,23 @@ pub struct NewIntegration {
     pub inbound: Value,
     pub webhook_auth: Value,
     pub credentials: Option<SealedCredentials>,
+    pub webhook_secrets: Option<SealedCredentials>,
+}
+
+/// Which sealed column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    Credentials,
+    WebhookSecrets,
+}
+
+impl SecretKind {
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            SecretKind::Credentials => ("credentials", "credentials_key_id"),
+            SecretKind::WebhookSecrets => ("webhook_secrets", "webhook_secrets_key_id"),
+        }
+    }
 }
 
 /// A route's target, with what ingest needs to address the job.
@@ -107,14 +132,17 @@ pub struct RouteView {
 
 impl Store {
     pub async fn create_integration(&self, new: &NewIntegration) -> Result<Integration> {
-        let (key_id, bytes) = match &new.credentials {
-            Some(c) => (Some(c.key_id.as_str()), Some(c.bytes.as_slice())),
+        let parts = |c: &Option<SealedCredentials>| match c {
+            Some(c) => (Some(c.key_id.clone()), Some(c.bytes.clone())),
             None => (None, None),
         };
+        let (key_id, bytes) = parts(&new.credentials);
+        let (wkey_id, wbytes) = parts(&new.webhook_secrets);
         let sql = format!(
             "INSERT INTO integrations (id, tenant, name, provider, status, direction, entities, \
-             settings, inbound, webhook_auth, credentials, credentials_key_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {INTEGRATION_COLUMNS}"
+             settings, inbound, webhook_auth, credentials, credentials_key_id, webhook_secrets, \
+             webhook_secrets_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {INTEGRATION_COLUMNS}"
         );
         let row: IntegrationRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(new.id)
@@ -129,6 +157,8 @@ impl Store {
             .bind(&new.webhook_auth)
             .bind(bytes)
             .bind(key_id)
+            .bind(wbytes)
+            .bind(wkey_id)
             .fetch_one(self.pool())
             .await
             .map_err(|e| match StoreError::from(e) {
@@ -139,6 +169,84 @@ impl Store {
                 other => other,
             })?;
         Ok(row.into())
+    }
+
+    /// Replace a sealed column (new secrets, or the same ones re-sealed under another key).
+    /// With `expect_key_id`, only if the column is still sealed under that key (so a
+    /// concurrent change is not overwritten).
+    pub async fn set_sealed(
+        &self,
+        id: Uuid,
+        kind: SecretKind,
+        sealed: Option<&SealedCredentials>,
+        expect_key_id: Option<&str>,
+    ) -> Result<bool> {
+        let (col, key_col) = kind.columns();
+        let sql = format!(
+            "UPDATE integrations SET {col} = $2, {key_col} = $3, updated_at = now() \
+             WHERE id = $1 AND ($4::text IS NULL OR {key_col} = $4)"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(sealed.map(|s| s.bytes.clone()))
+            .bind(sealed.map(|s| s.key_id.clone()))
+            .bind(expect_key_id)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every sealed value not sealed under `key_id` (deleted integrations included: their
+    /// secrets must rotate too).
+    pub async fn sealed_not_under(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(Uuid, SecretKind, SealedCredentials)>> {
+        let rows: Vec<(
+            Uuid,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT id, credentials, credentials_key_id, webhook_secrets, webhook_secrets_key_id \
+             FROM integrations WHERE credentials_key_id <> $1 OR webhook_secrets_key_id <> $1",
+        )
+        .bind(key_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::new();
+        for (id, c, ck, w, wk) in rows {
+            if let (Some(bytes), Some(k)) = (c, ck)
+                && k != key_id
+            {
+                out.push((
+                    id,
+                    SecretKind::Credentials,
+                    SealedCredentials { key_id: k, bytes },
+                ));
+            }
+            if let (Some(bytes), Some(k)) = (w, wk)
+                && k != key_id
+            {
+                out.push((
+                    id,
+                    SecretKind::WebhookSecrets,
+                    SealedCredentials { key_id: k, bytes },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replace how an integration's webhooks are authenticated.
+    pub async fn set_webhook_auth(&self, id: Uuid, policy: &Value) -> Result<()> {
+        sqlx::query("UPDATE integrations SET webhook_auth = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(policy)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// An integration that has not been deleted.

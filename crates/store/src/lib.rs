@@ -6,7 +6,9 @@ mod integrations;
 mod jobs;
 mod mappings;
 
-pub use integrations::{Integration, NewIntegration, RouteTarget, RouteView, SealedCredentials};
+pub use integrations::{
+    Integration, NewIntegration, RouteTarget, RouteView, SealedCredentials, SecretKind,
+};
 pub use jobs::{
     AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
 };

@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::io::Read;
 use switchyard_core::inbound::InboundSpec;
-use switchyard_core::webhook_auth::WebhookAuth;
+use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_store::{Integration, JobFilter, NewIntegration, SealedCredentials, Store};
 use uuid::Uuid;
@@ -26,6 +26,29 @@ pub enum IntegrationsCmd {
     },
     /// Show one integration (by id, or as tenant/name) as JSON. Credentials are never shown.
     Show { integration: String },
+    /// Rotate an integration's webhook secrets or API keys without downtime: add the new
+    /// one, let the sender switch, then remove the old one by its fingerprint.
+    #[command(subcommand)]
+    WebhookSecrets(SecretsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Fingerprints of the active secrets (or API keys).
+    List { integration: String },
+    /// Add a secret (signing schemes: read from --file; api-key: a new key is generated
+    /// and shown once). Old and new are both accepted until the old one is removed.
+    Add {
+        integration: String,
+        #[arg(long)]
+        file: Option<String>,
+    },
+    /// Stop accepting the secret (or API key) with this fingerprint.
+    Remove {
+        integration: String,
+        #[arg(long)]
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -48,9 +71,28 @@ pub struct CreateArgs {
     /// encrypted with the vault's active key and never shown again.
     #[arg(long)]
     credentials_file: Option<String>,
-    /// How its webhooks authenticate: `api-key` (a key is generated and shown once) or `none`.
+    /// How its webhooks authenticate: api-key (a key is generated and shown once), basic,
+    /// standard-webhooks, stripe, shopify, woocommerce, github, hmac (with --webhook-hmac),
+    /// or none.
     #[arg(long, default_value = "api-key")]
     webhook_auth: String,
+    /// The signing secrets of a signing scheme, one per line (several while rotating). For
+    /// standard-webhooks without a file a `whsec_` secret is generated and shown once.
+    #[arg(long)]
+    webhook_secret_file: Option<String>,
+    /// The generic HMAC scheme's settings, e.g.
+    /// '{"header": "X-Signature", "algorithm": "sha256", "encoding": "hex", "prefix": "sha256="}'.
+    #[arg(long)]
+    webhook_hmac: Option<String>,
+    /// The user name for basic auth (its password is generated and shown once).
+    #[arg(long, default_value = "webhook")]
+    basic_user: String,
+    /// Only these senders (CIDR, repeatable) may send webhooks.
+    #[arg(long = "allow-ip")]
+    allow_ips: Vec<String>,
+    /// Largest webhook body accepted for this integration.
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
     #[arg(long, default_value = "active")]
     status: String,
     #[arg(long, default_value = "export")]
@@ -188,18 +230,69 @@ pub enum KeysCmd {
         #[arg(long, default_value = "k1")]
         id: String,
     },
+    /// Re-encrypt every stored secret under the active vault key. Run it with the old and
+    /// the new key in SWITCHYARD_VAULT_KEYS and SWITCHYARD_VAULT_ACTIVE_KEY naming the new
+    /// one; services keep working throughout (they open either). Then drop the old key.
+    Rotate,
 }
 
-pub fn keys(cmd: &KeysCmd) -> anyhow::Result<()> {
-    match cmd {
-        KeysCmd::Generate { id } => {
-            println!(
-                "{}",
-                switchyard_vault::Keyring::generate(id).expose_secret()
-            );
-            Ok(())
+pub fn keys_generate(id: &str) {
+    println!(
+        "{}",
+        switchyard_vault::Keyring::generate(id).expose_secret()
+    );
+}
+
+pub async fn keys_rotate(cfg: &Config) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    let keyring = cfg.keyring()?;
+    let active = keyring
+        .active_key_id()
+        .context("no vault key is configured (SWITCHYARD_VAULT_KEYS)")?
+        .to_owned();
+    let pending = store.sealed_not_under(&active).await?;
+    let mut done = 0;
+    for (id, kind, sealed) in &pending {
+        let aad = match kind {
+            switchyard_store::SecretKind::Credentials => id.as_bytes().to_vec(),
+            switchyard_store::SecretKind::WebhookSecrets => {
+                switchyard_ingest::webhook_secrets_aad(*id)
+            }
+        };
+        let plain = keyring
+            .open(
+                &switchyard_vault::Sealed {
+                    key_id: sealed.key_id.clone(),
+                    bytes: sealed.bytes.clone(),
+                },
+                &aad,
+            )
+            .with_context(|| {
+                format!(
+                    "integration {id}: cannot open its {kind:?} (is vault key `{}` configured?)",
+                    sealed.key_id
+                )
+            })?;
+        let resealed = keyring.seal(plain.expose_secret(), &aad)?;
+        let new = SealedCredentials {
+            key_id: resealed.key_id,
+            bytes: resealed.bytes,
+        };
+        if store
+            .set_sealed(*id, *kind, Some(&new), Some(&sealed.key_id))
+            .await?
+        {
+            done += 1;
         }
     }
+    println!(
+        "re-encrypted {done} of {} secret(s) under vault key `{active}`",
+        pending.len()
+    );
+    if done < pending.len() {
+        println!("some changed meanwhile; run `switchyard keys rotate` again");
+    }
+    Ok(())
 }
 
 /// Inline JSON, `@file`, or `-` for stdin.
@@ -224,6 +317,137 @@ async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Integration> 
     }
     let (tenant, name) = reference.split_once('/').unwrap_or(("default", reference));
     Ok(store.integration_by_name(tenant, name).await?)
+}
+
+/// 32 random bytes in base64: the key of a `whsec_` secret (the vault's key generator makes
+/// exactly that).
+fn base64_key() -> String {
+    let key = switchyard_vault::Keyring::generate("k");
+    key.expose_secret().trim_start_matches("k:").to_owned()
+}
+
+fn seal_webhook_secrets(
+    cfg: &Config,
+    id: Uuid,
+    secrets: &[String],
+) -> anyhow::Result<SealedCredentials> {
+    let keyring = cfg.keyring()?;
+    let sealed = keyring
+        .seal(
+            serde_json::to_string(secrets)?.as_bytes(),
+            &switchyard_ingest::webhook_secrets_aad(id),
+        )
+        .context("cannot encrypt the webhook secrets")?;
+    Ok(SealedCredentials {
+        key_id: sealed.key_id,
+        bytes: sealed.bytes,
+    })
+}
+
+fn fingerprint(secret: &str) -> String {
+    switchyard_core::ids::secret_digest(secret)[..12].to_owned()
+}
+
+pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> anyhow::Result<()> {
+    let (reference, action) = match &cmd {
+        SecretsCmd::List { integration } => (integration, 0),
+        SecretsCmd::Add { integration, .. } => (integration, 1),
+        SecretsCmd::Remove { integration, .. } => (integration, 2),
+    };
+    let i = resolve(store, reference).await?;
+    let mut policy: WebhookPolicy = serde_json::from_value(i.webhook_auth.clone())?;
+    if let WebhookAuth::ApiKey { key_sha256 } = &mut policy.auth {
+        match cmd {
+            SecretsCmd::List { .. } => key_sha256.iter().for_each(|d| println!("{}", &d[..12])),
+            SecretsCmd::Add { .. } => {
+                let key = random_key();
+                key_sha256.push(switchyard_core::ids::secret_digest(&key));
+                println!(
+                    "new webhook API key, shown once: {key} (fingerprint {})",
+                    fingerprint(&key)
+                );
+            }
+            SecretsCmd::Remove { fingerprint: f, .. } => {
+                let before = key_sha256.len();
+                key_sha256.retain(|d| !d.starts_with(&f));
+                if key_sha256.len() == before {
+                    bail!("no API key with fingerprint {f}");
+                }
+                if key_sha256.is_empty() {
+                    bail!("that is the last API key; add a new one first");
+                }
+            }
+        }
+        if action > 0 {
+            store
+                .set_webhook_auth(i.id, &serde_json::to_value(&policy)?)
+                .await?;
+            println!("done; ingest picks it up within seconds");
+        }
+        return Ok(());
+    }
+    if !policy.auth.needs_secrets() {
+        bail!("this integration's webhook scheme has no secrets to rotate");
+    }
+    let keyring = cfg.keyring()?;
+    let aad = switchyard_ingest::webhook_secrets_aad(i.id);
+    let mut secrets: Vec<String> = match &i.webhook_secrets {
+        None => Vec::new(),
+        Some(s) => serde_json::from_slice(
+            keyring
+                .open(
+                    &switchyard_vault::Sealed {
+                        key_id: s.key_id.clone(),
+                        bytes: s.bytes.clone(),
+                    },
+                    &aad,
+                )?
+                .expose_secret(),
+        )?,
+    };
+    match cmd {
+        SecretsCmd::List { .. } => secrets.iter().for_each(|s| println!("{}", fingerprint(s))),
+        SecretsCmd::Add { file, .. } => {
+            let path = file.context("--file: the new secret, one per line")?;
+            let added: Vec<String> = std::fs::read_to_string(&path)
+                .with_context(|| format!("--file: cannot read {path}"))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if added.is_empty() {
+                bail!("--file: {path} holds no secret");
+            }
+            for s in &added {
+                println!("added secret {}", fingerprint(s));
+            }
+            secrets.extend(added);
+        }
+        SecretsCmd::Remove { fingerprint: f, .. } => {
+            let before = secrets.len();
+            secrets.retain(|s| !fingerprint(s).starts_with(&f));
+            if secrets.len() == before {
+                bail!("no secret with fingerprint {f}");
+            }
+            if secrets.is_empty() {
+                bail!("that is the last secret; add the new one first");
+            }
+        }
+    }
+    if action > 0 {
+        let sealed = seal_webhook_secrets(cfg, i.id, &secrets)?;
+        store
+            .set_sealed(
+                i.id,
+                switchyard_store::SecretKind::WebhookSecrets,
+                Some(&sealed),
+                None,
+            )
+            .await?;
+        println!("done; ingest picks it up within seconds");
+    }
+    Ok(())
 }
 
 fn random_key() -> String {
@@ -289,15 +513,83 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             let inbound = read_json("inbound", &a.inbound)?;
             serde_json::from_value::<InboundSpec>(inbound.clone())
                 .map_err(|e| anyhow::anyhow!("--inbound: {e}"))?;
-            let (webhook_auth, api_key) = match a.webhook_auth.as_str() {
+            let mut secrets: Vec<String> = match &a.webhook_secret_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("--webhook-secret-file: cannot read {path}"))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut shown = None;
+            let webhook_auth = match a.webhook_auth.as_str() {
                 "api-key" => {
                     let key = random_key();
-                    (WebhookAuth::api_keys([key.as_str()]), Some(key))
+                    let auth = WebhookAuth::api_keys([key.as_str()]);
+                    shown = Some(("webhook API key (send it as X-API-Key)", key));
+                    auth
                 }
-                "none" => (WebhookAuth::None, None),
-                other => bail!("--webhook-auth: `{other}` is not a scheme; use api-key or none"),
+                "basic" => {
+                    let password = random_key();
+                    let auth = WebhookAuth::Basic {
+                        username: a.basic_user.clone(),
+                        password_sha256: vec![switchyard_core::ids::secret_digest(&password)],
+                    };
+                    shown = Some(("webhook basic-auth password", password));
+                    auth
+                }
+                "none" => WebhookAuth::None,
+                "standard-webhooks" => {
+                    if secrets.is_empty() {
+                        let secret = format!("whsec_{}", base64_key());
+                        secrets.push(secret.clone());
+                        shown = Some(("webhook signing secret (give it to the sender)", secret));
+                    }
+                    WebhookAuth::StandardWebhooks {
+                        tolerance_secs: 300,
+                    }
+                }
+                "stripe" => WebhookAuth::Stripe {
+                    tolerance_secs: 300,
+                },
+                "shopify" => WebhookAuth::Shopify,
+                "woocommerce" => WebhookAuth::Woocommerce,
+                "github" => WebhookAuth::Github,
+                "hmac" => {
+                    let spec = read_json(
+                        "webhook-hmac",
+                        a.webhook_hmac
+                            .as_deref()
+                            .context("--webhook-hmac is required with --webhook-auth hmac")?,
+                    )?;
+                    WebhookAuth::Hmac(
+                        serde_json::from_value(spec)
+                            .map_err(|e| anyhow::anyhow!("--webhook-hmac: {e}"))?,
+                    )
+                }
+                other => bail!("--webhook-auth: `{other}` is not a scheme; see --help"),
             };
+            if webhook_auth.needs_secrets() && secrets.is_empty() {
+                bail!(
+                    "--webhook-secret-file: `{}` signs webhooks with a secret: give the sender's secret(s), one per line",
+                    a.webhook_auth
+                );
+            }
+            let mut policy = WebhookPolicy::new(webhook_auth);
+            for cidr in &a.allow_ips {
+                policy.allowed_cidrs.push(cidr.parse().with_context(|| {
+                    format!("--allow-ip: `{cidr}` is not a CIDR (e.g. 203.0.113.0/24)")
+                })?);
+            }
+            policy.max_body_bytes = a.max_body_bytes;
             let id = Uuid::now_v7();
+            let webhook_secrets = if secrets.is_empty() {
+                None
+            } else {
+                Some(seal_webhook_secrets(cfg, id, &secrets)?)
+            };
             let credentials = match &a.credentials_file {
                 None => None,
                 Some(path) => {
@@ -328,13 +620,14 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     entities: a.entities,
                     settings,
                     inbound,
-                    webhook_auth: serde_json::to_value(&webhook_auth)?,
+                    webhook_auth: serde_json::to_value(&policy)?,
                     credentials,
+                    webhook_secrets,
                 })
                 .await?;
             if a.json {
                 let mut v = integration_json(&created, cfg);
-                if let Some(k) = &api_key {
+                if let Some((_, k)) = &shown {
                     v["webhook_api_key"] = json!(k);
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -347,8 +640,8 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     "  webhook URL: http://{}/v1/webhooks/{}",
                     cfg.listen, created.id
                 );
-                if let Some(k) = api_key {
-                    println!("  webhook API key (shown once; send it as X-API-Key): {k}");
+                if let Some((what, k)) = shown {
+                    println!("  {what}, shown once: {k}");
                 }
             }
         }
@@ -370,6 +663,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 }
             }
         }
+        IntegrationsCmd::WebhookSecrets(cmd) => webhook_secrets(cfg, &store, cmd).await?,
         IntegrationsCmd::Show { integration } => {
             let i = resolve(&store, &integration).await?;
             let mut v = integration_json(&i, cfg);

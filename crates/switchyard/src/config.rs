@@ -263,8 +263,13 @@ impl Config {
         b
     }
 
-    pub fn ingest_config(&self, guard: Arc<Guard>) -> switchyard_ingest::IngestConfig {
+    pub fn ingest_config(
+        &self,
+        guard: Arc<Guard>,
+        keyring: Arc<switchyard_vault::Keyring>,
+    ) -> switchyard_ingest::IngestConfig {
         switchyard_ingest::IngestConfig {
+            keyring,
             max_body_bytes: self.ingest.max_body_bytes,
             retry_after_secs: self.ingest.retry_after_secs,
             admin_token: self.admin_token.clone(),

@@ -72,8 +72,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Keys(cmd) = &cli.command {
-        return admin::keys(cmd);
+    if let Command::Keys(admin::KeysCmd::Generate { id }) = &cli.command {
+        admin::keys_generate(id);
+        return Ok(());
     }
     let cfg = config::Config::load(cli.config.as_deref())?;
     match cli.command {
@@ -86,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
         Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
-        Command::Keys(_) => unreachable!("handled above"),
+        Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(&cfg).await,
+        Command::Keys(admin::KeysCmd::Generate { .. }) => unreachable!("handled above"),
     }
 }

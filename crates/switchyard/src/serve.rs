@@ -98,7 +98,7 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
             warn!("SWITCHYARD_ADMIN_TOKEN is not set: the management API (/v1/jobs) is disabled");
         }
         let app = IngestApp::build(
-            cfg.ingest_config(guard.clone()),
+            cfg.ingest_config(guard.clone(), keyring.clone()),
             store.clone(),
             broker.clone(),
             cfg.listen,
