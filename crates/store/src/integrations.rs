@@ -91,6 +91,15 @@ pub struct NewIntegration {
     pub webhook_secrets: Option<SealedCredentials>,
 }
 
+/// An integration's id and both sealed columns, each (bytes, key id).
+type SealedRow = (
+    Uuid,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+);
+
 /// Which sealed column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
@@ -202,13 +211,7 @@ impl Store {
         &self,
         key_id: &str,
     ) -> Result<Vec<(Uuid, SecretKind, SealedCredentials)>> {
-        let rows: Vec<(
-            Uuid,
-            Option<Vec<u8>>,
-            Option<String>,
-            Option<Vec<u8>>,
-            Option<String>,
-        )> = sqlx::query_as(
+        let rows: Vec<SealedRow> = sqlx::query_as(
             "SELECT id, credentials, credentials_key_id, webhook_secrets, webhook_secrets_key_id \
              FROM integrations WHERE credentials_key_id <> $1 OR webhook_secrets_key_id <> $1",
         )
