@@ -7,3 +7,4 @@ mod support;
 mod failures;
 mod ingest_errors;
 mod pipeline;
+mod security;

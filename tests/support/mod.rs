@@ -23,6 +23,9 @@ use uuid::Uuid;
 use wiremock::MockServer;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The vault key every harness uses (`k1`), for tests that rotate it.
+pub static TEST_VAULT_KEY: std::sync::OnceLock<SecretString> = std::sync::OnceLock::new();
 pub const API_KEY: &str = "test-webhook-key";
 
 pub fn pg_base() -> String {
@@ -192,7 +195,8 @@ impl Harness {
             // Shared by every test: quorum queues are slow to create and delete.
             delay_prefix: "sytest.".into(),
         };
-        let keyring = Arc::new(Keyring::parse(&Keyring::generate("k1"), None).expect("keyring"));
+        let key = TEST_VAULT_KEY.get_or_init(|| Keyring::generate("k1"));
+        let keyring = Arc::new(Keyring::parse(key, None).expect("keyring"));
         let broker = Broker::start(BrokerConfig::new(opts.amqp_url.clone(), topology.clone()));
         if opts.amqp_url == amqp_url() {
             let connected = broker.wait_connected(Duration::from_secs(60)).await;
@@ -347,7 +351,35 @@ impl Harness {
         inbound: Value,
         credentials: Option<Value>,
     ) -> Uuid {
+        self.integration_full(
+            "acme",
+            name,
+            provider,
+            settings,
+            inbound,
+            credentials,
+            WebhookPolicy::new(WebhookAuth::api_keys([API_KEY])),
+            &[],
+        )
+        .await
+    }
+
+    /// An integration with everything chosen: tenant, webhook policy and signing secrets.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn integration_full(
+        &self,
+        tenant: &str,
+        name: &str,
+        provider: &str,
+        settings: Value,
+        inbound: Value,
+        credentials: Option<Value>,
+        policy: WebhookPolicy,
+        webhook_secrets: &[&str],
+    ) -> Uuid {
         let id = Uuid::now_v7();
+        let webhook_secrets =
+            (!webhook_secrets.is_empty()).then(|| self.seal_secrets(id, webhook_secrets));
         let credentials = credentials.map(|c| {
             let sealed = self
                 .keyring
@@ -361,7 +393,7 @@ impl Harness {
         self.store
             .create_integration(&NewIntegration {
                 id,
-                tenant: "acme".into(),
+                tenant: tenant.into(),
                 name: name.into(),
                 provider: provider.into(),
                 status: IntegrationStatus::Active,
@@ -369,16 +401,26 @@ impl Harness {
                 entities: vec!["order".into()],
                 settings,
                 inbound,
-                webhook_auth: serde_json::to_value(WebhookPolicy::new(WebhookAuth::api_keys([
-                    API_KEY,
-                ])))
-                .unwrap(),
+                webhook_auth: serde_json::to_value(&policy).unwrap(),
                 credentials,
-                webhook_secrets: None,
+                webhook_secrets,
             })
             .await
             .expect("create integration")
             .id
+    }
+
+    /// Webhook signing secrets, sealed as the CLI seals them.
+    pub fn seal_secrets(&self, id: Uuid, secrets: &[&str]) -> SealedCredentials {
+        let aad = switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets);
+        let sealed = self
+            .keyring
+            .seal(serde_json::to_string(secrets).unwrap().as_bytes(), &aad)
+            .unwrap();
+        SealedCredentials {
+            key_id: sealed.key_id,
+            bytes: sealed.bytes,
+        }
     }
 
     pub async fn route(&self, source: Uuid, targets: &[Uuid]) {

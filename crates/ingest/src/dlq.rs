@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_ops::dlq::{self, DlqError, Filter, Options};
 
-use crate::jobs::require_admin;
+use crate::jobs::authorize;
 use crate::{ApiError, SharedState};
 
 #[derive(Debug, Deserialize)]
@@ -52,12 +52,13 @@ pub(crate) async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
+    let who = authorize(&state, &headers).await?;
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let filter = Filter {
         provider: q.provider,
-        tenant: q.tenant,
+        // A tenant sees its own dead letters only.
+        tenant: who.tenant().map(str::to_owned).or(q.tenant),
         integration_id: q.integration_id,
         entity: q.entity,
         reason: q.reason,
@@ -77,14 +78,18 @@ async fn act(
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
     replay: bool,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
-    let Json(b) =
+    let who = authorize(&state, &headers).await?;
+    let Json(mut b) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    if let Some(t) = who.tenant() {
+        // A tenant replays and purges its own dead letters only.
+        b.filter.tenant = Some(t.to_owned());
+    }
     let o = Options {
         dry_run: b.dry_run,
         limit: b.limit.unwrap_or(1000),
         rate: b.rate,
-        actor: "api:admin".into(),
+        actor: who.actor(),
     };
     let r = if replay {
         dlq::replay(&state.broker, &state.store, &b.filter, &o).await

@@ -8,15 +8,37 @@ use uuid::Uuid;
 
 use crate::{ApiError, SharedState};
 
-/// Management endpoints need `Authorization: Bearer <admin token>`.
-pub(crate) fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.admin_digest else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "management_disabled",
-            "the management API is disabled: set SWITCHYARD_ADMIN_TOKEN to enable it",
-        ));
-    };
+/// Who is calling the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principal {
+    /// The operators' admin token: everything.
+    Admin,
+    /// A tenant's API key: that tenant's integrations, jobs and dead letters only.
+    Tenant(String),
+}
+
+impl Principal {
+    /// The tenant the caller is confined to, if any.
+    pub(crate) fn tenant(&self) -> Option<&str> {
+        match self {
+            Principal::Admin => None,
+            Principal::Tenant(t) => Some(t),
+        }
+    }
+
+    pub(crate) fn actor(&self) -> String {
+        match self {
+            Principal::Admin => "api:admin".into(),
+            Principal::Tenant(t) => format!("api:tenant:{t}"),
+        }
+    }
+}
+
+/// Management endpoints need `Authorization: Bearer <admin token or tenant API key>`.
+pub(crate) async fn authorize(
+    state: &SharedState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -25,18 +47,24 @@ pub(crate) fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing_credentials",
-                "send `Authorization: Bearer <admin token>`",
+                "send `Authorization: Bearer <admin token or tenant API key>`",
             )
         })?;
     let digest = switchyard_core::ids::secret_digest(given.trim());
-    if bool::from(digest.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    if let Some(expected) = &state.admin_digest
+        && bool::from(digest.as_bytes().ct_eq(expected.as_bytes()))
+    {
+        return Ok(Principal::Admin);
+    }
+    // Keys are looked up by their digest: the lookup reveals nothing of the key.
+    match state.store.api_key_tenant(&digest).await {
+        Ok(Some(tenant)) => Ok(Principal::Tenant(tenant)),
+        Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
-            "the bearer token is not valid",
-        ))
+            "the bearer token is neither the admin token nor an active API key",
+        )),
+        Err(e) => Err(ApiError::from_store(e, state.cfg.retry_after_secs)),
     }
 }
 
@@ -45,7 +73,7 @@ pub(crate) async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
+    let who = authorize(&state, &headers).await?;
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -59,6 +87,10 @@ pub(crate) async fn show(
         .job(id)
         .await
         .map_err(|e| ApiError::from_store(e, retry))?;
+    // Another tenant's job does not exist, as far as this caller can tell.
+    if who.tenant().is_some_and(|t| t != job.tenant) {
+        return Err(ApiError::not_found(format!("job {id} not found")));
+    }
     let attempts = state
         .store
         .job_attempts(id)

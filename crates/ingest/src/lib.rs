@@ -11,7 +11,6 @@ pub(crate) mod sources;
 mod webhooks;
 
 pub use error::ApiError;
-pub use sources::webhook_secrets_aad;
 
 use axum::Router;
 use axum::extract::State;

@@ -24,13 +24,6 @@ pub(crate) struct Source {
     pub(crate) targets: Vec<RouteTarget>,
 }
 
-/// The associated data that binds sealed webhook secrets to their integration.
-pub fn webhook_secrets_aad(id: Uuid) -> Vec<u8> {
-    let mut aad = id.as_bytes().to_vec();
-    aad.extend_from_slice(b"/webhook-secrets");
-    aad
-}
-
 /// When an entry was loaded, and the integration (`None`: there is no such integration).
 type Entry = (Instant, Option<Arc<Source>>);
 
@@ -98,7 +91,7 @@ impl Cache {
                         key_id: s.key_id.clone(),
                         bytes: s.bytes.clone(),
                     },
-                    &webhook_secrets_aad(id),
+                    &switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets),
                 )
                 .map_err(|e| e.to_string())
                 .and_then(|plain| {

@@ -2,10 +2,12 @@
 //! speaks SQL. Migrations live in the workspace's `migrations/` folder and are embedded here.
 #![forbid(unsafe_code)]
 
+mod api_keys;
 mod integrations;
 mod jobs;
 mod mappings;
 
+pub use api_keys::ApiKey;
 pub use integrations::{
     Integration, NewIntegration, RouteTarget, RouteView, SealedCredentials, SecretKind,
 };

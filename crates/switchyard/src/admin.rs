@@ -224,6 +224,58 @@ pub enum DlqCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ApiKeysCmd {
+    /// Create a tenant's API key; it is shown once. With it, the tenant sees and replays
+    /// only its own integrations, jobs and dead letters.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List API keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub async fn api_keys(cfg: &Config, cmd: ApiKeysCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        ApiKeysCmd::Create { tenant, name } => {
+            let key = random_key();
+            store
+                .create_api_key(&tenant, &name, &switchyard_core::ids::secret_digest(&key))
+                .await?;
+            println!("API key `{name}` of tenant `{tenant}`, shown once: {key}");
+            println!("use it as: Authorization: Bearer {key}");
+        }
+        ApiKeysCmd::List { tenant } => {
+            for k in store.list_api_keys(tenant.as_deref()).await? {
+                let state = match k.revoked_at {
+                    Some(t) => format!("revoked {}", t.format("%Y-%m-%d %H:%M")),
+                    None => "active".into(),
+                };
+                println!("{:<16} {:<20} {}", k.tenant, k.name, state);
+            }
+        }
+        ApiKeysCmd::Revoke { tenant, name } => {
+            store.revoke_api_key(&tenant, &name).await?;
+            println!("revoked API key `{name}` of tenant `{tenant}`");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCmd {
     /// Print a new random vault key as `<id>:<base64>`, for SWITCHYARD_VAULT_KEYS.
     Generate {
@@ -246,50 +298,13 @@ pub fn keys_generate(id: &str) {
 pub async fn keys_rotate(cfg: &Config) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     let keyring = cfg.keyring()?;
-    let active = keyring
-        .active_key_id()
-        .context("no vault key is configured (SWITCHYARD_VAULT_KEYS)")?
-        .to_owned();
-    let pending = store.sealed_not_under(&active).await?;
-    let mut done = 0;
-    for (id, kind, sealed) in &pending {
-        let aad = match kind {
-            switchyard_store::SecretKind::Credentials => id.as_bytes().to_vec(),
-            switchyard_store::SecretKind::WebhookSecrets => {
-                switchyard_ingest::webhook_secrets_aad(*id)
-            }
-        };
-        let plain = keyring
-            .open(
-                &switchyard_vault::Sealed {
-                    key_id: sealed.key_id.clone(),
-                    bytes: sealed.bytes.clone(),
-                },
-                &aad,
-            )
-            .with_context(|| {
-                format!(
-                    "integration {id}: cannot open its {kind:?} (is vault key `{}` configured?)",
-                    sealed.key_id
-                )
-            })?;
-        let resealed = keyring.seal(plain.expose_secret(), &aad)?;
-        let new = SealedCredentials {
-            key_id: resealed.key_id,
-            bytes: resealed.bytes,
-        };
-        if store
-            .set_sealed(*id, *kind, Some(&new), Some(&sealed.key_id))
-            .await?
-        {
-            done += 1;
-        }
-    }
+    let r = switchyard_ops::keys::rotate(&store, &keyring).await?;
+    let active = keyring.active_key_id().unwrap_or_default();
     println!(
-        "re-encrypted {done} of {} secret(s) under vault key `{active}`",
-        pending.len()
+        "re-encrypted {} of {} secret(s) under vault key `{active}`",
+        r.resealed, r.found
     );
-    if done < pending.len() {
+    if r.resealed < r.found {
         println!("some changed meanwhile; run `switchyard keys rotate` again");
     }
     Ok(())
@@ -335,7 +350,7 @@ fn seal_webhook_secrets(
     let sealed = keyring
         .seal(
             serde_json::to_string(secrets)?.as_bytes(),
-            &switchyard_ingest::webhook_secrets_aad(id),
+            &switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets),
         )
         .context("cannot encrypt the webhook secrets")?;
     Ok(SealedCredentials {
@@ -390,7 +405,7 @@ pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> an
         bail!("this integration's webhook scheme has no secrets to rotate");
     }
     let keyring = cfg.keyring()?;
-    let aad = switchyard_ingest::webhook_secrets_aad(i.id);
+    let aad = switchyard_ops::keys::aad(i.id, switchyard_store::SecretKind::WebhookSecrets);
     let mut secrets: Vec<String> = match &i.webhook_secrets {
         None => Vec::new(),
         Some(s) => serde_json::from_slice(

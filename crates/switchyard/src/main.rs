@@ -45,6 +45,9 @@ enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(admin::DlqCmd),
+    /// Tenants' API keys for the management API.
+    #[command(subcommand)]
+    ApiKeys(admin::ApiKeysCmd),
     /// Vault keys.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
@@ -87,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
         Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
+        Command::ApiKeys(cmd) => admin::api_keys(&cfg, cmd).await,
         Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(&cfg).await,
         Command::Keys(admin::KeysCmd::Generate { .. }) => unreachable!("handled above"),
     }

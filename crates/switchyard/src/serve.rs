@@ -95,7 +95,9 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if matches!(which, Services::Ingest | Services::All) {
         if cfg.admin_token.is_none() {
-            warn!("SWITCHYARD_ADMIN_TOKEN is not set: the management API (/v1/jobs) is disabled");
+            warn!(
+                "SWITCHYARD_ADMIN_TOKEN is not set: only tenants' API keys can use the management API"
+            );
         }
         let app = IngestApp::build(
             cfg.ingest_config(guard.clone(), keyring.clone()),

@@ -1,0 +1,645 @@
+//! Inbound webhook security and the vault, through the real HTTP path.
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sha2::{Sha256, Sha512};
+use std::time::Duration;
+use switchyard_core::webhook_auth::{Algorithm, Encoding, GenericHmac, WebhookAuth, WebhookPolicy};
+use switchyard_vault::{Keyring, Sealed};
+use uuid::Uuid;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{ADMIN_TOKEN, Harness, Options, order};
+
+fn hmac256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    parts.iter().for_each(|p| m.update(p));
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hmac512(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Hmac::<Sha512>::new_from_slice(key).unwrap();
+    parts.iter().for_each(|p| m.update(p));
+    m.finalize().into_bytes().to_vec()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Request headers, as (name, value).
+type Headers = Vec<(String, String)>;
+
+/// How a sender signs: (secret, body, Unix time, delivery id) → headers.
+type Sign = fn(&str, &[u8], i64, &str) -> Headers;
+
+/// A sender of one scheme: how it signs a body with a secret at a time, and how to break
+/// its headers.
+struct Sender {
+    name: &'static str,
+    auth: WebhookAuth,
+    secret: &'static str,
+    sign: Sign,
+    /// The header that carries the signature (to remove or garble it).
+    header: &'static str,
+    has_timestamp: bool,
+}
+
+fn senders() -> Vec<Sender> {
+    vec![
+        Sender {
+            name: "standard-webhooks",
+            auth: WebhookAuth::StandardWebhooks {
+                tolerance_secs: 300,
+            },
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            sign: |secret, body, ts, id| {
+                let key = B64.decode(secret.trim_start_matches("whsec_")).unwrap();
+                let sig = B64.encode(hmac256(
+                    &key,
+                    &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body],
+                ));
+                vec![
+                    ("webhook-id".into(), id.into()),
+                    ("webhook-timestamp".into(), ts.to_string()),
+                    ("webhook-signature".into(), format!("v1,{sig}")),
+                ]
+            },
+            header: "webhook-signature",
+            has_timestamp: true,
+        },
+        Sender {
+            name: "stripe",
+            auth: WebhookAuth::Stripe {
+                tolerance_secs: 300,
+            },
+            secret: "whsec_stripe_e2e",
+            sign: |secret, body, ts, _| {
+                let sig = hex::encode(hmac256(
+                    secret.as_bytes(),
+                    &[ts.to_string().as_bytes(), b".", body],
+                ));
+                vec![("stripe-signature".into(), format!("t={ts},v1={sig}"))]
+            },
+            header: "stripe-signature",
+            has_timestamp: true,
+        },
+        Sender {
+            name: "shopify",
+            auth: WebhookAuth::Shopify,
+            secret: "shpss_e2e",
+            sign: |secret, body, _, id| {
+                vec![
+                    (
+                        "x-shopify-hmac-sha256".into(),
+                        B64.encode(hmac256(secret.as_bytes(), &[body])),
+                    ),
+                    ("x-shopify-webhook-id".into(), id.into()),
+                ]
+            },
+            header: "x-shopify-hmac-sha256",
+            has_timestamp: false,
+        },
+        Sender {
+            name: "woocommerce",
+            auth: WebhookAuth::Woocommerce,
+            secret: "woo_e2e",
+            sign: |secret, body, _, id| {
+                vec![
+                    (
+                        "x-wc-webhook-signature".into(),
+                        B64.encode(hmac256(secret.as_bytes(), &[body])),
+                    ),
+                    ("x-wc-webhook-delivery-id".into(), id.into()),
+                ]
+            },
+            header: "x-wc-webhook-signature",
+            has_timestamp: false,
+        },
+        Sender {
+            name: "github",
+            auth: WebhookAuth::Github,
+            secret: "gh_e2e",
+            sign: |secret, body, _, id| {
+                vec![
+                    (
+                        "x-hub-signature-256".into(),
+                        format!(
+                            "sha256={}",
+                            hex::encode(hmac256(secret.as_bytes(), &[body]))
+                        ),
+                    ),
+                    ("x-github-delivery".into(), id.into()),
+                ]
+            },
+            header: "x-hub-signature-256",
+            has_timestamp: false,
+        },
+        Sender {
+            name: "hmac",
+            auth: WebhookAuth::Hmac(GenericHmac {
+                header: "X-Signature".into(),
+                algorithm: Algorithm::Sha512,
+                encoding: Encoding::Hex,
+                prefix: "sha512=".into(),
+                timestamp_header: Some("X-Timestamp".into()),
+                tolerance_secs: 300,
+                id_header: Some("X-Delivery".into()),
+            }),
+            secret: "generic_e2e",
+            sign: |secret, body, ts, id| {
+                let sig = hex::encode(hmac512(
+                    secret.as_bytes(),
+                    &[ts.to_string().as_bytes(), b".", body],
+                ));
+                vec![
+                    ("x-signature".into(), format!("sha512={sig}")),
+                    ("x-timestamp".into(), ts.to_string()),
+                    ("x-delivery".into(), id.into()),
+                ]
+            },
+            header: "x-signature",
+            has_timestamp: true,
+        },
+    ]
+}
+
+async fn post(
+    h: &Harness,
+    source: Uuid,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> (u16, Value) {
+    let mut rb = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{source}")))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn signed_source(h: &Harness, s: &Sender, secrets: &[&str]) -> Uuid {
+    let inbound = json!({"entity": {"value": "order"}});
+    h.integration_full(
+        "acme",
+        s.name,
+        "webhook",
+        json!({}),
+        inbound,
+        None,
+        WebhookPolicy::new(s.auth.clone()),
+        secrets,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_scheme_accepts_its_signature_and_refuses_forgeries_without_publishing() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    let mut accepted = 0;
+    for s in senders() {
+        let source = signed_source(&h, &s, &[s.secret]).await;
+        h.route(source, &[erp]).await;
+        let body = order(&format!("{}-1", s.name), 1, "1")
+            .to_string()
+            .into_bytes();
+        let t = now();
+
+        let (st, v) = post(
+            &h,
+            source,
+            &body,
+            &(s.sign)(s.secret, &body, t, &format!("{}-d1", s.name)),
+        )
+        .await;
+        assert_eq!(st, 202, "{}: a valid signature is accepted: {v}", s.name);
+        accepted += 1;
+
+        // (what, headers, body sent, expected code)
+        let cases: Vec<(&str, Headers, Vec<u8>, &str)> = vec![
+            (
+                "wrong secret",
+                (s.sign)("whsec_c29tZXRoaW5nIGVsc2U=", &body, t, "d2"),
+                body.clone(),
+                "invalid_signature",
+            ),
+            (
+                "modified body",
+                (s.sign)(s.secret, &body, t, "d3"),
+                order("tampered", 1, "999").to_string().into_bytes(),
+                "invalid_signature",
+            ),
+            (
+                "missing header",
+                (s.sign)(s.secret, &body, t, "d4")
+                    .into_iter()
+                    .filter(|(k, _)| k != s.header)
+                    .collect(),
+                body.clone(),
+                "missing_signature",
+            ),
+            (
+                "malformed header",
+                (s.sign)(s.secret, &body, t, "d5")
+                    .into_iter()
+                    .map(|(k, v)| {
+                        if k == s.header {
+                            (k, "%%%not-a-signature%%%".into())
+                        } else {
+                            (k, v)
+                        }
+                    })
+                    .collect(),
+                body.clone(),
+                "malformed_signature",
+            ),
+        ];
+        for (what, headers, sent, want) in cases {
+            let (st, v) = post(&h, source, &sent, &headers).await;
+            assert_eq!((st, code(&v)), (401, want), "{}: {what}: {v}", s.name);
+        }
+        if s.has_timestamp {
+            let old = t - 3600;
+            let (st, v) = post(&h, source, &body, &(s.sign)(s.secret, &body, old, "d6")).await;
+            assert_eq!(
+                (st, code(&v)),
+                (401, "stale_timestamp"),
+                "{}: stale: {v}",
+                s.name
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.queue_depth(&h.topology.queue("rest")).await,
+        accepted,
+        "only the valid webhooks were published"
+    );
+    // Rejections are counted, by reason.
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"switchyard_webhooks_total{code="invalid_signature",outcome="rejected"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchyard_webhooks_total{code="ok",outcome="accepted"} 6"#),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn secrets_rotate_without_downtime_and_a_delivery_id_makes_one_job() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    let s = &senders()[0];
+    let old = "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZA==";
+    let new = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==";
+    let source = signed_source(&h, s, &[old]).await;
+    h.route(source, &[erp]).await;
+    let body = order("ord-1", 1, "1").to_string().into_bytes();
+    let send = |secret: &'static str, id: &'static str| {
+        let headers = (s.sign)(secret, &body, now(), id);
+        let body = body.clone();
+        let h = &h;
+        async move { post(h, source, &body, &headers).await }
+    };
+    assert_eq!(send(old, "r1").await.0, 202);
+    assert_eq!(send(new, "r2").await.0, 401);
+    // Overlap: both active.
+    let both = h.seal_secrets(source, &[old, new]);
+    h.store
+        .set_sealed(
+            source,
+            switchyard_store::SecretKind::WebhookSecrets,
+            Some(&both),
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(send(old, "r3").await.0, 202);
+    assert_eq!(send(new, "r4").await.0, 202);
+    // Old removed.
+    let only_new = h.seal_secrets(source, &[new]);
+    h.store
+        .set_sealed(
+            source,
+            switchyard_store::SecretKind::WebhookSecrets,
+            Some(&only_new),
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(send(old, "r5").await.0, 401);
+    let (st, first) = send(new, "same-delivery").await;
+    assert_eq!(st, 202);
+    // The same delivery id, signed again later: the same job, published once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (st, again) = send(new, "same-delivery").await;
+    assert_eq!(st, 202);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["jobs"], first["jobs"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.queue_depth(&h.topology.queue("rest")).await,
+        4,
+        "r1, r3, r4 and same-delivery once"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_database_dump_holds_no_plaintext_secret_and_keys_rotate() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let token = "provider-token-PLAINTEXT-7f3a";
+    let secret = "whsec_cGxhaW50ZXh0LXdlYmhvb2stc2VjcmV0LTlkMmI=";
+    let api_key = "tenant-api-key-PLAINTEXT-5c1e";
+    let erp = h
+        .integration(
+            "erp",
+            "rest",
+            json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"},
+        "entities": {"order": {"create": {"method": "POST", "path": "/o"}}}}),
+            json!({}),
+            Some(json!({"token": token})),
+        )
+        .await;
+    let source = signed_source(&h, &senders()[0], &[secret]).await;
+    h.store
+        .create_api_key("acme", "ci", &switchyard_core::ids::secret_digest(api_key))
+        .await
+        .unwrap();
+    let dump = |url: String| {
+        let out = std::process::Command::new("pg_dump")
+            .arg("--data-only")
+            .arg(url)
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let d = dump(h.db_url.clone());
+    for plain in [token, secret, api_key, crate::support::API_KEY] {
+        assert!(!d.contains(plain), "the dump contains a plaintext secret");
+    }
+
+    // Rotate k1 → k2: the rotating keyring holds both, k2 active.
+    let k1 = crate::support::TEST_VAULT_KEY
+        .get()
+        .expect("the harness's vault key");
+    let k2 = Keyring::generate("k2");
+    let both_spec = format!("{},{}", k1.expose_secret(), k2.expose_secret());
+    let both = Keyring::parse(&SecretString::from(both_spec), Some("k2")).unwrap();
+    let k1_only = Keyring::parse(k1, None).unwrap();
+    let k2_only = Keyring::parse(&k2, None).unwrap();
+    let r = switchyard_ops::keys::rotate(&h.store, &both).await.unwrap();
+    assert_eq!((r.found, r.resealed), (2, 2));
+    for (id, kind) in [
+        (erp, switchyard_store::SecretKind::Credentials),
+        (source, switchyard_store::SecretKind::WebhookSecrets),
+    ] {
+        let i = h.store.integration(id).await.unwrap();
+        let sealed = match kind {
+            switchyard_store::SecretKind::Credentials => i.credentials.unwrap(),
+            switchyard_store::SecretKind::WebhookSecrets => i.webhook_secrets.unwrap(),
+        };
+        assert_eq!(sealed.key_id, "k2");
+        let s = Sealed {
+            key_id: sealed.key_id.clone(),
+            bytes: sealed.bytes.clone(),
+        };
+        let aad = switchyard_ops::keys::aad(id, kind);
+        assert!(
+            k2_only.open(&s, &aad).is_ok(),
+            "opens with the new key alone"
+        );
+        let as_if_old = Sealed {
+            key_id: "k1".into(),
+            bytes: sealed.bytes.clone(),
+        };
+        assert!(
+            k1_only.open(&as_if_old, &aad).is_err(),
+            "and not with the old one"
+        );
+    }
+    assert_eq!(
+        switchyard_ops::keys::rotate(&h.store, &both)
+            .await
+            .unwrap()
+            .found,
+        0,
+        "nothing left under the old key"
+    );
+    let d = dump(h.db_url.clone());
+    assert!(!d.contains(token) && !d.contains(secret));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tenant_sees_and_replays_only_its_own() {
+    let h = Harness::start().await;
+    let a_key = "tenant-a-key";
+    let b_key = "tenant-b-key";
+    h.store
+        .create_api_key("acme", "a", &switchyard_core::ids::secret_digest(a_key))
+        .await
+        .unwrap();
+    h.store
+        .create_api_key("beta", "b", &switchyard_core::ids::secret_digest(b_key))
+        .await
+        .unwrap();
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
+        .mount(&h.provider)
+        .await;
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
+    h.wait_status(jobs[0], "dead", Duration::from_secs(15))
+        .await;
+    let dlq_name = h.topology.dead_letter_queue("rest");
+    crate::support::eventually("dead letter", Duration::from_secs(10), || async {
+        h.queue_depth(&dlq_name).await == 1
+    })
+    .await;
+
+    let get = |path: String, key: &'static str| {
+        let rb = h.http.get(h.url(&path)).bearer_auth(key);
+        async move { rb.send().await.unwrap() }
+    };
+    assert_eq!(
+        get(format!("/v1/jobs/{}", jobs[0]), a_key).await.status(),
+        200
+    );
+    assert_eq!(
+        get(format!("/v1/jobs/{}", jobs[0]), b_key).await.status(),
+        404,
+        "another tenant's job does not exist"
+    );
+    assert_eq!(
+        get(format!("/v1/jobs/{}", jobs[0]), "nobody")
+            .await
+            .status(),
+        401
+    );
+    let count = |v: Value| v["dead_letters"].as_array().map(Vec::len).unwrap_or(99);
+    assert_eq!(
+        count(get("/v1/dlq".into(), a_key).await.json().await.unwrap()),
+        1
+    );
+    assert_eq!(
+        count(get("/v1/dlq".into(), b_key).await.json().await.unwrap()),
+        0
+    );
+    assert_eq!(
+        count(
+            get("/v1/dlq?tenant=acme".into(), b_key)
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        0,
+        "asking for acme does not help"
+    );
+    assert_eq!(
+        count(
+            get("/v1/dlq".into(), ADMIN_TOKEN)
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    for action in ["replay", "purge"] {
+        let r: Value = h
+            .http
+            .post(h.url(&format!("/v1/dlq/{action}")))
+            .bearer_auth(b_key)
+            .json(&json!({"filter": {"tenant": "acme"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            r["matched"], 0,
+            "tenant beta cannot {action} acme's dead letters: {r}"
+        );
+    }
+    assert_eq!(h.queue_depth(&dlq_name).await, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn senders_outside_the_allowlist_are_refused_and_bodies_over_the_integrations_limit_too() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let mut policy = WebhookPolicy::new(WebhookAuth::api_keys([crate::support::API_KEY]));
+    policy.allowed_cidrs = vec!["10.0.0.0/8".parse().unwrap()];
+    let inbound = json!({"entity": {"value": "order"}});
+    let walled = h
+        .integration_full(
+            "acme",
+            "walled",
+            "webhook",
+            json!({}),
+            inbound.clone(),
+            None,
+            policy,
+            &[],
+        )
+        .await;
+    let (st, v) = post(
+        &h,
+        walled,
+        b"{}",
+        &[("x-api-key".into(), crate::support::API_KEY.into())],
+    )
+    .await;
+    assert_eq!((st, code(&v)), (403, "ip_not_allowed"));
+
+    let mut small = WebhookPolicy::new(WebhookAuth::api_keys([crate::support::API_KEY]));
+    small.allowed_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    small.max_body_bytes = Some(100);
+    let tight = h
+        .integration_full(
+            "acme",
+            "tight",
+            "webhook",
+            json!({}),
+            inbound,
+            None,
+            small,
+            &[],
+        )
+        .await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(tight, &[erp]).await;
+    let ok = order("o", 1, "1").to_string();
+    assert!(ok.len() < 100);
+    let (st, _) = post(
+        &h,
+        tight,
+        ok.as_bytes(),
+        &[("x-api-key".into(), crate::support::API_KEY.into())],
+    )
+    .await;
+    assert_eq!(st, 202);
+    let big = json!({"id": "o", "pad": "x".repeat(200)}).to_string();
+    let (st, v) = post(
+        &h,
+        tight,
+        big.as_bytes(),
+        &[("x-api-key".into(), crate::support::API_KEY.into())],
+    )
+    .await;
+    assert_eq!((st, code(&v)), (413, "payload_too_large"));
+    h.shutdown().await;
+}
