@@ -28,6 +28,9 @@ pub struct Config {
     pub log_format: String,
     /// `<id>:<base64 key>[,…]`: the vault's master keys.
     pub vault_keys: Option<SecretString>,
+    /// A file holding the vault's master keys in the same form (one or more lines), for
+    /// deployments that mount secrets as files. Read in addition to `vault_keys`.
+    pub vault_keys_file: Option<std::path::PathBuf>,
     /// Which vault key seals new secrets (default: the first listed).
     pub vault_active_key: Option<String>,
     /// Bearer token for the management API.
@@ -81,6 +84,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             log_format: "text".into(),
             vault_keys: None,
+            vault_keys_file: None,
             vault_active_key: None,
             admin_token: None,
             ingest: IngestSettings::default(),
@@ -234,11 +238,22 @@ impl Config {
     }
 
     pub fn keyring(&self) -> anyhow::Result<switchyard_vault::Keyring> {
-        match &self.vault_keys {
-            None => Ok(switchyard_vault::Keyring::empty()),
-            Some(spec) => switchyard_vault::Keyring::parse(spec, self.vault_active_key.as_deref())
-                .context("invalid configuration: vault_keys (SWITCHYARD_VAULT_KEYS)"),
+        use secrecy::ExposeSecret;
+        let mut specs: Vec<String> = Vec::new();
+        if let Some(spec) = &self.vault_keys {
+            specs.push(spec.expose_secret().to_owned());
         }
+        if let Some(path) = &self.vault_keys_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("invalid configuration: vault_keys_file (SWITCHYARD_VAULT_KEYS_FILE): cannot read {}", path.display())
+            })?;
+            specs.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        }
+        if specs.is_empty() {
+            return Ok(switchyard_vault::Keyring::empty());
+        }
+        switchyard_vault::Keyring::parse(&SecretString::from(specs.join(",")), self.vault_active_key.as_deref())
+            .context("invalid configuration: vault_keys (SWITCHYARD_VAULT_KEYS / SWITCHYARD_VAULT_KEYS_FILE)")
     }
 
     pub fn topology(&self) -> switchyard_broker::Topology {
@@ -362,6 +377,23 @@ mod tests {
                     .to_string()
                     .contains("does not exist")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn vault_keys_come_from_the_environment_and_a_file() {
+        Jail::expect_with(|jail| {
+            let k1 = switchyard_vault::Keyring::generate("k1");
+            let k2 = switchyard_vault::Keyring::generate("k2");
+            use secrecy::ExposeSecret;
+            jail.create_file("keys", &format!("# vault keys\n{}\n", k2.expose_secret()))?;
+            jail.set_env("SWITCHYARD_VAULT_KEYS", k1.expose_secret());
+            jail.set_env("SWITCHYARD_VAULT_KEYS_FILE", "keys");
+            jail.set_env("SWITCHYARD_VAULT_ACTIVE_KEY", "k2");
+            let ring = Config::load(None).expect("loads").keyring().expect("keyring");
+            assert!(ring.has_key("k1") && ring.has_key("k2"));
+            assert_eq!(ring.active_key_id(), Some("k2"));
             Ok(())
         });
     }
