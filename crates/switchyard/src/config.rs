@@ -247,7 +247,12 @@ impl Config {
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!("invalid configuration: vault_keys_file (SWITCHYARD_VAULT_KEYS_FILE): cannot read {}", path.display())
             })?;
-            specs.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+            specs.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
         }
         if specs.is_empty() {
             return Ok(switchyard_vault::Keyring::empty());
@@ -391,7 +396,10 @@ mod tests {
             jail.set_env("SWITCHYARD_VAULT_KEYS", k1.expose_secret());
             jail.set_env("SWITCHYARD_VAULT_KEYS_FILE", "keys");
             jail.set_env("SWITCHYARD_VAULT_ACTIVE_KEY", "k2");
-            let ring = Config::load(None).expect("loads").keyring().expect("keyring");
+            let ring = Config::load(None)
+                .expect("loads")
+                .keyring()
+                .expect("keyring");
             assert!(ring.has_key("k1") && ring.has_key("k2"));
             assert_eq!(ring.active_key_id(), Some("k2"));
             Ok(())
