@@ -35,6 +35,23 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+impl From<lapin::message::Delivery> for Delivery {
+    fn from(d: lapin::message::Delivery) -> Self {
+        Delivery {
+            headers: Headers::from_table(d.properties.headers().as_ref()),
+            message_id: d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_owned()),
+            routing_key: d.routing_key.as_str().to_owned(),
+            redelivered: d.redelivered,
+            body: d.data,
+            acker: d.acker,
+        }
+    }
+}
+
 impl Delivery {
     /// Done with it. If the channel has closed meanwhile this fails and the broker will
     /// deliver the message again, which idempotent processing absorbs.
@@ -107,18 +124,7 @@ impl Broker {
         // be counted yet. Take what comes until the queue has been quiet for a moment.
         while deliveries.len() < max as usize {
             match tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
-                Ok(Some(Ok(d))) => deliveries.push(Delivery {
-                    headers: Headers::from_table(d.properties.headers().as_ref()),
-                    message_id: d
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|m| m.as_str().to_owned()),
-                    routing_key: d.routing_key.as_str().to_owned(),
-                    redelivered: d.redelivered,
-                    body: d.data,
-                    acker: d.acker,
-                }),
+                Ok(Some(Ok(d))) => deliveries.push(Delivery::from(d)),
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(None) | Err(_) => break,
             }
@@ -213,18 +219,7 @@ impl Broker {
                 };
                 match next {
                     Some(Ok(d)) => {
-                        let delivery = Delivery {
-                            headers: Headers::from_table(d.properties.headers().as_ref()),
-                            message_id: d
-                                .properties
-                                .message_id()
-                                .as_ref()
-                                .map(|m| m.as_str().to_owned()),
-                            routing_key: d.routing_key.as_str().to_owned(),
-                            redelivered: d.redelivered,
-                            body: d.data,
-                            acker: d.acker,
-                        };
+                        let delivery = Delivery::from(d);
                         tokio::select! {
                             _ = stop.cancelled() => {
                                 // Not handed out: it returns to the queue when the channel closes.

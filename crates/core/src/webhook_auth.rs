@@ -299,21 +299,16 @@ fn decode_b64(v: &str, shown: &'static str) -> Result<Vec<u8>, AuthFailure> {
 }
 
 fn mac(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut m = <M as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().to_vec()
+    }
     match alg {
-        Algorithm::Sha256 => {
-            let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-            for p in parts {
-                m.update(p);
-            }
-            m.finalize().into_bytes().to_vec()
-        }
-        Algorithm::Sha512 => {
-            let mut m = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
-            for p in parts {
-                m.update(p);
-            }
-            m.finalize().into_bytes().to_vec()
-        }
+        Algorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
+        Algorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
     }
 }
 

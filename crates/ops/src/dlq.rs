@@ -160,18 +160,58 @@ pub async fn replay(
     f: &Filter,
     o: &Options,
 ) -> Result<Report, DlqError> {
+    act(broker, store, f, o, Action::Replay).await
+}
+
+/// Remove matching dead letters for good (their jobs stay `dead`, marked purged).
+pub async fn purge(
+    broker: &Broker,
+    store: &Store,
+    f: &Filter,
+    o: &Options,
+) -> Result<Report, DlqError> {
+    act(broker, store, f, o, Action::Purge).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Replay,
+    Purge,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Replay => "replay",
+            Action::Purge => "purge",
+        }
+    }
+}
+
+/// Scan every selected dead-letter queue, apply `action` to each match (up to the limit),
+/// release the rest, and record what was done.
+async fn act(
+    broker: &Broker,
+    store: &Store,
+    f: &Filter,
+    o: &Options,
+    action: Action,
+) -> Result<Report, DlqError> {
     let mut report = Report {
-        action: "replay",
+        action: action.name(),
         dry_run: o.dry_run,
         matched: 0,
         moved: 0,
         job_ids: vec![],
         failed: vec![],
     };
-    let pause = o
-        .rate
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let pause = match action {
+        Action::Replay => o
+            .rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r)),
+        Action::Purge => None,
+    };
     for p in providers(broker, f)? {
         let drained = broker
             .drain(&broker.topology().dead_letter_queue(&p), SCAN_MAX)
@@ -191,50 +231,28 @@ pub async fn replay(
             if o.dry_run {
                 continue;
             }
-            let Some(env) = env else {
-                report.failed.push(format!(
-                    "message {:?}: its body is not an envelope this version can process; purge it instead",
-                    d.message_id
-                ));
-                continue;
+            let moved = match action {
+                Action::Replay => replay_one(broker, store, d, env, &mut report.failed).await?,
+                Action::Purge => {
+                    d.ack().await?;
+                    if let Some(id) = dl.job_id {
+                        store.mark_purged(id).await?;
+                    }
+                    true
+                }
             };
-            store.reset_for_replay(env.id).await?;
-            let mut headers = d.headers.clone();
-            for h in [header::DEAD_REASON, header::DEAD_AT, header::DUE_AT] {
-                headers.0.remove(h);
-            }
-            let replays = headers
-                .get(header::REPLAYS)
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0)
-                + 1;
-            headers
-                .set(header::ATTEMPT, "0")
-                .set(header::REPLAYS, replays.to_string())
-                .set(header::REPLAYED_AT, Utc::now().to_rfc3339());
-            broker
-                .publish(&[OutgoingMessage {
-                    exchange: Exchange::Jobs,
-                    routing_key: env.routing_key(),
-                    message_id: env.id.to_string(),
-                    body: d.body.clone(),
-                    headers,
-                }])
-                .await?;
-            if let Err(e) = d.ack().await {
-                // Republished but still in the DLQ: a later replay is acknowledged as a duplicate.
-                warn!(error = %e, job_id = %env.id, "replayed, but could not remove the dead letter");
-            }
-            report.moved += 1;
-            if let Some(pause) = pause {
-                tokio::time::sleep(pause).await;
+            if moved {
+                report.moved += 1;
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
         drained.release().await;
     }
     store
         .record_dlq_action(
-            "replay",
+            action.name(),
             &o.actor,
             &serde_json::to_value(f).unwrap_or_default(),
             o.dry_run,
@@ -243,63 +261,53 @@ pub async fn replay(
             &report.job_ids,
         )
         .await?;
-    info!(actor = %o.actor, matched = report.matched, moved = report.moved, dry_run = o.dry_run, "dead letters replayed");
+    info!(actor = %o.actor, action = action.name(), matched = report.matched, moved = report.moved,
+        dry_run = o.dry_run, "dead letters handled");
     Ok(report)
 }
 
-/// Remove matching dead letters for good (their jobs stay `dead`, marked purged).
-pub async fn purge(
+/// Reset the job, republish the message with fresh attempts, remove the dead letter.
+/// `Ok(false)` (and a line in `failed`) when the message cannot be replayed.
+async fn replay_one(
     broker: &Broker,
     store: &Store,
-    f: &Filter,
-    o: &Options,
-) -> Result<Report, DlqError> {
-    let mut report = Report {
-        action: "purge",
-        dry_run: o.dry_run,
-        matched: 0,
-        moved: 0,
-        job_ids: vec![],
-        failed: vec![],
+    d: &Delivery,
+    env: Option<Envelope>,
+    failed: &mut Vec<String>,
+) -> Result<bool, DlqError> {
+    let Some(env) = env else {
+        failed.push(format!(
+            "message {:?}: its body is not an envelope this version can process; purge it instead",
+            d.message_id
+        ));
+        return Ok(false);
     };
-    for p in providers(broker, f)? {
-        let drained = broker
-            .drain(&broker.topology().dead_letter_queue(&p), SCAN_MAX)
-            .await?;
-        for d in &drained.deliveries {
-            if report.matched >= o.limit {
-                break;
-            }
-            let (dl, _) = view(d, &p);
-            if !matches(f, &dl) {
-                continue;
-            }
-            report.matched += 1;
-            if let Some(id) = dl.job_id {
-                report.job_ids.push(id);
-            }
-            if o.dry_run {
-                continue;
-            }
-            d.ack().await?;
-            if let Some(id) = dl.job_id {
-                store.mark_purged(id).await?;
-            }
-            report.moved += 1;
-        }
-        drained.release().await;
+    store.reset_for_replay(env.id).await?;
+    let mut headers = d.headers.clone();
+    for h in [header::DEAD_REASON, header::DEAD_AT, header::DUE_AT] {
+        headers.0.remove(h);
     }
-    store
-        .record_dlq_action(
-            "purge",
-            &o.actor,
-            &serde_json::to_value(f).unwrap_or_default(),
-            o.dry_run,
-            report.matched,
-            report.moved,
-            &report.job_ids,
-        )
+    let replays = headers
+        .get(header::REPLAYS)
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    headers
+        .set(header::ATTEMPT, "0")
+        .set(header::REPLAYS, replays.to_string())
+        .set(header::REPLAYED_AT, Utc::now().to_rfc3339());
+    broker
+        .publish(&[OutgoingMessage {
+            exchange: Exchange::Jobs,
+            routing_key: env.routing_key(),
+            message_id: env.id.to_string(),
+            body: d.body.clone(),
+            headers,
+        }])
         .await?;
-    info!(actor = %o.actor, matched = report.matched, purged = report.moved, dry_run = o.dry_run, "dead letters purged");
-    Ok(report)
+    if let Err(e) = d.ack().await {
+        // Republished but still in the DLQ: a later replay is acknowledged as a duplicate.
+        warn!(error = %e, job_id = %env.id, "replayed, but could not remove the dead letter");
+    }
+    Ok(true)
 }

@@ -1,7 +1,7 @@
 //! Jobs: queued rows written by ingest, and the worker's claim → outcome transaction.
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, Postgres, QueryBuilder, Transaction};
+use sqlx::{FromRow, Postgres, QueryBuilder, Row, Transaction};
 use switchyard_core::{DeadReason, Envelope, ErrorClass, JobStatus, ids};
 use uuid::Uuid;
 
@@ -294,6 +294,27 @@ impl JobTx {
     }
 }
 
+/// Bind the 13 columns every job row starts with (`id` … `received_at`), in order, from the
+/// envelope: `$1` … `$13`.
+fn bind_envelope<'q>(
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    env: &'q Envelope,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    q.bind(env.id)
+        .bind(&env.idempotency_key)
+        .bind(&env.tenant)
+        .bind(env.integration_id)
+        .bind(env.source_integration_id)
+        .bind(&env.provider)
+        .bind(&env.entity)
+        .bind(env.action.as_str())
+        .bind(&env.event)
+        .bind(&env.event_id)
+        .bind(&env.internal_id)
+        .bind(env.source_version)
+        .bind(env.received_at)
+}
+
 impl Store {
     /// Record published jobs as `queued` so `GET /v1/jobs/{id}` finds them at once. A job a
     /// worker already claimed is left as it is.
@@ -345,7 +366,8 @@ impl Store {
             .bind(lock)
             .execute(&mut *tx)
             .await?;
-        let (status, attempts, started): (String, i32, DateTime<Utc>) = sqlx::query_as(
+        let row = bind_envelope(
+            sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
              status, started_at) \
@@ -356,22 +378,13 @@ impl Store {
                started_at = COALESCE(jobs.started_at, now()), \
                updated_at = now() \
              RETURNING status, attempts, started_at",
+            ),
+            env,
         )
-        .bind(env.id)
-        .bind(&env.idempotency_key)
-        .bind(&env.tenant)
-        .bind(env.integration_id)
-        .bind(env.source_integration_id)
-        .bind(&env.provider)
-        .bind(&env.entity)
-        .bind(env.action.as_str())
-        .bind(&env.event)
-        .bind(&env.event_id)
-        .bind(&env.internal_id)
-        .bind(env.source_version)
-        .bind(env.received_at)
         .fetch_one(&mut *tx)
         .await?;
+        let (status, attempts, started): (String, i32, DateTime<Utc>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let status: JobStatus =
             status
                 .parse()
@@ -412,7 +425,8 @@ impl Store {
         reason: DeadReason,
         message: &str,
     ) -> Result<()> {
-        sqlx::query(
+        bind_envelope(
+            sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
              status, dead_reason, last_error_class, last_error, finished_at) \
@@ -420,20 +434,9 @@ impl Store {
              ON CONFLICT (id) DO UPDATE SET status = 'dead', \
                dead_reason = EXCLUDED.dead_reason, last_error_class = EXCLUDED.last_error_class, \
                last_error = EXCLUDED.last_error, finished_at = now(), updated_at = now()",
+        ),
+            env,
         )
-        .bind(env.id)
-        .bind(&env.idempotency_key)
-        .bind(&env.tenant)
-        .bind(env.integration_id)
-        .bind(env.source_integration_id)
-        .bind(&env.provider)
-        .bind(&env.entity)
-        .bind(env.action.as_str())
-        .bind(&env.event)
-        .bind(&env.event_id)
-        .bind(&env.internal_id)
-        .bind(env.source_version)
-        .bind(env.received_at)
         .bind(reason.as_str())
         .bind(class.as_str())
         .bind(message)
