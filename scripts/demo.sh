@@ -46,11 +46,11 @@ JSON
 
 if ! "$BIN" integrations show default/demo-store >/dev/null 2>&1; then
   echo '{"token": "demo-erp-token"}' > "$RUN/erp-credentials.json"
-  "$BIN" integrations create --name demo-store --provider webhook --json \
+  "$BIN" integrations create --name demo-store --provider webhook --status active --json \
     --inbound '{"entity": {"value": "order"}, "event_id": {"header": "X-Event-Id"}, "version": {"pointer": "/version"}}' \
     > "$RUN/demo-store.json"
-  "$BIN" integrations create --name demo-erp --provider rest --credentials-file "$RUN/erp-credentials.json" --settings "$(manifest orders)"
-  "$BIN" integrations create --name demo-warehouse --provider rest --credentials-file "$RUN/erp-credentials.json" --settings "$(manifest shipments)"
+  "$BIN" integrations create --name demo-erp --provider rest --status active --credentials-file "$RUN/erp-credentials.json" --settings "$(manifest orders)"
+  "$BIN" integrations create --name demo-warehouse --provider rest --status active --credentials-file "$RUN/erp-credentials.json" --settings "$(manifest shipments)"
   rm -f "$RUN/erp-credentials.json"
   "$BIN" routes add --from demo-store --entity order --to demo-erp --to demo-warehouse
 fi

@@ -29,9 +29,9 @@ psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS switchyard_quick WITH
 psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE switchyard_quick'
 rabbitmqctl delete_queue quick.sy.q.rest >/dev/null 2>&1 || true
 "$B" migrate >/dev/null
-"$B" integrations create --name bench-store --provider webhook --json \
+"$B" integrations create --name bench-store --provider webhook --status active --json \
   --inbound '{"entity": {"value": "order"}}' > "$RUN/store.json"
-"$B" integrations create --name bench-target --provider rest --webhook-auth none \
+"$B" integrations create --name bench-target --provider rest --status active --webhook-auth none \
   --settings '{"base_url": "http://127.0.0.1:18080", "entities": {"order": {"create": {"method": "POST", "path": "/api/orders"}}}}' >/dev/null
 "$B" routes add --from bench-store --entity order --to bench-target >/dev/null
 ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$RUN/store.json")

@@ -6,5 +6,6 @@ mod support;
 
 mod failures;
 mod ingest_errors;
+mod manage;
 mod pipeline;
 mod security;

@@ -45,6 +45,9 @@ impl ApiError {
     pub fn from_store(e: StoreError, retry_after: u32) -> ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::BadInput(msg) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", msg)
+            }
             StoreError::Conflict(msg) | StoreError::MappingConflict(msg) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", msg)
             }

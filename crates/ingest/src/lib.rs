@@ -6,6 +6,7 @@
 mod dlq;
 mod error;
 mod jobs;
+mod manage;
 mod metrics;
 pub(crate) mod sources;
 mod webhooks;
@@ -90,7 +91,24 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
     });
     Router::new()
         .route("/v1/webhooks/{integration}", post(webhooks::receive))
+        .route("/v1/jobs", get(manage::jobs))
         .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/integrations", get(manage::list).post(manage::create))
+        .route(
+            "/v1/integrations/{id}",
+            get(manage::show)
+                .patch(manage::update)
+                .delete(manage::delete),
+        )
+        .route("/v1/integrations/{id}/test", post(manage::test))
+        .route("/v1/integrations/{id}/activate", post(manage::activate))
+        .route("/v1/integrations/{id}/deactivate", post(manage::deactivate))
+        .route("/v1/integrations/{id}/stats", get(manage::stats))
+        .route("/v1/integrations/{id}/mappings", get(manage::mappings))
+        .route(
+            "/v1/integrations/{id}/mappings/{entity}/{internal_id}",
+            axum::routing::delete(manage::delete_mapping),
+        )
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))

@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod dlq;
+pub mod integrations;
 pub mod keys;

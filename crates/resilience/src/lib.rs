@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod guard;
 pub mod limits;
 pub mod retry;
+pub mod settings;
 
 pub use breaker::{BreakerPolicy, BreakerState, Outcome};
 pub use guard::{Admission, Guard};

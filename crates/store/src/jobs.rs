@@ -44,7 +44,7 @@ pub struct JobRow {
     pub purged_at: Option<DateTime<Utc>>,
 }
 
-const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integration_id, provider, entity, \
+pub(crate) const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integration_id, provider, entity, \
      action, event, event_id, internal_id, source_version, status, attempts, duplicates, replays, purged_at, \
      external_id, dead_reason, last_error_class, last_error, received_at, started_at, \
      finished_at, duration_ms, created_at, updated_at";

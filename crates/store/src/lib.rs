@@ -5,6 +5,7 @@
 mod api_keys;
 mod integrations;
 mod jobs;
+mod manage;
 mod mappings;
 
 pub use api_keys::ApiKey;
@@ -14,6 +15,7 @@ pub use integrations::{
 pub use jobs::{
     AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
 };
+pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -46,6 +48,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
+    /// The caller's input cannot be used (e.g. a cursor that is not ours).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl StoreError {

@@ -4,7 +4,6 @@ use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::io::Read;
-use switchyard_core::inbound::InboundSpec;
 use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_store::{Integration, JobFilter, NewIntegration, SealedCredentials, Store};
@@ -25,11 +24,52 @@ pub enum IntegrationsCmd {
         json: bool,
     },
     /// Show one integration (by id, or as tenant/name) as JSON. Credentials are never shown.
-    Show { integration: String },
+    Show {
+        integration: String,
+    },
     /// Rotate an integration's webhook secrets or API keys without downtime: add the new
     /// one, let the sender switch, then remove the old one by its fingerprint.
     #[command(subcommand)]
     WebhookSecrets(SecretsCmd),
+    /// Change settings, inbound spec, entities, name or credentials (validated first).
+    Update {
+        integration: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Inline JSON, @FILE or - (replaces the settings).
+        #[arg(long)]
+        settings: Option<String>,
+        #[arg(long)]
+        inbound: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        entities: Option<Vec<String>>,
+        #[arg(long)]
+        direction: Option<String>,
+        /// A JSON file with the new credentials, or - for stdin.
+        #[arg(long)]
+        credentials_file: Option<String>,
+    },
+    /// Soft-delete: it stops sending and receiving; its jobs and mappings stay for audit.
+    Delete {
+        integration: String,
+    },
+    /// Call the provider with its settings and credentials: success moves `inactive` to
+    /// `testing`, failure moves it to `error` with the message.
+    Test {
+        integration: String,
+    },
+    Activate {
+        integration: String,
+    },
+    Deactivate {
+        integration: String,
+    },
+    /// Totals, success rate, last sync and last error, average and p95 duration.
+    Stats {
+        integration: String,
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +133,8 @@ pub struct CreateArgs {
     /// Largest webhook body accepted for this integration.
     #[arg(long)]
     max_body_bytes: Option<usize>,
-    #[arg(long, default_value = "active")]
+    /// `inactive` until tested and activated (as the management API does), or `active`.
+    #[arg(long, default_value = "inactive")]
     status: String,
     #[arg(long, default_value = "export")]
     direction: String,
@@ -146,6 +187,28 @@ pub enum JobsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum MappingsCmd {
+    /// Look one mapping up by internal or external id.
+    Show {
+        integration: String,
+        #[arg(long)]
+        entity: String,
+        #[arg(
+            long,
+            conflicts_with = "external_id",
+            required_unless_present = "external_id"
+        )]
+        internal_id: Option<String>,
+        #[arg(long)]
+        external_id: Option<String>,
+    },
+    /// Forget a mapping, so the entity is created again on its next event.
+    Delete {
+        integration: String,
+        #[arg(long)]
+        entity: String,
+        #[arg(long)]
+        internal_id: String,
+    },
     /// List an integration's id mappings.
     List {
         integration: String,
@@ -476,58 +539,35 @@ fn random_key() -> String {
 }
 
 fn integration_json(i: &Integration, cfg: &Config) -> Value {
-    json!({
-        "id": i.id,
-        "tenant": i.tenant,
-        "name": i.name,
-        "provider": i.provider,
-        "status": i.status,
-        "direction": i.direction,
-        "entities": i.entities,
-        "settings": i.settings,
-        "inbound": i.inbound,
-        "webhook_auth": i.webhook_auth.get("scheme"),
-        "has_credentials": i.credentials.is_some(),
-        "webhook_url": format!("http://{}/v1/webhooks/{}", cfg.listen, i.id),
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    })
+    let mut v = switchyard_ops::integrations::view(i);
+    v["webhook_url"] = json!(format!("http://{}/v1/webhooks/{}", cfg.listen, i.id));
+    v
 }
 
 pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
         IntegrationsCmd::Create(a) => {
-            if !switchyard_core::is_valid_name(&a.name) {
-                bail!(
-                    "--name: `{}` is not a valid name (1-64 of a-z, 0-9, _ or -)",
-                    a.name
-                );
-            }
-            if switchyard_providers::info(&a.provider).is_none() {
-                let known: Vec<_> = switchyard_providers::PROVIDERS
-                    .iter()
-                    .map(|p| p.name)
-                    .collect();
-                bail!(
-                    "--provider: `{}` is not a known provider; known: {}",
-                    a.provider,
-                    known.join(", ")
-                );
-            }
             let status: IntegrationStatus = a.status.parse().context("--status")?;
             let direction: Direction = a.direction.parse().context("--direction")?;
-            for e in &a.entities {
-                if !switchyard_core::is_valid_name(e) {
-                    bail!("--entities: `{e}` is not a valid entity name");
-                }
-            }
             let settings = read_json("settings", &a.settings)?;
-            switchyard_providers::validate(&a.provider, &settings)
-                .map_err(|e| anyhow::anyhow!("--settings: {e}"))?;
             let inbound = read_json("inbound", &a.inbound)?;
-            serde_json::from_value::<InboundSpec>(inbound.clone())
-                .map_err(|e| anyhow::anyhow!("--inbound: {e}"))?;
+            let credentials_json = match &a.credentials_file {
+                None => None,
+                Some(path) => Some(read_json(
+                    "credentials-file",
+                    &format!("{}{path}", if path == "-" { "" } else { "@" }),
+                )?),
+            };
+            switchyard_ops::integrations::validate(
+                &a.name,
+                &a.provider,
+                &a.entities,
+                &settings,
+                &inbound,
+                credentials_json.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
             let mut secrets: Vec<String> = match &a.webhook_secret_file {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("--webhook-secret-file: cannot read {path}"))?
@@ -605,24 +645,12 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             } else {
                 Some(seal_webhook_secrets(cfg, id, &secrets)?)
             };
-            let credentials = match &a.credentials_file {
+            let credentials = match &credentials_json {
                 None => None,
-                Some(path) => {
-                    let value = read_json(
-                        "credentials-file",
-                        &format!("{}{path}", if path == "-" { "" } else { "@" }),
-                    )?;
-                    switchyard_providers::Credentials::from_json(&value)
-                        .map_err(|e| anyhow::anyhow!("--credentials-file: {e}"))?;
-                    let keyring = cfg.keyring()?;
-                    let sealed = keyring
-                        .seal(value.to_string().as_bytes(), id.as_bytes())
-                        .context("--credentials-file: cannot encrypt the credentials")?;
-                    Some(SealedCredentials {
-                        key_id: sealed.key_id,
-                        bytes: sealed.bytes,
-                    })
-                }
+                Some(value) => Some(
+                    switchyard_ops::integrations::seal_credentials(&cfg.keyring()?, id, value)
+                        .context("--credentials-file: cannot encrypt the credentials")?,
+                ),
             };
             let created = store
                 .create_integration(&NewIntegration {
@@ -679,6 +707,112 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             }
         }
         IntegrationsCmd::WebhookSecrets(cmd) => webhook_secrets(cfg, &store, cmd).await?,
+        IntegrationsCmd::Update {
+            integration,
+            name,
+            settings,
+            inbound,
+            entities,
+            direction,
+            credentials_file,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            let settings = settings.map(|s| read_json("settings", &s)).transpose()?;
+            let inbound = inbound.map(|s| read_json("inbound", &s)).transpose()?;
+            let credentials = credentials_file
+                .map(|p| {
+                    read_json(
+                        "credentials-file",
+                        &format!("{}{p}", if p == "-" { "" } else { "@" }),
+                    )
+                })
+                .transpose()?;
+            switchyard_ops::integrations::validate(
+                name.as_deref().unwrap_or(&i.name),
+                &i.provider,
+                entities.as_deref().unwrap_or(&i.entities),
+                settings.as_ref().unwrap_or(&i.settings),
+                inbound.as_ref().unwrap_or(&i.inbound),
+                credentials.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
+            let sealed = match &credentials {
+                Some(c) => Some(switchyard_ops::integrations::seal_credentials(
+                    &cfg.keyring()?,
+                    i.id,
+                    c,
+                )?),
+                None => None,
+            };
+            let patch = switchyard_store::IntegrationPatch {
+                name,
+                direction: direction
+                    .map(|d| d.parse())
+                    .transpose()
+                    .context("--direction")?,
+                entities,
+                settings,
+                inbound,
+                schedule: None,
+                credentials: sealed,
+            };
+            let updated = store.update_integration(i.id, &patch).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&integration_json(&updated, cfg))?
+            );
+        }
+        IntegrationsCmd::Delete { integration } => {
+            let i = resolve(&store, &integration).await?;
+            store.delete_integration(i.id).await?;
+            println!(
+                "deleted {}/{} (its jobs and mappings are kept)",
+                i.tenant, i.name
+            );
+        }
+        IntegrationsCmd::Test { integration } => {
+            let i = resolve(&store, &integration).await?;
+            let out = switchyard_ops::integrations::test_connection(
+                &store,
+                &cfg.keyring()?,
+                switchyard_providers::http_client(),
+                &i,
+            )
+            .await?;
+            let verdict = if out.ok { "ok" } else { "FAILED" };
+            println!(
+                "test {verdict}: {} (status now {})",
+                out.message, out.status
+            );
+            if !out.ok {
+                bail!("the connection test failed");
+            }
+        }
+        IntegrationsCmd::Activate { integration } => {
+            let i = resolve(&store, &integration).await?;
+            store
+                .set_status(i.id, IntegrationStatus::Active, None)
+                .await?;
+            println!("{}/{} is active", i.tenant, i.name);
+        }
+        IntegrationsCmd::Deactivate { integration } => {
+            let i = resolve(&store, &integration).await?;
+            store
+                .set_status(i.id, IntegrationStatus::Inactive, None)
+                .await?;
+            println!("{}/{} is inactive", i.tenant, i.name);
+        }
+        IntegrationsCmd::Stats { integration, hours } => {
+            let i = resolve(&store, &integration).await?;
+            let since = chrono::Utc::now() - chrono::Duration::hours(hours.clamp(1, 24 * 90));
+            let s = store.stats(i.id, since).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"integration": i.name, "window_hours": hours, "stats": s})
+                )?
+            );
+        }
         IntegrationsCmd::Show { integration } => {
             let i = resolve(&store, &integration).await?;
             let mut v = integration_json(&i, cfg);
@@ -811,6 +945,34 @@ pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
 pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
+        MappingsCmd::Show {
+            integration,
+            entity,
+            internal_id,
+            external_id,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            let m = match (internal_id, external_id) {
+                (Some(internal), _) => store.mapping(i.id, &entity, &internal).await?,
+                (None, Some(external)) => {
+                    store.mapping_by_external(i.id, &entity, &external).await?
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            match m {
+                Some(m) => println!("{}", serde_json::to_string_pretty(&m)?),
+                None => bail!("no such mapping"),
+            }
+        }
+        MappingsCmd::Delete {
+            integration,
+            entity,
+            internal_id,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            store.delete_mapping(i.id, &entity, &internal_id).await?;
+            println!("forgot {entity} `{internal_id}` at {}/{}", i.tenant, i.name);
+        }
         MappingsCmd::List {
             integration,
             entity,

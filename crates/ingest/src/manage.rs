@@ -1,0 +1,505 @@
+//! The management API: integrations, their statistics and mappings, and jobs. Bearer auth;
+//! a tenant's key sees only its tenant (another tenant's integration or job is a 404).
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
+use switchyard_core::{Direction, IntegrationStatus, JobStatus};
+use switchyard_ops::integrations as ops;
+use switchyard_store::{
+    Integration, IntegrationFilter, IntegrationPatch, JobQuery, NewIntegration,
+};
+use uuid::Uuid;
+
+use crate::jobs::{Principal, authorize};
+use crate::{ApiError, SharedState};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn bad(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("{field}: {}", reason.into()),
+    )
+}
+
+fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
+}
+
+fn id(raw: &str) -> ApiResult<Uuid> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{raw}` is not an id (a UUID)"),
+        )
+    })
+}
+
+/// The integration, if the caller may see it.
+async fn visible(state: &SharedState, who: &Principal, raw: &str) -> ApiResult<Integration> {
+    let id = id(raw)?;
+    let i = state
+        .store
+        .integration(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    if who.tenant().is_some_and(|t| t != i.tenant) {
+        return Err(ApiError::not_found(format!("integration {id} not found")));
+    }
+    Ok(i)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    tenant: Option<String>,
+    provider: Option<String>,
+    status: Option<IntegrationStatus>,
+}
+
+pub(crate) async fn list(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let q = query(q)?;
+    let f = IntegrationFilter {
+        tenant: who.tenant().map(str::to_owned).or(q.tenant),
+        provider: q.provider,
+        status: q.status,
+    };
+    let list = state
+        .store
+        .find_integrations(&f)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(Json(
+        json!({"integrations": list.iter().map(ops::view).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    tenant: Option<String>,
+    name: String,
+    provider: String,
+    #[serde(default)]
+    status: Option<IntegrationStatus>,
+    #[serde(default)]
+    direction: Option<Direction>,
+    #[serde(default)]
+    entities: Vec<String>,
+    #[serde(default = "empty_object")]
+    settings: Value,
+    #[serde(default = "empty_object")]
+    inbound: Value,
+    /// Goes in, never comes out.
+    credentials: Option<Value>,
+    /// `{"scheme": "api_key"}` (a key is generated and returned once, the default),
+    /// `{"scheme": "none"}`, or a signing scheme with `webhook_secrets`.
+    webhook_auth: Option<Value>,
+    webhook_secrets: Option<Vec<String>>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+pub(crate) async fn create(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    b: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let who = authorize(&state, &headers).await?;
+    let b = body(b)?;
+    let tenant = match (&who, b.tenant) {
+        (Principal::Tenant(t), Some(asked)) if *t != asked => {
+            return Err(bad(
+                "tenant",
+                "a tenant's key creates integrations of its own tenant only",
+            ));
+        }
+        (Principal::Tenant(t), _) => t.clone(),
+        (Principal::Admin, Some(t)) => t,
+        (Principal::Admin, None) => return Err(bad("tenant", "required with the admin token")),
+    };
+    ops::validate(
+        &b.name,
+        &b.provider,
+        &b.entities,
+        &b.settings,
+        &b.inbound,
+        b.credentials.as_ref(),
+    )
+    .map_err(|e| bad(&e.field, e.reason))?;
+    let id = Uuid::now_v7();
+    let mut shown_key = None;
+    let auth = match b.webhook_auth {
+        None => json!({"scheme": "api_key"}),
+        Some(v) => v,
+    };
+    let policy = if auth.get("scheme").and_then(Value::as_str) == Some("api_key")
+        && auth.get("key_sha256").is_none()
+    {
+        let key = format!("sy_{}", Uuid::new_v4().simple());
+        let p = WebhookPolicy::new(WebhookAuth::api_keys([key.as_str()]));
+        shown_key = Some(key);
+        p
+    } else {
+        serde_json::from_value::<WebhookPolicy>(auth)
+            .map_err(|e| bad("webhook_auth", e.to_string()))?
+    };
+    let secrets = b.webhook_secrets.unwrap_or_default();
+    if policy.auth.needs_secrets() && secrets.is_empty() {
+        return Err(bad(
+            "webhook_secrets",
+            "this scheme signs with secrets: give the sender's",
+        ));
+    }
+    let seal = |e: switchyard_vault::VaultError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            format!("cannot encrypt secrets: {e}"),
+        )
+    };
+    let credentials = match &b.credentials {
+        Some(c) => Some(ops::seal_credentials(&state.cfg.keyring, id, c).map_err(seal)?),
+        None => None,
+    };
+    let webhook_secrets = if secrets.is_empty() {
+        None
+    } else {
+        let aad = switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets);
+        let s = state
+            .cfg
+            .keyring
+            .seal(json!(secrets).to_string().as_bytes(), &aad)
+            .map_err(seal)?;
+        Some(switchyard_store::SealedCredentials {
+            key_id: s.key_id,
+            bytes: s.bytes,
+        })
+    };
+    let created = state
+        .store
+        .create_integration(&NewIntegration {
+            id,
+            tenant,
+            name: b.name,
+            provider: b.provider,
+            status: b.status.unwrap_or(IntegrationStatus::Inactive),
+            direction: b.direction.unwrap_or(Direction::Export),
+            entities: b.entities,
+            settings: b.settings,
+            inbound: b.inbound,
+            webhook_auth: serde_json::to_value(&policy).unwrap_or_default(),
+            credentials,
+            webhook_secrets,
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    let mut v = ops::view(&created);
+    if let Some(k) = shown_key {
+        v["webhook_api_key"] = json!(k);
+    }
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub(crate) async fn show(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let mut v = ops::view(&i);
+    v["routes"] = serde_json::to_value(
+        state
+            .store
+            .routes(i.id)
+            .await
+            .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?,
+    )
+    .unwrap_or_default();
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    name: Option<String>,
+    direction: Option<Direction>,
+    entities: Option<Vec<String>>,
+    settings: Option<Value>,
+    inbound: Option<Value>,
+    credentials: Option<Value>,
+}
+
+pub(crate) async fn update(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let b = body(b)?;
+    // Validate the integration as it will be.
+    let name = b.name.clone().unwrap_or_else(|| i.name.clone());
+    let entities = b.entities.clone().unwrap_or_else(|| i.entities.clone());
+    let settings = b.settings.clone().unwrap_or_else(|| i.settings.clone());
+    let inbound = b.inbound.clone().unwrap_or_else(|| i.inbound.clone());
+    ops::validate(
+        &name,
+        &i.provider,
+        &entities,
+        &settings,
+        &inbound,
+        b.credentials.as_ref(),
+    )
+    .map_err(|e| bad(&e.field, e.reason))?;
+    let credentials = match &b.credentials {
+        Some(c) => Some(
+            ops::seal_credentials(&state.cfg.keyring, i.id, c).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "vault_unavailable",
+                    format!("cannot encrypt: {e}"),
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let patch = IntegrationPatch {
+        name: b.name,
+        direction: b.direction,
+        entities: b.entities,
+        settings: b.settings,
+        inbound: b.inbound,
+        schedule: None,
+        credentials,
+    };
+    let updated = state
+        .store
+        .update_integration(i.id, &patch)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(Json(ops::view(&updated)))
+}
+
+pub(crate) async fn delete(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    state
+        .store
+        .delete_integration(i.id)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn test(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let out = ops::test_connection(
+        &state.store,
+        &state.cfg.keyring,
+        switchyard_providers::http_client(),
+        &i,
+    )
+    .await
+    .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(Json(serde_json::to_value(out).unwrap_or_default()))
+}
+
+async fn set_status(
+    state: SharedState,
+    headers: HeaderMap,
+    raw: String,
+    status: IntegrationStatus,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let retry = state.cfg.retry_after_secs;
+    state
+        .store
+        .set_status(i.id, status, None)
+        .await
+        .map_err(|e| ApiError::from_store(e, retry))?;
+    let i = state
+        .store
+        .integration(i.id)
+        .await
+        .map_err(|e| ApiError::from_store(e, retry))?;
+    Ok(Json(ops::view(&i)))
+}
+
+pub(crate) async fn activate(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_status(state, headers, raw, IntegrationStatus::Active).await
+}
+
+pub(crate) async fn deactivate(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_status(state, headers, raw, IntegrationStatus::Inactive).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    /// The window, in hours (default 24).
+    hours: Option<i64>,
+}
+
+pub(crate) async fn stats(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let hours = query(q)?.hours.unwrap_or(24).clamp(1, 24 * 90);
+    let since = Utc::now() - chrono::Duration::hours(hours);
+    let s = state
+        .store
+        .stats(i.id, since)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(Json(
+        json!({"integration": i.id, "window_hours": hours, "since": since, "stats": s}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MappingQuery {
+    entity: Option<String>,
+    internal_id: Option<String>,
+    external_id: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn mappings(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: Result<Query<MappingQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let q = query(q)?;
+    let retry = state.cfg.retry_after_secs;
+    let err = |e| ApiError::from_store(e, retry);
+    let rows = match (&q.entity, &q.internal_id, &q.external_id) {
+        (Some(e), Some(internal), None) => state
+            .store
+            .mapping(i.id, e, internal)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .collect(),
+        (Some(e), None, Some(external)) => state
+            .store
+            .mapping_by_external(i.id, e, external)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .collect(),
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            return Err(bad("entity", "required to look a mapping up by id"));
+        }
+        (_, Some(_), Some(_)) => {
+            return Err(bad(
+                "internal_id",
+                "give internal_id or external_id, not both",
+            ));
+        }
+        (e, None, None) => state
+            .store
+            .list_mappings(i.id, e.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
+            .await
+            .map_err(err)?,
+    };
+    Ok(Json(json!({"mappings": rows})))
+}
+
+pub(crate) async fn delete_mapping(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path((raw, entity, internal_id)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    state
+        .store
+        .delete_mapping(i.id, &entity, &internal_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    integration_id: Option<Uuid>,
+    entity: Option<String>,
+    status: Option<JobStatus>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn jobs(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let q = query(q)?;
+    let page = state
+        .store
+        .job_page(&JobQuery {
+            tenant: who.tenant().map(str::to_owned),
+            integration_id: q.integration_id,
+            entity: q.entity,
+            status: q.status,
+            since: q.since,
+            until: q.until,
+            cursor: q.cursor,
+            limit: q.limit.unwrap_or(50),
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+}

@@ -1,0 +1,270 @@
+//! Managing integrations, for the CLI and the HTTP API alike: validation that names the
+//! field, credentials sealed on the way in and never out, the connection test.
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use switchyard_core::IntegrationStatus;
+use switchyard_core::inbound::InboundSpec;
+use switchyard_providers::{Credentials, HttpClient};
+use switchyard_resilience::{BreakerPolicy, RetryPolicy, settings};
+use switchyard_store::{Integration, SealedCredentials, SecretKind, Store, StoreError};
+use switchyard_vault::{Keyring, Sealed, VaultError};
+use uuid::Uuid;
+
+use crate::keys::aad;
+
+/// What is wrong with an integration, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn field(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Check what an integration is made of, before storing it.
+pub fn validate(
+    name: &str,
+    provider: &str,
+    entities: &[String],
+    settings: &Value,
+    inbound: &Value,
+    credentials: Option<&Value>,
+) -> Result<(), FieldError> {
+    if !switchyard_core::is_valid_name(name) {
+        return Err(field(
+            "name",
+            format!("`{name}` is not a valid name (1-64 of a-z, 0-9, _ or -)"),
+        ));
+    }
+    if switchyard_providers::info(provider).is_none() {
+        let known: Vec<_> = switchyard_providers::PROVIDERS
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        return Err(field(
+            "provider",
+            format!(
+                "`{provider}` is not a known provider; known: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    for e in entities {
+        if !switchyard_core::is_valid_name(e) {
+            return Err(field(
+                "entities",
+                format!("`{e}` is not a valid entity name"),
+            ));
+        }
+    }
+    if !settings.is_object() {
+        return Err(field("settings", "must be a JSON object"));
+    }
+    settings::retry(&RetryPolicy::default(), settings).map_err(|e| split(&e))?;
+    settings::breaker(&BreakerPolicy::default(), settings).map_err(|e| split(&e))?;
+    settings::rate_limits(settings).map_err(|e| split(&e))?;
+    switchyard_providers::validate(provider, settings).map_err(|e| field(&e.field, e.reason))?;
+    serde_json::from_value::<InboundSpec>(inbound.clone())
+        .map_err(|e| field("inbound", e.to_string()))?;
+    if let Some(c) = credentials {
+        let creds = Credentials::from_json(c).map_err(|e| field(&e.field, e.reason))?;
+        // A connector that needs a credential says which is missing.
+        let target = switchyard_providers::info(provider).is_some_and(|p| p.is_target);
+        if target {
+            switchyard_providers::build(
+                provider,
+                settings,
+                creds,
+                switchyard_providers::http_client(),
+            )
+            .map_err(|e| field(&e.field, e.reason))?;
+        }
+    }
+    Ok(())
+}
+
+/// `"settings.retry.factor must be …"` → field `settings.retry…`, reason the rest.
+fn split(message: &str) -> FieldError {
+    let message = message.strip_prefix("settings.").unwrap_or(message);
+    let (f, reason) = message.split_once(' ').unwrap_or((message, "is invalid"));
+    let f = f.trim_end_matches(':');
+    FieldError {
+        field: format!("settings.{f}"),
+        reason: reason.trim_start_matches(": ").to_owned(),
+    }
+}
+
+/// An integration as callers see it: never a credential or a secret.
+pub fn view(i: &Integration) -> Value {
+    serde_json::json!({
+        "id": i.id,
+        "tenant": i.tenant,
+        "name": i.name,
+        "provider": i.provider,
+        "status": i.status,
+        "direction": i.direction,
+        "entities": i.entities,
+        "settings": i.settings,
+        "inbound": i.inbound,
+        "webhook_auth": i.webhook_auth.get("scheme"),
+        "webhook_path": format!("/v1/webhooks/{}", i.id),
+        "has_credentials": i.credentials.is_some(),
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    })
+}
+
+/// Seal credentials for integration `id`.
+pub fn seal_credentials(
+    keyring: &Keyring,
+    id: Uuid,
+    credentials: &Value,
+) -> Result<SealedCredentials, VaultError> {
+    let sealed = keyring.seal(
+        credentials.to_string().as_bytes(),
+        &aad(id, SecretKind::Credentials),
+    )?;
+    Ok(SealedCredentials {
+        key_id: sealed.key_id,
+        bytes: sealed.bytes,
+    })
+}
+
+/// The integration's credentials, opened (for its connector only: never returned).
+pub fn open_credentials(keyring: &Keyring, i: &Integration) -> Result<Credentials, String> {
+    let Some(sealed) = &i.credentials else {
+        return Ok(Credentials::default());
+    };
+    let plain = keyring
+        .open(
+            &Sealed {
+                key_id: sealed.key_id.clone(),
+                bytes: sealed.bytes.clone(),
+            },
+            &aad(i.id, SecretKind::Credentials),
+        )
+        .map_err(|e| format!("credentials: {e}"))?;
+    let json: Value = serde_json::from_slice(plain.expose_secret())
+        .map_err(|_| "credentials: the decrypted value is not JSON".to_owned())?;
+    Credentials::from_json(&json).map_err(|e| e.to_string())
+}
+
+/// The outcome of a connection test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    pub ok: bool,
+    pub message: String,
+    pub status: IntegrationStatus,
+}
+
+/// Call the provider with the integration's settings and credentials. Success moves an
+/// `inactive` integration to `testing`; failure moves it to `error` with the message.
+pub async fn test_connection(
+    store: &Store,
+    keyring: &Keyring,
+    http: HttpClient,
+    i: &Integration,
+) -> Result<TestOutcome, StoreError> {
+    let result = match open_credentials(keyring, i) {
+        Err(e) => Err(e),
+        Ok(creds) => match switchyard_providers::build(&i.provider, &i.settings, creds, http) {
+            Err(e) => Err(e.to_string()),
+            Ok(c) => c.test_connection().await.map_err(|e| e.message),
+        },
+    };
+    let (ok, message, status) = match result {
+        Ok(()) => {
+            let next = if i.status == IntegrationStatus::Inactive {
+                IntegrationStatus::Testing
+            } else {
+                i.status
+            };
+            (
+                true,
+                "the provider answered with these settings and credentials".to_owned(),
+                next,
+            )
+        }
+        Err(e) => (false, e, IntegrationStatus::Error),
+    };
+    store
+        .set_status(i.id, status, (!ok).then_some(message.as_str()))
+        .await?;
+    Ok(TestOutcome {
+        ok,
+        message,
+        status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rest() -> Value {
+        json!({"base_url": "http://127.0.0.1:9", "auth": {"type": "bearer"},
+               "entities": {"order": {"create": {"method": "POST", "path": "/o"}}}})
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let f = |name: &str, provider: &str, settings: Value, creds: Option<Value>| {
+            validate(name, provider, &[], &settings, &json!({}), creds.as_ref())
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(f("Bad Name", "rest", rest(), None), "name");
+        assert_eq!(f("erp", "sap", rest(), None), "provider");
+        assert_eq!(
+            f(
+                "erp",
+                "rest",
+                json!({"base_url": "ftp://x", "entities": {}}),
+                None
+            ),
+            "settings.base_url"
+        );
+        let mut r = rest();
+        r["retry"] = json!({"factor": 0});
+        assert_eq!(f("erp", "rest", r, None), "settings.retry.factor");
+        let mut r = rest();
+        r["rate_limit"] = json!({"limit": 5, "per": "fortnight"});
+        assert!(f("erp", "rest", r, None).starts_with("settings.rate_limit"));
+        assert_eq!(
+            f("erp", "rest", rest(), Some(json!({"api_key": "x"}))),
+            "credentials.token"
+        );
+        assert_eq!(
+            f("erp", "rest", rest(), Some(json!({"token": 5}))),
+            "credentials.token"
+        );
+        let e = validate(
+            "shop",
+            "webhook",
+            &[],
+            &json!({}),
+            &json!({"entity": "order"}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "inbound");
+        assert!(
+            validate(
+                "erp",
+                "rest",
+                &["order".into()],
+                &rest(),
+                &json!({}),
+                Some(&json!({"token": "t"}))
+            )
+            .is_ok()
+        );
+    }
+}

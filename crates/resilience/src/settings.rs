@@ -1,0 +1,85 @@
+//! The sections of an integration's settings every provider shares (`retry`, `breaker`,
+//! `rate_limit`), read over the fleet's defaults. Errors name the setting.
+use crate::{BreakerPolicy, RateLimit, RetryPolicy};
+
+/// The integration's `retry` settings over `default`.
+pub fn retry(default: &RetryPolicy, settings: &serde_json::Value) -> Result<RetryPolicy, String> {
+    let policy: RetryPolicy = overlay(default, settings, "retry")?;
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// The integration's `breaker` settings over `default`.
+pub fn breaker(
+    default: &BreakerPolicy,
+    settings: &serde_json::Value,
+) -> Result<BreakerPolicy, String> {
+    let policy: BreakerPolicy = overlay(default, settings, "breaker")?;
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// `settings[section]`'s fields over `default`'s.
+fn overlay<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    default: &T,
+    settings: &serde_json::Value,
+    section: &str,
+) -> Result<T, String> {
+    let Some(overrides) = settings.get(section) else {
+        return Ok(default.clone());
+    };
+    let mut merged = serde_json::to_value(default).expect("a policy serialises");
+    match (merged.as_object_mut(), overrides.as_object()) {
+        (Some(base), Some(over)) => {
+            for (k, v) in over {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        _ => return Err(format!("settings.{section} must be an object")),
+    }
+    serde_json::from_value(merged).map_err(|e| format!("settings.{section}: {e}"))
+}
+
+/// `settings.rate_limit`: one limit or a list (e.g. per minute and per hour).
+pub fn rate_limits(settings: &serde_json::Value) -> Result<Vec<RateLimit>, String> {
+    let limits: Vec<RateLimit> = match settings.get("rate_limit") {
+        None => return Ok(Vec::new()),
+        Some(v @ serde_json::Value::Array(_)) => serde_json::from_value(v.clone()),
+        Some(v) => serde_json::from_value(v.clone()).map(|l| vec![l]),
+    }
+    .map_err(|e| format!("settings.rate_limit: {e}"))?;
+    for l in &limits {
+        l.validate()?;
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_settings_override_the_defaults() {
+        let d = RetryPolicy::default();
+        let p = retry(&d, &serde_json::json!({"retry": {"max_attempts": 3}})).unwrap();
+        assert_eq!(p.max_attempts, 3);
+        assert_eq!(p.initial_delay_ms, d.initial_delay_ms);
+        assert_eq!(retry(&d, &serde_json::json!({})).unwrap(), d);
+        let err = retry(&d, &serde_json::json!({"retry": {"factor": 0}})).unwrap_err();
+        assert!(err.contains("retry.factor"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_one_or_many() {
+        use serde_json::json;
+        assert!(rate_limits(&json!({})).unwrap().is_empty());
+        let one = rate_limits(&json!({"rate_limit": {"limit": 500, "per": "minute"}})).unwrap();
+        assert_eq!(one.len(), 1);
+        let two = rate_limits(&json!({"rate_limit": [
+            {"limit": 60, "per": "minute"}, {"limit": 1000, "per": "hour"}]}))
+        .unwrap();
+        assert_eq!(two.len(), 2);
+        let err = rate_limits(&json!({"rate_limit": {"limit": 5, "per": "day"}})).unwrap_err();
+        assert!(err.starts_with("settings.rate_limit"), "{err}");
+    }
+}

@@ -1,0 +1,387 @@
+//! The management API: integrations CRUD and lifecycle, statistics, mappings, jobs.
+use serde_json::{Value, json};
+use std::time::Duration;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{ADMIN_TOKEN, Creates, Harness, Options, order};
+
+async fn call(
+    h: &Harness,
+    m: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = h.http.request(m, h.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn manifest(h: &Harness) -> Value {
+    json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "test": {"method": "GET", "path": "/ping"},
+           "entities": {"order": {"create": {"method": "POST", "path": "/api/orders"},
+                                  "update": {"method": "PUT", "path": "/api/orders/{external_id}"}}}})
+}
+
+#[tokio::test]
+async fn integrations_round_trip_without_ever_showing_credentials() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    use reqwest::Method;
+    let secret = "erp-token-never-shown";
+    let (st, created) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({
+            "tenant": "acme", "name": "erp", "provider": "rest", "entities": ["order"],
+            "settings": manifest(&h), "credentials": {"token": secret}
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert_eq!(
+        created["status"], "inactive",
+        "new integrations start inactive"
+    );
+    assert_eq!(created["has_credentials"], true);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Validation errors name the field.
+    let (st, err) = call(&h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(json!({
+        "tenant": "acme", "name": "erp2", "provider": "rest", "settings": {"base_url": "ftp://x", "entities": {}}
+    }))).await;
+    assert_eq!(st, 422);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("settings.base_url:"),
+        "{err}"
+    );
+    let (st, err) = call(&h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(json!({
+        "tenant": "acme", "name": "erp3", "provider": "rest", "settings": manifest(&h), "credentials": {"api_key": "x"}
+    }))).await;
+    assert_eq!(st, 422);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("credentials.token:"),
+        "{err}"
+    );
+    let (st, err) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({
+            "tenant": "acme", "name": "erp", "provider": "rest", "settings": manifest(&h)
+        })),
+    )
+    .await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "names are unique per tenant"
+    );
+
+    // Update, then read it back: settings changed, credentials still absent from every answer.
+    let mut m = manifest(&h);
+    m["timeout_ms"] = json!(1234);
+    let (st, updated) = call(
+        &h,
+        Method::PATCH,
+        &format!("/v1/integrations/{id}"),
+        ADMIN_TOKEN,
+        Some(json!({"settings": m, "credentials": {"token": "rotated-token-never-shown"}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{updated}");
+    let (st, shown) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{id}"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(shown["settings"]["timeout_ms"], 1234);
+    let (_, listed) = call(
+        &h,
+        Method::GET,
+        "/v1/integrations?provider=rest",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(listed["integrations"].as_array().unwrap().len(), 1);
+    for answer in [&created, &updated, &shown, &listed] {
+        let text = answer.to_string();
+        assert!(
+            !text.contains(secret) && !text.contains("rotated-token"),
+            "a credential came out: {text}"
+        );
+    }
+
+    // Test: failure → error with the message; success → inactive becomes testing; activate.
+    let (_, failed) = call(
+        &h,
+        Method::POST,
+        &format!("/v1/integrations/{id}/test"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (failed["ok"].as_bool(), failed["status"].as_str()),
+        (Some(false), Some("error")),
+        "{failed}"
+    );
+    Mock::given(method("GET"))
+        .and(path("/ping"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&h.provider)
+        .await;
+    h.store
+        .set_status(
+            id.parse().unwrap(),
+            switchyard_core::IntegrationStatus::Inactive,
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, passed) = call(
+        &h,
+        Method::POST,
+        &format!("/v1/integrations/{id}/test"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (passed["ok"].as_bool(), passed["status"].as_str()),
+        (Some(true), Some("testing")),
+        "{passed}"
+    );
+    let (_, active) = call(
+        &h,
+        Method::POST,
+        &format!("/v1/integrations/{id}/activate"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(active["status"], "active");
+    let (_, listed) = call(
+        &h,
+        Method::GET,
+        "/v1/integrations?status=active",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(listed["integrations"].as_array().unwrap().len(), 1);
+
+    // Soft delete: gone from the API, its rows kept.
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        &format!("/v1/integrations/{id}"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{id}"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM integrations WHERE id = $1 AND deleted_at IS NOT NULL",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .fetch_one(h.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(kept, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn statistics_mappings_and_job_pages() {
+    let h = Harness::start().await;
+    use reqwest::Method;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(Creates::ids("ext"))
+        .mount(&h.provider)
+        .await;
+    let mut jobs = Vec::new();
+    for i in 0..5 {
+        jobs.extend(
+            h.accept(store, &format!("e{i}"), order(&format!("ord-{i}"), 1, "1"))
+                .await,
+        );
+    }
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", Duration::from_secs(15))
+            .await;
+    }
+
+    let (_, s) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}/stats?hours=1"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(s["stats"]["total"], 5, "{s}");
+    assert_eq!(s["stats"]["succeeded"], 5);
+    assert_eq!(s["stats"]["success_rate"], 1.0);
+    assert!(
+        s["stats"]["p95_duration_ms"].as_f64().is_some()
+            && s["stats"]["last_success_at"].is_string(),
+        "{s}"
+    );
+
+    // Mappings: by internal id, by external id, list, delete.
+    let (_, by_internal) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}/mappings?entity=order&internal_id=ord-2"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    let ext = by_internal["mappings"][0]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, by_external) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}/mappings?entity=order&external_id={ext}"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(by_external["mappings"][0]["internal_id"], "ord-2");
+    let (_, all) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}/mappings?entity=order"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(all["mappings"].as_array().unwrap().len(), 5);
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        &format!("/v1/integrations/{erp}/mappings/order/ord-2"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    // Forgotten on purpose: the next event for ord-2 creates it again.
+    let again = h.accept(store, "e2-again", order("ord-2", 2, "1")).await;
+    h.wait_status(again[0], "succeeded", Duration::from_secs(15))
+        .await;
+    let posts = h
+        .provider
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 6);
+
+    // Jobs, two at a time, newest first, every job once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?integration_id={erp}&limit=2&cursor={c}"),
+            None => format!("/v1/jobs?integration_id={erp}&limit=2"),
+        };
+        let (st, page) = call(&h, Method::GET, &path, ADMIN_TOKEN, None).await;
+        assert_eq!(st, 200, "{page}");
+        for j in page["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "no job twice across pages");
+    let (st, _) = call(
+        &h,
+        Method::GET,
+        "/v1/jobs?cursor=nonsense",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 400);
+    let (_, dead) = call(&h, Method::GET, "/v1/jobs?status=dead", ADMIN_TOKEN, None).await;
+    assert_eq!(dead["jobs"].as_array().unwrap().len(), 0);
+
+    // Another tenant sees none of it.
+    h.store
+        .create_api_key(
+            "beta",
+            "b",
+            &switchyard_core::ids::secret_digest("beta-key"),
+        )
+        .await
+        .unwrap();
+    let (st, _) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}"),
+        "beta-key",
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (_, list) = call(&h, Method::GET, "/v1/integrations", "beta-key", None).await;
+    assert_eq!(list["integrations"].as_array().unwrap().len(), 0);
+    let (_, page) = call(&h, Method::GET, "/v1/jobs", "beta-key", None).await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 0);
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        &format!("/v1/integrations/{erp}/mappings/order/ord-1"),
+        "beta-key",
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    h.shutdown().await;
+}
