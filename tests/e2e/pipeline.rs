@@ -351,3 +351,26 @@ async fn a_deleted_event_deletes_the_mapped_entity_and_forgets_the_mapping() {
     h.provider.verify().await;
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_target_was_deleted_meanwhile_is_dead_lettered_and_says_why() {
+    let mut h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(store, &[erp]).await;
+    let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
+    h.store.delete_integration(erp).await.unwrap();
+    h.worker = Some(
+        h.spawn_worker(crate::support::Options::default().worker_config)
+            .await,
+    );
+    let dead = h.wait_status(jobs[0], "dead", WAIT).await;
+    assert_eq!(dead.dead_reason.as_deref(), Some("malformed"));
+    assert!(dead.last_error.unwrap().contains("does not exist"));
+    assert!(h.provider.received_requests().await.unwrap().is_empty());
+    h.shutdown().await;
+}

@@ -145,6 +145,11 @@ async fn process(
             env.integration_id
         );
         warn!(%message, "dead-lettering");
+        // The job's row says so too (unless the id never named an integration at all).
+        let _ = shared
+            .store
+            .mark_dead(env, ErrorClass::Malformed, DeadReason::Malformed, &message)
+            .await;
         return Ok(Settle::Dead {
             reason: DeadReason::Malformed,
             class: ErrorClass::Malformed,
