@@ -237,26 +237,20 @@ impl WebhookAuth {
             WebhookAuth::Stripe { tolerance_secs } => {
                 stripe(header, body, secrets, now, *tolerance_secs)
             }
-            WebhookAuth::Shopify => {
-                let sig = required(header, "x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256")?;
-                let given = decode_b64(&sig, "X-Shopify-Hmac-Sha256")?;
-                any_secret(secrets, |s| {
-                    ct_eq(&mac(Algorithm::Sha256, s, &[body]), &given)
-                })?;
-                Ok(Verified {
-                    delivery_id: header("x-shopify-webhook-id"),
-                })
-            }
-            WebhookAuth::Woocommerce => {
-                let sig = required(header, "x-wc-webhook-signature", "X-WC-Webhook-Signature")?;
-                let given = decode_b64(&sig, "X-WC-Webhook-Signature")?;
-                any_secret(secrets, |s| {
-                    ct_eq(&mac(Algorithm::Sha256, s, &[body]), &given)
-                })?;
-                Ok(Verified {
-                    delivery_id: header("x-wc-webhook-delivery-id"),
-                })
-            }
+            WebhookAuth::Shopify => body_hmac_base64(
+                header,
+                body,
+                secrets,
+                ("x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256"),
+                "x-shopify-webhook-id",
+            ),
+            WebhookAuth::Woocommerce => body_hmac_base64(
+                header,
+                body,
+                secrets,
+                ("x-wc-webhook-signature", "X-WC-Webhook-Signature"),
+                "x-wc-webhook-delivery-id",
+            ),
             WebhookAuth::Github => {
                 let sig = required(header, "x-hub-signature-256", "X-Hub-Signature-256")?;
                 let hex_sig = sig.strip_prefix("sha256=").ok_or(AuthFailure::Malformed(
@@ -275,6 +269,24 @@ impl WebhookAuth {
             WebhookAuth::Hmac(g) => generic(g, header, body, secrets, now),
         }
     }
+}
+
+/// Shopify's and WooCommerce's scheme: the base64 HMAC-SHA256 of the body in one header
+/// (lower-case name, name as shown), the delivery id in another.
+fn body_hmac_base64(
+    header: Header<'_>,
+    body: &[u8],
+    secrets: &[Vec<u8>],
+    (name, shown): (&str, &'static str),
+    id_header: &str,
+) -> Result<Verified, AuthFailure> {
+    let given = decode_b64(&required(header, name, shown)?, shown)?;
+    any_secret(secrets, |s| {
+        ct_eq(&mac(Algorithm::Sha256, s, &[body]), &given)
+    })?;
+    Ok(Verified {
+        delivery_id: header(id_header),
+    })
 }
 
 fn digest_matches(given: &str, digests: &[String]) -> bool {

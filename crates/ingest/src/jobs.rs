@@ -64,7 +64,7 @@ pub(crate) async fn authorize(
             "invalid_credentials",
             "the bearer token is neither the admin token nor an active API key",
         )),
-        Err(e) => Err(ApiError::from_store(e, state.cfg.retry_after_secs)),
+        Err(e) => Err(state.store_error(e)),
     }
 }
 

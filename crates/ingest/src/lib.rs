@@ -71,6 +71,14 @@ pub(crate) struct AppState {
 
 pub(crate) type SharedState = Arc<AppState>;
 
+impl AppState {
+    /// A store error as the caller should see it (503 with Retry-After when the database is
+    /// unreachable).
+    pub(crate) fn store_error(&self, e: switchyard_store::StoreError) -> ApiError {
+        ApiError::from_store(e, self.cfg.retry_after_secs)
+    }
+}
+
 /// The HTTP routes, for embedding or testing.
 pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
     let admin_digest = cfg

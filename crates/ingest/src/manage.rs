@@ -54,7 +54,7 @@ async fn visible(state: &SharedState, who: &Principal, raw: &str) -> ApiResult<I
         .store
         .integration(id)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     if who.tenant().is_some_and(|t| t != i.tenant) {
         return Err(ApiError::not_found(format!("integration {id} not found")));
     }
@@ -85,7 +85,7 @@ pub(crate) async fn list(
         .store
         .find_integrations(&f)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(Json(
         json!({"integrations": list.iter().map(ops::view).collect::<Vec<_>>()}),
     ))
@@ -212,7 +212,7 @@ pub(crate) async fn create(
             webhook_secrets,
         })
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     let mut v = ops::view(&created);
     if let Some(k) = shown_key {
         v["webhook_api_key"] = json!(k);
@@ -233,7 +233,7 @@ pub(crate) async fn show(
             .store
             .routes(i.id)
             .await
-            .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?,
+            .map_err(|e| state.store_error(e))?,
     )
     .unwrap_or_default();
     Ok(Json(v))
@@ -298,7 +298,7 @@ pub(crate) async fn update(
         .store
         .update_integration(i.id, &patch)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(Json(ops::view(&updated)))
 }
 
@@ -313,7 +313,7 @@ pub(crate) async fn delete(
         .store
         .delete_integration(i.id)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -331,7 +331,7 @@ pub(crate) async fn test(
         &i,
     )
     .await
-    .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+    .map_err(|e| state.store_error(e))?;
     Ok(Json(serde_json::to_value(out).unwrap_or_default()))
 }
 
@@ -394,7 +394,7 @@ pub(crate) async fn stats(
         .store
         .stats(i.id, since)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(Json(
         json!({"integration": i.id, "window_hours": hours, "since": since, "stats": s}),
     ))
@@ -464,7 +464,7 @@ pub(crate) async fn delete_mapping(
         .store
         .delete_mapping(i.id, &entity, &internal_id)
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -500,6 +500,6 @@ pub(crate) async fn jobs(
             limit: q.limit.unwrap_or(50),
         })
         .await
-        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?;
+        .map_err(|e| state.store_error(e))?;
     Ok(Json(serde_json::to_value(page).unwrap_or_default()))
 }

@@ -395,15 +395,12 @@ impl Store {
             tx.commit().await?;
             return Ok(Claim::Duplicate { status });
         }
-        let mapping: Option<Mapping> = sqlx::query_as(
-            "SELECT integration_id, entity, internal_id, external_id, last_source_version, \
-                    last_job_id, created_at, last_synced_at \
-             FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3",
+        let mapping: Option<Mapping> = crate::mappings::mapping_in(
+            &mut *tx,
+            env.integration_id,
+            &env.entity,
+            &env.internal_id,
         )
-        .bind(env.integration_id)
-        .bind(&env.entity)
-        .bind(&env.internal_id)
-        .fetch_optional(&mut *tx)
         .await?;
         // The id is derived from the idempotency key, so the row's id is the envelope's.
         let job_id = env.id;

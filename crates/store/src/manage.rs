@@ -235,16 +235,17 @@ impl Store {
         entity: &str,
         external_id: &str,
     ) -> Result<Option<Mapping>> {
-        Ok(sqlx::query_as(
-            "SELECT integration_id, entity, internal_id, external_id, last_source_version, \
-                    last_job_id, created_at, last_synced_at \
-             FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND external_id = $3",
-        )
-        .bind(integration)
-        .bind(entity)
-        .bind(external_id)
-        .fetch_optional(self.pool())
-        .await?)
+        let sql = format!(
+            "SELECT {} FROM id_mappings \
+             WHERE integration_id = $1 AND entity = $2 AND external_id = $3",
+            crate::mappings::MAPPING_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(integration)
+            .bind(entity)
+            .bind(external_id)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Forget a mapping, so the entity is created again on its next event.

@@ -18,6 +18,32 @@ pub struct Mapping {
     pub last_synced_at: DateTime<Utc>,
 }
 
+/// The columns of [`Mapping`], in its field order.
+pub(crate) const MAPPING_COLUMNS: &str = "integration_id, entity, internal_id, external_id, \
+     last_source_version, last_job_id, created_at, last_synced_at";
+
+/// One entity's mapping, on a pool or inside a transaction.
+pub(crate) async fn mapping_in<'e, E>(
+    exec: E,
+    integration: Uuid,
+    entity: &str,
+    internal_id: &str,
+) -> Result<Option<Mapping>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let sql = format!(
+        "SELECT {MAPPING_COLUMNS} FROM id_mappings \
+         WHERE integration_id = $1 AND entity = $2 AND internal_id = $3"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(integration)
+        .bind(entity)
+        .bind(internal_id)
+        .fetch_optional(exec)
+        .await?)
+}
+
 impl Store {
     pub async fn mapping(
         &self,
@@ -25,16 +51,7 @@ impl Store {
         entity: &str,
         internal_id: &str,
     ) -> Result<Option<Mapping>> {
-        Ok(sqlx::query_as(
-            "SELECT integration_id, entity, internal_id, external_id, last_source_version, \
-                    last_job_id, created_at, last_synced_at \
-             FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3",
-        )
-        .bind(integration)
-        .bind(entity)
-        .bind(internal_id)
-        .fetch_optional(self.pool())
-        .await?)
+        mapping_in(self.pool(), integration, entity, internal_id).await
     }
 
     pub async fn list_mappings(
@@ -43,17 +60,17 @@ impl Store {
         entity: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Mapping>> {
-        Ok(sqlx::query_as(
-            "SELECT integration_id, entity, internal_id, external_id, last_source_version, \
-                    last_job_id, created_at, last_synced_at \
-             FROM id_mappings WHERE integration_id = $1 AND ($2::text IS NULL OR entity = $2) \
-             ORDER BY entity, internal_id LIMIT $3",
-        )
-        .bind(integration)
-        .bind(entity)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        let sql = format!(
+            "SELECT {MAPPING_COLUMNS} FROM id_mappings \
+             WHERE integration_id = $1 AND ($2::text IS NULL OR entity = $2) \
+             ORDER BY entity, internal_id LIMIT $3"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(integration)
+            .bind(entity)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// How many mappings an integration has (for progress checks and benchmarks).
