@@ -27,9 +27,7 @@ fn rabbitmqctl(arg: &str) {
 #[tokio::test]
 async fn ingest_and_worker_recover_from_a_broker_restart() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(Creates::ids("ext"))
         .mount(&h.provider)

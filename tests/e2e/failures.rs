@@ -28,9 +28,7 @@ async fn provider(h: &Harness, answers: Vec<Answer>) -> Scripted {
 #[tokio::test]
 async fn transient_failures_are_retried_on_the_exponential_schedule() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     let p = provider(
         &h,
         vec![status(500), status(500), status(500), Answer::Create],
@@ -70,9 +68,7 @@ async fn transient_failures_are_retried_on_the_exponential_schedule() {
 #[tokio::test]
 async fn a_validation_error_is_dead_lettered_at_once_with_the_providers_message() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     let p = provider(
         &h,
         vec![Answer::With(
@@ -243,9 +239,7 @@ async fn two_workers_share_one_rate_limit() {
 #[tokio::test]
 async fn a_429_with_retry_after_defers_without_spending_an_attempt() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     let p = provider(
         &h,
         vec![
@@ -423,9 +417,7 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     let p = provider(&h, vec![Answer::Create]).await;
     h.worker = Some(
         h.spawn_worker(Harness::worker_config_with_fault(FaultPoint::PanicFor(

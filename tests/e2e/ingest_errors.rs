@@ -24,9 +24,7 @@ async fn bad_requests_are_refused_with_a_reason_and_nothing_is_published() {
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     let url = h.url(&format!("/v1/webhooks/{store}"));
     let post = |body: String, key: &str, ct: &str| {
         h.http
@@ -156,9 +154,7 @@ async fn an_unreachable_broker_gets_503_with_retry_after_and_readyz_says_so() {
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
 
     let (s, retry_after, b) = error_of(h.send(store, "e1", order("o", 1, "1")).await).await;
     assert_eq!(s, 503);

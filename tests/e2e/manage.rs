@@ -227,9 +227,7 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
 async fn statistics_mappings_and_job_pages() {
     let h = Harness::start().await;
     use reqwest::Method;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(Creates::ids("ext"))
         .mount(&h.provider)

@@ -17,9 +17,7 @@ fn created(id: &str) -> ResponseTemplate {
 #[tokio::test]
 async fn an_order_webhook_creates_the_order_once_and_maps_its_id() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .and(path("/api/orders"))
         .and(header("authorization", "Bearer provider-token"))
@@ -78,9 +76,7 @@ async fn an_order_webhook_creates_the_order_once_and_maps_its_id() {
 #[tokio::test]
 async fn the_same_event_twice_has_one_effect() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(created("ext-1"))
         .expect(1)
@@ -140,9 +136,7 @@ async fn the_same_event_twice_has_one_effect() {
 #[tokio::test]
 async fn updates_go_to_the_external_id_and_older_events_are_stale() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(created("ext-9"))
         .expect(1)
@@ -182,9 +176,7 @@ async fn a_worker_killed_after_recording_but_before_the_ack_causes_no_second_cre
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(created("ext-1"))
         .expect(1)
@@ -231,9 +223,7 @@ async fn a_worker_killed_between_the_call_and_the_record_retries_with_the_same_i
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(created("ext-1"))
         .mount(&h.provider)
@@ -318,9 +308,7 @@ async fn one_route_fans_out_to_three_targets() {
 #[tokio::test]
 async fn a_deleted_event_deletes_the_mapped_entity_and_forgets_the_mapping() {
     let h = Harness::start().await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(created("ext-5"))
         .expect(1)
@@ -359,9 +347,7 @@ async fn a_job_whose_target_was_deleted_meanwhile_is_dead_lettered_and_says_why(
         ..Default::default()
     })
     .await;
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
     let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
     h.store.delete_integration(erp).await.unwrap();
     h.worker = Some(

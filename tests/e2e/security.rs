@@ -488,9 +488,7 @@ async fn a_tenant_sees_and_replays_only_its_own() {
         .create_api_key("beta", "b", &switchyard_core::ids::secret_digest(b_key))
         .await
         .unwrap();
-    let store = h.source("store").await;
-    let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.route(store, &[erp]).await;
+    let (store, _) = h.store_to_erp(json!({})).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
         .mount(&h.provider)

@@ -423,6 +423,15 @@ impl Harness {
         }
     }
 
+    /// The usual set-up: a `store` that sends order webhooks, routed to an `erp` REST target
+    /// (orders at `/api/orders`) with `extra` settings. Returns (store, erp).
+    pub async fn store_to_erp(&self, extra: Value) -> (Uuid, Uuid) {
+        let store = self.source("store").await;
+        let erp = self.rest_target("erp", "orders", extra).await;
+        self.route(store, &[erp]).await;
+        (store, erp)
+    }
+
     pub async fn route(&self, source: Uuid, targets: &[Uuid]) {
         self.store
             .add_route(source, "order", "*", targets)
