@@ -7,6 +7,7 @@
 //! themselves and register here.
 #![forbid(unsafe_code)]
 
+pub mod list;
 pub mod rest;
 
 /// The HTTP client connectors share (see [`http_client`]).
@@ -141,6 +142,49 @@ pub trait Connector: Send + Sync {
     async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError>;
     /// A cheap authenticated call that proves the settings and credentials work.
     async fn test_connection(&self) -> Result<(), ProviderError>;
+    /// Whether [`Connector::list_changed`] can list this entity's records.
+    fn can_list(&self, _entity: &str) -> bool {
+        false
+    }
+    /// One page of the entity's records changed since `q.since` (every record when `None`).
+    async fn list_changed(&self, q: ListQuery<'_>) -> Result<ChangedPage, ProviderError> {
+        Err(ProviderError::new(
+            ErrorClass::Permanent,
+            format!(
+                "provider `{}` cannot list changed {} records",
+                self.provider(),
+                q.entity
+            ),
+        ))
+    }
+}
+
+/// What to list: an entity's records changed since a time, from a page cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    pub entity: &'a str,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// From the previous page; `None` for the first.
+    pub cursor: Option<&'a str>,
+}
+
+/// One record at the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The provider's id for it.
+    pub id: String,
+    /// Its version (a number, or a timestamp in microseconds), if the provider gives one.
+    pub version: Option<i64>,
+    pub payload: Value,
+}
+
+/// A page of changed records, and the cursor of the next page (`None`: the last page).
+#[derive(Debug, Clone)]
+pub struct ChangedPage {
+    pub records: Vec<Record>,
+    pub next: Option<String>,
+    /// e.g. `GET http://host/api/orders?page=2`; never headers or credentials.
+    pub request: String,
 }
 
 /// A provider the registry knows.
@@ -217,6 +261,16 @@ pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
         rest::PROVIDER => rest::Manifest::parse(settings).map(|_| ()),
         "webhook" => Ok(()),
         other => Err(unknown(other)),
+    }
+}
+
+/// Whether an integration with these settings can list its changed `entity` records
+/// (without its credentials: for planning a sync).
+pub fn can_list(provider: &str, settings: &Value, entity: &str) -> bool {
+    match provider {
+        rest::PROVIDER => rest::Manifest::parse(&connector_settings(settings))
+            .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.list.is_some())),
+        _ => false,
     }
 }
 

@@ -7,6 +7,9 @@
 //! recording the mapping. A provider that ignores it leaves that window open: say so in the
 //! integration's notes.
 //!
+//! An entity may also say how to `list` its records changed since a time, which import syncs
+//! page through (see [`crate::list`]).
+//!
 //! ```json
 //! {
 //!   "base_url": "https://erp.example.com/api",
@@ -33,7 +36,10 @@ use std::time::Duration;
 use switchyard_core::ErrorClass;
 use switchyard_core::mapping::FieldMap;
 
-use crate::{CallOutcome, ConfigError, Connector, Credentials, Operation, ProviderError};
+use crate::{
+    CallOutcome, ChangedPage, ConfigError, Connector, Credentials, ListQuery, Operation,
+    ProviderError,
+};
 
 pub const PROVIDER: &str = "rest";
 const MAX_SUMMARY: usize = 1024;
@@ -103,6 +109,9 @@ pub struct EntityEndpoints {
     /// Where the created entity's id is in the create response.
     #[serde(default = "default_id_pointer")]
     pub id_pointer: String,
+    /// How to list the entity's records changed since a time (for import syncs).
+    #[serde(default)]
+    pub list: Option<crate::list::ListEndpoint>,
 }
 
 fn default_id_pointer() -> String {
@@ -151,6 +160,20 @@ impl Manifest {
                     at("id_pointer"),
                     "a JSON pointer starts with `/`",
                 ));
+            }
+        }
+        for (name, e) in &m.entities {
+            if let Some(l) = &e.list {
+                let at = format!("settings.entities.{name}.list");
+                check_endpoint(
+                    &Endpoint {
+                        method: l.method.clone(),
+                        path: l.path.clone(),
+                    },
+                    &at,
+                    false,
+                )?;
+                l.validate(&at)?;
             }
         }
         if let Some(t) = &m.test {
@@ -379,6 +402,37 @@ impl Connector for RestConnector {
         }
     }
 
+    fn can_list(&self, entity: &str) -> bool {
+        self.manifest
+            .entities
+            .get(entity)
+            .is_some_and(|e| e.list.is_some())
+    }
+
+    async fn list_changed(&self, q: ListQuery<'_>) -> Result<ChangedPage, ProviderError> {
+        let e = self.entity(q.entity)?;
+        let list = e.list.as_ref().ok_or_else(|| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!(
+                    "the manifest has no `list` endpoint for entity `{}`",
+                    q.entity
+                ),
+            )
+        })?;
+        let base = self.url(&list.path, "", None);
+        let url = list.page_url(&base, &self.manifest.base_url, q.since, q.cursor)?;
+        let rb = self.request(&list.method, url.as_str());
+        let (status, headers, body, summary) = send_full(rb, &list.method, url.as_str()).await?;
+        list.read_page(&headers, &body, q.cursor, &self.manifest.base_url)
+            .map(|(records, next)| ChangedPage {
+                records,
+                next,
+                request: summary.clone(),
+            })
+            .map_err(|m| fail(ErrorClass::Permanent, Some(status), &summary, &body, m))
+    }
+
     async fn test_connection(&self) -> Result<(), ProviderError> {
         let (method, path) = match &self.manifest.test {
             Some(t) => (t.method.as_str(), t.path.as_str()),
@@ -397,6 +451,17 @@ async fn send(
     method: &str,
     url: &str,
 ) -> Result<(u16, String, String), ProviderError> {
+    send_full(rb, method, url)
+        .await
+        .map(|(status, _, body, summary)| (status, body, summary))
+}
+
+/// [`send`], keeping the response's headers.
+async fn send_full(
+    rb: reqwest::RequestBuilder,
+    method: &str,
+    url: &str,
+) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
     let summary = format!("{} {}", method.to_ascii_uppercase(), url);
     let resp = match rb.send().await {
         Ok(r) => r,
@@ -423,6 +488,7 @@ async fn send(
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
+    let headers = resp.headers().clone();
     let body = match resp.text().await {
         Ok(b) => b,
         Err(e) => {
@@ -436,7 +502,7 @@ async fn send(
         }
     };
     if status.is_success() {
-        return Ok((status.as_u16(), body, summary));
+        return Ok((status.as_u16(), headers, body, summary));
     }
     let class = classify(status);
     let detail = provider_message(&body);
