@@ -25,6 +25,27 @@ pub struct OutgoingMessage {
     pub headers: Headers,
 }
 
+impl OutgoingMessage {
+    /// A job's first publication: on the jobs exchange under its routing key, attempt 0,
+    /// first received when the envelope says, with the trace context if there is one.
+    pub fn job(env: &switchyard_core::Envelope) -> OutgoingMessage {
+        let mut headers = Headers::default();
+        headers
+            .set(crate::header::ATTEMPT, "0")
+            .set(crate::header::FIRST_RECEIVED, env.received_at.to_rfc3339());
+        if let Some(t) = &env.trace {
+            headers.set(crate::header::TRACEPARENT, t.clone());
+        }
+        OutgoingMessage {
+            exchange: Exchange::Jobs,
+            routing_key: env.routing_key(),
+            message_id: env.id.to_string(),
+            body: env.to_vec(),
+            headers,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("the message broker is not connected")]

@@ -55,6 +55,15 @@ impl Topology {
         format!("{}sy.q.{provider}", self.prefix)
     }
 
+    /// The sync pager's queue: one message per page of a sync run to read.
+    pub fn sync_queue(&self) -> String {
+        format!("{}sy.sync", self.prefix)
+    }
+
+    /// The routing key of sync page messages on the jobs exchange (no provider's name
+    /// starts with `_`).
+    pub const SYNC_ROUTING_KEY: &'static str = "_sync.page";
+
     pub fn dead_letter_queue(&self, provider: &str) -> String {
         format!("{}sy.dlq.{provider}", self.prefix)
     }
@@ -166,6 +175,16 @@ impl Topology {
             AMQPValue::LongString("quorum".into()),
         );
         self.declare_delay_levels(ch).await?;
+        ch.queue_declare(self.sync_queue().into(), qopts, quorum.clone())
+            .await?;
+        ch.queue_bind(
+            self.sync_queue().into(),
+            self.jobs_exchange().into(),
+            Self::SYNC_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         for p in &self.providers {
             let pattern = ShortString::from(format!("{p}.#"));
             ch.queue_declare(self.queue(p).into(), qopts, self.work_queue_args())
@@ -279,6 +298,8 @@ impl Topology {
                     .await?;
             }
         }
+        ch.queue_delete(self.sync_queue().into(), QueueDeleteOptions::default())
+            .await?;
         for e in [self.jobs_exchange(), self.dead_letter_exchange()] {
             ch.exchange_delete(e.into(), ExchangeDeleteOptions::default())
                 .await?;

@@ -45,6 +45,9 @@ pub struct Envelope {
     pub received_at: DateTime<Utc>,
     /// The event's data, as the sender sent it.
     pub payload: serde_json::Value,
+    /// The sync run that enqueued the job, if a sync did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_run_id: Option<Uuid>,
     /// W3C `traceparent` of the request that produced the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
@@ -120,6 +123,7 @@ mod tests {
             occurred_at: None,
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: serde_json::json!({"id": "ord-1"}),
+            sync_run_id: None,
             trace: None,
         }
     }

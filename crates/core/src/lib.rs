@@ -8,6 +8,7 @@ pub mod ids;
 pub mod inbound;
 pub mod mapping;
 pub mod model;
+pub mod schedule;
 pub mod webhook_auth;
 
 pub use envelope::{ENVELOPE_VERSION, Envelope};

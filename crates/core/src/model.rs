@@ -97,6 +97,8 @@ string_enum!(
         Succeeded => "succeeded",
         Stale => "stale",
         Ignored => "ignored",
+        /// Its sync run was cancelled before it ran.
+        Skipped => "skipped",
         Dead => "dead",
     }
 );
@@ -107,7 +109,7 @@ impl JobStatus {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            JobStatus::Succeeded | JobStatus::Stale | JobStatus::Ignored
+            JobStatus::Succeeded | JobStatus::Stale | JobStatus::Ignored | JobStatus::Skipped
         )
     }
 }

@@ -117,6 +117,11 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             "/v1/integrations/{id}/mappings/{entity}/{internal_id}",
             axum::routing::delete(manage::delete_mapping),
         )
+        .route("/v1/integrations/{id}/sync", post(manage::sync))
+        .route("/v1/integrations/{id}/sync-runs", get(manage::sync_runs))
+        .route("/v1/integrations/{id}/events", get(manage::events))
+        .route("/v1/sync-runs/{id}", get(manage::sync_run))
+        .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))

@@ -113,6 +113,8 @@ pub(crate) struct CreateBody {
     /// `{"scheme": "none"}`, or a signing scheme with `webhook_secrets`.
     webhook_auth: Option<Value>,
     webhook_secrets: Option<Vec<String>>,
+    /// When it syncs on its own (see `core::schedule`).
+    schedule: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -146,6 +148,9 @@ pub(crate) async fn create(
         b.credentials.as_ref(),
     )
     .map_err(|e| bad(&e.field, e.reason))?;
+    if let Some(s) = &b.schedule {
+        ops::validate_schedule(s).map_err(|e| bad(&e.field, e.reason))?;
+    }
     let id = Uuid::now_v7();
     let mut shown_key = None;
     let auth = match b.webhook_auth {
@@ -210,6 +215,7 @@ pub(crate) async fn create(
             webhook_auth: serde_json::to_value(&policy).unwrap_or_default(),
             credentials,
             webhook_secrets,
+            schedule: b.schedule,
         })
         .await
         .map_err(|e| state.store_error(e))?;
@@ -248,6 +254,7 @@ pub(crate) struct UpdateBody {
     settings: Option<Value>,
     inbound: Option<Value>,
     credentials: Option<Value>,
+    schedule: Option<Value>,
 }
 
 pub(crate) async fn update(
@@ -259,6 +266,9 @@ pub(crate) async fn update(
     let who = authorize(&state, &headers).await?;
     let i = visible(&state, &who, &raw).await?;
     let b = body(b)?;
+    if let Some(s) = &b.schedule {
+        ops::validate_schedule(s).map_err(|e| bad(&e.field, e.reason))?;
+    }
     // Validate the integration as it will be.
     let name = b.name.clone().unwrap_or_else(|| i.name.clone());
     let entities = b.entities.clone().unwrap_or_else(|| i.entities.clone());
@@ -291,7 +301,7 @@ pub(crate) async fn update(
         entities: b.entities,
         settings: b.settings,
         inbound: b.inbound,
-        schedule: None,
+        schedule: b.schedule,
         credentials,
     };
     let updated = state
@@ -502,4 +512,145 @@ pub(crate) async fn jobs(
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncBody {
+    /// Only these entities.
+    entities: Option<Vec<String>>,
+    /// Read every record, not only those changed since the last successful run.
+    #[serde(default)]
+    full: bool,
+}
+
+/// `POST /v1/integrations/{id}/sync`: start a sync now.
+pub(crate) async fn sync(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Option<Json<SyncBody>>,
+) -> ApiResult<Response> {
+    use switchyard_ops::sync::{SyncError, SyncRequest, start};
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    if let Some(bad_entity) = b
+        .entities
+        .iter()
+        .flatten()
+        .find(|e| !switchyard_core::is_valid_name(e))
+    {
+        return Err(bad(
+            "entities",
+            format!("`{bad_entity}` is not an entity name"),
+        ));
+    }
+    let req = SyncRequest {
+        trigger: "manual",
+        slot: None,
+        started_by: who.actor(),
+        entities: b.entities,
+        full: b.full,
+        now: Utc::now(),
+    };
+    match start(&state.store, &state.broker, &i, req).await {
+        Ok(Some(run)) => Ok((StatusCode::ACCEPTED, Json(json!(run))).into_response()),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sync_exists",
+            "this sync has already been started",
+        )),
+        Err(SyncError::Refused(m)) => Err(ApiError::new(StatusCode::CONFLICT, "cannot_sync", m)),
+        Err(SyncError::Store(e)) => Err(state.store_error(e)),
+        Err(e @ SyncError::Broker { .. }) => Err(ApiError::unavailable(
+            "broker_unavailable",
+            e.to_string(),
+            state.cfg.retry_after_secs,
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /v1/integrations/{id}/sync-runs`: newest first.
+pub(crate) async fn sync_runs(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let q = query(q)?;
+    let runs = state
+        .store
+        .sync_runs(i.id, q.limit.unwrap_or(20))
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(json!({"sync_runs": runs})))
+}
+
+/// The run, if the caller may see it.
+async fn visible_run(
+    state: &SharedState,
+    who: &Principal,
+    raw: &str,
+) -> ApiResult<switchyard_store::SyncRun> {
+    let id = id(raw)?;
+    let run = state
+        .store
+        .sync_run(id)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if who.tenant().is_some_and(|t| t != run.tenant) {
+        return Err(ApiError::not_found(format!("sync run {id} not found")));
+    }
+    Ok(run)
+}
+
+/// `GET /v1/sync-runs/{id}`
+pub(crate) async fn sync_run(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    Ok(Json(json!(visible_run(&state, &who, &raw).await?)))
+}
+
+/// `POST /v1/sync-runs/{id}/cancel`: no further page; jobs not yet started are skipped.
+pub(crate) async fn cancel_sync_run(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let run = visible_run(&state, &who, &raw).await?;
+    let run = state
+        .store
+        .cancel_run(run.id, &who.actor())
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(json!(run)))
+}
+
+/// `GET /v1/integrations/{id}/events`: newest first (e.g. `auto_disabled`).
+pub(crate) async fn events(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let events = state
+        .store
+        .integration_events(i.id, 100)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(json!({"events": events})))
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
-use switchyard_broker::{Exchange, Headers, OutgoingMessage, PublishError, header as h};
+use switchyard_broker::{OutgoingMessage, PublishError};
 use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
 use switchyard_store::QueuedJob;
 use tracing::{Span, info, instrument, warn};
@@ -221,6 +221,7 @@ async fn handle(
                 occurred_at: event.occurred_at,
                 received_at,
                 payload: event.payload.clone(),
+                sync_run_id: None,
                 trace: Some(trace.clone()),
             }
         })
@@ -253,23 +254,7 @@ async fn handle(
         ));
     }
 
-    let messages: Vec<OutgoingMessage> = fresh
-        .iter()
-        .map(|e| {
-            let mut headers = Headers::default();
-            headers
-                .set(h::ATTEMPT, "0")
-                .set(h::FIRST_RECEIVED, received_at.to_rfc3339())
-                .set(h::TRACEPARENT, trace.clone());
-            OutgoingMessage {
-                exchange: Exchange::Jobs,
-                routing_key: e.routing_key(),
-                message_id: e.id.to_string(),
-                body: e.to_vec(),
-                headers,
-            }
-        })
-        .collect();
+    let messages: Vec<OutgoingMessage> = fresh.iter().map(|e| OutgoingMessage::job(e)).collect();
     if let Err(e) = state.broker.publish(&messages).await {
         let code = match e {
             PublishError::Nacked => "queue_full",

@@ -89,6 +89,13 @@ pub fn validate(
     Ok(())
 }
 
+/// Check a schedule (`core::schedule::Schedule`); errors name the field (`schedule.at`, …).
+pub fn validate_schedule(schedule: &Value) -> Result<(), FieldError> {
+    switchyard_core::schedule::Schedule::from_json(schedule)
+        .map(|_| ())
+        .map_err(|e| field(&e.field, e.reason))
+}
+
 /// `"settings.retry.factor must be …"` → field `settings.retry…`, reason the rest.
 fn split(message: &str) -> FieldError {
     let message = message.strip_prefix("settings.").unwrap_or(message);
@@ -115,6 +122,11 @@ pub fn view(i: &Integration) -> Value {
         "webhook_auth": i.webhook_auth.get("scheme"),
         "webhook_path": format!("/v1/webhooks/{}", i.id),
         "has_credentials": i.credentials.is_some(),
+        "schedule": i.schedule,
+        "next_sync_at": i.next_sync_at,
+        "last_sync_at": i.last_sync_at,
+        "sync_failures": i.sync_failures,
+        "last_error": i.last_error,
         "created_at": i.created_at,
         "updated_at": i.updated_at,
     })

@@ -1,7 +1,8 @@
 //! Operator actions over the broker and the database: inspecting, replaying and purging
-//! dead letters; re-encrypting secrets under a new vault key. Used by the CLI (`switchyard dlq …`) and the HTTP API (`/v1/dlq`).
+//! dead letters; re-encrypting secrets under a new vault key; starting batch syncs. Used by the CLI (`switchyard dlq …`) and the HTTP API (`/v1/dlq`).
 #![forbid(unsafe_code)]
 
 pub mod dlq;
 pub mod integrations;
 pub mod keys;
+pub mod sync;

@@ -44,6 +44,13 @@ pub struct Integration {
     /// The webhook signing secrets (a JSON list of strings), sealed.
     #[sqlx(skip)]
     pub webhook_secrets: Option<SealedCredentials>,
+    /// When it syncs on its own (`core::schedule::Schedule`), if it does.
+    pub schedule: Option<Value>,
+    pub next_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    /// Failed syncs in a row.
+    pub sync_failures: i32,
+    pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -73,7 +80,8 @@ impl From<IntegrationRow> for Integration {
 
 const INTEGRATION_COLUMNS: &str = "id, tenant, name, provider, status, direction, entities, settings, \
      inbound, webhook_auth, credentials, credentials_key_id, webhook_secrets, \
-     webhook_secrets_key_id, created_at, updated_at";
+     webhook_secrets_key_id, schedule, next_sync_at, last_sync_at, sync_failures, last_error, \
+     created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
@@ -89,6 +97,7 @@ pub struct NewIntegration {
     pub webhook_auth: Value,
     pub credentials: Option<SealedCredentials>,
     pub webhook_secrets: Option<SealedCredentials>,
+    pub schedule: Option<Value>,
 }
 
 /// An integration's id and both sealed columns, each (bytes, key id).
@@ -150,8 +159,8 @@ impl Store {
         let sql = format!(
             "INSERT INTO integrations (id, tenant, name, provider, status, direction, entities, \
              settings, inbound, webhook_auth, credentials, credentials_key_id, webhook_secrets, \
-             webhook_secrets_key_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {INTEGRATION_COLUMNS}"
+             webhook_secrets_key_id, schedule) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {INTEGRATION_COLUMNS}"
         );
         let row: IntegrationRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(new.id)
@@ -168,6 +177,7 @@ impl Store {
             .bind(key_id)
             .bind(wbytes)
             .bind(wkey_id)
+            .bind(new.schedule.as_ref())
             .fetch_one(self.pool())
             .await
             .map_err(|e| match StoreError::from(e) {
@@ -342,6 +352,27 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(rows)
+    }
+
+    /// The sources that route `entity` records (any event) into `target`: (source, entity).
+    pub async fn route_sources(&self, target: Uuid) -> Result<Vec<(Integration, String)>> {
+        let pairs: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT DISTINCT r.source_integration_id, r.entity FROM routes r \
+             JOIN route_targets t ON t.route_id = r.id WHERE t.target_integration_id = $1 \
+             ORDER BY r.entity",
+        )
+        .bind(target)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (source, entity) in pairs {
+            match self.integration(source).await {
+                Ok(i) => out.push((i, entity)),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Routes from `source`, grouped, for display.

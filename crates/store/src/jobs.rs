@@ -289,13 +289,24 @@ impl JobTx {
         .bind(duration_ms)
         .execute(&mut *self.tx)
         .await?;
+        if settled && env.sync_run_id.is_some() {
+            let created = self.mapping.is_none()
+                && matches!(
+                    &finish,
+                    Finish::Succeeded {
+                        mapping: MappingChange::Upsert { .. },
+                        ..
+                    }
+                );
+            crate::sync::count_for_run(&mut self.tx, self.job_id, status, created).await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }
 }
 
-/// Bind the 13 columns every job row starts with (`id` … `received_at`), in order, from the
-/// envelope: `$1` … `$13`.
+/// Bind the 14 columns every job row starts with (`id` … `received_at`, `sync_run_id`), in
+/// order, from the envelope: `$1` … `$14`.
 fn bind_envelope<'q>(
     q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     env: &'q Envelope,
@@ -313,6 +324,38 @@ fn bind_envelope<'q>(
         .bind(&env.internal_id)
         .bind(env.source_version)
         .bind(env.received_at)
+        .bind(env.sync_run_id)
+}
+
+/// `INSERT` of `queued` job rows for these envelopes; an existing row (same id or key) is
+/// left as it is.
+pub(crate) fn queued_rows<'a>(
+    envelopes: impl IntoIterator<Item = &'a Envelope>,
+) -> QueryBuilder<Postgres> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+        "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+         provider, entity, action, event, event_id, internal_id, source_version, received_at, \
+         sync_run_id) ",
+    );
+    qb.push_values(envelopes, |mut b, e| {
+        b.push_bind(e.id)
+            .push_bind(&e.idempotency_key)
+            .push_bind(&e.tenant)
+            .push_bind(e.integration_id)
+            .push_bind(e.source_integration_id)
+            .push_bind(&e.provider)
+            .push_bind(&e.entity)
+            .push_bind(e.action.as_str())
+            .push_bind(&e.event)
+            .push_bind(&e.event_id)
+            .push_bind(&e.internal_id)
+            .push_bind(e.source_version)
+            .push_bind(e.received_at)
+            .push_bind(e.sync_run_id);
+    });
+    // The id is derived from the key, so either unique index may report the conflict.
+    qb.push(" ON CONFLICT DO NOTHING");
+    qb
 }
 
 impl Store {
@@ -322,29 +365,10 @@ impl Store {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
-             provider, entity, action, event, event_id, internal_id, source_version, received_at) ",
-        );
-        qb.push_values(jobs, |mut b, j| {
-            let e = j.envelope;
-            b.push_bind(e.id)
-                .push_bind(&e.idempotency_key)
-                .push_bind(&e.tenant)
-                .push_bind(e.integration_id)
-                .push_bind(e.source_integration_id)
-                .push_bind(&e.provider)
-                .push_bind(&e.entity)
-                .push_bind(e.action.as_str())
-                .push_bind(&e.event)
-                .push_bind(&e.event_id)
-                .push_bind(&e.internal_id)
-                .push_bind(e.source_version)
-                .push_bind(e.received_at);
-        });
-        // The id is derived from the key, so either unique index may report the conflict.
-        qb.push(" ON CONFLICT DO NOTHING");
-        qb.build().execute(self.pool()).await?;
+        queued_rows(jobs.iter().map(|j| j.envelope))
+            .build()
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -370,11 +394,11 @@ impl Store {
             sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
-             status, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running', now()) \
+             sync_run_id, status, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'running', now()) \
              ON CONFLICT (id) DO UPDATE SET \
-               status = CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN jobs.status ELSE 'running' END, \
-               duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored') THEN 1 ELSE 0 END, \
+               status = CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN jobs.status ELSE 'running' END, \
+               duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN 1 ELSE 0 END, \
                started_at = COALESCE(jobs.started_at, now()), \
                updated_at = now() \
              RETURNING status, attempts, started_at",
@@ -394,6 +418,28 @@ impl Store {
         if status.is_settled() {
             tx.commit().await?;
             return Ok(Claim::Duplicate { status });
+        }
+        if let Some(run) = env.sync_run_id {
+            let run_status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM sync_runs WHERE id = $1")
+                    .bind(run)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if run_status.as_deref() == Some("cancelled") {
+                // Its run was cancelled while it waited (e.g. between retries): skip it.
+                sqlx::query(
+                    "UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
+                     WHERE id = $1",
+                )
+                .bind(env.id)
+                .execute(&mut *tx)
+                .await?;
+                crate::sync::count_for_run(&mut tx, env.id, JobStatus::Skipped, false).await?;
+                tx.commit().await?;
+                return Ok(Claim::Duplicate {
+                    status: JobStatus::Skipped,
+                });
+            }
         }
         let mapping: Option<Mapping> = crate::mappings::mapping_in(
             &mut *tx,
@@ -422,12 +468,13 @@ impl Store {
         reason: DeadReason,
         message: &str,
     ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         bind_envelope(
             sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
-             status, dead_reason, last_error_class, last_error, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'dead', $14, $15, $16, now()) \
+             sync_run_id, status, dead_reason, last_error_class, last_error, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'dead', $15, $16, $17, now()) \
              ON CONFLICT (id) DO UPDATE SET status = 'dead', \
                dead_reason = EXCLUDED.dead_reason, last_error_class = EXCLUDED.last_error_class, \
                last_error = EXCLUDED.last_error, finished_at = now(), updated_at = now()",
@@ -437,8 +484,10 @@ impl Store {
         .bind(reason.as_str())
         .bind(class.as_str())
         .bind(message)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        crate::sync::count_for_run(&mut tx, env.id, JobStatus::Dead, false).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 mod api_keys;
 mod integrations;
 mod jobs;
+mod leader;
 mod manage;
 mod mappings;
+mod sync;
 
 pub use api_keys::ApiKey;
 pub use integrations::{
@@ -15,8 +17,10 @@ pub use integrations::{
 pub use jobs::{
     AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
 };
+pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
+pub use sync::{Advance, Feed, IntegrationEvent, NewRun, Scheduled, SyncRun};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, migrate::Migrator};

@@ -101,6 +101,7 @@ impl Store {
                name = COALESCE($2, name), direction = COALESCE($3, direction), \
                entities = COALESCE($4, entities), settings = COALESCE($5, settings), \
                inbound = COALESCE($6, inbound), schedule = COALESCE($7, schedule), \
+               next_sync_at = CASE WHEN $7 IS NULL THEN next_sync_at ELSE NULL END, \
                credentials = COALESCE($8, credentials), \
                credentials_key_id = COALESCE($9, credentials_key_id), updated_at = now() \
              WHERE id = $1 AND deleted_at IS NULL",

@@ -48,6 +48,15 @@ pub enum IntegrationsCmd {
         /// A JSON file with the new credentials, or - for stdin.
         #[arg(long)]
         credentials_file: Option<String>,
+        /// When it syncs on its own, e.g. '{"every": "daily", "at": "02:30", "timezone":
+        /// "Europe/Lisbon"}' (hourly, daily, weekly, cron, or manual to stop).
+        #[arg(long)]
+        schedule: Option<String>,
+    },
+    /// What happened to it that an operator should know (e.g. moved to `error` after
+    /// failed syncs), newest first.
+    Events {
+        integration: String,
     },
     /// Soft-delete: it stops sending and receiving; its jobs and mappings stay for audit.
     Delete {
@@ -141,8 +150,40 @@ pub struct CreateArgs {
     /// Comma-separated entities this integration syncs (orders, products, …).
     #[arg(long, value_delimiter = ',')]
     entities: Vec<String>,
+    /// When it syncs on its own, e.g. '{"every": "hourly"}' or '{"every": "cron", "cron":
+    /// "0 */6 * * *", "timezone": "Europe/Paris"}' (inline JSON or @FILE).
+    #[arg(long)]
+    schedule: Option<String>,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCmd {
+    /// Start a sync of an integration now (import: its changed records to its routes'
+    /// targets; export: its sources' changed records to it).
+    Start {
+        integration: String,
+        /// Only these entities (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        entities: Option<Vec<String>>,
+        /// Read every record, not only those changed since the last successful sync.
+        #[arg(long)]
+        full: bool,
+        /// Wait for the run to end, printing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An integration's sync runs, newest first.
+    Runs {
+        integration: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// One sync run, with its counts, as JSON.
+    Show { run: Uuid },
+    /// Cancel a run: no further page is read; its jobs that have not started are skipped.
+    Cancel { run: Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -552,6 +593,15 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             let direction: Direction = a.direction.parse().context("--direction")?;
             let settings = read_json("settings", &a.settings)?;
             let inbound = read_json("inbound", &a.inbound)?;
+            let schedule = a
+                .schedule
+                .as_deref()
+                .map(|s| read_json("schedule", s))
+                .transpose()?;
+            if let Some(s) = &schedule {
+                switchyard_ops::integrations::validate_schedule(s)
+                    .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
+            }
             let credentials_json = match &a.credentials_file {
                 None => None,
                 Some(path) => Some(read_json(
@@ -666,6 +716,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     webhook_auth: serde_json::to_value(&policy)?,
                     credentials,
                     webhook_secrets,
+                    schedule,
                 })
                 .await?;
             if a.json {
@@ -715,8 +766,14 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             entities,
             direction,
             credentials_file,
+            schedule,
         } => {
             let i = resolve(&store, &integration).await?;
+            let schedule = schedule.map(|s| read_json("schedule", &s)).transpose()?;
+            if let Some(s) = &schedule {
+                switchyard_ops::integrations::validate_schedule(s)
+                    .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
+            }
             let settings = settings.map(|s| read_json("settings", &s)).transpose()?;
             let inbound = inbound.map(|s| read_json("inbound", &s)).transpose()?;
             let credentials = credentials_file
@@ -753,7 +810,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 entities,
                 settings,
                 inbound,
-                schedule: None,
+                schedule,
                 credentials: sealed,
             };
             let updated = store.update_integration(i.id, &patch).await?;
@@ -818,6 +875,112 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             let mut v = integration_json(&i, cfg);
             v["routes"] = serde_json::to_value(store.routes(i.id).await?)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        IntegrationsCmd::Events { integration } => {
+            let i = resolve(&store, &integration).await?;
+            let events = store.integration_events(i.id, 100).await?;
+            if events.is_empty() {
+                println!("no events for {}/{}", i.tenant, i.name);
+            }
+            for e in events {
+                println!(
+                    "{}  {:<14} {}",
+                    e.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    e.kind,
+                    e.message
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_run(run: &switchyard_store::SyncRun) {
+    println!(
+        "{}  {:<9} {:<8} pages {:>3}  jobs {:>5}  processed {:>5}  created {:>5}  updated {:>5}  failed {:>4}  skipped {:>4}{}",
+        run.id,
+        run.status,
+        run.trigger,
+        run.pages,
+        run.total,
+        run.processed,
+        run.created,
+        run.updated,
+        run.failed,
+        run.skipped,
+        run.error
+            .as_deref()
+            .map(|e| format!("\n    error: {e}"))
+            .unwrap_or_default()
+    );
+}
+
+pub async fn sync(cfg: &Config, cmd: SyncCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        SyncCmd::Start {
+            integration,
+            entities,
+            full,
+            wait,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            let broker = connect_broker(cfg).await?;
+            let req = switchyard_ops::sync::SyncRequest {
+                trigger: "manual",
+                slot: None,
+                started_by: actor(),
+                entities,
+                full,
+                now: chrono::Utc::now(),
+            };
+            let started = switchyard_ops::sync::start(&store, &broker, &i, req).await;
+            broker.shutdown().await;
+            let run = match started {
+                Ok(Some(run)) => run,
+                Ok(None) => bail!("this sync has already been started"),
+                Err(e) => bail!("{e}"),
+            };
+            println!(
+                "sync run {} started for {}/{} ({} direction, entities: {}); watch it with `switchyard sync show {}`",
+                run.id,
+                i.tenant,
+                i.name,
+                run.direction,
+                run.entities.join(", "),
+                run.id
+            );
+            if wait {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let r = store.sync_run(run.id).await?;
+                    print_run(&r);
+                    if !matches!(r.status.as_str(), "pending" | "running") {
+                        break;
+                    }
+                }
+            }
+        }
+        SyncCmd::Runs { integration, limit } => {
+            let i = resolve(&store, &integration).await?;
+            let runs = store.sync_runs(i.id, limit).await?;
+            if runs.is_empty() {
+                println!("no sync runs for {}/{} yet", i.tenant, i.name);
+            }
+            for r in &runs {
+                print_run(r);
+            }
+        }
+        SyncCmd::Show { run } => {
+            let r = store.sync_run(run).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        SyncCmd::Cancel { run } => {
+            let r = store.cancel_run(run, &actor()).await?;
+            println!(
+                "sync run {} cancelled: {} of {} jobs skipped, the rest finished or finishing",
+                r.id, r.skipped, r.total
+            );
         }
     }
     Ok(())

@@ -38,6 +38,7 @@ pub struct Config {
     pub ingest: IngestSettings,
     pub worker: WorkerSettings,
     pub broker: BrokerSettings,
+    pub scheduler: SchedulerSettings,
     /// Default retry schedule (an integration's `settings.retry` overrides it).
     pub retry: RetryPolicy,
     /// Default circuit breaker (an integration's `settings.breaker` overrides it).
@@ -74,6 +75,27 @@ pub struct BrokerSettings {
     pub delay_prefix: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How often the leader looks for due syncs, in milliseconds.
+    pub tick_ms: u64,
+    /// How often a standby scheduler tries to take over, in milliseconds.
+    pub lock_retry_ms: u64,
+    /// A sync run whose pager has not moved for this long gets its page enqueued again.
+    pub stall_after_secs: u64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            tick_ms: 1_000,
+            lock_retry_ms: 2_000,
+            stall_after_secs: 300,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -90,6 +112,7 @@ impl Default for Config {
             ingest: IngestSettings::default(),
             worker: WorkerSettings::default(),
             broker: BrokerSettings::default(),
+            scheduler: SchedulerSettings::default(),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -185,6 +208,18 @@ impl Config {
         }
         if self.worker.concurrency == 0 {
             fail("worker.concurrency", "must be at least 1")?;
+        }
+        if self.scheduler.tick_ms == 0 {
+            fail("scheduler.tick_ms", "must be at least 1")?;
+        }
+        if self.scheduler.lock_retry_ms == 0 {
+            fail("scheduler.lock_retry_ms", "must be at least 1")?;
+        }
+        if self.scheduler.stall_after_secs < 10 {
+            fail(
+                "scheduler.stall_after_secs",
+                "must be at least 10 (a page may take that long to read)",
+            )?;
         }
         if self.worker.providers.is_empty() {
             fail("worker.providers", "names no provider")?;
@@ -294,6 +329,15 @@ impl Config {
             retry_after_secs: self.ingest.retry_after_secs,
             admin_token: self.admin_token.clone(),
             guard: guard.is_shared().then_some(guard),
+            ..Default::default()
+        }
+    }
+
+    pub fn scheduler_config(&self) -> switchyard_scheduler::SchedulerConfig {
+        switchyard_scheduler::SchedulerConfig {
+            tick: Duration::from_millis(self.scheduler.tick_ms),
+            lock_retry: Duration::from_millis(self.scheduler.lock_retry_ms),
+            stall_after: Duration::from_secs(self.scheduler.stall_after_secs),
             ..Default::default()
         }
     }

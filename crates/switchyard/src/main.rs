@@ -26,7 +26,9 @@ enum Command {
     Ingest,
     /// Run a worker: consume provider queues and call providers.
     Worker,
-    /// Run ingest and a worker in one process (for a laptop or a small install).
+    /// Run the scheduler: enqueue scheduled syncs (one leader among any number of these).
+    Scheduler,
+    /// Run ingest, a worker and the scheduler in one process (for a laptop or a small install).
     All,
     /// Apply pending database migrations.
     Migrate,
@@ -39,6 +41,9 @@ enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(admin::JobsCmd),
+    /// Start, watch and cancel batch syncs.
+    #[command(subcommand)]
+    Sync(admin::SyncCmd),
     /// Inspect internal ↔ external id mappings.
     #[command(subcommand)]
     Mappings(admin::MappingsCmd),
@@ -83,12 +88,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest => serve::run(cfg, serve::Services::Ingest).await,
         Command::Worker => serve::run(cfg, serve::Services::Worker).await,
+        Command::Scheduler => serve::run(cfg, serve::Services::Scheduler).await,
         Command::All => serve::run(cfg, serve::Services::All).await,
         Command::Migrate => serve::migrate(&cfg).await,
         Command::Integrations(cmd) => admin::integrations(&cfg, cmd).await,
         Command::Routes(cmd) => admin::routes(&cfg, cmd).await,
         Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
+        Command::Sync(cmd) => admin::sync(&cfg, cmd).await,
         Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
         Command::ApiKeys(cmd) => admin::api_keys(&cfg, cmd).await,
         Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(&cfg).await,

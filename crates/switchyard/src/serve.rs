@@ -15,6 +15,7 @@ use crate::config::Config;
 pub enum Services {
     Ingest,
     Worker,
+    Scheduler,
     All,
 }
 
@@ -80,6 +81,7 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
     let name = match which {
         Services::Ingest => "ingest",
         Services::Worker => "worker",
+        Services::Scheduler => "scheduler",
         Services::All => "all",
     };
     let guard = cfg.guard()?;
@@ -128,6 +130,19 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
         )?;
         let stop = stop.clone();
         tasks.spawn(async move { worker.run(stop).await.map_err(anyhow::Error::from) });
+    }
+    if matches!(which, Services::Scheduler | Services::All) {
+        let scheduler = switchyard_scheduler::Scheduler::new(
+            cfg.scheduler_config(),
+            store.clone(),
+            broker.clone(),
+            Arc::new(switchyard_scheduler::SystemClock),
+        );
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            scheduler.run(stop).await;
+            Ok(())
+        });
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {

@@ -6,10 +6,13 @@
 //! attempt, outcome and id mapping in the same transaction, then acknowledge. Retryable
 //! failures are re-published through the delay levels; the rest are dead-lettered with a
 //! reason.
+//!
+//! Workers also read sync runs' pages from the sync queue (see `sync`).
 #![forbid(unsafe_code)]
 
 mod connectors;
 mod process;
+mod sync;
 
 pub use process::FaultPoint;
 
@@ -156,6 +159,20 @@ impl Worker {
                         process::handle(&shared, delivery).await;
                         drop(permit);
                     });
+                }
+            });
+        }
+        {
+            // Sync pages: few at once, each may hold a provider listing call.
+            let mut rx = shared
+                .broker
+                .consume(topology.sync_queue(), 2, consume_stop.clone());
+            let shared = shared.clone();
+            let tracker2 = tracker.clone();
+            tracker.spawn(async move {
+                while let Some(delivery) = rx.recv().await {
+                    let shared = shared.clone();
+                    tracker2.spawn(async move { sync::handle(&shared, delivery).await });
                 }
             });
         }

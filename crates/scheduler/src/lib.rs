@@ -1,0 +1,245 @@
+//! The scheduler: enqueues each integration's scheduled syncs, with exactly one leader
+//! across any number of scheduler processes.
+//!
+//! Leadership is a Postgres session advisory lock ([`switchyard_store::Store::try_lead`]).
+//! The leader ticks; the others try for the lock every `lock_retry` and take over when the
+//! leader's connection goes (a killed leader's lock is released by Postgres at once).
+//! Each slot is also claimed in the database (an integration's `next_sync_at` moves by
+//! compare-and-set, and `sync_runs` has one row per slot), so even two leaders for a moment
+//! could not enqueue a slot twice.
+//!
+//! A tick, for every active integration with a schedule:
+//! - never planned: plan its next slot (no run now);
+//! - due: create the run for the slot and enqueue its first page, and plan the first slot
+//!   after *now* — a scheduler down for a day runs a missed schedule once, not once per slot.
+//!
+//! It also launches runs still `pending` (the broker was down when they were created) and
+//! re-enqueues the page of runs whose pager stalled (its message was lost).
+#![forbid(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_broker::Broker;
+use switchyard_core::schedule::Schedule;
+use switchyard_ops::sync::{self, SyncError, SyncRequest};
+use switchyard_store::{SCHEDULER_LOCK, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Where the scheduler reads the time: the system clock, or a test's.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told (tests).
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> ManualClock {
+        ManualClock(Mutex::new(at))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = at;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How often the leader looks for due syncs.
+    pub tick: Duration,
+    /// How often a follower tries for leadership.
+    pub lock_retry: Duration,
+    /// A running run whose pager has not moved for this long gets its page enqueued again.
+    pub stall_after: Duration,
+    /// This process's name in `sync_runs.started_by` and the logs.
+    pub instance: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            tick: Duration::from_secs(1),
+            lock_retry: Duration::from_secs(2),
+            stall_after: Duration::from_secs(300),
+            instance: format!(
+                "scheduler-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Integrations whose first slot was planned.
+    pub planned: usize,
+    /// Runs created for due slots.
+    pub started: Vec<uuid::Uuid>,
+    /// Pending or stalled runs enqueued again.
+    pub relaunched: usize,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    store: Store,
+    broker: Broker,
+    clock: Arc<dyn Clock>,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig, store: Store, broker: Broker, clock: Arc<dyn Clock>) -> Self {
+        Scheduler {
+            cfg,
+            store,
+            broker,
+            clock,
+        }
+    }
+
+    /// Lead when we can, tick while we lead, until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let me = self.cfg.instance.clone();
+        info!(instance = %me, "scheduler started; waiting for leadership");
+        let mut announced_follower = false;
+        while !stop.is_cancelled() {
+            let lead = match self.store.try_lead(SCHEDULER_LOCK).await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "cannot reach the database to take leadership; retrying");
+                    None
+                }
+            };
+            let Some(mut lead) = lead else {
+                if !announced_follower {
+                    info!(instance = %me, "another scheduler leads; standing by");
+                    announced_follower = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(self.cfg.lock_retry) => continue,
+                }
+            };
+            info!(instance = %me, "this scheduler leads");
+            announced_follower = false;
+            loop {
+                if let Err(e) = self.tick().await {
+                    warn!(error = %e, "scheduler tick failed; trying again next tick");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(self.cfg.tick) => {}
+                }
+                if !lead.still_held().await {
+                    warn!(instance = %me, "lost the leadership's database connection; trying to lead again");
+                    break;
+                }
+            }
+            if stop.is_cancelled() {
+                lead.release().await;
+            }
+        }
+        info!(instance = %me, "scheduler stopped");
+    }
+
+    /// Look once for due syncs (the leader calls this every tick; tests call it directly).
+    pub async fn tick(&self) -> Result<Tick, StoreError> {
+        let now = self.clock.now();
+        let mut out = Tick::default();
+        for s in self.store.scheduled_integrations(now).await? {
+            let compiled = match Schedule::from_json(&s.schedule).and_then(|x| x.compile()) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(integration = %s.id, error = %e, "integration has an invalid schedule; not scheduling it");
+                    continue;
+                }
+            };
+            let next = compiled.next_after(now);
+            let Some(slot) = s.next_sync_at else {
+                if next.is_some() && self.store.plan_next_sync(s.id, None, next).await? {
+                    out.planned += 1;
+                }
+                continue;
+            };
+            let i = match self.store.integration(s.id).await {
+                Ok(i) => i,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let req = SyncRequest {
+                trigger: "schedule",
+                slot: Some((slot, next)),
+                started_by: self.cfg.instance.clone(),
+                entities: None,
+                full: false,
+                now,
+            };
+            match sync::start(&self.store, &self.broker, &i, req).await {
+                Ok(Some(run)) => {
+                    info!(integration = %i.name, run = %run.id, %slot, next = ?next, "scheduled sync started");
+                    out.started.push(run.id);
+                }
+                Ok(None) => {}
+                Err(SyncError::Store(e)) => return Err(e),
+                Err(e) => {
+                    warn!(integration = %i.name, error = %e, "scheduled sync created but not yet enqueued; will retry")
+                }
+            }
+        }
+        out.relaunched += self.relaunch().await?;
+        Ok(out)
+    }
+
+    /// Enqueue runs left pending (the broker was down), and stalled runs' current page. These
+    /// ages are read on the wall clock, as the database writes them.
+    async fn relaunch(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let wall = Utc::now();
+        for run in self
+            .store
+            .pending_runs(wall - chrono::Duration::seconds(5))
+            .await?
+        {
+            match sync::launch(&self.store, &self.broker, &run).await {
+                Ok(()) => n += 1,
+                Err(SyncError::Store(e)) => return Err(e),
+                Err(e) => {
+                    warn!(run = %run.id, error = %e, "pending sync run still cannot be enqueued")
+                }
+            }
+        }
+        let stall = chrono::Duration::from_std(self.cfg.stall_after).unwrap_or_default();
+        for run in self.store.stalled_runs(wall - stall).await? {
+            warn!(run = %run.id, page = run.pages, "sync run stalled; enqueueing its page again");
+            if sync::publish_page(&self.broker, run.id, run.pages)
+                .await
+                .is_ok()
+            {
+                self.store.touch_run(run.id).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,232 @@
+//! The sync pager: reads one page of a sync run's current feed, enqueues one job per record
+//! and target, moves the run on, and enqueues the next page.
+//!
+//! Safe to run twice on the same page (a redelivery after a crash): job rows are recorded
+//! before publishing and keyed by idempotency key, so a record makes one job whichever
+//! pager publishes it; only one pager moves the run past a page (compare-and-set on the
+//! page number) and so only one enqueues the next.
+use chrono::Utc;
+use std::time::Duration;
+use switchyard_broker::{Delivery, OutgoingMessage};
+use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
+use switchyard_ops::sync::{SyncPage, publish_page};
+use switchyard_providers::{ChangedPage, ListQuery};
+use switchyard_resilience::RetryDecision;
+use switchyard_store::{Advance, StoreError, SyncRun};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::Shared;
+
+/// Longest wait between two tries at listing a page.
+const MAX_LIST_DELAY: Duration = Duration::from_secs(30);
+
+pub(crate) async fn handle(shared: &Shared, d: Delivery) {
+    let msg: SyncPage = match serde_json::from_slice(&d.body) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "dropping a sync page message that cannot be read");
+            let _ = d.ack().await;
+            return;
+        }
+    };
+    let span = info_span!("sync_page", run = %msg.run_id, page = msg.page);
+    tracing::debug!(parent: &span, "reading a sync page");
+    match page(shared, msg).instrument(span.clone()).await {
+        Ok(()) => {
+            if let Err(e) = d.ack().await {
+                warn!(parent: &span, error = %e, "page done but not acknowledged; it will be read again (harmless)");
+            }
+        }
+        Err(e) => {
+            warn!(parent: &span, error = %e, "sync page not finished; returning it to the queue");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = d.requeue().await;
+        }
+    }
+}
+
+/// Errors after which the page is tried again (database or broker unavailable).
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] switchyard_broker::PublishError),
+    #[error("the worker is stopping")]
+    Stopping,
+    #[error("the run is not marked running yet")]
+    NotStarted,
+}
+
+async fn page(shared: &Shared, msg: SyncPage) -> Result<(), PageError> {
+    let store = &shared.store;
+    let run = match store.sync_run(msg.run_id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound(_)) => {
+            warn!("dropping a page of a sync run that does not exist");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if run.status == "pending" {
+        // Its starter enqueued the page and is about to mark it running.
+        return Err(PageError::NotStarted);
+    }
+    if run.status != "running" || run.paging_done {
+        return Ok(());
+    }
+    if run.pages != msg.page {
+        if run.pages > msg.page {
+            // A redelivered page another pager has read; make sure the next one is queued
+            // (the pager that read it may have died before enqueueing it).
+            publish_page(&shared.broker, run.id, run.pages).await?;
+        }
+        return Ok(());
+    }
+    let Some(feed) = run.plan.get(run.feed as usize).cloned() else {
+        store
+            .fail_paging(run.id, "the run's plan has no such feed")
+            .await?;
+        return Ok(());
+    };
+    let listed = match list(shared, &run, &feed.entity, feed.source).await? {
+        Ok(p) => p,
+        Err(why) => {
+            warn!(source = %feed.source_name, entity = %feed.entity, error = %why, "sync stops: the source cannot be listed");
+            store
+                .fail_paging(
+                    run.id,
+                    &format!(
+                        "listing {} records at `{}` failed: {why}",
+                        feed.entity, feed.source_name
+                    ),
+                )
+                .await?;
+            return Ok(());
+        }
+    };
+    let mut targets = Vec::with_capacity(feed.targets.len());
+    for t in &feed.targets {
+        match store.integration(*t).await {
+            Ok(i)
+                if matches!(
+                    i.status,
+                    IntegrationStatus::Active | IntegrationStatus::Testing
+                ) =>
+            {
+                targets.push(i)
+            }
+            Ok(i) => {
+                info!(target = %i.name, status = %i.status, "not syncing to a target that is not active")
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let received_at = Utc::now();
+    let direction = if feed.source == run.integration_id {
+        Direction::Import
+    } else {
+        Direction::Export
+    };
+    let mut jobs = Vec::with_capacity(listed.records.len() * targets.len());
+    for r in &listed.records {
+        // With a version, the same record version makes the same event in every run (so an
+        // overlap between runs is not synced twice); without one, each run syncs it again.
+        let event_id = match r.version {
+            Some(v) => format!("sync:{}:{}:{}:{v}", feed.source, feed.entity, r.id),
+            None => format!("sync:{}:{}:{}:{}", run.id, feed.source, feed.entity, r.id),
+        };
+        for t in &targets {
+            let key = ids::idempotency_key(&event_id, t.id, Action::Upsert);
+            jobs.push(Envelope {
+                v: ENVELOPE_VERSION,
+                id: ids::job_id(&key),
+                idempotency_key: key,
+                tenant: t.tenant.clone(),
+                integration_id: t.id,
+                provider: t.provider.clone(),
+                source_integration_id: Some(feed.source),
+                event_id: event_id.clone(),
+                event: "sync".into(),
+                entity: feed.entity.clone(),
+                action: Action::Upsert,
+                direction,
+                internal_id: r.id.clone(),
+                source_version: r.version,
+                occurred_at: None,
+                received_at,
+                payload: r.payload.clone(),
+                sync_run_id: Some(run.id),
+                trace: None,
+            });
+        }
+    }
+    let Some(added) = store.record_page_jobs(run.id, msg.page, &jobs).await? else {
+        return Ok(()); // cancelled meanwhile, or another pager read it
+    };
+    let messages: Vec<OutgoingMessage> = jobs.iter().map(OutgoingMessage::job).collect();
+    for chunk in messages.chunks(500) {
+        shared.broker.publish(chunk).await?;
+    }
+    info!(source = %feed.source_name, entity = %feed.entity, records = listed.records.len(),
+        jobs = jobs.len(), new_jobs = added, more = listed.next.is_some(), "sync page read");
+    match store
+        .advance_run(run.id, msg.page, listed.next.as_deref())
+        .await?
+    {
+        Advance::Next { page } => publish_page(&shared.broker, run.id, page).await?,
+        Advance::Done => info!(pages = msg.page + 1, "sync run: every page read"),
+        Advance::Stale => {}
+    }
+    Ok(())
+}
+
+/// List one page, retrying retryable failures on the source's retry schedule (at most five
+/// tries). The inner `Err` says why the source cannot be listed.
+async fn list(
+    shared: &Shared,
+    run: &SyncRun,
+    entity: &str,
+    source: uuid::Uuid,
+) -> Result<Result<ChangedPage, String>, PageError> {
+    let Some(src) = shared.connectors.get(source).await? else {
+        return Ok(Err("the source integration was deleted".into()));
+    };
+    let connector = match &src.connector {
+        Ok(c) => c.clone(),
+        Err(why) => return Ok(Err(why.clone())),
+    };
+    let q = ListQuery {
+        entity,
+        since: run.watermark_from,
+        cursor: run.cursor.as_deref(),
+    };
+    let max = src.retry.max_attempts.min(5);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connector.list_changed(q).await {
+            Ok(p) => return Ok(Ok(p)),
+            Err(e) if !e.class.is_retryable() => return Ok(Err(e.message)),
+            Err(e) => {
+                let policy = switchyard_resilience::RetryPolicy {
+                    max_attempts: max,
+                    ..src.retry.clone()
+                };
+                match policy.decide(attempt, Duration::ZERO, e.retry_after) {
+                    RetryDecision::GiveUp => {
+                        return Ok(Err(format!("{} (after {attempt} tries)", e.message)));
+                    }
+                    RetryDecision::RetryAfter(d) => {
+                        warn!(attempt, error = %e.message, delay_ms = d.as_millis() as u64, "listing failed; trying again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(d.min(MAX_LIST_DELAY)) => {}
+                            _ = shared.stop.cancelled() => return Err(PageError::Stopping),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
