@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `just up`: run Switchyard with a demo. Starts a mock provider and `switchyard all` in the
 # background, creates a store (webhook sender) routed to two REST targets (fan-out), sends
-# sample webhooks and prints the resulting jobs and id mappings.
+# sample webhooks and prints the resulting jobs and id mappings; then an operator's day with
+# a WooCommerce shop: test, activate, schedule, sync (import), watch the run, look up a mapping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
@@ -83,6 +84,33 @@ echo "id mappings at demo-erp:"
 echo
 echo "what the mock provider received:"
 tail -n 6 "$RUN/mock-provider.log"
+echo
+echo "== an operator's day: import a WooCommerce shop's orders into demo-erp =="
+if ! "$BIN" integrations show default/demo-shop >/dev/null 2>&1; then
+  echo '{"username": "ck_demo", "password": "cs_demo"}' > "$RUN/shop-credentials.json"
+  "$BIN" integrations create --name demo-shop --provider rest --direction import --entities order \
+    --credentials-file "$RUN/shop-credentials.json" --webhook-auth none --settings '{
+      "base_url": "http://127.0.0.1:18080", "auth": {"type": "basic"},
+      "test": {"method": "GET", "path": "/wp-json/wc/v3/orders"},
+      "entities": {"order": {
+        "create": {"method": "POST", "path": "/wp-json/wc/v3/orders"},
+        "list": {"path": "/wp-json/wc/v3/orders", "since_param": "modified_after",
+                 "query": {"per_page": "3", "orderby": "modified", "order": "asc"},
+                 "version_pointer": "/date_modified_gmt",
+                 "pagination": {"style": "page", "total_pages_header": "X-WP-TotalPages"}}}}}' >/dev/null
+  rm -f "$RUN/shop-credentials.json"
+  "$BIN" routes add --from demo-shop --entity order --to demo-erp
+fi
+echo "\$ switchyard integrations test demo-shop";     "$BIN" integrations test demo-shop
+echo "\$ switchyard integrations activate demo-shop"; "$BIN" integrations activate demo-shop
+echo "\$ switchyard integrations update demo-shop --schedule '{\"every\": \"daily\", \"at\": \"02:30\", \"timezone\": \"Europe/Lisbon\"}'"
+"$BIN" integrations update demo-shop --schedule '{"every": "daily", "at": "02:30", "timezone": "Europe/Lisbon"}' \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print("  schedule:", json.dumps(d["schedule"]))'
+echo "\$ switchyard sync start demo-shop --wait"
+"$BIN" sync start demo-shop --wait
+echo "\$ switchyard sync runs demo-shop";              "$BIN" sync runs demo-shop --limit 3
+echo "\$ switchyard mappings show demo-erp --entity order --internal-id 503"
+"$BIN" mappings show demo-erp --entity order --internal-id 503
 echo
 echo "Switchyard keeps running (pid $(cat "$RUN/switchyard.pid")); webhook URL: $URL"
 echo "Management API token: $RUN/admin.token. Stop everything with: just down"

@@ -9,3 +9,4 @@ mod ingest_errors;
 mod manage;
 mod pipeline;
 mod security;
+mod sync;

@@ -4,23 +4,7 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::support::{ADMIN_TOKEN, Creates, Harness, Options, order};
-
-async fn call(
-    h: &Harness,
-    m: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut rb = h.http.request(m, h.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
+use crate::support::{ADMIN_TOKEN, Creates, Harness, Options, call, order};
 
 fn manifest(h: &Harness) -> Value {
     json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "test": {"method": "GET", "path": "/ping"},

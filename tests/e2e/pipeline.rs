@@ -112,6 +112,7 @@ async fn the_same_event_twice_has_one_effect() {
         occurred_at: None,
         received_at: chrono::Utc::now(),
         payload: order("ord-1", 1, "5.00"),
+        sync_run_id: None,
         trace: None,
     };
     let msg = OutgoingMessage {

@@ -404,6 +404,7 @@ impl Harness {
                 webhook_auth: serde_json::to_value(&policy).unwrap(),
                 credentials,
                 webhook_secrets,
+                schedule: None,
             })
             .await
             .expect("create integration")
@@ -502,6 +503,23 @@ impl Harness {
             .await
             .expect("queue exists")
     }
+}
+
+/// Call the management API with a bearer token: (status, JSON body or null).
+pub async fn call(
+    h: &Harness,
+    m: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = h.http.request(m, h.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// Poll `f` until it returns true (bounded by `within`).

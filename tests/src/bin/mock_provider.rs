@@ -1,5 +1,7 @@
 //! A small stand-in for a provider's REST API, for `just up`'s demo: it creates, updates,
-//! reads and deletes entities in memory, and logs every call. Listens on
+//! reads and deletes entities in memory, and logs every call. It also plays a WooCommerce
+//! store whose orders can be listed (`GET /wp-json/wc/v3/orders?page=&per_page=&modified_after=`,
+//! page count in `X-WP-TotalPages`), for the demo's import sync. Listens on
 //! `MOCK_PROVIDER_ADDR` (default 127.0.0.1:18080).
 use axum::Router;
 use axum::extract::{Path, State};
@@ -101,6 +103,54 @@ async fn delete(State(p): State<S>, Path((entity, id)): Path<(String, String)>) 
     }
 }
 
+/// WooCommerce's order list: seven orders, modified on 2026-11-20, paginated.
+async fn woo_orders(
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let since = q.get("modified_after").cloned().unwrap_or_default();
+    let all: Vec<Value> = (1..=7)
+        .map(|n| {
+            json!({"id": 500 + n, "status": "processing", "currency": "EUR",
+                   "total": format!("{}.50", 10 * n),
+                   "date_modified_gmt": format!("2026-11-20T09:{n:02}:00"),
+                   "billing": {"email": format!("buyer{n}@example.com")}})
+        })
+        // Stored times have no zone (GMT); `modified_after` is RFC 3339 here.
+        .filter(|o| {
+            since.is_empty()
+                || format!("{}Z", o["date_modified_gmt"].as_str().unwrap_or_default()) > since
+        })
+        .collect();
+    let pages = all.len().div_ceil(per_page).max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    println!(
+        "GET /wp-json/wc/v3/orders page {page}/{pages} -> {} orders",
+        items.len()
+    );
+    (
+        [
+            ("X-WP-Total", all.len().to_string()),
+            ("X-WP-TotalPages", pages.to_string()),
+        ],
+        Json(Value::Array(items)),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::var("MOCK_PROVIDER_ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
@@ -108,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/", get(|| async { Json(json!({"ok": true})) }))
         .route("/api/{entity}", post(create))
         .route("/api/{entity}/{id}", get(read).put(update).delete(delete))
+        .route("/wp-json/wc/v3/orders", get(woo_orders))
         .with_state(Arc::new(Provider::default()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("mock provider listening on http://{addr}");
