@@ -220,6 +220,27 @@ async fn import_pages_through_three_pages_one_job_per_record_and_counts_add_up()
 }
 
 #[tokio::test]
+async fn an_export_sync_reads_the_sources_that_route_into_it() {
+    let h = Harness::start().await;
+    let (_shop, erp) = shop_to_erp(&h, json!({}), None).await;
+    serve_pages(&h, 2).await;
+    let creates = Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .respond_with(Creates::ids("erp"))
+        .mount_as_scoped(&h.provider)
+        .await;
+    // The ERP exports: its sync reads the shop (which routes orders into it).
+    let run = start_sync(&h, erp).await;
+    assert_eq!(run.direction, "export");
+    assert_eq!(run.plan.len(), 1);
+    assert_eq!(run.plan[0].source_name, "shop");
+    let run = wait_run(&h, run.id, "succeeded").await;
+    assert_eq!((run.total, run.created, run.pages), (6, 6, 2));
+    assert_eq!(creates.received_requests().await.len(), 6);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn cancelling_a_running_sync_skips_its_remaining_jobs() {
     let h = Harness::start().await;
     let (shop, erp) = shop_to_erp(&h, json!({}), None).await;
