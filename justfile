@@ -37,6 +37,14 @@ deny:
     cargo deny check licenses bans sources
     -cargo deny check advisories
 
+# The benchmark (release build, real services, ../shared/bench's workload): the broker's own
+# ceiling, ingest at c64/c256 and at a fixed rate, processing, end to end, memory. Last line:
+# JSON. Needs nginx (`apt-get install -y nginx`); about 5 minutes.
+bench: services
+    command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
+    cargo build --release -p switchyard -p switchyard-bench
+    target/release/switchyard-bench
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -1,0 +1,472 @@
+//! The system under test: a fresh database and queues, the nginx provider, and `switchyard`
+//! processes (release build) started and stopped as an operator would.
+use anyhow::{Context, bail};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Settings;
+
+const PREFIX: &str = "bench.";
+const LISTEN: &str = "127.0.0.1:8092";
+const PROVIDER: &str = "127.0.0.1:18080";
+
+pub struct Env {
+    bin: PathBuf,
+    run: PathBuf,
+    envs: Vec<(String, String)>,
+    pub db: PgPool,
+    amqp: Connection,
+    pub store_id: String,
+    pub secret: String,
+    pub base: String,
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "this machine".into())
+}
+
+impl Env {
+    /// A fresh database, fresh queues, the provider running, and the integrations made.
+    pub async fn prepare(s: &Settings) -> anyhow::Result<Env> {
+        let bin: PathBuf = std::env::var("BENCH_BIN")
+            .unwrap_or_else(|_| "target/release/switchyard".into())
+            .into();
+        if !bin.exists() {
+            bail!(
+                "{} is missing: build it with `cargo build --release -p switchyard` (`just bench` does)",
+                bin.display()
+            );
+        }
+        let run = PathBuf::from(".run/bench");
+        std::fs::create_dir_all(run.join("nginx/tmp"))?;
+        // A previous run that was interrupted may have left its nginx behind.
+        if stop_nginx() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if std::net::TcpListener::bind(PROVIDER).is_err() {
+            bail!(
+                "{PROVIDER} is taken: the benchmark's nginx provider needs it (is `just up`'s mock provider running? `just down` stops it)"
+            );
+        }
+        if std::net::TcpListener::bind(LISTEN).is_err() {
+            bail!("{LISTEN} is taken: the benchmark's ingest needs it");
+        }
+        // The shared workload's nginx, plus a status page that counts its requests.
+        let conf = std::fs::read_to_string(s.shared.join("nginx-mock.conf"))
+            .context("reading nginx-mock.conf")?;
+        let conf = conf.replacen(
+            "        location / {",
+            "        location = /nginx_status {\n            stub_status;\n        }\n\n        location / {",
+            1,
+        );
+        let nginx_conf = std::fs::canonicalize(&run)?.join("nginx.conf");
+        std::fs::write(&nginx_conf, conf)?;
+        let prefix = format!("{}/", std::fs::canonicalize(run.join("nginx"))?.display());
+        let ok = Command::new("nginx")
+            .args(["-p", &prefix, "-c"])
+            .arg(&nginx_conf)
+            .status()
+            .context("starting nginx (apt-get install -y nginx)")?;
+        if !ok.success() {
+            bail!("nginx did not start; see {prefix}nginx-error.log");
+        }
+
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{}/postgres", s.pg))
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            s.db
+        )))
+        .execute(&admin)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", s.db)))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let db_url = format!("{}/{}", s.pg, s.db);
+
+        let amqp = Connection::connect(&s.amqp, ConnectionProperties::default())
+            .await
+            .context("connecting to RabbitMQ")?;
+        let ch = amqp.create_channel().await?;
+        for q in ["sy.q.rest", "sy.dlq.rest", "sy.sync"] {
+            let _ = ch
+                .queue_delete(format!("{PREFIX}{q}").into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = ch.close(200, "done".into()).await;
+
+        let key = output(Command::new(&bin).args(["keys", "generate", "--id", "bench"]))?;
+        let envs: Vec<(String, String)> = vec![
+            ("SWITCHYARD_DATABASE_URL".into(), db_url.clone()),
+            ("SWITCHYARD_QUEUE_PREFIX".into(), PREFIX.into()),
+            ("SWITCHYARD_LISTEN".into(), LISTEN.into()),
+            ("SWITCHYARD_VAULT_KEYS".into(), key.trim().into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        let mut env = Env {
+            bin,
+            run,
+            envs,
+            db: PgPoolOptions::new()
+                .max_connections(4)
+                .connect(&db_url)
+                .await?,
+            amqp,
+            store_id: String::new(),
+            secret: "bench-shopify-secret".into(),
+            base: format!("http://{LISTEN}"),
+        };
+        env.cli(&["migrate"])?;
+        std::fs::write(env.run.join("secret"), &env.secret)?;
+        let store = env.cli(&[
+            "integrations",
+            "create",
+            "--name",
+            "bench-store",
+            "--provider",
+            "webhook",
+            "--status",
+            "active",
+            "--json",
+            "--inbound",
+            r#"{"entity": {"value": "order"}}"#,
+            "--webhook-auth",
+            "shopify",
+            "--webhook-secret-file",
+            ".run/bench/secret",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&store)?;
+        env.store_id = v["id"].as_str().context("the store's id")?.to_owned();
+        env.cli(&[
+            "integrations", "create", "--name", "bench-target", "--provider", "rest",
+            "--status", "active", "--webhook-auth", "none", "--settings",
+            &format!(r#"{{"base_url": "http://{PROVIDER}", "entities": {{"order": {{"create": {{"method": "POST", "path": "/api/orders"}}}}}}}}"#),
+        ])?;
+        env.cli(&[
+            "routes",
+            "add",
+            "--from",
+            "bench-store",
+            "--entity",
+            "order",
+            "--to",
+            "bench-target",
+        ])?;
+        Ok(env)
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        output(Command::new(&self.bin).args(args).envs(self.envs.clone()))
+    }
+
+    /// Start `switchyard <what>` and wait until it is ready.
+    pub async fn start(&self, what: &str) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(self.run.join(format!("{what}.log")))?;
+        let child = Command::new(&self.bin)
+            .arg(what)
+            .envs(self.envs.clone())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting switchyard {what}"))?;
+        let p = Proc { child };
+        if what == "ingest" {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("ingest did not become ready; see .run/bench/ingest.log");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(p)
+    }
+
+    pub async fn queue_depth(&self) -> anyhow::Result<u32> {
+        let ch = self.amqp.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                format!("{PREFIX}sy.q.rest").into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "done".into()).await;
+        Ok(q.message_count())
+    }
+
+    pub async fn purge_queue(&self) -> anyhow::Result<()> {
+        let ch = self.amqp.create_channel().await?;
+        ch.queue_purge(
+            format!("{PREFIX}sy.q.rest").into(),
+            QueuePurgeOptions::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// The provider's request count so far (nginx's stub_status).
+    pub async fn provider_requests(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{PROVIDER}/nginx_status"))
+            .await?
+            .text()
+            .await?;
+        // "Active connections: 1\nserver accepts handled requests\n 3 3 5\n…"
+        let n = text
+            .lines()
+            .nth(2)
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("reading nginx's request count")?;
+        Ok(n)
+    }
+
+    /// Wait until `n` mapping rows exist; the worker's resident memory, sampled each second.
+    pub async fn wait_mappings(
+        &self,
+        n: usize,
+        worker: &Proc,
+        within: Duration,
+    ) -> anyhow::Result<Vec<f64>> {
+        let deadline = Instant::now() + within;
+        let mut samples = Vec::new();
+        let mut last_sample = Instant::now() - Duration::from_secs(1);
+        loop {
+            if last_sample.elapsed() >= Duration::from_secs(1) {
+                samples.push(worker.rss_mb());
+                last_sample = Instant::now();
+            }
+            let have: i64 = sqlx::query_scalar("SELECT count(*) FROM id_mappings")
+                .fetch_one(&self.db)
+                .await?;
+            if have as usize >= n {
+                samples.push(worker.rss_mb());
+                return Ok(samples);
+            }
+            if Instant::now() > deadline {
+                bail!("only {have} of {n} mappings after {within:?}; see .run/bench/worker.log");
+            }
+            // Counting rows costs the database: seldom while far from the end, often near it.
+            let near = have as usize * 100 >= n * 97;
+            tokio::time::sleep(Duration::from_millis(if near { 10 } else { 500 })).await;
+        }
+    }
+
+    pub async fn distinct_external_ids(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(DISTINCT external_id) FROM id_mappings")
+                .fetch_one(&self.db)
+                .await?,
+        )
+    }
+
+    /// A NOTIFY when a mapping row commits (for the end-to-end delays).
+    pub async fn notify_on_mappings(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql(
+            "CREATE OR REPLACE FUNCTION bench_mapping_notify() RETURNS trigger AS $$ \
+             BEGIN PERFORM pg_notify('bench_mapping', NEW.internal_id); RETURN NEW; END $$ \
+             LANGUAGE plpgsql; \
+             CREATE TRIGGER bench_mapping_notify AFTER INSERT ON id_mappings \
+             FOR EACH ROW EXECUTE FUNCTION bench_mapping_notify();",
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn listen_mappings(&self) -> anyhow::Result<PgListener> {
+        let mut l = PgListener::connect_with(&self.db).await?;
+        l.listen("bench_mapping").await?;
+        Ok(l)
+    }
+
+    pub async fn finish(self) {
+        stop_nginx();
+        self.db.close().await;
+        let _ = self.amqp.close(200, "done".into()).await;
+        // The database stays for inspection; the next run drops it.
+    }
+}
+
+/// Stop the benchmark's nginx if it runs; whether it did.
+pub fn stop_nginx() -> bool {
+    let run = PathBuf::from(".run/bench");
+    let (Ok(prefix), Ok(conf)) = (
+        std::fs::canonicalize(run.join("nginx")),
+        std::fs::canonicalize(run.join("nginx.conf")),
+    ) else {
+        return false;
+    };
+    if !prefix.join("nginx.pid").exists() {
+        return false;
+    }
+    Command::new("nginx")
+        .arg("-p")
+        .arg(format!("{}/", prefix.display()))
+        .arg("-c")
+        .arg(conf)
+        .args(["-s", "quit"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().context("running switchyard")?;
+    if !out.status.success() {
+        bail!(
+            "`{:?}` failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A running `switchyard` process; killed if the benchmark ends without stopping it.
+pub struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Proc {
+    fn status_field(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        self.status_field("VmRSS:")
+    }
+
+    /// The process's peak resident set so far.
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.status_field("VmHWM:")
+    }
+
+    /// SIGTERM (a graceful stop), then wait for it.
+    pub async fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time used by each part of the system, read from /proc (user + system), in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct Cpu(pub std::collections::BTreeMap<&'static str, f64>);
+
+impl Cpu {
+    /// Now, per part: switchyard (ingest and worker), rabbitmq, postgres, redis, nginx, and
+    /// this load generator.
+    pub fn now() -> Cpu {
+        let tick = 100.0; // USER_HZ on Linux
+        let me = std::process::id().to_string();
+        let mut out = std::collections::BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Cpu(out);
+        };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+                continue;
+            };
+            // pid (comm) state … utime(14) stime(15)
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let (Some(u), Some(s)) = (f.get(11), f.get(12)) else {
+                continue;
+            };
+            let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / tick;
+            let part = if name == me {
+                "load generator"
+            } else if comm == "switchyard" {
+                "switchyard"
+            } else if comm.starts_with("beam") || comm == "erl_child_setup" {
+                "rabbitmq"
+            } else if comm.starts_with("postgres") {
+                "postgres"
+            } else if comm.starts_with("redis") {
+                "redis"
+            } else if comm == "nginx" {
+                "nginx"
+            } else {
+                continue;
+            };
+            *out.entry(part).or_insert(0.0) += secs;
+        }
+        Cpu(out)
+    }
+
+    /// CPU per item since `before`, in microseconds, largest first: "switchyard 310 µs, …".
+    pub fn per_item(&self, before: &Cpu, items: usize) -> String {
+        let mut parts: Vec<(&str, f64)> = self
+            .0
+            .iter()
+            .map(|(k, v)| {
+                (
+                    *k,
+                    (v - before.0.get(k).copied().unwrap_or(0.0)) * 1e6 / items.max(1) as f64,
+                )
+            })
+            .filter(|(_, us)| *us >= 1.0)
+            .collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = parts.iter().map(|p| p.1).sum();
+        let list: Vec<String> = parts.iter().map(|(k, us)| format!("{k} {us:.0}")).collect();
+        format!("CPU per item {total:.0} µs: {}", list.join(", "))
+    }
+}
