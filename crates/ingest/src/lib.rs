@@ -3,6 +3,7 @@
 //! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
 
+mod batch;
 mod dlq;
 mod error;
 mod jobs;
@@ -20,16 +21,19 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_broker::Broker;
-use switchyard_store::Store;
+use switchyard_core::Envelope;
+use switchyard_store::{QueuedJob, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::info;
+use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -67,6 +71,10 @@ pub(crate) struct AppState {
     pub(crate) sources: sources::Cache,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) admin_digest: Option<String>,
+    /// Duplicate checks of concurrent webhooks, one query for many: the ids that exist.
+    pub(crate) check: batch::Batcher<Uuid, Result<Arc<HashSet<Uuid>>, String>>,
+    /// Queued job rows of concurrent webhooks, one insert and commit for many.
+    pub(crate) record: batch::Batcher<Envelope, Result<(), String>>,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -85,7 +93,32 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .admin_token
         .as_ref()
         .map(|t| switchyard_core::ids::secret_digest(t.expose_secret()));
+    let check_store = store.clone();
+    let check = batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
+        let store = check_store.clone();
+        async move {
+            store
+                .existing_jobs(&ids)
+                .await
+                .map(|found| Arc::new(found.into_iter().collect::<HashSet<Uuid>>()))
+                .map_err(|e| e.to_string())
+        }
+    });
+    let record_store = store.relaxed(4);
+    let record = batch::Batcher::spawn(1000, move |envs: Vec<Envelope>| {
+        let store = record_store.clone();
+        async move {
+            let queued: Vec<QueuedJob<'_>> =
+                envs.iter().map(|e| QueuedJob { envelope: e }).collect();
+            store
+                .record_queued(&queued)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
     let state = Arc::new(AppState {
+        check,
+        record,
         sources: sources::Cache::new(
             store.clone(),
             cfg.integration_cache_ttl,

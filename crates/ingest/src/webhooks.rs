@@ -7,7 +7,6 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use switchyard_broker::{OutgoingMessage, PublishError};
 use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
-use switchyard_store::QueuedJob;
 use tracing::{Span, info, instrument, warn};
 use uuid::Uuid;
 
@@ -231,12 +230,13 @@ async fn handle(
 
     // A re-sent webhook whose jobs exist is answered without publishing again. If the
     // database cannot say, publish: workers deduplicate by idempotency key.
-    let existing = match state.store.existing_jobs(&job_ids).await {
-        Ok(ids) => ids,
-        Err(e) => {
+    let existing = match state.check.call(job_ids.clone()).await {
+        Some(Ok(ids)) => ids,
+        Some(Err(e)) => {
             warn!(error = %e, "could not check for duplicates; publishing (workers deduplicate)");
-            Vec::new()
+            Default::default()
         }
+        None => Default::default(),
     };
     let fresh: Vec<&Envelope> = envelopes
         .iter()
@@ -267,8 +267,8 @@ async fn handle(
             retry,
         ));
     }
-    let queued: Vec<QueuedJob<'_>> = fresh.iter().map(|e| QueuedJob { envelope: e }).collect();
-    if let Err(e) = state.store.record_queued(&queued).await {
+    let queued: Vec<Envelope> = fresh.iter().map(|e| (*e).clone()).collect();
+    if let Some(Err(e)) = state.record.call(queued).await {
         // The jobs are durable in the broker; workers will create their rows.
         warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
     }

@@ -106,6 +106,26 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// A small second pool on the same database whose commits do not wait for the WAL to
+    /// reach disk (`synchronous_commit = off`), for writes that are best effort by design
+    /// (ingest's `queued` rows: the broker holds the job durably, and a worker recreates a
+    /// row lost in a crash). Visibility is unchanged; only a crash can lose the last few
+    /// hundred milliseconds of them.
+    pub fn relaxed(&self, max_connections: u32) -> Store {
+        let opts = self
+            .pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(opts);
+        Store { pool }
+    }
+
     /// Connect and check that the database is reachable.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
         let store = Store::connect_lazy(url, max_connections)?;
