@@ -211,71 +211,41 @@ impl JobTx {
             ),
         };
         let attempts = self.attempts + i32::from(attempt.is_some() && spend);
-        if let Some(a) = attempt {
-            sqlx::query(
-                "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
-                 status_code, error_class, error, request, response) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(self.job_id)
-            .bind(self.attempts + 1)
-            .bind(a.started_at)
-            .bind(a.duration_ms)
-            .bind(status.as_str())
-            .bind(a.status_code)
-            .bind(a.error_class.map(ErrorClass::as_str))
-            .bind(a.error.as_deref())
-            .bind(a.request.as_deref())
-            .bind(a.response.as_deref())
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        if let Finish::Succeeded { mapping, .. } = &finish {
-            match mapping {
-                MappingChange::Upsert { external_id } => {
-                    sqlx::query(
-                        "INSERT INTO id_mappings (integration_id, entity, internal_id, external_id, \
-                         last_source_version, last_job_id) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (integration_id, entity, internal_id) DO UPDATE SET \
-                         external_id = EXCLUDED.external_id, \
-                         last_source_version = GREATEST(id_mappings.last_source_version, EXCLUDED.last_source_version), \
-                         last_job_id = EXCLUDED.last_job_id, last_synced_at = now()",
-                    )
-                    .bind(env.integration_id)
-                    .bind(&env.entity)
-                    .bind(&env.internal_id)
-                    .bind(external_id)
-                    .bind(env.source_version)
-                    .bind(self.job_id)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(|e| match StoreError::from(e) {
-                        StoreError::Conflict(_) => StoreError::MappingConflict(format!(
-                            "external id `{external_id}` is already mapped to another {} at this integration",
-                            env.entity
-                        )),
-                        other => other,
-                    })?;
-                }
-                MappingChange::Remove => {
-                    sqlx::query(
-                        "DELETE FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3",
-                    )
-                    .bind(env.integration_id)
-                    .bind(&env.entity)
-                    .bind(&env.internal_id)
-                    .execute(&mut *self.tx)
-                    .await?;
-                }
-            }
-        }
         let settled = status.is_settled() || status == JobStatus::Dead;
+        let (upsert, remove, mapped_to) = match &finish {
+            Finish::Succeeded {
+                mapping: MappingChange::Upsert { external_id },
+                ..
+            } => (true, false, Some(external_id.as_str())),
+            Finish::Succeeded {
+                mapping: MappingChange::Remove,
+                ..
+            } => (false, true, None),
+            _ => (false, false, None),
+        };
+        // Attempt, mapping and job in one statement (one round trip); a CTE whose flag is
+        // false does nothing.
         sqlx::query(
-            "UPDATE jobs SET status = $2, attempts = $3, external_id = COALESCE($4, external_id), \
-             dead_reason = $5, last_error_class = COALESCE($6, last_error_class), \
-             last_error = COALESCE($7, last_error), \
-             finished_at = CASE WHEN $8 THEN now() ELSE NULL END, \
-             duration_ms = CASE WHEN $8 THEN $9 ELSE duration_ms END, updated_at = now() \
+            "WITH a AS (\
+               INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
+                 status_code, error_class, error, request, response) \
+               SELECT $1, $10, $11, $12, $2, $13, $14, $15, $16, $17 WHERE $18), \
+             m AS (\
+               INSERT INTO id_mappings (integration_id, entity, internal_id, external_id, \
+                 last_source_version, last_job_id) \
+               SELECT $19, $20, $21, $22, $23, $1 WHERE $24 \
+               ON CONFLICT (integration_id, entity, internal_id) DO UPDATE SET \
+                 external_id = EXCLUDED.external_id, \
+                 last_source_version = GREATEST(id_mappings.last_source_version, EXCLUDED.last_source_version), \
+                 last_job_id = EXCLUDED.last_job_id, last_synced_at = now()), \
+             d AS (\
+               DELETE FROM id_mappings \
+               WHERE $25 AND integration_id = $19 AND entity = $20 AND internal_id = $21) \
+             UPDATE jobs SET status = $2, attempts = $3, external_id = COALESCE($4, external_id), \
+               dead_reason = $5, last_error_class = COALESCE($6, last_error_class), \
+               last_error = COALESCE($7, last_error), \
+               finished_at = CASE WHEN $8 THEN now() ELSE NULL END, \
+               duration_ms = CASE WHEN $8 THEN $9 ELSE duration_ms END, updated_at = now() \
              WHERE id = $1",
         )
         .bind(self.job_id)
@@ -287,8 +257,32 @@ impl JobTx {
         .bind(message)
         .bind(settled)
         .bind(duration_ms)
+        .bind(self.attempts + 1)
+        .bind(attempt.map(|a| a.started_at))
+        .bind(attempt.map(|a| a.duration_ms))
+        .bind(attempt.and_then(|a| a.status_code))
+        .bind(attempt.and_then(|a| a.error_class.map(ErrorClass::as_str)))
+        .bind(attempt.and_then(|a| a.error.as_deref()))
+        .bind(attempt.and_then(|a| a.request.as_deref()))
+        .bind(attempt.and_then(|a| a.response.as_deref()))
+        .bind(attempt.is_some())
+        .bind(env.integration_id)
+        .bind(&env.entity)
+        .bind(&env.internal_id)
+        .bind(mapped_to)
+        .bind(env.source_version)
+        .bind(upsert)
+        .bind(remove)
         .execute(&mut *self.tx)
-        .await?;
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) if upsert => StoreError::MappingConflict(format!(
+                "external id `{}` is already mapped to another {} at this integration",
+                mapped_to.unwrap_or_default(),
+                env.entity
+            )),
+            other => other,
+        })?;
         if settled && env.sync_run_id.is_some() {
             let created = self.mapping.is_none()
                 && matches!(
@@ -390,9 +384,12 @@ impl Store {
             .bind(lock)
             .execute(&mut *tx)
             .await?;
+        // The job's row and the entity's mapping in one round trip (the lock is held, so the
+        // mapping read is current).
         let row = bind_envelope(
             sqlx::query(
-            "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+            "WITH j AS (\
+             INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
              sync_run_id, status, started_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'running', now()) \
@@ -401,7 +398,11 @@ impl Store {
                duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN 1 ELSE 0 END, \
                started_at = COALESCE(jobs.started_at, now()), \
                updated_at = now() \
-             RETURNING status, attempts, started_at",
+             RETURNING status, attempts, started_at) \
+             SELECT j.status, j.attempts, j.started_at, m.integration_id, m.entity, m.internal_id, \
+                    m.external_id, m.last_source_version, m.last_job_id, m.created_at, m.last_synced_at \
+             FROM j LEFT JOIN id_mappings m \
+               ON m.integration_id = $4 AND m.entity = $7 AND m.internal_id = $11",
             ),
             env,
         )
@@ -441,13 +442,19 @@ impl Store {
                 });
             }
         }
-        let mapping: Option<Mapping> = crate::mappings::mapping_in(
-            &mut *tx,
-            env.integration_id,
-            &env.entity,
-            &env.internal_id,
-        )
-        .await?;
+        let mapping = match row.try_get::<Option<Uuid>, _>(3)? {
+            None => None,
+            Some(integration_id) => Some(Mapping {
+                integration_id,
+                entity: row.try_get(4)?,
+                internal_id: row.try_get(5)?,
+                external_id: row.try_get(6)?,
+                last_source_version: row.try_get(7)?,
+                last_job_id: row.try_get(8)?,
+                created_at: row.try_get(9)?,
+                last_synced_at: row.try_get(10)?,
+            }),
+        };
         // The id is derived from the idempotency key, so the row's id is the envelope's.
         let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
