@@ -10,6 +10,9 @@
 //! mapping row exists; the provider's request count must equal N; (4) end to end: webhooks at
 //! a fixed rate with a worker running, the delay from each 202 to its mapping row's commit
 //! (a NOTIFY from a trigger the bench adds); (5) peak resident memory of ingest and worker.
+//! Between phases the database is vacuumed and analysed, so that one phase's maintenance does
+//! not land on the next one's figures; each phase reports the CPU each process spent per item
+//! (from /proc), the profile that explains a missed target.
 //!
 //! Prints a report and, last, one JSON line. Settings from the environment: `BENCH_N`
 //! (20000), `BENCH_RATE` (1000 per second), `BENCH_SECS` (10, each open-model phase),
@@ -78,7 +81,7 @@ async fn run() -> anyhow::Result<()> {
 
     println!("1. the broker alone (no Switchyard code)");
     let cpu = procs::Cpu::now();
-    let ceiling = broker::ceiling(&s.amqp, s.n)
+    let ceiling = broker::ceiling(&s.amqp, s.n, s.rate, s.secs)
         .await
         .context("broker ceiling")?;
     let ceiling_cpu = procs::Cpu::now().per_item(&cpu, 2 * s.n);
@@ -86,7 +89,14 @@ async fn run() -> anyhow::Result<()> {
         "   publish, confirms pipelined: {:>8.0} msg/s\n   consume, manual acks:        {:>8.0} msg/s\n",
         ceiling.confirm_mps, ceiling.consume_mps
     );
-    println!("   {ceiling_cpu} (a message published and consumed)\n");
+    println!("   {ceiling_cpu} (a message published and consumed)");
+    println!(
+        "   publish → confirm at {}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms\n",
+        s.rate,
+        ms(ceiling.confirm_latency.value_at_quantile(0.5)),
+        ms(ceiling.confirm_latency.value_at_quantile(0.99)),
+        ms(ceiling.confirm_latency.value_at_quantile(0.999))
+    );
 
     let env = procs::Env::prepare(&s).await?;
     let template = std::fs::read_to_string(s.shared.join("order-template.json"))
@@ -107,6 +117,7 @@ async fn run() -> anyhow::Result<()> {
         );
     }
 
+    env.settle().await?;
     println!("\n3. processing: {} queued jobs, one worker", s.n);
     let before = env.provider_requests().await?;
     let mut worker = env.start("worker").await?;
@@ -140,9 +151,12 @@ async fn run() -> anyhow::Result<()> {
     );
     worker.stop().await;
 
+    env.settle().await?;
     println!("\n2b. ingest at 256 connections, workers stopped");
     let c256 = load::closed(&target, 256, s.n).await?;
     println!("   {}", c256.line("c=256"));
+    env.purge_queue().await?;
+    env.settle().await?;
     println!(
         "\n2c. ingest, open model at {}/s for {} s (latency from each request's scheduled start)",
         s.rate, s.secs
@@ -152,6 +166,7 @@ async fn run() -> anyhow::Result<()> {
     println!("   {}", open.line("1k/s "));
     println!("   {}", procs::Cpu::now().per_item(&cpu, open.ok));
     env.purge_queue().await?;
+    env.settle().await?;
 
     println!(
         "\n4. end to end at {}/s for {} s, one worker running: 202 → mapping row committed",
@@ -218,6 +233,7 @@ async fn run() -> anyhow::Result<()> {
     let out = json!({
         "broker_confirm_mps": round(ceiling.confirm_mps),
         "broker_consume_mps": round(ceiling.consume_mps),
+        "broker_confirm_p99_ms_at_1k": ms(ceiling.confirm_latency.value_at_quantile(0.99)),
         "ingest_rps_c64": round(c64.rps),
         "ingest_p50_ms_c64": ms(c64.latency.value_at_quantile(0.5)),
         "ingest_p99_ms_c64": ms(c64.latency.value_at_quantile(0.99)),

@@ -174,9 +174,13 @@ impl Env {
     /// Start `switchyard <what>` and wait until it is ready.
     pub async fn start(&self, what: &str) -> anyhow::Result<Proc> {
         let log = std::fs::File::create(self.run.join(format!("{what}.log")))?;
+        // Postgres allows 100 connections here: ingest batches its writes and needs few; the
+        // worker needs its concurrency and a few more.
+        let pool = if what == "ingest" { "16" } else { "40" };
         let child = Command::new(&self.bin)
             .arg(what)
             .envs(self.envs.clone())
+            .env("SWITCHYARD_DATABASE_MAX_CONNECTIONS", pool)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -274,6 +278,13 @@ impl Env {
             let near = have as usize * 100 >= n * 97;
             tokio::time::sleep(Duration::from_millis(if near { 10 } else { 500 })).await;
         }
+    }
+
+    /// Let the database catch up between phases (VACUUM ANALYZE), so that one phase's
+    /// maintenance does not land on the next one's figures.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql("VACUUM ANALYZE").execute(&self.db).await?;
+        Ok(())
     }
 
     pub async fn distinct_external_ids(&self) -> anyhow::Result<i64> {
