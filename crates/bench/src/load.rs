@@ -79,6 +79,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn empty() -> Outcome {
+        Outcome {
+            rps: 0.0,
+            latency: histogram(),
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            delays: None,
+            unseen: 0,
+        }
+    }
+
     pub fn line(&self, label: &str) -> String {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         format!(
@@ -130,15 +142,7 @@ pub async fn closed(t: &Arc<Target>, concurrency: usize, n: usize) -> anyhow::Re
             (h, ok, errors, first_error)
         }));
     }
-    let mut out = Outcome {
-        rps: 0.0,
-        latency: histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        delays: None,
-        unseen: 0,
-    };
+    let mut out = Outcome::empty();
     for task in tasks {
         let (h, ok, errors, e) = task.await?;
         out.latency.add(&h)?;
@@ -193,15 +197,7 @@ pub async fn open(
             (done - scheduled, r)
         }));
     }
-    let mut out = Outcome {
-        rps: 0.0,
-        latency: histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        delays: None,
-        unseen: 0,
-    };
+    let mut out = Outcome::empty();
     for task in tasks {
         let (took, r) = task.await?;
         out.latency.saturating_record(took.as_micros() as u64);

@@ -16,6 +16,7 @@
 //!
 //! Prints a report and, last, one JSON line. Settings from the environment: `BENCH_N`
 //! (20000), `BENCH_RATE` (1000 per second), `BENCH_SECS` (10, each open-model phase),
+//! `BENCH_SOAK_SECS` (0: no soak; 300 for the 5-minute memory check) at `BENCH_SOAK_RATE` (500),
 //! `BENCH_SHARED` (`../shared/bench`), `BENCH_DB` (`switchyard_bench`).
 #![forbid(unsafe_code)]
 
@@ -188,7 +189,32 @@ async fn run() -> anyhow::Result<()> {
         e2e.unseen
     );
     println!("   {e2e_cpu}");
-    let worker_rss = worker.peak_rss_mb();
+    let mut worker_rss = worker.peak_rss_mb();
+    let soak_secs: u64 = env_or("BENCH_SOAK_SECS", 0)?;
+    let mut soak = None;
+    if soak_secs > 0 {
+        let rate: u64 = env_or("BENCH_SOAK_RATE", 500)?;
+        println!(
+            "\n6. soak: {rate}/s for {soak_secs} s with the worker running; its resident memory every 10 s"
+        );
+        let pid = worker.pid();
+        let sampler = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                samples.push(procs::rss_mb(pid));
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if samples.len() as u64 > soak_secs / 10 {
+                    return samples;
+                }
+            }
+        });
+        let out = load::open(&target, rate, soak_secs, None).await?;
+        let samples = sampler.await?;
+        let line: Vec<String> = samples.iter().map(|m| format!("{m:.1}")).collect();
+        println!("   {} webhooks; worker RSS MB: {}", out.ok, line.join(" "));
+        worker_rss = worker_rss.max(worker.peak_rss_mb());
+        soak = Some(samples);
+    }
     worker.stop().await;
     let ingest_rss = ingest.peak_rss_mb();
     ingest.stop().await;
@@ -251,6 +277,12 @@ async fn run() -> anyhow::Result<()> {
         "ingest_ratio": (ingest_ratio * 1000.0).round() / 1000.0,
         "process_ratio": (process_ratio * 1000.0).round() / 1000.0,
     });
+    let mut out = out;
+    if let Some(samples) = soak {
+        out["soak_worker_rss_mb_first"] = json!(round(samples.first().copied().unwrap_or(0.0)));
+        out["soak_worker_rss_mb_last"] = json!(round(samples.last().copied().unwrap_or(0.0)));
+        out["soak_worker_rss_mb_max"] = json!(round(samples.iter().copied().fold(0.0, f64::max)));
+    }
     println!("{out}");
     Ok(())
 }

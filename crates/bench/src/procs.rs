@@ -372,26 +372,35 @@ impl Drop for Proc {
     }
 }
 
+/// A process's resident memory now, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    status_field(pid, "VmRSS:")
+}
+
+fn status_field(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 impl Proc {
-    fn status_field(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn rss_mb(&self) -> f64 {
-        self.status_field("VmRSS:")
+        rss_mb(self.child.id())
     }
 
     /// The process's peak resident set so far.
     pub fn peak_rss_mb(&self) -> f64 {
-        self.status_field("VmHWM:")
+        status_field(self.child.id(), "VmHWM:")
     }
 
     /// SIGTERM (a graceful stop), then wait for it.
