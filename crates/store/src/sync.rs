@@ -215,6 +215,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, schedule, next_sync_at FROM integrations \
              WHERE status = 'active' AND deleted_at IS NULL AND schedule IS NOT NULL \
+               AND schedule->>'every' <> 'manual' \
                AND (next_sync_at IS NULL OR next_sync_at <= $1) \
              ORDER BY next_sync_at NULLS FIRST LIMIT 500",
         )
