@@ -378,11 +378,13 @@ impl Store {
     /// and read the entity's mapping. Returns [`Claim::Duplicate`] when the job has already
     /// had its effect.
     pub async fn claim(&self, env: &Envelope) -> Result<Claim> {
-        let mut tx = self.pool().begin().await?;
+        // BEGIN and the entity's lock in one round trip (the key is a number we computed).
         let lock = ids::entity_lock_key(env.integration_id, &env.entity, &env.internal_id);
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock)
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool()
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({lock})"
+            )))
             .await?;
         // The job's row and the entity's mapping in one round trip (the lock is held, so the
         // mapping read is current).
