@@ -167,25 +167,25 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<Tick, StoreError> {
         let now = self.clock.now();
         let mut out = Tick::default();
-        for s in self.store.scheduled_integrations(now).await? {
-            let compiled = match Schedule::from_json(&s.schedule).and_then(|x| x.compile()) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(integration = %s.id, error = %e, "integration has an invalid schedule; not scheduling it");
+        for i in self.store.scheduled_integrations(now).await? {
+            let compiled = match i
+                .schedule
+                .as_ref()
+                .map(|s| Schedule::from_json(s).and_then(|x| x.compile()))
+            {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    warn!(integration = %i.name, error = %e, "integration has an invalid schedule; not scheduling it");
                     continue;
                 }
+                None => continue,
             };
             let next = compiled.next_after(now);
-            let Some(slot) = s.next_sync_at else {
-                if next.is_some() && self.store.plan_next_sync(s.id, None, next).await? {
+            let Some(slot) = i.next_sync_at else {
+                if next.is_some() && self.store.plan_next_sync(i.id, None, next).await? {
                     out.planned += 1;
                 }
                 continue;
-            };
-            let i = match self.store.integration(s.id).await {
-                Ok(i) => i,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
             };
             let req = SyncRequest {
                 trigger: "schedule",

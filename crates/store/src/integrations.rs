@@ -302,6 +302,23 @@ impl Store {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// Active integrations with a schedule other than manual, due at `now` or never planned
+    /// yet (the scheduler's tick).
+    pub async fn scheduled_integrations(&self, now: DateTime<Utc>) -> Result<Vec<Integration>> {
+        let sql = format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations \
+             WHERE status = 'active' AND deleted_at IS NULL AND schedule IS NOT NULL \
+               AND schedule->>'every' <> 'manual' \
+               AND (next_sync_at IS NULL OR next_sync_at <= $1) \
+             ORDER BY next_sync_at NULLS FIRST LIMIT 500"
+        );
+        let rows: Vec<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Add a route from `source` for (`entity`, `event`) to `targets`, or add targets to the
     /// route that already exists for that pair.
     pub async fn add_route(

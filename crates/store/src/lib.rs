@@ -20,7 +20,7 @@ pub use jobs::{
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
-pub use sync::{Advance, Feed, IntegrationEvent, NewRun, Scheduled, SyncRun};
+pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, migrate::Migrator};

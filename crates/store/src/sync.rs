@@ -80,14 +80,6 @@ pub struct NewRun {
     pub plan: Vec<Feed>,
 }
 
-/// An integration with a schedule, as the scheduler sees it.
-#[derive(Debug, Clone, FromRow)]
-pub struct Scheduled {
-    pub id: Uuid,
-    pub schedule: serde_json::Value,
-    pub next_sync_at: Option<DateTime<Utc>>,
-}
-
 /// An event in an integration's history (`auto_disabled`, …).
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct IntegrationEvent {
@@ -210,20 +202,6 @@ async fn complete_if_done(tx: &mut Transaction<'static, Postgres>, run: Uuid) ->
 }
 
 impl Store {
-    /// Active integrations with a schedule, due at `now` or never planned yet.
-    pub async fn scheduled_integrations(&self, now: DateTime<Utc>) -> Result<Vec<Scheduled>> {
-        Ok(sqlx::query_as(
-            "SELECT id, schedule, next_sync_at FROM integrations \
-             WHERE status = 'active' AND deleted_at IS NULL AND schedule IS NOT NULL \
-               AND schedule->>'every' <> 'manual' \
-               AND (next_sync_at IS NULL OR next_sync_at <= $1) \
-             ORDER BY next_sync_at NULLS FIRST LIMIT 500",
-        )
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?)
-    }
-
     /// Move an integration's next slot from `expected` to `next`, if no one else has.
     pub async fn plan_next_sync(
         &self,
