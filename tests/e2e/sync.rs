@@ -241,6 +241,51 @@ async fn an_export_sync_reads_the_sources_that_route_into_it() {
 }
 
 #[tokio::test]
+async fn listing_respects_the_sources_rate_limit() {
+    let h = Harness::start().await;
+    let (shop, _erp) = shop_to_erp(&h, json!({}), None).await;
+    let mut settings = h.store.integration(shop).await.unwrap().settings;
+    settings["rate_limit"] = json!({"limit": 2, "per": "second", "burst": 1});
+    h.store
+        .update_integration(
+            shop,
+            &IntegrationPatch {
+                settings: Some(settings),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    serve_pages(&h, 3).await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .respond_with(Creates::ids("erp"))
+        .mount(&h.provider)
+        .await;
+    let run = start_sync(&h, shop).await;
+    wait_run(&h, run.id, "succeeded").await;
+    let lists: Vec<_> = h
+        .provider
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == ORDERS)
+        .collect();
+    assert_eq!(lists.len(), 3);
+    // Two a second with no burst: one every 500 ms at the most, never sooner. The mock
+    // records arrival order, not time, so the check is on the run: three pages cannot have
+    // been read in under a second.
+    let r = h.store.sync_run(run.id).await.unwrap();
+    let paging = r.finished_at.unwrap() - r.started_at.unwrap();
+    assert!(
+        paging >= chrono::Duration::milliseconds(950),
+        "three pages under a 2/s limit took {paging:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn cancelling_a_running_sync_skips_its_remaining_jobs() {
     let h = Harness::start().await;
     let (shop, erp) = shop_to_erp(&h, json!({}), None).await;

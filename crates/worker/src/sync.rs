@@ -11,7 +11,7 @@ use switchyard_broker::{Delivery, OutgoingMessage};
 use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
 use switchyard_ops::sync::{SyncPage, publish_page};
 use switchyard_providers::{ChangedPage, ListQuery};
-use switchyard_resilience::RetryDecision;
+use switchyard_resilience::{Admission, RetryDecision};
 use switchyard_store::{Advance, StoreError, SyncRun};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -203,10 +203,38 @@ async fn list(
         cursor: run.cursor.as_deref(),
     };
     let max = src.retry.max_attempts.min(5);
+    let account = source.to_string();
+    let guard = &shared.cfg.guard;
     let mut attempt = 0;
     loop {
+        // The source's rate limits and breaker apply to listing as to its jobs: a refusal
+        // waits (bounded) without spending a try.
+        match guard.admit(&account, &src.breaker, &src.limits).await {
+            Admission::Go => {}
+            Admission::Throttled(wait) | Admission::BreakerOpen(wait) => {
+                info!(
+                    wait_ms = wait.as_millis() as u64,
+                    "listing held back by the source's rate limit or breaker"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(MAX_LIST_DELAY)) => {}
+                    _ = shared.stop.cancelled() => return Err(PageError::Stopping),
+                }
+                continue;
+            }
+        }
         attempt += 1;
-        match connector.list_changed(q).await {
+        let clock = std::time::Instant::now();
+        let listed = connector.list_changed(q).await;
+        let failed = matches!(&listed, Err(e) if e.class == switchyard_core::ErrorClass::Transient);
+        guard
+            .record(
+                &account,
+                &src.breaker,
+                src.breaker.outcome(failed, clock.elapsed()),
+            )
+            .await;
+        match listed {
             Ok(p) => return Ok(Ok(p)),
             Err(e) if !e.class.is_retryable() => return Ok(Err(e.message)),
             Err(e) => {
