@@ -15,7 +15,7 @@ use switchyard_scheduler::{ManualClock, Scheduler, SchedulerConfig};
 use switchyard_store::{IntegrationPatch, SyncRun};
 use uuid::Uuid;
 use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::{Mock, MockGuard, ResponseTemplate};
 
 use crate::support::{ADMIN_TOKEN, Answer, Creates, Harness, Scripted, call, eventually, status};
 
@@ -90,6 +90,15 @@ async fn serve_pages(h: &Harness, pages: u64) {
     }
 }
 
+/// The ERP creates every order it is sent (`201 {"id": "erp-<n>"}`), while the guard lives.
+async fn erp_creates(h: &Harness) -> MockGuard {
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .respond_with(Creates::ids("erp"))
+        .mount_as_scoped(&h.provider)
+        .await
+}
+
 async fn start_sync(h: &Harness, integration: Uuid) -> SyncRun {
     let (st, body) = call(
         h,
@@ -136,11 +145,7 @@ async fn import_pages_through_three_pages_one_job_per_record_and_counts_add_up()
     let h = Harness::start().await;
     let (shop, erp) = shop_to_erp(&h, json!({}), None).await;
     serve_pages(&h, 3).await;
-    let creates = Mock::given(method("POST"))
-        .and(path("/api/orders"))
-        .respond_with(Creates::ids("erp"))
-        .mount_as_scoped(&h.provider)
-        .await;
+    let creates = erp_creates(&h).await;
 
     let run = start_sync(&h, shop).await;
     assert_eq!(run.trigger, "manual");
@@ -224,11 +229,7 @@ async fn an_export_sync_reads_the_sources_that_route_into_it() {
     let h = Harness::start().await;
     let (_shop, erp) = shop_to_erp(&h, json!({}), None).await;
     serve_pages(&h, 2).await;
-    let creates = Mock::given(method("POST"))
-        .and(path("/api/orders"))
-        .respond_with(Creates::ids("erp"))
-        .mount_as_scoped(&h.provider)
-        .await;
+    let creates = erp_creates(&h).await;
     // The ERP exports: its sync reads the shop (which routes orders into it).
     let run = start_sync(&h, erp).await;
     assert_eq!(run.direction, "export");
@@ -257,11 +258,7 @@ async fn listing_respects_the_sources_rate_limit() {
         .await
         .unwrap();
     serve_pages(&h, 3).await;
-    Mock::given(method("POST"))
-        .and(path("/api/orders"))
-        .respond_with(Creates::ids("erp"))
-        .mount(&h.provider)
-        .await;
+    let _creates = erp_creates(&h).await;
     let run = start_sync(&h, shop).await;
     wait_run(&h, run.id, "succeeded").await;
     let lists: Vec<_> = h
@@ -525,21 +522,16 @@ async fn slots(h: &Harness, integration: Uuid) -> Vec<(DateTime<Utc>, String)> {
 }
 
 /// The shop syncing hourly into an ERP that creates every order. Returns the shop.
-async fn hourly_shop(h: &Harness) -> Uuid {
+async fn hourly_shop(h: &Harness) -> (Uuid, MockGuard) {
     let (shop, _) = shop_to_erp(h, json!({}), Some(json!({"every": "hourly"}))).await;
     serve_pages(h, 1).await;
-    Mock::given(method("POST"))
-        .and(path("/api/orders"))
-        .respond_with(Creates::ids("erp"))
-        .mount(&h.provider)
-        .await;
-    shop
+    (shop, erp_creates(h).await)
 }
 
 #[tokio::test]
 async fn an_hourly_schedule_runs_once_per_hour_and_a_missed_day_once() {
     let h = Harness::start().await;
-    let shop = hourly_shop(&h).await;
+    let (shop, _creates) = hourly_shop(&h).await;
     let clock = Arc::new(ManualClock::new(at("2026-11-24T10:00:00Z")));
     let s = Scheduler::new(
         SchedulerConfig {
@@ -598,7 +590,7 @@ async fn an_hourly_schedule_runs_once_per_hour_and_a_missed_day_once() {
 #[tokio::test]
 async fn two_schedulers_one_leader_and_the_other_takes_over_when_it_dies() {
     let h = Harness::start().await;
-    let shop = hourly_shop(&h).await;
+    let (shop, _creates) = hourly_shop(&h).await;
     let clock = Arc::new(ManualClock::new(at("2026-11-24T10:00:00Z")));
     let spawn = |name: &str| {
         let s = Scheduler::new(
