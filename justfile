@@ -22,13 +22,15 @@ down:
     rm -f .run/switchyard.pid .run/mock.pid
     @echo "stopped"
 
-# Every check and every test: formatting, lints, unit tests, end-to-end and failure suites.
+# Every check and every test: formatting, lints, unit tests, end-to-end and failure suites,
+# and the demo run twice (the first-run experience).
 test: services
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace --exclude switchyard-tests
     cargo test -p switchyard-tests --test e2e
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
+    scripts/demo-test.sh
 
 # Dependency checks (cargo-deny): licenses, bans, sources; advisories when the advisory
 # database can be fetched (it comes from GitHub, which our machines cannot reach).

@@ -39,6 +39,17 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
     );
     assert_eq!(created["has_credentials"], true);
     let id = created["id"].as_str().unwrap().to_owned();
+    // A target made without a webhook scheme receives no webhooks: no key, no path, and its
+    // webhook URL refuses.
+    assert!(created.get("webhook_api_key").is_none(), "{created}");
+    assert_eq!(created["webhook_auth"], "disabled");
+    assert!(created["webhook_path"].is_null(), "{created}");
+    let refused = h
+        .send(id.parse().unwrap(), "e-1", order("o-1", 1, "1.00"))
+        .await;
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "webhooks_disabled", "{body}");
 
     // Validation errors name the field.
     let (st, err) = call(&h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(json!({

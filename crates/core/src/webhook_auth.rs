@@ -57,6 +57,9 @@ impl WebhookPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "snake_case")]
 pub enum WebhookAuth {
+    /// The integration receives no webhooks (a target that is only called): every request
+    /// is refused. The default for integrations that are not webhook senders.
+    Disabled,
     /// Anyone who knows the URL may send. Only for trusted networks.
     None,
     /// `X-API-Key: <key>`; several keys may be active at once.
@@ -139,6 +142,10 @@ pub enum AuthFailure {
     Stale(i64, i64),
     #[error("this integration's signing secrets are not available")]
     NoSecrets,
+    #[error(
+        "this integration does not receive webhooks (its webhook authentication is `disabled`)"
+    )]
+    Disabled,
 }
 
 impl AuthFailure {
@@ -151,6 +158,7 @@ impl AuthFailure {
             AuthFailure::BadCredentials => "invalid_credentials",
             AuthFailure::Stale(..) => "stale_timestamp",
             AuthFailure::NoSecrets => "not_configured",
+            AuthFailure::Disabled => "webhooks_disabled",
         }
     }
 }
@@ -198,6 +206,7 @@ impl WebhookAuth {
             return Err(AuthFailure::NoSecrets);
         }
         match self {
+            WebhookAuth::Disabled => Err(AuthFailure::Disabled),
             WebhookAuth::None => Ok(Verified::default()),
             WebhookAuth::ApiKey { key_sha256 } => {
                 let given = header("x-api-key").ok_or(AuthFailure::Missing("X-API-Key"))?;

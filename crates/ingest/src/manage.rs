@@ -153,8 +153,11 @@ pub(crate) async fn create(
     }
     let id = Uuid::now_v7();
     let mut shown_key = None;
+    // Only a webhook sender gets webhook credentials by default; any other integration
+    // receives webhooks only when it is given a scheme.
     let auth = match b.webhook_auth {
-        None => json!({"scheme": "api_key"}),
+        None if b.provider == "webhook" => json!({"scheme": "api_key"}),
+        None => json!({"scheme": "disabled"}),
         Some(v) => v,
     };
     let policy = if auth.get("scheme").and_then(Value::as_str) == Some("api_key")

@@ -64,6 +64,17 @@ async fn handle(
                 format!("no integration {id}"),
             )
         })?;
+    if source.policy.auth == switchyard_core::webhook_auth::WebhookAuth::Disabled {
+        let f = switchyard_core::webhook_auth::AuthFailure::Disabled;
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            f.code(),
+            format!(
+                "integration `{}` does not receive webhooks; give it a webhook authentication scheme to accept them",
+                source.name
+            ),
+        ));
+    }
     if !source.policy.allows(peer.ip()) {
         return Err(reject(
             StatusCode::FORBIDDEN,

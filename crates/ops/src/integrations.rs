@@ -120,7 +120,8 @@ pub fn view(i: &Integration) -> Value {
         "settings": i.settings,
         "inbound": i.inbound,
         "webhook_auth": i.webhook_auth.get("scheme"),
-        "webhook_path": format!("/v1/webhooks/{}", i.id),
+        "webhook_path": (i.webhook_auth.get("scheme").and_then(Value::as_str) != Some("disabled"))
+            .then(|| format!("/v1/webhooks/{}", i.id)),
         "has_credentials": i.credentials.is_some(),
         "schedule": i.schedule,
         "next_sync_at": i.next_sync_at,

@@ -122,9 +122,11 @@ pub struct CreateArgs {
     credentials_file: Option<String>,
     /// How its webhooks authenticate: api-key (a key is generated and shown once), basic,
     /// standard-webhooks, stripe, shopify, woocommerce, github, hmac (with --webhook-hmac),
-    /// or none.
-    #[arg(long, default_value = "api-key")]
-    webhook_auth: String,
+    /// none (anyone may send), or disabled (it receives no webhooks). Default: api-key for
+    /// the `webhook` provider, disabled for any other (give a scheme to a target that also
+    /// sends webhooks, e.g. an ERP in a two-way sync).
+    #[arg(long)]
+    webhook_auth: Option<String>,
     /// The signing secrets of a signing scheme, one per line (several while rotating). For
     /// standard-webhooks without a file a `whsec_` secret is generated and shown once.
     #[arg(long)]
@@ -581,7 +583,9 @@ fn random_key() -> String {
 
 fn integration_json(i: &Integration, cfg: &Config) -> Value {
     let mut v = switchyard_ops::integrations::view(i);
-    v["webhook_url"] = json!(format!("http://{}/v1/webhooks/{}", cfg.listen, i.id));
+    if v["webhook_auth"] != json!("disabled") {
+        v["webhook_url"] = json!(format!("http://{}/v1/webhooks/{}", cfg.listen, i.id));
+    }
     v
 }
 
@@ -629,7 +633,15 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 None => Vec::new(),
             };
             let mut shown = None;
-            let webhook_auth = match a.webhook_auth.as_str() {
+            let scheme = a.webhook_auth.clone().unwrap_or_else(|| {
+                if a.provider == "webhook" {
+                    "api-key"
+                } else {
+                    "disabled"
+                }
+                .to_owned()
+            });
+            let webhook_auth = match scheme.as_str() {
                 "api-key" => {
                     let key = random_key();
                     let auth = WebhookAuth::api_keys([key.as_str()]);
@@ -646,6 +658,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     auth
                 }
                 "none" => WebhookAuth::None,
+                "disabled" => WebhookAuth::Disabled,
                 "standard-webhooks" => {
                     if secrets.is_empty() {
                         let secret = format!("whsec_{}", base64_key());
@@ -678,8 +691,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             };
             if webhook_auth.needs_secrets() && secrets.is_empty() {
                 bail!(
-                    "--webhook-secret-file: `{}` signs webhooks with a secret: give the sender's secret(s), one per line",
-                    a.webhook_auth
+                    "--webhook-secret-file: `{scheme}` signs webhooks with a secret: give the sender's secret(s), one per line"
                 );
             }
             let mut policy = WebhookPolicy::new(webhook_auth);
@@ -730,10 +742,12 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     "created integration {}/{} ({})",
                     created.tenant, created.name, created.id
                 );
-                println!(
-                    "  webhook URL: http://{}/v1/webhooks/{}",
-                    cfg.listen, created.id
-                );
+                if policy.auth != WebhookAuth::Disabled {
+                    println!(
+                        "  webhook URL: http://{}/v1/webhooks/{}",
+                        cfg.listen, created.id
+                    );
+                }
                 if let Some((what, k)) = shown {
                     println!("  {what}, shown once: {k}");
                 }

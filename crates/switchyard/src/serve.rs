@@ -24,8 +24,10 @@ pub fn init_tracing(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,lapin=warn,amq_protocol=warn,sqlx=warn,tower_http=warn")
     });
+    // Colour only on a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     if cfg.log_format == "json" {
         builder

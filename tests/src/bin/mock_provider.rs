@@ -3,6 +3,10 @@
 //! store whose orders can be listed (`GET /wp-json/wc/v3/orders?page=&per_page=&modified_after=`,
 //! page count in `X-WP-TotalPages`), for the demo's import sync. Listens on
 //! `MOCK_PROVIDER_ADDR` (default 127.0.0.1:18080).
+//!
+//! Ids are unique across restarts (`ord-<start tag>-1000`, the tag is the start time in
+//! base 36), so records it created before a restart, and the hub's mappings to them, never
+//! collide with new ones.
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,6 +20,8 @@ use tokio::sync::Mutex;
 
 #[derive(Default)]
 struct Provider {
+    /// Tells this process's ids from an earlier one's.
+    tag: String,
     next: AtomicU64,
     items: Mutex<HashMap<(String, String), Value>>,
     by_key: Mutex<HashMap<String, String>>,
@@ -41,8 +47,9 @@ async fn create(
         return (StatusCode::OK, Json(json!({"id": id})));
     }
     let id = format!(
-        "{}-{}",
+        "{}-{}-{}",
         &entity[..entity.len().min(3)],
+        p.tag,
         1000 + p.next.fetch_add(1, Ordering::SeqCst)
     );
     p.items
@@ -151,6 +158,19 @@ async fn woo_orders(
     )
 }
 
+/// The start time in milliseconds, in base 36: short, and different at every start.
+fn start_tag() -> String {
+    let mut ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut tag = Vec::new();
+    while ms > 0 {
+        tag.push(char::from_digit((ms % 36) as u32, 36).unwrap_or('0'));
+        ms /= 36;
+    }
+    tag.iter().rev().collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::var("MOCK_PROVIDER_ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
@@ -159,7 +179,10 @@ async fn main() -> anyhow::Result<()> {
         .route("/api/{entity}", post(create))
         .route("/api/{entity}/{id}", get(read).put(update).delete(delete))
         .route("/wp-json/wc/v3/orders", get(woo_orders))
-        .with_state(Arc::new(Provider::default()));
+        .with_state(Arc::new(Provider {
+            tag: start_tag(),
+            ..Provider::default()
+        }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("mock provider listening on http://{addr}");
     axum::serve(listener, app).await?;
