@@ -23,6 +23,11 @@ stop() {
 }
 trap stop EXIT
 
+# What an earlier run leaves: pid files whose processes are gone.
+mkdir -p "$DEMO_RUN"
+true & gone=$!; wait "$gone"
+echo "$gone" > "$DEMO_RUN/switchyard.pid"; echo "$gone" > "$DEMO_RUN/mock.pid"
+
 failed=0
 for round in 1 2; do
   [ "$round" = 2 ] && { stop; rm -rf "$DEMO_RUN"; }

@@ -38,7 +38,8 @@ if ! psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname
 fi
 "$BIN" migrate
 
-stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
+# An earlier run's processes, if they still run (a pid file whose process is gone is fine).
+stop_pid() { if [ -f "$1" ]; then kill "$(cat "$1")" 2>/dev/null || true; rm -f "$1"; fi; }
 stop_pid "$RUN/switchyard.pid"; stop_pid "$RUN/mock.pid"; sleep 0.5
 
 "$MOCK" > "$RUN/mock-provider.log" 2>&1 & echo $! > "$RUN/mock.pid"
