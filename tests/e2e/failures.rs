@@ -371,7 +371,12 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
         let mut env = switchyard_core::Envelope::from_slice(&body).unwrap();
         env.integration_id = erp;
         env.id = job.id;
-        env.idempotency_key = switchyard_core::ids::idempotency_key(&env.event_id, erp, env.action);
+        env.idempotency_key = switchyard_core::ids::idempotency_key(
+            env.source_integration_id,
+            &env.event_id,
+            erp,
+            env.action,
+        );
         env
     };
     let mut headers = Headers::default();

@@ -209,7 +209,10 @@ async fn an_event_with_no_route_is_accepted_and_does_nothing() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["jobs"], json!([]));
     assert!(
-        body["note"].as_str().unwrap().contains("no active route"),
+        body["note"]
+            .as_str()
+            .unwrap()
+            .contains("no route from `store` takes order.received"),
         "{body}"
     );
     h.shutdown().await;

@@ -5,6 +5,7 @@
 mod support;
 
 mod failures;
+mod identity;
 mod ingest_errors;
 mod manage;
 mod pipeline;

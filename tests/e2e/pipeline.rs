@@ -94,6 +94,7 @@ async fn the_same_event_twice_has_one_effect() {
         v: switchyard_core::ENVELOPE_VERSION,
         id: job.id,
         idempotency_key: switchyard_core::ids::idempotency_key(
+            Some(store),
             "evt-dup",
             erp,
             switchyard_core::Action::Upsert,
@@ -113,6 +114,7 @@ async fn the_same_event_twice_has_one_effect() {
         received_at: chrono::Utc::now(),
         payload: order("ord-1", 1, "5.00"),
         sync_run_id: None,
+        route: Default::default(),
         trace: None,
     };
     let msg = OutgoingMessage {

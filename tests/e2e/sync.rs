@@ -61,7 +61,7 @@ async fn shop_to_erp(h: &Harness, shop_retry: Value, schedule: Option<Value>) ->
         .await
         .unwrap();
     let erp = h.rest_target("erp", "orders", json!({})).await;
-    h.store.add_route(shop, "order", "*", &[erp]).await.unwrap();
+    h.route(shop, &[erp]).await;
     (shop, erp)
 }
 

@@ -434,10 +434,30 @@ impl Harness {
     }
 
     pub async fn route(&self, source: Uuid, targets: &[Uuid]) {
+        self.route_with(source, "order", targets, json!({}), Default::default())
+            .await;
+    }
+
+    /// A route for `entity` events with a filter and options.
+    pub async fn route_with(
+        &self,
+        source: Uuid,
+        entity: &str,
+        targets: &[Uuid],
+        filter: Value,
+        options: switchyard_core::RouteOptions,
+    ) -> Uuid {
         self.store
-            .add_route(source, "order", "*", targets)
+            .add_route(&switchyard_store::NewRoute {
+                source,
+                entity,
+                event: "*",
+                targets,
+                filter: &filter,
+                options: &options,
+            })
             .await
-            .expect("route");
+            .expect("route")
     }
 
     /// POST an order webhook.

@@ -264,9 +264,12 @@ impl Env {
                 samples.push(worker.rss_mb());
                 last_sample = Instant::now();
             }
-            let have: i64 = sqlx::query_scalar("SELECT count(*) FROM id_mappings")
-                .fetch_one(&self.db)
-                .await?;
+            // The records' links at targets (the mappings).
+            let have: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM record_links WHERE NOT origin AND deleted_at IS NULL",
+            )
+            .fetch_one(&self.db)
+            .await?;
             if have as usize >= n {
                 samples.push(worker.rss_mb());
                 return Ok(samples);
@@ -288,20 +291,23 @@ impl Env {
     }
 
     pub async fn distinct_external_ids(&self) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(DISTINCT external_id) FROM id_mappings")
-                .fetch_one(&self.db)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT count(DISTINCT external_id) FROM record_links WHERE NOT origin",
         )
+        .fetch_one(&self.db)
+        .await?)
     }
 
-    /// A NOTIFY when a mapping row commits (for the end-to-end delays).
+    /// A NOTIFY, with the source's id, when a record's link at a target commits (for the
+    /// end-to-end delays).
     pub async fn notify_on_mappings(&self) -> anyhow::Result<()> {
         sqlx::raw_sql(
             "CREATE OR REPLACE FUNCTION bench_mapping_notify() RETURNS trigger AS $$ \
-             BEGIN PERFORM pg_notify('bench_mapping', NEW.internal_id); RETURN NEW; END $$ \
+             BEGIN IF NOT NEW.origin THEN PERFORM pg_notify('bench_mapping', \
+               (SELECT external_id FROM record_links WHERE record_id = NEW.record_id AND origin LIMIT 1)); \
+             END IF; RETURN NEW; END $$ \
              LANGUAGE plpgsql; \
-             CREATE TRIGGER bench_mapping_notify AFTER INSERT ON id_mappings \
+             CREATE TRIGGER bench_mapping_notify AFTER INSERT ON record_links \
              FOR EACH ROW EXECUTE FUNCTION bench_mapping_notify();",
         )
         .execute(&self.db)

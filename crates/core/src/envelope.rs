@@ -48,6 +48,9 @@ pub struct Envelope {
     /// The sync run that enqueued the job, if a sync did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_run_id: Option<Uuid>,
+    /// What the route that made this job says (conflicts, inactive targets, linking).
+    #[serde(default, skip_serializing_if = "crate::RouteOptions::is_default")]
+    pub route: crate::RouteOptions,
     /// W3C `traceparent` of the request that produced the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
@@ -124,6 +127,7 @@ mod tests {
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: serde_json::json!({"id": "ord-1"}),
             sync_run_id: None,
+            route: Default::default(),
             trace: None,
         }
     }

@@ -5,11 +5,20 @@ use uuid::Uuid;
 
 use crate::Action;
 
-/// The idempotency key of a job: one event, one target integration, one action.
-/// Hex SHA-256 over the three parts, length-prefixed so that no two triples collide.
-pub fn idempotency_key(event_id: &str, target: Uuid, action: Action) -> String {
+/// The idempotency key of a job: one event from one source, one target integration, one
+/// action. Hex SHA-256 over the parts, length-prefixed so that no two tuples collide. The
+/// source is part of it, so one sender's event id cannot pre-empt another's; `None` (an
+/// event with no source integration) is a namespace of its own.
+pub fn idempotency_key(
+    source: Option<Uuid>,
+    event_id: &str,
+    target: Uuid,
+    action: Action,
+) -> String {
     let mut h = Sha256::new();
+    let source = source.map(|s| *s.as_bytes());
     for part in [
+        source.as_ref().map_or(&b""[..], |s| &s[..]),
         event_id.as_bytes(),
         target.as_bytes(),
         action.as_str().as_bytes(),
@@ -19,6 +28,22 @@ pub fn idempotency_key(event_id: &str, target: Uuid, action: Action) -> String {
     }
     hex::encode(h.finalize())
 }
+
+/// Event ids that only Switchyard itself makes (a sync's records); a webhook may not send
+/// one, so no sender can forge or pre-empt them.
+pub const RESERVED_EVENT_PREFIXES: &[&str] = &["sync:"];
+
+/// Whether `event_id` starts with a reserved prefix (case-insensitively).
+pub fn is_reserved_event_id(event_id: &str) -> bool {
+    RESERVED_EVENT_PREFIXES.iter().any(|p| {
+        event_id
+            .get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })
+}
+
+/// The integration id that stands for "no source integration": the tenant's own ids.
+pub const NO_SOURCE: Uuid = Uuid::nil();
 
 /// The job id for an idempotency key: a UUIDv8 made of the key's first 16 bytes. Two
 /// deliveries of the same event name the same job, so `202 {"jobs":[…]}` answers with the
@@ -36,17 +61,34 @@ pub fn content_event_id(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
-/// A 64-bit lock key for one entity at one target (Postgres advisory locks take a bigint).
-pub fn entity_lock_key(target: Uuid, entity: &str, internal_id: &str) -> i64 {
+/// A 64-bit lock key for one source record at one target (Postgres advisory locks take a
+/// bigint): jobs about the same (source, entity, source id) for the same target run one at a
+/// time.
+pub fn entity_lock_key(target: Uuid, entity: &str, source: Option<Uuid>, source_id: &str) -> i64 {
     let mut h = Sha256::new();
     h.update(target.as_bytes());
-    for part in [entity.as_bytes(), internal_id.as_bytes()] {
+    h.update(source.unwrap_or(NO_SOURCE).as_bytes());
+    for part in [entity.as_bytes(), source_id.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    let d = h.finalize();
+    lock_key(&h.finalize())
+}
+
+/// A 64-bit lock key for one record at one target: taken before a record that already has
+/// links elsewhere is first written to a target, so two sources of one record cannot both
+/// create it there.
+pub fn record_lock_key(target: Uuid, record: Uuid) -> i64 {
+    let mut h = Sha256::new();
+    h.update(b"record");
+    h.update(target.as_bytes());
+    h.update(record.as_bytes());
+    lock_key(&h.finalize())
+}
+
+fn lock_key(digest: &[u8]) -> i64 {
     let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
+    b.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(b)
 }
 
@@ -62,18 +104,34 @@ mod tests {
     #[test]
     fn keys_are_stable_and_distinct() {
         let t = Uuid::from_u128(7);
-        let a = idempotency_key("evt-1", t, Action::Upsert);
-        assert_eq!(a, idempotency_key("evt-1", t, Action::Upsert));
-        assert_ne!(a, idempotency_key("evt-1", t, Action::Delete));
+        let s = Some(Uuid::from_u128(3));
+        let a = idempotency_key(s, "evt-1", t, Action::Upsert);
+        assert_eq!(a, idempotency_key(s, "evt-1", t, Action::Upsert));
+        assert_ne!(a, idempotency_key(s, "evt-1", t, Action::Delete));
         assert_ne!(
             a,
-            idempotency_key("evt-1", Uuid::from_u128(8), Action::Upsert)
+            idempotency_key(s, "evt-1", Uuid::from_u128(8), Action::Upsert)
         );
+        // another source's event with the same id is another job
+        assert_ne!(
+            a,
+            idempotency_key(Some(Uuid::from_u128(4)), "evt-1", t, Action::Upsert)
+        );
+        assert_ne!(a, idempotency_key(None, "evt-1", t, Action::Upsert));
         // length prefixes: moving a byte between parts changes the key
         assert_ne!(
-            idempotency_key("evt-1u", t, Action::Upsert),
-            idempotency_key("evt-1", t, Action::Upsert)
+            idempotency_key(s, "evt-1u", t, Action::Upsert),
+            idempotency_key(s, "evt-1", t, Action::Upsert)
         );
+    }
+
+    #[test]
+    fn reserved_event_ids() {
+        assert!(is_reserved_event_id("sync:shop:order:1:2"));
+        assert!(is_reserved_event_id("SYNC:x"));
+        assert!(!is_reserved_event_id("sync"));
+        assert!(!is_reserved_event_id("evt-sync:1"));
+        assert!(!is_reserved_event_id("é"));
     }
 
     #[test]
@@ -85,15 +143,24 @@ mod tests {
     }
 
     #[test]
-    fn entity_lock_keys_differ_per_entity() {
+    fn lock_keys_differ_per_source_record() {
         let t = Uuid::from_u128(1);
+        let s = Some(Uuid::from_u128(2));
         assert_ne!(
-            entity_lock_key(t, "order", "1"),
-            entity_lock_key(t, "order", "2")
+            entity_lock_key(t, "order", s, "1"),
+            entity_lock_key(t, "order", s, "2")
         );
         assert_ne!(
-            entity_lock_key(t, "order", "1"),
-            entity_lock_key(t, "orde", "r1")
+            entity_lock_key(t, "order", s, "1"),
+            entity_lock_key(t, "orde", s, "r1")
+        );
+        assert_ne!(
+            entity_lock_key(t, "order", s, "1"),
+            entity_lock_key(t, "order", Some(Uuid::from_u128(9)), "1")
+        );
+        assert_ne!(
+            record_lock_key(t, Uuid::from_u128(5)),
+            record_lock_key(t, Uuid::from_u128(6))
         );
     }
 }

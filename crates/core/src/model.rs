@@ -1,12 +1,9 @@
 //! Statuses, actions and failure classes shared by every crate.
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
@@ -20,25 +17,25 @@ macro_rules! string_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.pad(self.as_str())
             }
         }
 
         impl TryFrom<String> for $name {
-            type Error = UnknownValue;
-            fn try_from(s: String) -> Result<Self, UnknownValue> {
+            type Error = $crate::model::UnknownValue;
+            fn try_from(s: String) -> Result<Self, $crate::model::UnknownValue> {
                 s.parse()
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::model::UnknownValue;
+            fn from_str(s: &str) -> Result<Self, $crate::model::UnknownValue> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownValue {
+                    _ => Err($crate::model::UnknownValue {
                         kind: stringify!($name),
                         value: s.to_owned(),
                         expected: &[$($text),+],
@@ -97,8 +94,11 @@ string_enum!(
         Succeeded => "succeeded",
         Stale => "stale",
         Ignored => "ignored",
-        /// Its sync run was cancelled before it ran.
+        /// Not sent, on purpose: its sync run was cancelled, a route filter or a `drop`
+        /// route left it out, or a conflict policy let another system's change win.
         Skipped => "skipped",
+        /// Its target is not active: kept, in order, until the target is activated.
+        Held => "held",
         Dead => "dead",
     }
 );

@@ -6,6 +6,7 @@
 mod batch;
 mod dlq;
 mod error;
+mod identity;
 mod jobs;
 mod manage;
 mod metrics;
@@ -153,6 +154,21 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/integrations/{id}/sync", post(manage::sync))
         .route("/v1/integrations/{id}/sync-runs", get(manage::sync_runs))
         .route("/v1/integrations/{id}/events", get(manage::events))
+        .route(
+            "/v1/routes",
+            get(identity::list_routes).post(identity::add_route),
+        )
+        .route(
+            "/v1/routes/{id}",
+            get(identity::show_route).delete(identity::remove_route),
+        )
+        .route(
+            "/v1/routes/{id}/targets/{target}",
+            axum::routing::delete(identity::remove_route_target),
+        )
+        .route("/v1/records", get(identity::find_record))
+        .route("/v1/records/{id}", get(identity::show_record))
+        .route("/v1/conflicts", get(identity::conflicts))
         .route("/v1/sync-runs/{id}", get(manage::sync_run))
         .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
         .route("/v1/dlq", get(dlq::list))

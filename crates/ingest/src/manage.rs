@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::jobs::{Principal, authorize};
 use crate::{ApiError, SharedState};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn bad(field: &str, reason: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
@@ -27,17 +27,19 @@ fn bad(field: &str, reason: impl Into<String>) -> ApiError {
     )
 }
 
-fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+pub(crate) fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
     b.map(|Json(v)| v)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+pub(crate) fn query<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
 }
 
-fn id(raw: &str) -> ApiResult<Uuid> {
+pub(crate) fn id(raw: &str) -> ApiResult<Uuid> {
     raw.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -48,7 +50,11 @@ fn id(raw: &str) -> ApiResult<Uuid> {
 }
 
 /// The integration, if the caller may see it.
-async fn visible(state: &SharedState, who: &Principal, raw: &str) -> ApiResult<Integration> {
+pub(crate) async fn visible(
+    state: &SharedState,
+    who: &Principal,
+    raw: &str,
+) -> ApiResult<Integration> {
     let id = id(raw)?;
     let i = state
         .store
@@ -370,12 +376,27 @@ async fn set_status(
     Ok(Json(ops::view(&i)))
 }
 
+/// Activate; the jobs held while it was not active are released, in the order they came.
 pub(crate) async fn activate(
     State(state): State<SharedState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    set_status(state, headers, raw, IntegrationStatus::Active).await
+    let mut v = set_status(state.clone(), headers, raw, IntegrationStatus::Active).await?;
+    let id: Uuid = v["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    match switchyard_ops::held::release(&state.store, &state.broker, id).await {
+        Ok(n) => v["released_jobs"] = json!(n),
+        Err(e) => {
+            // Still held: the scheduler releases them once the broker takes them.
+            tracing::warn!(integration = %id, error = %e, "activated, but its held jobs could not be released yet");
+            v["released_jobs"] = json!(0);
+            v["release_error"] = json!(e.to_string());
+        }
+    }
+    Ok(v)
 }
 
 pub(crate) async fn deactivate(

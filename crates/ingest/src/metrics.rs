@@ -2,7 +2,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::SharedState;
 
@@ -12,6 +12,8 @@ pub(crate) struct Metrics {
     pub(crate) webhooks: IntCounterVec,
     /// Jobs published to the broker.
     pub(crate) jobs: IntCounterVec,
+    /// Route targets left out of a webhook (a route's filter, a `drop` route).
+    pub(crate) skipped: IntCounter,
 }
 
 impl Metrics {
@@ -33,6 +35,14 @@ impl Metrics {
             &["provider"],
         )
         .expect("static metric definition");
+        let skipped = IntCounter::new(
+            "switchyard_route_targets_skipped_total",
+            "Route targets a webhook did not go to: a route's filter or a drop route left them out",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(skipped.clone()))
+            .expect("registered once");
         registry
             .register(Box::new(webhooks.clone()))
             .expect("registered once");
@@ -43,11 +53,16 @@ impl Metrics {
             registry,
             webhooks,
             jobs,
+            skipped,
         }
     }
 
     pub(crate) fn webhook(&self, outcome: &str, code: &str) {
         self.webhooks.with_label_values(&[outcome, code]).inc();
+    }
+
+    pub(crate) fn skipped(&self, n: usize) {
+        self.skipped.inc_by(n as u64);
     }
 }
 

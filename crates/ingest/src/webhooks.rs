@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Json, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 use switchyard_broker::{OutgoingMessage, PublishError};
-use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
+use switchyard_core::{
+    Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, RouteFilter, WhenInactive,
+    ids,
+};
 use tracing::{Span, info, instrument, warn};
 use uuid::Uuid;
 
@@ -171,6 +174,16 @@ async fn handle(
                 format!("the webhook lacks what this integration needs: {e}"),
             )
         })?;
+    if ids::is_reserved_event_id(&event.event_id) {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reserved_event_id",
+            format!(
+                "event ids starting with {} are Switchyard's own; send another event id",
+                ids::RESERVED_EVENT_PREFIXES.join(", ")
+            ),
+        ));
+    }
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
     span.record("entity", event.entity.as_str());
@@ -180,26 +193,39 @@ async fn handle(
     } else {
         Action::Upsert
     };
-    let targets: Vec<_> = source
+    // Every matching route's targets, less those its filter leaves out and, for a route
+    // that drops jobs for inactive targets, those targets. Other inactive targets get the
+    // job too: the worker holds it until the target is active.
+    let mut active = Vec::new();
+    let mut skipped: Vec<Value> = Vec::new();
+    for t in source
         .targets
         .iter()
         .filter(|t| t.entity == event.entity && (t.event == "*" || t.event == event.event))
-        .collect();
-    let (active, skipped): (Vec<_>, Vec<_>) = targets
-        .into_iter()
-        .partition(|t| t.status == IntegrationStatus::Active);
-    let skipped: Vec<Value> = skipped
-        .iter()
-        .map(|t| json!({"target": t.target_name, "reason": format!("the target is {}", t.status)}))
-        .collect();
+    {
+        let filtered = RouteFilter::parse(&t.filter)
+            .map_err(|e| format!("the route's filter is not valid: {e}"))
+            .and_then(|f| f.check(&event.payload));
+        if let Err(reason) = filtered {
+            skipped.push(json!({"target": t.target_name, "reason": reason}));
+        } else if t.status != IntegrationStatus::Active && t.when_inactive == WhenInactive::Drop {
+            skipped.push(json!({"target": t.target_name,
+                "reason": format!("the target is {} and the route drops jobs for inactive targets", t.status)}));
+        } else {
+            active.push(t);
+        }
+    }
+    if !skipped.is_empty() {
+        state.metrics.skipped(skipped.len());
+    }
     if active.is_empty() {
-        info!(event = %event.event, "no active route for this event; nothing to do");
+        info!(event = %event.event, skipped = skipped.len(), "no route takes this event; nothing to do");
         return Ok(("no_route", (
             StatusCode::ACCEPTED,
             Json(json!({
                 "jobs": [],
                 "skipped": skipped,
-                "note": format!("no active route from `{}` for {}.{}", source.name, event.entity, event.event),
+                "note": format!("no route from `{}` takes {}.{}", source.name, event.entity, event.event),
             })),
         )
             .into_response()));
@@ -212,7 +238,7 @@ async fn handle(
     let envelopes: Vec<Envelope> = active
         .iter()
         .map(|t| {
-            let key = ids::idempotency_key(&event.event_id, t.target_id, action);
+            let key = ids::idempotency_key(Some(source.id), &event.event_id, t.target_id, action);
             Envelope {
                 v: ENVELOPE_VERSION,
                 id: ids::job_id(&key),
@@ -232,6 +258,7 @@ async fn handle(
                 received_at,
                 payload: event.payload.clone(),
                 sync_run_id: None,
+                route: t.options(),
                 trace: Some(trace.clone()),
             }
         })

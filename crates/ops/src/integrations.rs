@@ -177,7 +177,10 @@ pub struct TestOutcome {
 }
 
 /// Call the provider with the integration's settings and credentials. Success moves an
-/// `inactive` integration to `testing`; failure moves it to `error` with the message.
+/// `inactive` integration to `testing`; failure moves an integration that is not active to
+/// `error` with the message. An `active` integration stays active whatever one test says
+/// (its jobs keep flowing, and its breaker and retries deal with a provider that is down);
+/// the failure is recorded (`last_error` and a `test_failed` event).
 pub async fn test_connection(
     store: &Store,
     keyring: &Keyring,
@@ -203,6 +206,12 @@ pub async fn test_connection(
                 "the provider answered with these settings and credentials".to_owned(),
                 next,
             )
+        }
+        Err(e) if i.status == IntegrationStatus::Active => {
+            store
+                .add_integration_event(i.id, "test_failed", &format!("connection test failed: {e}"))
+                .await?;
+            (false, e, IntegrationStatus::Active)
         }
         Err(e) => (false, e, IntegrationStatus::Error),
     };

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod dlq;
+pub mod held;
 pub mod integrations;
 pub mod keys;
+pub mod routes;
 pub mod sync;

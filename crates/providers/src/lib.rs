@@ -83,6 +83,9 @@ pub enum Operation<'a> {
 pub struct CallOutcome {
     /// The provider's id for the entity (for a create, read from the response).
     pub external_id: Option<String>,
+    /// The record's version after the write, when the provider reports one (the manifest's
+    /// `version_pointer`): how the hub recognises the provider's echo of its own write.
+    pub version: Option<i64>,
     pub status: u16,
     /// e.g. `POST http://host/api/orders`; never headers or credentials.
     pub request: String,
@@ -142,6 +145,23 @@ pub trait Connector: Send + Sync {
     async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError>;
     /// A cheap authenticated call that proves the settings and credentials work.
     async fn test_connection(&self) -> Result<(), ProviderError>;
+    /// Whether [`Connector::lookup`] can find this entity's records by a natural key.
+    fn can_lookup(&self, _entity: &str) -> bool {
+        false
+    }
+    /// Find the record that `payload` describes at the provider by its natural key
+    /// (reference, SKU, email): its id, or `None` when there is none. Used before a create
+    /// that may repeat an earlier one (a provider that ignores `Idempotency-Key` then still
+    /// holds one record) and to link records that already exist.
+    async fn lookup(&self, entity: &str, _payload: &Value) -> Result<Lookup, ProviderError> {
+        Err(ProviderError::new(
+            ErrorClass::Permanent,
+            format!(
+                "provider `{}` cannot look {entity} records up",
+                self.provider()
+            ),
+        ))
+    }
     /// Whether [`Connector::list_changed`] can list this entity's records.
     fn can_list(&self, _entity: &str) -> bool {
         false
@@ -157,6 +177,15 @@ pub trait Connector: Send + Sync {
             ),
         ))
     }
+}
+
+/// What a look-up found.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The provider's id of the one record that matches, if one does.
+    pub external_id: Option<String>,
+    /// e.g. `GET http://host/api/items?sku=A-1`; never headers or credentials.
+    pub request: String,
 }
 
 /// What to list: an entity's records changed since a time, from a page cursor.

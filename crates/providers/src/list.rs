@@ -290,7 +290,7 @@ impl ListEndpoint {
 
 /// A version: a number, an RFC 3339 timestamp, or a timestamp without zone read as UTC
 /// (WooCommerce's `date_modified_gmt`), as microseconds.
-fn version_of(v: &Value) -> Option<i64> {
+pub(crate) fn version_of(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => switchyard_core::inbound::parse_version(s).or_else(|| {

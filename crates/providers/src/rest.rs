@@ -8,7 +8,10 @@
 //! integration's notes.
 //!
 //! An entity may also say how to `list` its records changed since a time, which import syncs
-//! page through (see [`crate::list`]).
+//! page through (see [`crate::list`]); how to `lookup` a record by a natural key (the worker
+//! looks before a create that may repeat an earlier one, and before linking records that
+//! already exist); and where a write's response carries the record's version
+//! (`version_pointer`), by which the hub recognises the provider's echo of its own write.
 //!
 //! ```json
 //! {
@@ -21,7 +24,10 @@
 //!       "update": {"method": "PUT", "path": "/orders/{external_id}"},
 //!       "delete": {"method": "DELETE", "path": "/orders/{external_id}"},
 //!       "body": {"reference": "/id", "total": "/totals/grand_total"},
-//!       "id_pointer": "/id"
+//!       "id_pointer": "/id",
+//!       "version_pointer": "/updated_at",
+//!       "lookup": {"method": "GET", "path": "/orders", "query": {"reference": "{key}"},
+//!                  "key_pointer": "/id", "items_pointer": "/orders", "id_pointer": "/id"}
 //!     }
 //!   }
 //! }
@@ -37,9 +43,17 @@ use switchyard_core::ErrorClass;
 use switchyard_core::mapping::FieldMap;
 
 use crate::{
-    CallOutcome, ChangedPage, ConfigError, Connector, Credentials, ListQuery, Operation,
+    CallOutcome, ChangedPage, ConfigError, Connector, Credentials, ListQuery, Lookup, Operation,
     ProviderError,
 };
+
+/// The record's version in a write's response, where the manifest says.
+fn version_in(e: &EntityEndpoints, json: &Value) -> Option<i64> {
+    e.version_pointer
+        .as_ref()
+        .and_then(|p| json.pointer(p))
+        .and_then(crate::list::version_of)
+}
 
 pub const PROVIDER: &str = "rest";
 const MAX_SUMMARY: usize = 1024;
@@ -112,6 +126,36 @@ pub struct EntityEndpoints {
     /// How to list the entity's records changed since a time (for import syncs).
     #[serde(default)]
     pub list: Option<crate::list::ListEndpoint>,
+    /// Where a create's or update's response carries the record's version (a number or a
+    /// timestamp).
+    #[serde(default)]
+    pub version_pointer: Option<String>,
+    /// How to find a record by its natural key.
+    #[serde(default)]
+    pub lookup: Option<LookupEndpoint>,
+}
+
+/// A look-up by natural key: `key_pointer` reads the key from the event's data; `{key}` in
+/// the path or a query value is replaced by it (encoded). The answer is a list (at
+/// `items_pointer`, default the whole body) of which at most one may match, or one record;
+/// `404` means none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupEndpoint {
+    #[serde(default = "default_get")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    pub key_pointer: String,
+    #[serde(default)]
+    pub items_pointer: String,
+    #[serde(default = "default_id_pointer")]
+    pub id_pointer: String,
+}
+
+fn default_get() -> String {
+    "GET".into()
 }
 
 fn default_id_pointer() -> String {
@@ -155,11 +199,38 @@ impl Manifest {
             e.body
                 .validate()
                 .map_err(|err| ConfigError::new(at("body"), err.to_string()))?;
-            if !e.id_pointer.starts_with('/') {
-                return Err(ConfigError::new(
-                    at("id_pointer"),
-                    "a JSON pointer starts with `/`",
-                ));
+            let pointer = |field: &str, p: &str, empty_ok: bool| {
+                if (empty_ok && p.is_empty()) || p.starts_with('/') {
+                    Ok(())
+                } else {
+                    Err(ConfigError::new(
+                        at(field),
+                        "a JSON pointer starts with `/`",
+                    ))
+                }
+            };
+            pointer("id_pointer", &e.id_pointer, false)?;
+            if let Some(v) = &e.version_pointer {
+                pointer("version_pointer", v, false)?;
+            }
+            if let Some(l) = &e.lookup {
+                check_endpoint(
+                    &Endpoint {
+                        method: l.method.clone(),
+                        path: l.path.clone(),
+                    },
+                    &at("lookup"),
+                    false,
+                )?;
+                pointer("lookup.key_pointer", &l.key_pointer, false)?;
+                pointer("lookup.items_pointer", &l.items_pointer, true)?;
+                pointer("lookup.id_pointer", &l.id_pointer, false)?;
+                if !l.path.contains("{key}") && !l.query.values().any(|v| v.contains("{key}")) {
+                    return Err(ConfigError::new(
+                        at("lookup"),
+                        "put `{key}` (the natural key) in the path or a query value",
+                    ));
+                }
             }
         }
         for (name, e) in &m.entities {
@@ -334,6 +405,7 @@ impl Connector for RestConnector {
                     })?;
                 Ok(CallOutcome {
                     external_id: Some(external_id),
+                    version: version_in(e, &json),
                     status,
                     request: summary,
                     response: truncate(&body),
@@ -359,8 +431,12 @@ impl Connector for RestConnector {
                     rb = rb.header(h, idempotency_key);
                 }
                 let (status, body, summary) = send(rb, &ep.method, &url).await?;
+                let version = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|json| version_in(e, &json));
                 Ok(CallOutcome {
                     external_id: Some(external_id.to_owned()),
+                    version,
                     status,
                     request: summary,
                     response: truncate(&body),
@@ -383,6 +459,7 @@ impl Connector for RestConnector {
                 match send(rb, &ep.method, &url).await {
                     Ok((status, body, summary)) => Ok(CallOutcome {
                         external_id: None,
+                        version: None,
                         status,
                         request: summary,
                         response: truncate(&body),
@@ -391,6 +468,7 @@ impl Connector for RestConnector {
                     Err(err) if err.status == Some(404) || err.status == Some(410) => {
                         Ok(CallOutcome {
                             external_id: None,
+                            version: None,
                             status: err.status.unwrap_or(404),
                             request: err.request.unwrap_or_default(),
                             response: err.response.unwrap_or_default(),
@@ -400,6 +478,109 @@ impl Connector for RestConnector {
                 }
             }
         }
+    }
+
+    fn can_lookup(&self, entity: &str) -> bool {
+        self.manifest
+            .entities
+            .get(entity)
+            .is_some_and(|e| e.lookup.is_some())
+    }
+
+    async fn lookup(&self, entity: &str, payload: &Value) -> Result<Lookup, ProviderError> {
+        let e = self.entity(entity)?;
+        let l = e.lookup.as_ref().ok_or_else(|| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("the manifest has no `lookup` for entity `{entity}`"),
+            )
+        })?;
+        let key = match payload.pointer(&l.key_pointer) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(ProviderError::new(
+                    ErrorClass::Permanent,
+                    format!(
+                        "the event has no natural key at `{}` to look the {entity} up by",
+                        l.key_pointer
+                    ),
+                ));
+            }
+        };
+        let path = l.path.replace("{key}", &encode_segment(&key));
+        let mut url = url::Url::parse(&self.url(&path, "", None)).map_err(|err| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("the look-up URL is not valid: {err}"),
+            )
+        })?;
+        if !l.query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &l.query {
+                q.append_pair(k, &v.replace("{key}", &key));
+            }
+        }
+        let rb = self.request(&l.method, url.as_str());
+        let (status, body, summary) = match send(rb, &l.method, url.as_str()).await {
+            Ok(answer) => answer,
+            Err(err) if err.status == Some(404) => {
+                return Ok(Lookup {
+                    external_id: None,
+                    request: err.request.unwrap_or_default(),
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        let json: Value = serde_json::from_str(&body).map_err(|_| {
+            fail(
+                ErrorClass::Permanent,
+                Some(status),
+                &summary,
+                &body,
+                "the provider answered the look-up with a body that is not JSON".into(),
+            )
+        })?;
+        let found = if l.items_pointer.is_empty() {
+            Some(&json)
+        } else {
+            json.pointer(&l.items_pointer)
+        };
+        let one = match found {
+            Some(Value::Array(items)) if items.len() > 1 => {
+                return Err(fail(
+                    ErrorClass::Permanent,
+                    Some(status),
+                    &summary,
+                    &body,
+                    format!(
+                        "{} {entity} records match `{key}` at the provider; the hub cannot tell which is this one",
+                        items.len()
+                    ),
+                ));
+            }
+            Some(Value::Array(items)) => items.first(),
+            Some(Value::Null) | None => None,
+            Some(one) => Some(one),
+        };
+        let external_id = one.and_then(|r| match r.pointer(&l.id_pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+        if one.is_some() && external_id.is_none() {
+            return Err(fail(
+                ErrorClass::Permanent,
+                Some(status),
+                &summary,
+                &body,
+                format!("the look-up's record has no id at `{}`", l.id_pointer),
+            ));
+        }
+        Ok(Lookup {
+            external_id,
+            request: summary,
+        })
     }
 
     fn can_list(&self, entity: &str) -> bool {

@@ -99,6 +99,9 @@ pub struct Tick {
     pub started: Vec<uuid::Uuid>,
     /// Pending or stalled runs enqueued again.
     pub relaunched: usize,
+    /// Held jobs of active integrations published again (an activation that could not
+    /// release them, or a job held while its target was being activated).
+    pub released: u64,
 }
 
 pub struct Scheduler {
@@ -208,6 +211,13 @@ impl Scheduler {
             }
         }
         out.relaunched += self.relaunch().await?;
+        for integration in self.store.active_with_held_jobs().await? {
+            match switchyard_ops::held::release(&self.store, &self.broker, integration).await {
+                Ok(n) => out.released += n,
+                Err(switchyard_ops::held::ReleaseError::Store(e)) => return Err(e),
+                Err(e) => warn!(%integration, error = %e, "held jobs cannot be released yet"),
+            }
+        }
         Ok(out)
     }
 

@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::FromRow;
-use switchyard_core::{Direction, IntegrationStatus};
+use switchyard_core::{ConflictPolicy, Direction, IntegrationStatus, RouteOptions, WhenInactive};
 use uuid::Uuid;
 
 use crate::{Result, Store, StoreError};
@@ -137,15 +137,58 @@ pub struct RouteTarget {
     pub provider: String,
     #[sqlx(try_from = "String")]
     pub status: IntegrationStatus,
+    /// Which events the route lets through (`core::RouteFilter`).
+    pub filter: Value,
+    #[sqlx(try_from = "String")]
+    pub conflict: ConflictPolicy,
+    #[sqlx(try_from = "String")]
+    pub when_inactive: WhenInactive,
+    pub link_existing: bool,
 }
 
-/// A route with its targets, for display.
+impl RouteTarget {
+    /// What the route gives each of its jobs.
+    pub fn options(&self) -> RouteOptions {
+        RouteOptions {
+            conflict: self.conflict,
+            when_inactive: self.when_inactive,
+            link_existing: self.link_existing,
+        }
+    }
+}
+
+/// A route's target, for display.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteTargetView {
+    pub id: Uuid,
+    pub name: String,
+    pub status: IntegrationStatus,
+}
+
+/// A route with its targets and options, for display.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RouteView {
     pub id: Uuid,
+    pub source_id: Uuid,
     pub entity: String,
     pub event: String,
-    pub targets: Vec<String>,
+    pub filter: Value,
+    pub conflict: ConflictPolicy,
+    pub when_inactive: WhenInactive,
+    pub link_existing: bool,
+    pub targets: Vec<RouteTargetView>,
+}
+
+/// A route to add (or, for an existing (source, entity, event), targets to add and options
+/// to set).
+#[derive(Debug, Clone)]
+pub struct NewRoute<'a> {
+    pub source: Uuid,
+    pub entity: &'a str,
+    pub event: &'a str,
+    pub targets: &'a [Uuid],
+    pub filter: &'a Value,
+    pub options: &'a RouteOptions,
 }
 
 impl Store {
@@ -321,26 +364,27 @@ impl Store {
 
     /// Add a route from `source` for (`entity`, `event`) to `targets`, or add targets to the
     /// route that already exists for that pair.
-    pub async fn add_route(
-        &self,
-        source: Uuid,
-        entity: &str,
-        event: &str,
-        targets: &[Uuid],
-    ) -> Result<Uuid> {
+    pub async fn add_route(&self, r: &NewRoute<'_>) -> Result<Uuid> {
         let mut tx = self.pool().begin().await?;
         let route_id: Uuid = sqlx::query_scalar(
-            "INSERT INTO routes (id, source_integration_id, entity, event) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (source_integration_id, entity, event) DO UPDATE SET entity = EXCLUDED.entity \
+            "INSERT INTO routes (id, source_integration_id, entity, event, filter, conflict, \
+               when_inactive, link_existing) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (source_integration_id, entity, event) DO UPDATE SET \
+               filter = EXCLUDED.filter, conflict = EXCLUDED.conflict, \
+               when_inactive = EXCLUDED.when_inactive, link_existing = EXCLUDED.link_existing \
              RETURNING id",
         )
         .bind(Uuid::now_v7())
-        .bind(source)
-        .bind(entity)
-        .bind(event)
+        .bind(r.source)
+        .bind(r.entity)
+        .bind(r.event)
+        .bind(r.filter)
+        .bind(r.options.conflict.as_str())
+        .bind(r.options.when_inactive.as_str())
+        .bind(r.options.link_existing)
         .fetch_one(&mut *tx)
         .await?;
-        for target in targets {
+        for target in r.targets {
             sqlx::query(
                 "INSERT INTO route_targets (route_id, target_integration_id) VALUES ($1, $2) \
                  ON CONFLICT DO NOTHING",
@@ -354,11 +398,68 @@ impl Store {
         Ok(route_id)
     }
 
+    /// Remove a route with all its targets; jobs already made keep going.
+    pub async fn remove_route(&self, route: Uuid) -> Result<()> {
+        let r = sqlx::query("DELETE FROM routes WHERE id = $1")
+            .bind(route)
+            .execute(self.pool())
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("route {route}")));
+        }
+        Ok(())
+    }
+
+    /// Remove one target from a route; the route goes too when it was its last target.
+    /// Returns whether the route itself was removed.
+    pub async fn remove_route_target(&self, route: Uuid, target: Uuid) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query(
+            "DELETE FROM route_targets WHERE route_id = $1 AND target_integration_id = $2",
+        )
+        .bind(route)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "integration {target} as a target of route {route}"
+            )));
+        }
+        let gone = sqlx::query(
+            "DELETE FROM routes WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM route_targets WHERE route_id = $1)",
+        )
+        .bind(route)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// One route, for display (with the id of its source, to check who may see it).
+    pub async fn route(&self, route: Uuid) -> Result<RouteView> {
+        let source: Uuid =
+            sqlx::query_scalar("SELECT source_integration_id FROM routes WHERE id = $1")
+                .bind(route)
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("route {route}")))?;
+        self.routes(source)
+            .await?
+            .into_iter()
+            .find(|r| r.id == route)
+            .ok_or_else(|| StoreError::NotFound(format!("route {route}")))
+    }
+
     /// Every target of every route from `source`, whatever the entity and event.
     pub async fn route_targets(&self, source: Uuid) -> Result<Vec<RouteTarget>> {
         let rows = sqlx::query_as(
             "SELECT r.id AS route_id, r.entity, r.event, i.id AS target_id, i.name AS target_name, \
-                    i.tenant, i.provider, i.status \
+                    i.tenant, i.provider, i.status, r.filter, r.conflict, r.when_inactive, \
+                    r.link_existing \
              FROM routes r \
              JOIN route_targets t ON t.route_id = r.id \
              JOIN integrations i ON i.id = t.target_integration_id AND i.deleted_at IS NULL \
@@ -396,13 +497,23 @@ impl Store {
     pub async fn routes(&self, source: Uuid) -> Result<Vec<RouteView>> {
         let mut out: Vec<RouteView> = Vec::new();
         for t in self.route_targets(source).await? {
+            let target = RouteTargetView {
+                id: t.target_id,
+                name: t.target_name.clone(),
+                status: t.status,
+            };
             match out.last_mut() {
-                Some(r) if r.id == t.route_id => r.targets.push(t.target_name),
+                Some(r) if r.id == t.route_id => r.targets.push(target),
                 _ => out.push(RouteView {
                     id: t.route_id,
+                    source_id: source,
                     entity: t.entity,
                     event: t.event,
-                    targets: vec![t.target_name],
+                    filter: t.filter,
+                    conflict: t.conflict,
+                    when_inactive: t.when_inactive,
+                    link_existing: t.link_existing,
+                    targets: vec![target],
                 }),
             }
         }

@@ -2,10 +2,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder, Row, Transaction};
-use switchyard_core::{DeadReason, Envelope, ErrorClass, JobStatus, ids};
+use switchyard_core::{DeadReason, Envelope, ErrorClass, IntegrationStatus, JobStatus, ids};
 use uuid::Uuid;
 
-use crate::mappings::Mapping;
 use crate::{Result, Store, StoreError};
 
 /// What ingest records when it has published a job.
@@ -42,12 +41,14 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub replays: i32,
     pub purged_at: Option<DateTime<Utc>>,
+    /// The record the job is about (once a worker has resolved it).
+    pub record_id: Option<Uuid>,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integration_id, provider, entity, \
      action, event, event_id, internal_id, source_version, status, attempts, duplicates, replays, purged_at, \
      external_id, dead_reason, last_error_class, last_error, received_at, started_at, \
-     finished_at, duration_ms, created_at, updated_at";
+     finished_at, duration_ms, created_at, updated_at, record_id";
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct JobAttempt {
@@ -83,12 +84,14 @@ pub struct AttemptRecord {
     pub response: Option<String>,
 }
 
-/// What to do to the id mapping when a job succeeds.
+/// What to do to the record's link at the target when a job succeeds.
 #[derive(Debug, Clone)]
 pub enum MappingChange {
-    /// Record (or confirm) internal id → `external_id`.
+    /// Record (or confirm) the target's id for the record.
     Upsert { external_id: String },
-    /// The entity was deleted at the target: forget its mapping.
+    /// The record was deleted at the target: its links at the target and at the source are
+    /// retired, and the record is marked deleted (a later event with the same source id
+    /// makes a new record).
     Remove,
 }
 
@@ -98,11 +101,22 @@ pub enum Finish {
     Succeeded {
         attempt: AttemptRecord,
         mapping: MappingChange,
+        /// The record's version at the target after this write, as the target reported it
+        /// (for recognising the target's echo of it).
+        written_version: Option<i64>,
     },
-    /// Older than the last version applied: not applied.
+    /// Older than the last version applied from its source: not applied.
     Stale,
-    /// Nothing to do (e.g. deleting an entity that was never created at the target).
+    /// Nothing to do (e.g. deleting an entity that was never created at the target, or the
+    /// echo of the hub's own write).
     Ignored { reason: String },
+    /// Not sent, on purpose (a conflict lost, a `drop` route whose target is not active).
+    Skipped {
+        reason: String,
+        conflict: Option<crate::identity::NewConflict>,
+    },
+    /// The target is not active: kept, with its envelope, until it is released.
+    Held,
     /// The call failed; the job will be retried later.
     Retrying {
         attempt: Option<AttemptRecord>,
@@ -125,17 +139,82 @@ pub enum Claim {
     /// The job already has its effect: acknowledge the delivery as a duplicate.
     Duplicate { status: JobStatus },
     /// The job is ours until [`JobTx::finish`]; concurrent deliveries of the same job, and
-    /// jobs for the same entity at the same target, wait for us.
+    /// jobs about the same source record for the same target, wait for us.
     Ready(Box<JobTx>),
 }
 
-/// A claimed job: an open transaction holding the entity's lock.
+/// The event's source record as the hub knows it: its link in the source system.
+#[derive(Debug, Clone)]
+pub struct SourceLink {
+    pub record_id: Uuid,
+    /// The newest change from the source the hub has applied: its version and when it
+    /// was received.
+    pub changed_version: Option<i64>,
+    pub changed_at: Option<DateTime<Utc>>,
+    /// What the hub last wrote to the source system itself (two-way sync): the version
+    /// the source reported for it.
+    pub written_version: Option<i64>,
+    pub written_at: Option<DateTime<Utc>>,
+    /// The link was retired (the record was deleted); only a delete job reads such a one.
+    pub deleted: bool,
+}
+
+/// The record's link at the target: its id there and what the hub last wrote.
+#[derive(Debug, Clone)]
+pub struct TargetLink {
+    pub external_id: String,
+    pub last_source_version: Option<i64>,
+    pub written_at: Option<DateTime<Utc>>,
+    pub written_version: Option<i64>,
+    /// When the change last written there was received.
+    pub written_change_at: Option<DateTime<Utc>>,
+    /// When the hub received the target's own newest change to the record (an event from
+    /// the target, not an echo of the hub's writes), if any.
+    pub target_changed_at: Option<DateTime<Utc>>,
+}
+
+/// A claimed job: an open transaction holding the source record's lock at the target.
 pub struct JobTx {
     tx: Transaction<'static, Postgres>,
     job_id: Uuid,
     attempts: i32,
-    mapping: Option<Mapping>,
     started: DateTime<Utc>,
+    target_status: Option<IntegrationStatus>,
+    source: Option<SourceLink>,
+    target: Option<TargetLink>,
+}
+
+/// The columns a link read returns, for [`read_links`]: the source link's, then the
+/// target link's, then the target's own newest change.
+const LINKS_SELECT: &str = "s.record_id, s.changed_version, s.changed_at, s.written_version,      s.written_at, s.deleted_at IS NOT NULL, t.external_id, t.last_source_version, t.written_at,      t.written_version, t.written_change_at,      (SELECT max(x.received_at) FROM jobs x WHERE x.internal_id = t.external_id         AND x.source_integration_id = t.integration_id AND x.entity = t.entity         AND x.status NOT IN ('ignored', 'skipped', 'stale')         AND NOT (x.source_version IS NOT NULL AND t.written_version IS NOT NULL                  AND x.source_version <= t.written_version))";
+
+fn read_links(
+    row: &sqlx::postgres::PgRow,
+    at: usize,
+) -> Result<(Option<SourceLink>, Option<TargetLink>)> {
+    let source = match row.try_get::<Option<Uuid>, _>(at)? {
+        None => None,
+        Some(record_id) => Some(SourceLink {
+            record_id,
+            changed_version: row.try_get(at + 1)?,
+            changed_at: row.try_get(at + 2)?,
+            written_version: row.try_get(at + 3)?,
+            written_at: row.try_get(at + 4)?,
+            deleted: row.try_get::<Option<bool>, _>(at + 5)?.unwrap_or(false),
+        }),
+    };
+    let target = match row.try_get::<Option<String>, _>(at + 6)? {
+        None => None,
+        Some(external_id) => Some(TargetLink {
+            external_id,
+            last_source_version: row.try_get(at + 7)?,
+            written_at: row.try_get(at + 8)?,
+            written_version: row.try_get(at + 9)?,
+            written_change_at: row.try_get(at + 10)?,
+            target_changed_at: row.try_get(at + 11)?,
+        }),
+    };
+    Ok((source, target))
 }
 
 impl JobTx {
@@ -148,12 +227,104 @@ impl JobTx {
         self.attempts
     }
 
-    /// The entity's current mapping at the target, read under the entity lock.
-    pub fn mapping(&self) -> Option<&Mapping> {
-        self.mapping.as_ref()
+    /// The target integration's status, read with the claim (`None`: it is gone).
+    pub fn target_status(&self) -> Option<IntegrationStatus> {
+        self.target_status
     }
 
-    /// Record the outcome (attempt, job status, mapping) and commit, atomically.
+    /// The event's record, by its link at the source (`None`: not known yet).
+    pub fn source(&self) -> Option<&SourceLink> {
+        self.source.as_ref()
+    }
+
+    /// The record's link at the target, read under the lock.
+    pub fn target(&self) -> Option<&TargetLink> {
+        self.target.as_ref()
+    }
+
+    /// Make sure the event's record exists (creating it and its source link if this is the
+    /// first the hub hears of it), then, if the record was already known, lock it at the
+    /// target and read its links again: two sources of one record then cannot both create
+    /// it at the target.
+    pub async fn resolve_record(&mut self, store: &Store, env: &Envelope) -> Result<()> {
+        let (record, created) = store
+            .ensure_record(
+                &env.tenant,
+                &env.entity,
+                env.source_integration_id,
+                &env.internal_id,
+            )
+            .await?;
+        if created {
+            self.source = Some(SourceLink {
+                record_id: record,
+                changed_version: None,
+                changed_at: None,
+                written_version: None,
+                written_at: None,
+                deleted: false,
+            });
+            self.target = None;
+            return Ok(());
+        }
+        self.lock_record(env, record).await
+    }
+
+    /// Lock the record at the target and read its links again (before a create of a
+    /// record that other systems already know).
+    pub async fn lock_record(&mut self, env: &Envelope, record: Uuid) -> Result<()> {
+        let key = ids::record_lock_key(env.integration_id, record);
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await?;
+        let sql = format!(
+            "SELECT {LINKS_SELECT} FROM record_links s              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $2                AND t.deleted_at IS NULL              WHERE s.record_id = $1 AND s.integration_id = $3 AND s.entity = $4 AND s.deleted_at IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(record)
+            .bind(env.integration_id)
+            .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
+            .bind(&env.entity)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if let Some(row) = row {
+            (self.source, self.target) = read_links(&row, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Record a conflict that this job wins (it goes on to be applied), with its outcome.
+    pub async fn note_conflict(
+        &mut self,
+        env: &Envelope,
+        c: crate::identity::NewConflict,
+    ) -> Result<()> {
+        let Some(record) = self.source.as_ref().map(|s| s.record_id) else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO record_conflicts (tenant, record_id, entity, policy, winner_integration, \
+               loser_integration, winner_changed_at, loser_changed_at, job_id, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(&env.tenant)
+        .bind(record)
+        .bind(&env.entity)
+        .bind(c.policy)
+        .bind(c.winner)
+        .bind(c.loser)
+        .bind(c.winner_changed_at)
+        .bind(c.loser_changed_at)
+        .bind(self.job_id)
+        .bind(&c.message)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Record the outcome (attempt, job status, links, held envelope, conflict) and commit,
+    /// atomically.
     pub async fn finish(mut self, env: &Envelope, finish: Finish) -> Result<()> {
         let now = Utc::now();
         let duration_ms = (now - self.started)
@@ -167,7 +338,9 @@ impl JobTx {
             }
         );
         let (status, attempt, class, message, reason, external_id) = match &finish {
-            Finish::Succeeded { attempt, mapping } => {
+            Finish::Succeeded {
+                attempt, mapping, ..
+            } => {
                 let ext = match mapping {
                     MappingChange::Upsert { external_id } => Some(external_id.clone()),
                     MappingChange::Remove => None,
@@ -183,6 +356,15 @@ impl JobTx {
                 None,
                 None,
             ),
+            Finish::Skipped { reason, .. } => (
+                JobStatus::Skipped,
+                None,
+                None,
+                Some(reason.clone()),
+                None,
+                None,
+            ),
+            Finish::Held => (JobStatus::Held, None, None, None, None, None),
             Finish::Retrying {
                 attempt,
                 class,
@@ -212,38 +394,69 @@ impl JobTx {
         };
         let attempts = self.attempts + i32::from(attempt.is_some() && spend);
         let settled = status.is_settled() || status == JobStatus::Dead;
-        let (upsert, remove, mapped_to) = match &finish {
+        let (upsert, remove, mapped_to, written_version) = match &finish {
             Finish::Succeeded {
                 mapping: MappingChange::Upsert { external_id },
+                written_version,
                 ..
-            } => (true, false, Some(external_id.as_str())),
+            } => (true, false, Some(external_id.as_str()), *written_version),
             Finish::Succeeded {
                 mapping: MappingChange::Remove,
                 ..
-            } => (false, true, None),
-            _ => (false, false, None),
+            } => (false, true, None, None),
+            _ => (false, false, None, None),
         };
-        // Attempt, mapping and job in one statement (one round trip); a CTE whose flag is
-        // false does nothing.
+        let applied = upsert || remove;
+        let record = self.source.as_ref().map(|s| s.record_id);
+        let source = env.source_integration_id.unwrap_or(ids::NO_SOURCE);
+        let held = matches!(finish, Finish::Held);
+        let held_envelope = if held {
+            Some(serde_json::to_value(env).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        } else {
+            None
+        };
+        let conflict = match &finish {
+            Finish::Skipped {
+                conflict: Some(c), ..
+            } => Some(c),
+            _ => None,
+        };
+        // Attempt, links, held envelope, conflict and job in one statement (one round
+        // trip); a CTE whose flag is false does nothing.
         sqlx::query(
             "WITH a AS (\
                INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
                  status_code, error_class, error, request, response) \
                SELECT $1, $10, $11, $12, $2, $13, $14, $15, $16, $17 WHERE $18), \
              m AS (\
-               INSERT INTO id_mappings (integration_id, entity, internal_id, external_id, \
-                 last_source_version, last_job_id) \
-               SELECT $19, $20, $21, $22, $23, $1 WHERE $24 \
-               ON CONFLICT (integration_id, entity, internal_id) DO UPDATE SET \
+               INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, \
+                 last_source_version, last_job_id, written_at, written_version, written_change_at) \
+               SELECT $26, $27, $19, $20, $22, $23, $1, now(), $28, $29 WHERE $24 AND $26 IS NOT NULL \
+               ON CONFLICT (record_id, integration_id) WHERE deleted_at IS NULL DO UPDATE SET \
                  external_id = EXCLUDED.external_id, \
-                 last_source_version = GREATEST(id_mappings.last_source_version, EXCLUDED.last_source_version), \
-                 last_job_id = EXCLUDED.last_job_id, last_synced_at = now()), \
+                 last_source_version = GREATEST(record_links.last_source_version, EXCLUDED.last_source_version), \
+                 last_job_id = EXCLUDED.last_job_id, written_at = now(), \
+                 written_version = EXCLUDED.written_version, \
+                 written_change_at = EXCLUDED.written_change_at, last_synced_at = now()), \
+             s AS (\
+               UPDATE record_links SET changed_at = GREATEST(changed_at, $29), \
+                 changed_version = GREATEST(changed_version, $23), last_synced_at = now() \
+               WHERE $30 AND NOT $25 AND record_id = $26 AND integration_id = $31 AND deleted_at IS NULL), \
              d AS (\
-               DELETE FROM id_mappings \
-               WHERE $25 AND integration_id = $19 AND entity = $20 AND internal_id = $21) \
+               UPDATE record_links SET deleted_at = now() \
+               WHERE $25 AND record_id = $26 AND integration_id IN ($19, $31) AND deleted_at IS NULL), \
+             dr AS (UPDATE records SET deleted_at = COALESCE(deleted_at, now()) WHERE $25 AND id = $26), \
+             h AS (\
+               INSERT INTO held_jobs (job_id, integration_id, envelope, received_at) \
+               SELECT $1, $19, $32, $29 WHERE $32 IS NOT NULL ON CONFLICT (job_id) DO NOTHING), \
+             c AS (\
+               INSERT INTO record_conflicts (tenant, record_id, entity, policy, winner_integration, \
+                 loser_integration, winner_changed_at, loser_changed_at, job_id, message) \
+               SELECT $27, $26, $20, $33, $34, $35, $36, $37, $1, $38 WHERE $33 IS NOT NULL AND $26 IS NOT NULL \
+               ON CONFLICT (job_id) DO NOTHING) \
              UPDATE jobs SET status = $2, attempts = $3, external_id = COALESCE($4, external_id), \
                dead_reason = $5, last_error_class = COALESCE($6, last_error_class), \
-               last_error = COALESCE($7, last_error), \
+               last_error = COALESCE($7, last_error), record_id = COALESCE($26, record_id), \
                finished_at = CASE WHEN $8 THEN now() ELSE NULL END, \
                duration_ms = CASE WHEN $8 THEN $9 ELSE duration_ms END, updated_at = now() \
              WHERE id = $1",
@@ -273,18 +486,31 @@ impl JobTx {
         .bind(env.source_version)
         .bind(upsert)
         .bind(remove)
+        .bind(record)
+        .bind(&env.tenant)
+        .bind(written_version)
+        .bind(env.received_at)
+        .bind(applied)
+        .bind(source)
+        .bind(held_envelope)
+        .bind(conflict.map(|c| c.policy))
+        .bind(conflict.map(|c| c.winner))
+        .bind(conflict.map(|c| c.loser))
+        .bind(conflict.and_then(|c| c.winner_changed_at))
+        .bind(conflict.map(|c| c.loser_changed_at))
+        .bind(conflict.map(|c| c.message.as_str()))
         .execute(&mut *self.tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) if upsert => StoreError::MappingConflict(format!(
-                "external id `{}` is already mapped to another {} at this integration",
+                "external id `{}` is already linked to another {} at this integration",
                 mapped_to.unwrap_or_default(),
                 env.entity
             )),
             other => other,
         })?;
         if settled && env.sync_run_id.is_some() {
-            let created = self.mapping.is_none()
+            let created = self.target.is_none()
                 && matches!(
                     &finish,
                     Finish::Succeeded {
@@ -378,18 +604,24 @@ impl Store {
     /// and read the entity's mapping. Returns [`Claim::Duplicate`] when the job has already
     /// had its effect.
     pub async fn claim(&self, env: &Envelope) -> Result<Claim> {
-        // BEGIN and the entity's lock in one round trip (the key is a number we computed).
-        let lock = ids::entity_lock_key(env.integration_id, &env.entity, &env.internal_id);
+        // BEGIN and the source record's lock at the target in one round trip (the key is a
+        // number we computed).
+        let lock = ids::entity_lock_key(
+            env.integration_id,
+            &env.entity,
+            env.source_integration_id,
+            &env.internal_id,
+        );
         let mut tx = self
             .pool()
             .begin_with(sqlx::AssertSqlSafe(format!(
                 "BEGIN; SELECT pg_advisory_xact_lock({lock})"
             )))
             .await?;
-        // The job's row and the entity's mapping in one round trip (the lock is held, so the
-        // mapping read is current).
-        let row = bind_envelope(
-            sqlx::query(
+        // The job's row, the target's status, the record's links at the source and at the
+        // target, in one round trip (the lock is held, so the reads are current). A delete
+        // also finds a retired source link: the event's other targets may have retired it.
+        let sql = format!(
             "WITH j AS (\
              INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
              provider, entity, action, event, event_id, internal_id, source_version, received_at, \
@@ -400,16 +632,23 @@ impl Store {
                duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN 1 ELSE 0 END, \
                started_at = COALESCE(jobs.started_at, now()), \
                updated_at = now() \
-             RETURNING status, attempts, started_at) \
-             SELECT j.status, j.attempts, j.started_at, m.integration_id, m.entity, m.internal_id, \
-                    m.external_id, m.last_source_version, m.last_job_id, m.created_at, m.last_synced_at \
-             FROM j LEFT JOIN id_mappings m \
-               ON m.integration_id = $4 AND m.entity = $7 AND m.internal_id = $11",
-            ),
-            env,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+             RETURNING status, attempts, started_at), \
+             s AS (\
+               SELECT * FROM record_links WHERE external_id = $11 AND integration_id = $15 \
+                 AND entity = $7 AND tenant = $3 AND (deleted_at IS NULL OR $16) \
+               ORDER BY deleted_at DESC NULLS FIRST LIMIT 1) \
+             SELECT j.status, j.attempts, j.started_at, \
+               (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
+               {LINKS_SELECT} \
+             FROM j LEFT JOIN s ON true \
+             LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
+               AND t.deleted_at IS NULL"
+        );
+        let row = bind_envelope(sqlx::query(sqlx::AssertSqlSafe(sql)), env)
+            .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
+            .bind(env.action == switchyard_core::Action::Delete)
+            .fetch_one(&mut *tx)
+            .await?;
         let (status, attempts, started): (String, i32, DateTime<Utc>) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let status: JobStatus =
@@ -444,27 +683,22 @@ impl Store {
                 });
             }
         }
-        let mapping = match row.try_get::<Option<Uuid>, _>(3)? {
-            None => None,
-            Some(integration_id) => Some(Mapping {
-                integration_id,
-                entity: row.try_get(4)?,
-                internal_id: row.try_get(5)?,
-                external_id: row.try_get(6)?,
-                last_source_version: row.try_get(7)?,
-                last_job_id: row.try_get(8)?,
-                created_at: row.try_get(9)?,
-                last_synced_at: row.try_get(10)?,
-            }),
-        };
+        let target_status = row
+            .try_get::<Option<String>, _>(3)?
+            .map(|s| s.parse::<IntegrationStatus>())
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (source, target) = read_links(&row, 4)?;
         // The id is derived from the idempotency key, so the row's id is the envelope's.
         let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
             tx,
             job_id,
             attempts,
-            mapping,
             started,
+            target_status,
+            source,
+            target,
         })))
     }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod api_keys;
+mod identity;
 mod integrations;
 mod jobs;
 mod leader;
@@ -11,11 +12,14 @@ mod mappings;
 mod sync;
 
 pub use api_keys::ApiKey;
+pub use identity::{Conflict, HeldJob, LinkView, NewConflict, RecordView};
 pub use integrations::{
-    Integration, NewIntegration, RouteTarget, RouteView, SealedCredentials, SecretKind,
+    Integration, NewIntegration, NewRoute, RouteTarget, RouteTargetView, RouteView,
+    SealedCredentials, SecretKind,
 };
 pub use jobs::{
     AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
+    SourceLink, TargetLink,
 };
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};

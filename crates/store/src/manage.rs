@@ -256,7 +256,11 @@ impl Store {
         entity: &str,
         internal_id: &str,
     ) -> Result<()> {
-        let r = sqlx::query("DELETE FROM id_mappings WHERE integration_id = $1 AND entity = $2 AND internal_id = $3")
+        let r = sqlx::query(
+            "UPDATE record_links SET deleted_at = now() WHERE integration_id = $1 AND entity = $2 \
+             AND NOT origin AND deleted_at IS NULL AND record_id IN (SELECT record_id FROM id_mappings \
+               WHERE integration_id = $1 AND entity = $2 AND internal_id = $3)",
+        )
             .bind(integration)
             .bind(entity)
             .bind(internal_id)

@@ -1,4 +1,5 @@
-//! Internal id ↔ external id mappings.
+//! Mappings: at each target, the records the hub wrote there, by their origin's id (the
+//! `id_mappings` view over the identity model's links).
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::FromRow;
@@ -16,11 +17,14 @@ pub struct Mapping {
     pub last_job_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub last_synced_at: DateTime<Utc>,
+    /// Where the record was first seen (the nil id: the tenant's own ids).
+    pub source_integration_id: Uuid,
+    pub record_id: Uuid,
 }
 
 /// The columns of [`Mapping`], in its field order.
 pub(crate) const MAPPING_COLUMNS: &str = "integration_id, entity, internal_id, external_id, \
-     last_source_version, last_job_id, created_at, last_synced_at";
+     last_source_version, last_job_id, created_at, last_synced_at, source_integration_id, record_id";
 
 /// One entity's mapping, on a pool or inside a transaction.
 pub(crate) async fn mapping_in<'e, E>(
@@ -34,7 +38,8 @@ where
 {
     let sql = format!(
         "SELECT {MAPPING_COLUMNS} FROM id_mappings \
-         WHERE integration_id = $1 AND entity = $2 AND internal_id = $3"
+         WHERE integration_id = $1 AND entity = $2 AND internal_id = $3 \
+         ORDER BY created_at LIMIT 1"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(integration)
@@ -75,11 +80,12 @@ impl Store {
 
     /// How many mappings an integration has (for progress checks and benchmarks).
     pub async fn count_mappings(&self, integration: Uuid) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM id_mappings WHERE integration_id = $1")
-                .bind(integration)
-                .fetch_one(self.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM record_links WHERE integration_id = $1 AND NOT origin \
+                 AND deleted_at IS NULL",
         )
+        .bind(integration)
+        .fetch_one(self.pool())
+        .await?)
     }
 }

@@ -490,6 +490,24 @@ impl Store {
         self.sync_run(run).await
     }
 
+    /// Record something an operator should hear of about an integration.
+    pub async fn add_integration_event(
+        &self,
+        integration: Uuid,
+        kind: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO integration_events (integration_id, kind, message) VALUES ($1, $2, $3)",
+        )
+        .bind(integration)
+        .bind(kind)
+        .bind(message)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// An integration's events, newest first.
     pub async fn integration_events(
         &self,

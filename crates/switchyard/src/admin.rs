@@ -188,9 +188,30 @@ pub enum SyncCmd {
     Cancel { run: Uuid },
 }
 
+/// A route's filter and options.
+#[derive(Debug, Args)]
+pub struct RouteOptionArgs {
+    /// Only events whose data hold one of the listed values at each JSON pointer, e.g.
+    /// '{"/status": ["paid", "completed"]}'. Others are skipped (and say so).
+    #[arg(long)]
+    filter: Option<String>,
+    /// When a target changed the record too: last_writer_wins, source_wins, target_wins.
+    #[arg(long, default_value = "last_writer_wins")]
+    conflict: switchyard_core::ConflictPolicy,
+    /// While a target is not active: hold its jobs (released in order on activation) or
+    /// drop them (recorded as skipped).
+    #[arg(long, default_value = "hold")]
+    when_inactive: switchyard_core::WhenInactive,
+    /// Before creating a record at a target, look it up there by its natural key (the
+    /// target's `lookup`) and update it when it exists (a catalog already in the target).
+    #[arg(long)]
+    link_existing: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RoutesCmd {
-    /// Route an entity's events from one integration to one or more targets.
+    /// Route an entity's events from one integration to one or more targets. Adding to an
+    /// existing route (same source, entity and event) adds targets and sets its options.
     Add {
         /// The source integration (id or tenant/name).
         #[arg(long)]
@@ -203,9 +224,24 @@ pub enum RoutesCmd {
         /// A target integration (id or tenant/name); repeat for fan-out.
         #[arg(long = "to", required = true)]
         targets: Vec<String>,
+        #[command(flatten)]
+        options: RouteOptionArgs,
     },
-    /// List the routes from an integration.
+    /// List the routes from an integration, with their options.
     List { integration: String },
+    /// Remove a route, or only one of its targets (`--to`). Jobs already made go on.
+    Remove {
+        /// The source integration (id or tenant/name).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        entity: String,
+        #[arg(long, default_value = "*")]
+        event: String,
+        /// Remove only this target (the route goes when its last target does).
+        #[arg(long = "to")]
+        target: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +261,40 @@ pub enum JobsCmd {
         limit: i64,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCmd {
+    /// A record by any system's id for it, with its id in every system it has reached:
+    /// "what is shop A's order 1001 in the ERP" is `records show --in shop-a --entity order
+    /// --id 1001 --to erp`, and back.
+    Show {
+        /// The integration whose id you have (id or tenant/name).
+        #[arg(long = "in")]
+        integration: String,
+        #[arg(long)]
+        entity: String,
+        /// That integration's id for the record.
+        #[arg(long)]
+        id: String,
+        /// Print only the record's id in this integration.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCmd {
+    /// Conflicts between two systems' changes to one record, newest first.
+    List {
+        /// Only conflicts this integration took part in.
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
 }
 
@@ -865,6 +935,18 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 .set_status(i.id, IntegrationStatus::Active, None)
                 .await?;
             println!("{}/{} is active", i.tenant, i.name);
+            let held = store.count_held(i.id).await?;
+            if held > 0 {
+                let broker = connect_broker(cfg).await?;
+                let released = switchyard_ops::held::release(&store, &broker, i.id).await;
+                broker.shutdown().await;
+                match released {
+                    Ok(n) => println!("released {n} held job(s), in the order they arrived"),
+                    Err(e) => bail!(
+                        "{held} job(s) are still held ({e}); the scheduler releases them, or run `switchyard integrations activate` again"
+                    ),
+                }
+            }
         }
         IntegrationsCmd::Deactivate { integration } => {
             let i = resolve(&store, &integration).await?;
@@ -1008,43 +1090,36 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
             entity,
             event,
             targets,
+            options,
         } => {
             let source = resolve(&store, &from).await.context("--from")?;
-            if !switchyard_core::is_valid_name(&entity) {
-                bail!("--entity: `{entity}` is not a valid entity name");
-            }
-            let mut ids = Vec::new();
+            let mut resolved = Vec::new();
             for t in &targets {
-                let target = resolve(&store, t)
-                    .await
-                    .with_context(|| format!("--to {t}"))?;
-                if target.tenant != source.tenant {
-                    bail!(
-                        "--to {t}: belongs to tenant `{}`, the source to `{}`; routes stay within a tenant",
-                        target.tenant,
-                        source.tenant
-                    );
-                }
-                let info = switchyard_providers::info(&target.provider);
-                if !info.is_some_and(|i| i.is_target) {
-                    bail!(
-                        "--to {t}: a `{}` integration cannot be a target",
-                        target.provider
-                    );
-                }
-                if target.provider == switchyard_providers::rest::PROVIDER
-                    && target
-                        .settings
-                        .pointer(&format!("/entities/{entity}"))
-                        .is_none()
-                {
-                    bail!(
-                        "--to {t}: its manifest has no endpoints for entity `{entity}` (settings.entities.{entity})"
-                    );
-                }
-                ids.push(target.id);
+                resolved.push(
+                    resolve(&store, t)
+                        .await
+                        .with_context(|| format!("--to {t}"))?,
+                );
             }
-            let route = store.add_route(source.id, &entity, &event, &ids).await?;
+            let filter = match &options.filter {
+                Some(f) => read_json("filter", f)?,
+                None => json!({}),
+            };
+            let request = switchyard_ops::routes::RouteRequest {
+                source: &source,
+                entity: &entity,
+                event: &event,
+                targets: &resolved,
+                filter: &filter,
+                options: switchyard_core::RouteOptions {
+                    conflict: options.conflict,
+                    when_inactive: options.when_inactive,
+                    link_existing: options.link_existing,
+                },
+            };
+            let route = switchyard_ops::routes::add(&store, &request)
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid route: {e}"))?;
             println!(
                 "route {route}: {}/{} {entity}.{event} → {}",
                 source.tenant,
@@ -1054,8 +1129,73 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
         }
         RoutesCmd::List { integration } => {
             let source = resolve(&store, &integration).await?;
-            for r in store.routes(source.id).await? {
-                println!("{}.{} → {}", r.entity, r.event, r.targets.join(", "));
+            let routes = store.routes(source.id).await?;
+            if routes.is_empty() {
+                println!("no routes from {}/{}", source.tenant, source.name);
+            }
+            for r in routes {
+                let names: Vec<String> = r
+                    .targets
+                    .iter()
+                    .map(|t| format!("{} ({})", t.name, t.status))
+                    .collect();
+                println!("{}  {}.{} → {}", r.id, r.entity, r.event, names.join(", "));
+                let filter = if r.filter == json!({}) {
+                    "none".to_owned()
+                } else {
+                    r.filter.to_string()
+                };
+                println!(
+                    "    filter: {filter}; conflicts: {}; while a target is inactive: {}{}",
+                    r.conflict,
+                    r.when_inactive,
+                    if r.link_existing {
+                        "; links existing records"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        RoutesCmd::Remove {
+            from,
+            entity,
+            event,
+            target,
+        } => {
+            let source = resolve(&store, &from).await.context("--from")?;
+            let route = store
+                .routes(source.id)
+                .await?
+                .into_iter()
+                .find(|r| r.entity == entity && r.event == event)
+                .with_context(|| {
+                    format!(
+                        "no route from {}/{} for {entity}.{event}",
+                        source.tenant, source.name
+                    )
+                })?;
+            match target {
+                None => {
+                    store.remove_route(route.id).await?;
+                    println!("removed route {}: {entity}.{event}", route.id);
+                }
+                Some(t) => {
+                    let target = resolve(&store, &t)
+                        .await
+                        .with_context(|| format!("--to {t}"))?;
+                    let gone = store.remove_route_target(route.id, target.id).await?;
+                    println!(
+                        "removed {} from route {}{}",
+                        target.name,
+                        route.id,
+                        if gone {
+                            " (its last target: the route is gone too)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
         }
     }
@@ -1113,6 +1253,82 @@ pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
                         j.last_error.unwrap_or_default()
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn records(cfg: &Config, cmd: RecordsCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        RecordsCmd::Show {
+            integration,
+            entity,
+            id,
+            to,
+        } => {
+            let i = resolve(&store, &integration).await.context("--in")?;
+            let Some(record) = store
+                .find_record(Some(&i.tenant), i.id, &entity, &id)
+                .await?
+            else {
+                bail!(
+                    "{}/{} has no {entity} `{id}` that Switchyard knows of",
+                    i.tenant,
+                    i.name
+                );
+            };
+            match to {
+                Some(t) => {
+                    let target = resolve(&store, &t).await.context("--to")?;
+                    match record.links.iter().find(|l| l.integration_id == target.id) {
+                        Some(l) => println!("{}", l.external_id),
+                        None => bail!(
+                            "{}/{}'s {entity} `{id}` has not reached {}/{}",
+                            i.tenant,
+                            i.name,
+                            target.tenant,
+                            target.name
+                        ),
+                    }
+                }
+                None => println!("{}", serde_json::to_string_pretty(&record)?),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn conflicts(cfg: &Config, cmd: ConflictsCmd) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        ConflictsCmd::List {
+            integration,
+            tenant,
+            limit,
+        } => {
+            let integration = match integration {
+                Some(r) => Some(resolve(&store, &r).await?.id),
+                None => None,
+            };
+            let rows = store
+                .conflicts(tenant.as_deref(), integration, limit)
+                .await?;
+            if rows.is_empty() {
+                println!("no conflicts");
+            }
+            for c in rows {
+                println!(
+                    "{}  {} record {}  {}  winner {} loser {}\n    {}",
+                    c.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    c.entity,
+                    c.record_id,
+                    c.policy,
+                    c.winner_integration,
+                    c.loser_integration,
+                    c.message
+                );
             }
         }
     }

@@ -44,9 +44,15 @@ enum Command {
     /// Start, watch and cancel batch syncs.
     #[command(subcommand)]
     Sync(admin::SyncCmd),
-    /// Inspect internal ↔ external id mappings.
+    /// Inspect internal ↔ external id mappings (at one target, by the record's origin id).
     #[command(subcommand)]
     Mappings(admin::MappingsCmd),
+    /// Look a record up by any system's id for it: its id in every system it reached.
+    #[command(subcommand)]
+    Records(admin::RecordsCmd),
+    /// Conflicts between systems' changes to one record (two-way sync).
+    #[command(subcommand)]
+    Conflicts(admin::ConflictsCmd),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(admin::DlqCmd),
@@ -95,6 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes(cmd) => admin::routes(&cfg, cmd).await,
         Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
+        Command::Records(cmd) => admin::records(&cfg, cmd).await,
+        Command::Conflicts(cmd) => admin::conflicts(&cfg, cmd).await,
         Command::Sync(cmd) => admin::sync(&cfg, cmd).await,
         Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
         Command::ApiKeys(cmd) => admin::api_keys(&cfg, cmd).await,

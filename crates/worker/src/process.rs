@@ -4,13 +4,13 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
-use switchyard_core::{Action, DeadReason, Envelope, ErrorClass};
+use switchyard_core::{Action, DeadReason, Envelope, ErrorClass, IntegrationStatus, WhenInactive};
 use switchyard_providers::Operation;
 use switchyard_resilience::{Admission, RetryDecision};
 use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::Shared;
+use crate::{Shared, identity};
 
 /// Test hooks: where a simulated crash stops the worker. The delivery is left unsettled
 /// and the worker returns [`crate::WorkerError::Crashed`]; closing the broker connection
@@ -74,7 +74,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
     };
     let span = info_span!("job", job_id = %env.id, provider = %env.provider,
         integration = %env.integration_id, entity = %env.entity, internal_id = %env.internal_id,
-        redelivered = d.redelivered);
+        redelivered = d.redelivered, record = tracing::field::Empty);
     async {
         if let Some(due) = due_at(&d.headers)
             && due > Utc::now()
@@ -88,7 +88,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             .get(header::REPLAYED_AT)
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc));
-        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at))
+        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at, d.redelivered))
             .catch_unwind()
             .await;
         let decision = match outcome {
@@ -132,6 +132,7 @@ async fn process(
     shared: &Shared,
     env: &Envelope,
     replayed_at: Option<DateTime<Utc>>,
+    redelivered: bool,
 ) -> Result<Settle, StoreError> {
     let fault = shared.cfg.fault.clone();
     if let Some(FaultPoint::PanicFor(id)) = &fault
@@ -156,17 +157,74 @@ async fn process(
             message,
         });
     };
-    let tx = match shared.store.claim(env).await? {
+    let mut tx = match shared.store.claim(env).await? {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
             return Ok(Settle::Ack);
         }
         Claim::Ready(tx) => tx,
     };
-    if let (Some(version), Some(last)) = (
-        env.source_version,
-        tx.mapping().and_then(|m| m.last_source_version),
-    ) && version < last
+    // A target that is not active holds its jobs (or, if the route says so, drops them).
+    if let Some(status) = tx.target_status()
+        && status != IntegrationStatus::Active
+    {
+        if env.route.when_inactive == WhenInactive::Drop {
+            let reason =
+                format!("the target is {status} and the route drops jobs for inactive targets");
+            tx.finish(
+                env,
+                Finish::Skipped {
+                    reason: reason.clone(),
+                    conflict: None,
+                },
+            )
+            .await?;
+            info!(%reason, "skipped");
+        } else {
+            tx.finish(env, Finish::Held).await?;
+            info!(target_status = %status, "held until the target is active again");
+        }
+        return Ok(Settle::Ack);
+    }
+    // The record this event is about: found by the source's id, or made now.
+    let mut resolved_now = false;
+    if tx.source().is_none() {
+        if env.action == Action::Delete {
+            let reason = "the record is not known to the hub: nothing to delete".to_owned();
+            tx.finish(
+                env,
+                Finish::Ignored {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+            info!(%reason, "ignored");
+            return Ok(Settle::Ack);
+        }
+        tx.resolve_record(&shared.store, env).await?;
+        resolved_now = true;
+    }
+    let Some(source) = tx.source().cloned() else {
+        return Err(StoreError::Corrupt(format!(
+            "the record for {} `{}` could not be resolved",
+            env.entity, env.internal_id
+        )));
+    };
+    Span::current().record("record", tracing::field::display(source.record_id));
+    if let Some(reason) = identity::echo(env.source_version, &source) {
+        tx.finish(
+            env,
+            Finish::Ignored {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        info!(%reason, "echo of the hub's own write: not sent on");
+        return Ok(Settle::Ack);
+    }
+    if !source.deleted
+        && let (Some(version), Some(last)) = (env.source_version, source.changed_version)
+        && version < last
     {
         tx.finish(env, Finish::Stale).await?;
         info!(
@@ -175,6 +233,36 @@ async fn process(
             "stale event: a newer version is already applied; not applied"
         );
         return Ok(Settle::Ack);
+    }
+    // A record other systems know, not yet at this target: lock it here so that two of its
+    // sources cannot both create it.
+    if env.action == Action::Upsert && tx.target().is_none() && !resolved_now {
+        tx.lock_record(env, source.record_id).await?;
+    }
+    if let Some(t) = tx.target()
+        && let Some(source_id) = env.source_integration_id
+    {
+        match identity::conflict(env, source_id, t) {
+            identity::Decision::Apply => {}
+            identity::Decision::Skip(conflict) => {
+                let reason = conflict.message.clone();
+                tx.finish(
+                    env,
+                    Finish::Skipped {
+                        reason: reason.clone(),
+                        conflict: Some(conflict),
+                    },
+                )
+                .await?;
+                info!(%reason, "conflict: not applied");
+                return Ok(Settle::Ack);
+            }
+            identity::Decision::ApplyOver(conflict) => {
+                // Recorded with the job's outcome, since the job goes on.
+                info!(message = %conflict.message, "conflict: applied over the target's change");
+                tx.note_conflict(env, conflict).await?;
+            }
+        }
     }
     let connector = match &target.connector {
         Ok(c) => c.clone(),
@@ -197,39 +285,29 @@ async fn process(
             });
         }
     };
-    let external = tx.mapping().map(|m| m.external_id.clone());
-    let op = match (env.action, external.as_deref()) {
-        (Action::Upsert, None) => Operation::Create {
-            entity: &env.entity,
-            internal_id: &env.internal_id,
-            payload: &env.payload,
-            idempotency_key: &env.idempotency_key,
-        },
-        (Action::Upsert, Some(ext)) => Operation::Update {
-            entity: &env.entity,
-            internal_id: &env.internal_id,
-            external_id: ext,
-            payload: &env.payload,
-            idempotency_key: &env.idempotency_key,
-        },
-        (Action::Delete, Some(ext)) => Operation::Delete {
-            entity: &env.entity,
-            internal_id: &env.internal_id,
-            external_id: ext,
-        },
-        (Action::Delete, None) => {
-            let reason = "the entity is not mapped at the target: nothing to delete".to_owned();
-            tx.finish(
-                env,
-                Finish::Ignored {
-                    reason: reason.clone(),
-                },
-            )
-            .await?;
-            info!(%reason, "ignored");
-            return Ok(Settle::Ack);
-        }
-    };
+    let external = tx.target().map(|m| m.external_id.clone());
+    // Before a create that may repeat an earlier one (a redelivery, a retry, a replay) or
+    // that the route asks to link to an existing record, look the record up by its natural
+    // key: a provider that ignores Idempotency-Key then still holds one record.
+    let look_first = env.action == Action::Upsert
+        && external.is_none()
+        && connector.can_lookup(&env.entity)
+        && (env.route.link_existing
+            || redelivered
+            || replayed_at.is_some()
+            || tx.attempts_so_far() > 0);
+    if external.is_none() && env.action == Action::Delete {
+        let reason = "the record is not at the target: nothing to delete".to_owned();
+        tx.finish(
+            env,
+            Finish::Ignored {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        info!(%reason, "ignored");
+        return Ok(Settle::Ack);
+    }
     // The provider account's rate limits and circuit breaker, shared by the fleet. A job
     // held back by either is deferred without spending an attempt.
     let account = env.integration_id.to_string();
@@ -274,7 +352,7 @@ async fn process(
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
     let clock = Instant::now();
-    let result = connector.execute(op).await;
+    let result = call(connector.as_ref(), env, external.as_deref(), look_first).await;
     let took = clock.elapsed();
     let duration_ms = took.as_millis().min(i32::MAX as u128) as i32;
     let provider_failed = matches!(&result, Err(e) if e.class == ErrorClass::Transient);
@@ -291,6 +369,8 @@ async fn process(
     }
     match result {
         Ok(out) => {
+            let updated = out.updated;
+            let out = out.outcome;
             let mapping = match (env.action, out.external_id) {
                 (Action::Delete, _) => MappingChange::Remove,
                 (Action::Upsert, Some(external_id)) => MappingChange::Upsert { external_id },
@@ -315,11 +395,13 @@ async fn process(
                         response: Some(out.response),
                     },
                     mapping,
+                    written_version: out.version,
                 },
             )
             .await?;
             info!(attempt = attempt_no, status = out.status, external_id = ?ext, duration_ms,
-                op = if external.is_some() { "update" } else { "create" }, "job succeeded");
+                op = match env.action { Action::Delete => "delete", _ if updated => "update", _ => "create" },
+                "job succeeded");
             if fault == Some(FaultPoint::BeforeAck) {
                 shared.crashed.cancel();
                 return Ok(Settle::Hold);
@@ -407,6 +489,67 @@ async fn process(
             dead(tx, env, Some(attempt), e.class, reason, e.message).await
         }
     }
+}
+
+/// A successful call, and whether it updated an existing record (rather than created one).
+struct Called {
+    outcome: switchyard_providers::CallOutcome,
+    updated: bool,
+}
+
+/// The provider call for this job: create, update or delete, with a look-up first when
+/// asked (a record found is updated and linked instead of created again).
+async fn call(
+    connector: &dyn switchyard_providers::Connector,
+    env: &Envelope,
+    external: Option<&str>,
+    look_first: bool,
+) -> Result<Called, switchyard_providers::ProviderError> {
+    let mut found = None;
+    let mut looked = String::new();
+    if look_first {
+        let l = connector.lookup(&env.entity, &env.payload).await?;
+        looked = format!(
+            "{} → {}; ",
+            l.request,
+            l.external_id.as_deref().unwrap_or("none")
+        );
+        found = l.external_id;
+    }
+    let external = external.or(found.as_deref());
+    let op = match (env.action, external) {
+        (Action::Upsert, None) => Operation::Create {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            payload: &env.payload,
+            idempotency_key: &env.idempotency_key,
+        },
+        (Action::Upsert, Some(ext)) => Operation::Update {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            external_id: ext,
+            payload: &env.payload,
+            idempotency_key: &env.idempotency_key,
+        },
+        (Action::Delete, ext) => Operation::Delete {
+            entity: &env.entity,
+            internal_id: &env.internal_id,
+            external_id: ext.unwrap_or_default(),
+        },
+    };
+    let mut outcome = connector.execute(op).await.map_err(|mut e| {
+        if !looked.is_empty() {
+            e.request = Some(format!("{looked}{}", e.request.unwrap_or_default()));
+        }
+        e
+    })?;
+    if !looked.is_empty() {
+        outcome.request = format!("{looked}{}", outcome.request);
+    }
+    Ok(Called {
+        outcome,
+        updated: external.is_some(),
+    })
 }
 
 async fn dead(

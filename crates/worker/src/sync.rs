@@ -8,12 +8,15 @@
 use chrono::Utc;
 use std::time::Duration;
 use switchyard_broker::{Delivery, OutgoingMessage};
-use switchyard_core::{Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, ids};
+use switchyard_core::{
+    Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, RouteFilter, ids,
+};
 use switchyard_ops::sync::{SyncPage, publish_page};
 use switchyard_providers::{ChangedPage, ListQuery};
 use switchyard_resilience::{Admission, RetryDecision};
 use switchyard_store::{Advance, StoreError, SyncRun};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
 
 use crate::Shared;
 
@@ -123,6 +126,14 @@ async fn page(shared: &Shared, msg: SyncPage) -> Result<(), PageError> {
             Err(e) => return Err(e.into()),
         }
     }
+    // Each target's route from this source: its filter and options apply to synced records
+    // as to webhooks.
+    let routes = store.route_targets(feed.source).await?;
+    let route_of = |target: Uuid| {
+        routes
+            .iter()
+            .find(|r| r.entity == feed.entity && r.target_id == target)
+    };
     let received_at = Utc::now();
     let direction = if feed.source == run.integration_id {
         Direction::Import
@@ -138,7 +149,15 @@ async fn page(shared: &Shared, msg: SyncPage) -> Result<(), PageError> {
             None => format!("sync:{}:{}:{}:{}", run.id, feed.source, feed.entity, r.id),
         };
         for t in &targets {
-            let key = ids::idempotency_key(&event_id, t.id, Action::Upsert);
+            let route = route_of(t.id);
+            if let Some(rt) = route
+                && let Ok(filter) = RouteFilter::parse(&rt.filter)
+                && let Err(why) = filter.check(&r.payload)
+            {
+                debug!(record = %r.id, target = %t.name, %why, "not synced: the route's filter");
+                continue;
+            }
+            let key = ids::idempotency_key(Some(feed.source), &event_id, t.id, Action::Upsert);
             jobs.push(Envelope {
                 v: ENVELOPE_VERSION,
                 id: ids::job_id(&key),
@@ -158,6 +177,7 @@ async fn page(shared: &Shared, msg: SyncPage) -> Result<(), PageError> {
                 received_at,
                 payload: r.payload.clone(),
                 sync_run_id: Some(run.id),
+                route: route.map(|rt| rt.options()).unwrap_or_default(),
                 trace: None,
             });
         }
@@ -188,7 +208,7 @@ async fn list(
     shared: &Shared,
     run: &SyncRun,
     entity: &str,
-    source: uuid::Uuid,
+    source: Uuid,
 ) -> Result<Result<ChangedPage, String>, PageError> {
     let Some(src) = shared.connectors.get(source).await? else {
         return Ok(Err("the source integration was deleted".into()));

@@ -1,0 +1,125 @@
+//! Routes: which events from a source go to which targets, with a filter and options. The
+//! CLI and the HTTP API both add routes through [`add`], so both check the same things.
+use serde_json::Value;
+use switchyard_core::{RouteFilter, RouteOptions};
+use switchyard_store::{Integration, NewRoute, Store};
+use uuid::Uuid;
+
+use crate::integrations::FieldError;
+
+/// A route to add: `targets` get `source`'s `entity` events named `event` (`*`: every
+/// event) that pass `filter`. Adding to an existing (source, entity, event) adds targets
+/// and sets the filter and options.
+#[derive(Debug, Clone)]
+pub struct RouteRequest<'a> {
+    pub source: &'a Integration,
+    pub entity: &'a str,
+    pub event: &'a str,
+    pub targets: &'a [Integration],
+    pub filter: &'a Value,
+    pub options: RouteOptions,
+}
+
+fn err(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Check a route before storing it; errors name the field (`targets[1]`, `filter`, …).
+pub fn validate(r: &RouteRequest<'_>) -> Result<(), FieldError> {
+    if !switchyard_core::is_valid_name(r.entity) {
+        return Err(err(
+            "entity",
+            format!(
+                "`{}` is not a valid entity name (a-z, 0-9, _ or -)",
+                r.entity
+            ),
+        ));
+    }
+    if r.event != "*" && !switchyard_core::is_valid_name(r.event) {
+        return Err(err(
+            "event",
+            format!(
+                "`{}` is not an event name (a-z, 0-9, _ or -) or `*`",
+                r.event
+            ),
+        ));
+    }
+    if r.targets.is_empty() {
+        return Err(err("targets", "name at least one target"));
+    }
+    RouteFilter::parse(r.filter).map_err(|e| err("filter", e.to_string()))?;
+    for (n, t) in r.targets.iter().enumerate() {
+        let at = format!("targets[{n}]");
+        if t.tenant != r.source.tenant {
+            return Err(err(
+                &at,
+                format!(
+                    "`{}` belongs to tenant `{}`, the source to `{}`; routes stay within a tenant",
+                    t.name, t.tenant, r.source.tenant
+                ),
+            ));
+        }
+        if t.id == r.source.id {
+            return Err(err(
+                &at,
+                "a route cannot send an integration's events back to itself",
+            ));
+        }
+        if !switchyard_providers::info(&t.provider).is_some_and(|i| i.is_target) {
+            return Err(err(
+                &at,
+                format!("a `{}` integration cannot be a target", t.provider),
+            ));
+        }
+        if t.provider == switchyard_providers::rest::PROVIDER {
+            let e = t.settings.pointer(&format!("/entities/{}", r.entity));
+            if e.is_none() {
+                return Err(err(
+                    &at,
+                    format!(
+                        "`{}`'s manifest has no endpoints for entity `{}` (settings.entities.{})",
+                        t.name, r.entity, r.entity
+                    ),
+                ));
+            }
+            if r.options.link_existing && e.and_then(|e| e.get("lookup")).is_none() {
+                return Err(err(
+                    "link_existing",
+                    format!(
+                        "`{}` cannot look {} records up: give its manifest a `lookup` (settings.entities.{}.lookup)",
+                        t.name, r.entity, r.entity
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What went wrong adding a route.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error(transparent)]
+    Store(#[from] switchyard_store::StoreError),
+}
+
+/// Validate and store a route; returns its id.
+pub async fn add(store: &Store, r: &RouteRequest<'_>) -> Result<Uuid, RouteError> {
+    validate(r)?;
+    let ids: Vec<Uuid> = r.targets.iter().map(|t| t.id).collect();
+    Ok(store
+        .add_route(&NewRoute {
+            source: r.source.id,
+            entity: r.entity,
+            event: r.event,
+            targets: &ids,
+            filter: r.filter,
+            options: &r.options,
+        })
+        .await?)
+}
