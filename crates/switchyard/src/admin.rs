@@ -510,6 +510,14 @@ async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Integration> 
     Ok(store.integration_by_name(tenant, name).await?)
 }
 
+/// The id of an integration named by an optional option.
+async fn resolve_id(store: &Store, reference: Option<&str>) -> anyhow::Result<Option<Uuid>> {
+    Ok(match reference {
+        Some(r) => Some(resolve(store, r).await?.id),
+        None => None,
+    })
+}
+
 /// 32 random bytes in base64: the key of a `whsec_` secret (the vault's key generator makes
 /// exactly that).
 fn base64_key() -> String {
@@ -1218,10 +1226,7 @@ pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let integration_id = match integration {
-                Some(r) => Some(resolve(&store, &r).await?.id),
-                None => None,
-            };
+            let integration_id = resolve_id(&store, integration.as_deref()).await?;
             let status = match status {
                 Some(s) => Some(s.parse::<JobStatus>().context("--status")?),
                 None => None,
@@ -1308,10 +1313,7 @@ pub async fn conflicts(cfg: &Config, cmd: ConflictsCmd) -> anyhow::Result<()> {
             tenant,
             limit,
         } => {
-            let integration = match integration {
-                Some(r) => Some(resolve(&store, &r).await?.id),
-                None => None,
-            };
+            let integration = resolve_id(&store, integration.as_deref()).await?;
             let rows = store
                 .conflicts(tenant.as_deref(), integration, limit)
                 .await?;

@@ -190,16 +190,12 @@ async fn process(
     let mut resolved_now = false;
     if tx.source().is_none() {
         if env.action == Action::Delete {
-            let reason = "the record is not known to the hub: nothing to delete".to_owned();
-            tx.finish(
+            return ignored(
+                tx,
                 env,
-                Finish::Ignored {
-                    reason: reason.clone(),
-                },
+                "the record is not known to the hub: nothing to delete",
             )
-            .await?;
-            info!(%reason, "ignored");
-            return Ok(Settle::Ack);
+            .await;
         }
         tx.resolve_record(&shared.store, env).await?;
         resolved_now = true;
@@ -212,15 +208,7 @@ async fn process(
     };
     Span::current().record("record", tracing::field::display(source.record_id));
     if let Some(reason) = identity::echo(env.source_version, &source) {
-        tx.finish(
-            env,
-            Finish::Ignored {
-                reason: reason.clone(),
-            },
-        )
-        .await?;
-        info!(%reason, "echo of the hub's own write: not sent on");
-        return Ok(Settle::Ack);
+        return ignored(tx, env, &reason).await;
     }
     if !source.deleted
         && let (Some(version), Some(last)) = (env.source_version, source.changed_version)
@@ -297,16 +285,12 @@ async fn process(
             || replayed_at.is_some()
             || tx.attempts_so_far() > 0);
     if external.is_none() && env.action == Action::Delete {
-        let reason = "the record is not at the target: nothing to delete".to_owned();
-        tx.finish(
+        return ignored(
+            tx,
             env,
-            Finish::Ignored {
-                reason: reason.clone(),
-            },
+            "the record is not at the target: nothing to delete",
         )
-        .await?;
-        info!(%reason, "ignored");
-        return Ok(Settle::Ack);
+        .await;
     }
     // The provider account's rate limits and circuit breaker, shared by the fleet. A job
     // held back by either is deferred without spending an attempt.
@@ -489,6 +473,23 @@ async fn process(
             dead(tx, env, Some(attempt), e.class, reason, e.message).await
         }
     }
+}
+
+/// Nothing to do for this job (the reason says why): recorded `ignored`, acknowledged.
+async fn ignored(
+    tx: Box<switchyard_store::JobTx>,
+    env: &Envelope,
+    reason: &str,
+) -> Result<Settle, StoreError> {
+    tx.finish(
+        env,
+        Finish::Ignored {
+            reason: reason.to_owned(),
+        },
+    )
+    .await?;
+    info!(%reason, "ignored");
+    Ok(Settle::Ack)
 }
 
 /// A successful call, and whether it updated an existing record (rather than created one).
