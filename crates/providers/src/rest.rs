@@ -967,4 +967,98 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
     }
+
+    fn with_lookup(base: &str, lookup: Value) -> Value {
+        let mut m = manifest(base);
+        m["entities"]["order"]["lookup"] = lookup;
+        m["entities"]["order"]["version_pointer"] = json!("/updated_at");
+        m
+    }
+
+    #[test]
+    fn lookups_must_say_where_the_key_goes() {
+        let bad = |l: Value| {
+            Manifest::parse(&with_lookup("http://x", l))
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(
+            bad(json!({"path": "/api/orders", "key_pointer": "/id"})),
+            "settings.entities.order.lookup"
+        );
+        assert_eq!(
+            bad(json!({"path": "/api/orders/{key}", "key_pointer": "id"})),
+            "settings.entities.order.lookup.key_pointer"
+        );
+        assert!(
+            Manifest::parse(&with_lookup(
+                "http://x",
+                json!({"path": "/api/orders", "query": {"ref": "{key}"}, "key_pointer": "/id"})
+            ))
+            .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_finds_one_none_or_refuses_several() {
+        let server = MockServer::start().await;
+        let m = with_lookup(
+            &server.uri(),
+            json!({"path": "/api/orders", "query": {"reference": "{key}"},
+                   "key_pointer": "/id", "items_pointer": "/orders"}),
+        );
+        let c = RestConnector::new(
+            Manifest::parse(&m).unwrap(),
+            Credentials::from_json(&json!({"token": "t0k"})).unwrap(),
+            crate::http_client(),
+        )
+        .unwrap();
+        for (reference, answer) in [
+            ("one", json!({"orders": [{"id": 7}]})),
+            ("none", json!({"orders": []})),
+            ("two", json!({"orders": [{"id": 7}, {"id": 8}]})),
+        ] {
+            Mock::given(method("GET"))
+                .and(path("/api/orders"))
+                .and(wiremock::matchers::query_param("reference", reference))
+                .and(header("authorization", "Bearer t0k"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+                .mount(&server)
+                .await;
+        }
+        let found = c.lookup("order", &json!({"id": "one"})).await.unwrap();
+        assert_eq!(found.external_id.as_deref(), Some("7"));
+        assert!(found.request.contains("reference=one"), "{}", found.request);
+        let none = c.lookup("order", &json!({"id": "none"})).await.unwrap();
+        assert_eq!(none.external_id, None);
+        let two = c.lookup("order", &json!({"id": "two"})).await.unwrap_err();
+        assert_eq!(two.class, ErrorClass::Permanent);
+        assert!(
+            two.message.contains("2 order records match"),
+            "{}",
+            two.message
+        );
+        let no_key = c.lookup("order", &json!({"other": 1})).await.unwrap_err();
+        assert!(no_key.message.contains("no natural key at `/id`"));
+
+        // A write's response carries the record's version where the manifest says.
+        Mock::given(method("POST"))
+            .and(path("/api/orders"))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"id": "o-1", "updated_at": "2026-11-20T09:00:00Z"})),
+            )
+            .mount(&server)
+            .await;
+        let out = c
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "x",
+                payload: &json!({"id": "x"}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.version, Some(1_795_165_200_000_000));
+    }
 }
