@@ -309,6 +309,20 @@ async fn a_target_that_is_not_active_holds_its_jobs_and_releases_them_in_order()
     }
     assert!(calls_to(&h.provider.received_requests().await.unwrap(), "POST", "/").is_empty());
     assert_eq!(h.store.count_held(erp).await.unwrap(), 5);
+    let (st, stats) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{erp}/stats"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{stats}");
+    assert_eq!(
+        stats.pointer("/stats/held").or(stats.get("held")),
+        Some(&json!(5)),
+        "{stats}"
+    );
     let (st, held) = call(&h, Method::GET, "/v1/jobs?status=held", ADMIN_TOKEN, None).await;
     assert_eq!(st, 200, "{held}");
     assert_eq!(held["jobs"].as_array().unwrap().len(), 5);

@@ -38,6 +38,10 @@ pub struct Stats {
     pub failed: i64,
     pub dead: i64,
     pub in_flight: i64,
+    /// Waiting for the integration to be active again (whenever they came).
+    pub held: i64,
+    /// Left out on purpose (a filter, a `drop` route, a lost conflict, a cancelled sync).
+    pub skipped: i64,
     /// Succeeded over finished (succeeded + dead), 0–1; null with nothing finished.
     pub success_rate: Option<f64>,
     pub last_success_at: Option<DateTime<Utc>>,
@@ -176,6 +180,8 @@ impl Store {
                count(*) FILTER (WHERE status = 'retrying') AS failed, \
                count(*) FILTER (WHERE status = 'dead') AS dead, \
                count(*) FILTER (WHERE status IN ('queued', 'running', 'retrying')) AS in_flight, \
+               (SELECT count(*) FROM held_jobs WHERE integration_id = $1) AS held, \
+               count(*) FILTER (WHERE status = 'skipped') AS skipped, \
                (count(*) FILTER (WHERE status = 'succeeded'))::float8 \
                  / NULLIF(count(*) FILTER (WHERE status IN ('succeeded', 'dead')), 0) AS success_rate, \
                max(finished_at) FILTER (WHERE status = 'succeeded') AS last_success_at, \
