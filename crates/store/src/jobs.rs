@@ -439,9 +439,10 @@ impl JobTx {
                  written_version = EXCLUDED.written_version, \
                  written_change_at = EXCLUDED.written_change_at, last_synced_at = now()), \
              s AS (\
-               UPDATE record_links SET changed_at = GREATEST(changed_at, $29), \
-                 changed_version = GREATEST(changed_version, $23), last_synced_at = now() \
-               WHERE $30 AND NOT $25 AND record_id = $26 AND integration_id = $31 AND deleted_at IS NULL), \
+               UPDATE record_links SET changed_at = $29, changed_version = $23 \
+               WHERE $30 AND NOT $25 AND $23 IS NOT NULL AND record_id = $26 \
+                 AND integration_id = $31 AND deleted_at IS NULL \
+                 AND (changed_version IS NULL OR changed_version < $23)), \
              d AS (\
                UPDATE record_links SET deleted_at = now() \
                WHERE $25 AND record_id = $26 AND integration_id IN ($19, $31) AND deleted_at IS NULL), \
@@ -621,6 +622,12 @@ impl Store {
         // The job's row, the target's status, the record's links at the source and at the
         // target, in one round trip (the lock is held, so the reads are current). A delete
         // also finds a retired source link: the event's other targets may have retired it.
+        // Two texts, not one with a flag: each gets the plan of its own index.
+        let live = if env.action == switchyard_core::Action::Delete {
+            "true"
+        } else {
+            "deleted_at IS NULL"
+        };
         let sql = format!(
             "WITH j AS (\
              INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
@@ -635,7 +642,7 @@ impl Store {
              RETURNING status, attempts, started_at), \
              s AS (\
                SELECT * FROM record_links WHERE external_id = $11 AND integration_id = $15 \
-                 AND entity = $7 AND tenant = $3 AND (deleted_at IS NULL OR $16) \
+                 AND entity = $7 AND tenant = $3 AND {live} \
                ORDER BY deleted_at DESC NULLS FIRST LIMIT 1) \
              SELECT j.status, j.attempts, j.started_at, \
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
@@ -646,7 +653,6 @@ impl Store {
         );
         let row = bind_envelope(sqlx::query(sqlx::AssertSqlSafe(sql)), env)
             .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
-            .bind(env.action == switchyard_core::Action::Delete)
             .fetch_one(&mut *tx)
             .await?;
         let (status, attempts, started): (String, i32, DateTime<Utc>) =

@@ -78,6 +78,10 @@ pub enum WorkerError {
 pub(crate) struct Shared {
     pub(crate) cfg: WorkerConfig,
     pub(crate) store: Store,
+    /// For making records: their commit need not wait for the disk, since the job's own
+    /// commit, which waits, flushes the WAL up to and past them (and a record lost with a
+    /// crash before it is made again by the job's retry).
+    pub(crate) relaxed: Store,
     pub(crate) broker: Broker,
     pub(crate) connectors: connectors::Cache,
     pub(crate) crashed: CancellationToken,
@@ -125,6 +129,7 @@ impl Worker {
                 cfg.default_retry.clone(),
                 cfg.default_breaker.clone(),
             ),
+            relaxed: store.relaxed(4),
             cfg,
             store,
             broker,

@@ -197,7 +197,7 @@ async fn process(
             )
             .await;
         }
-        tx.resolve_record(&shared.store, env).await?;
+        tx.resolve_record(&shared.relaxed, env).await?;
         resolved_now = true;
     }
     let Some(source) = tx.source().cloned() else {
