@@ -8,6 +8,7 @@ mod failures;
 mod identity;
 mod ingest_errors;
 mod manage;
+mod oauth;
 mod pipeline;
 mod security;
 mod sync;

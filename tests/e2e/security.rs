@@ -418,8 +418,31 @@ async fn a_database_dump_holds_no_plaintext_secret_and_keys_rotate() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // An OAuth2 token set, as a connect or a refresh stores it.
+    let access = "oauth-access-token-never-shown";
+    let tokens = switchyard_providers::oauth::TokenSet {
+        access_token: access.into(),
+        refresh_token: Some("oauth-refresh-token-never-shown".into()),
+        expires_at: None,
+        scope: None,
+    };
+    let sealed = switchyard_providers::tokens::seal(&h.keyring, erp, &tokens).unwrap();
+    h.store
+        .lock_oauth_token(erp)
+        .await
+        .unwrap()
+        .save(&sealed)
+        .await
+        .unwrap();
     let d = dump(h.db_url.clone());
-    for plain in [token, secret, api_key, crate::support::API_KEY] {
+    for plain in [
+        token,
+        secret,
+        api_key,
+        crate::support::API_KEY,
+        access,
+        "oauth-refresh-token-never-shown",
+    ] {
         assert!(!d.contains(plain), "the dump contains a plaintext secret");
     }
 
@@ -433,15 +456,17 @@ async fn a_database_dump_holds_no_plaintext_secret_and_keys_rotate() {
     let k1_only = Keyring::parse(k1, None).unwrap();
     let k2_only = Keyring::parse(&k2, None).unwrap();
     let r = switchyard_ops::keys::rotate(&h.store, &both).await.unwrap();
-    assert_eq!((r.found, r.resealed), (2, 2));
+    assert_eq!((r.found, r.resealed), (3, 3));
     for (id, kind) in [
         (erp, switchyard_store::SecretKind::Credentials),
         (source, switchyard_store::SecretKind::WebhookSecrets),
+        (erp, switchyard_store::SecretKind::OAuthToken),
     ] {
         let i = h.store.integration(id).await.unwrap();
         let sealed = match kind {
             switchyard_store::SecretKind::Credentials => i.credentials.unwrap(),
             switchyard_store::SecretKind::WebhookSecrets => i.webhook_secrets.unwrap(),
+            _ => h.store.oauth_token(id).await.unwrap().unwrap(),
         };
         assert_eq!(sealed.key_id, "k2");
         let s = Sealed {

@@ -217,6 +217,7 @@ impl Harness {
                     switchyard_resilience::Guard::shared(&redis_url(), &topology.prefix).unwrap(),
                 )),
                 keyring: keyring.clone(),
+                oauth_redirect_uri: None,
             },
             store.clone(),
             broker.clone(),

@@ -10,6 +10,7 @@ mod identity;
 mod jobs;
 mod manage;
 mod metrics;
+mod oauth;
 pub(crate) mod sources;
 mod webhooks;
 
@@ -50,6 +51,9 @@ pub struct IngestConfig {
     pub guard: Option<Arc<switchyard_resilience::Guard>>,
     /// Opens integrations' sealed webhook signing secrets.
     pub keyring: Arc<switchyard_vault::Keyring>,
+    /// Where providers send users back after OAuth2 consent; default: this request's
+    /// `Host` + `/v1/oauth/callback`.
+    pub oauth_redirect_uri: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -61,6 +65,7 @@ impl Default for IngestConfig {
             admin_token: None,
             guard: None,
             keyring: Arc::new(switchyard_vault::Keyring::empty()),
+            oauth_redirect_uri: None,
         }
     }
 }
@@ -169,6 +174,11 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/records", get(identity::find_record))
         .route("/v1/records/{id}", get(identity::show_record))
         .route("/v1/conflicts", get(identity::conflicts))
+        .route(
+            "/v1/integrations/{id}/oauth/authorize",
+            post(oauth::authorize),
+        )
+        .route("/v1/oauth/callback", get(oauth::callback))
         .route("/v1/sync-runs/{id}", get(manage::sync_run))
         .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
         .route("/v1/dlq", get(dlq::list))

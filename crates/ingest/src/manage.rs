@@ -345,7 +345,7 @@ pub(crate) async fn test(
     let i = visible(&state, &who, &raw).await?;
     let out = ops::test_connection(
         &state.store,
-        &state.cfg.keyring,
+        state.cfg.keyring.clone(),
         switchyard_providers::http_client(),
         &i,
     )

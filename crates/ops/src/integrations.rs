@@ -2,6 +2,7 @@
 //! field, credentials sealed on the way in and never out, the connection test.
 use secrecy::ExposeSecret;
 use serde_json::Value;
+use std::sync::Arc;
 use switchyard_core::IntegrationStatus;
 use switchyard_core::inbound::InboundSpec;
 use switchyard_providers::{Credentials, HttpClient};
@@ -81,7 +82,9 @@ pub fn validate(
                 provider,
                 settings,
                 creds,
-                switchyard_providers::http_client(),
+                &switchyard_providers::BuildContext::for_validation(
+                    switchyard_providers::http_client(),
+                ),
             )
             .map_err(|e| field(&e.field, e.reason))?;
         }
@@ -183,13 +186,19 @@ pub struct TestOutcome {
 /// the failure is recorded (`last_error` and a `test_failed` event).
 pub async fn test_connection(
     store: &Store,
-    keyring: &Keyring,
+    keyring: Arc<Keyring>,
     http: HttpClient,
     i: &Integration,
 ) -> Result<TestOutcome, StoreError> {
-    let result = match open_credentials(keyring, i) {
+    let ctx = switchyard_providers::BuildContext::for_integration(
+        http,
+        store.clone(),
+        keyring.clone(),
+        i.id,
+    );
+    let result = match open_credentials(&keyring, i) {
         Err(e) => Err(e),
-        Ok(creds) => match switchyard_providers::build(&i.provider, &i.settings, creds, http) {
+        Ok(creds) => match switchyard_providers::build(&i.provider, &i.settings, creds, &ctx) {
             Err(e) => Err(e.to_string()),
             Ok(c) => c.test_connection().await.map_err(|e| e.message),
         },

@@ -6,14 +6,7 @@ use uuid::Uuid;
 
 /// The associated data that binds a sealed value to its integration and purpose.
 pub fn aad(id: Uuid, kind: SecretKind) -> Vec<u8> {
-    match kind {
-        SecretKind::Credentials => id.as_bytes().to_vec(),
-        SecretKind::WebhookSecrets => {
-            let mut aad = id.as_bytes().to_vec();
-            aad.extend_from_slice(b"/webhook-secrets");
-            aad
-        }
-    }
+    kind.aad(id)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,5 +6,6 @@ pub mod dlq;
 pub mod held;
 pub mod integrations;
 pub mod keys;
+pub mod oauth;
 pub mod routes;
 pub mod sync;

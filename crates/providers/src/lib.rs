@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod list;
+pub mod oauth;
 pub mod rest;
+pub mod tokens;
 
 /// The HTTP client connectors share (see [`http_client`]).
 pub use reqwest::Client as HttpClient;
@@ -104,6 +106,9 @@ pub struct ProviderError {
     pub retry_after: Option<Duration>,
     pub request: Option<String>,
     pub response: Option<String>,
+    /// The integration must be connected again (its OAuth grant was refused): the job
+    /// waits, held, instead of failing.
+    pub reauthorize: bool,
 }
 
 impl ProviderError {
@@ -115,6 +120,7 @@ impl ProviderError {
             retry_after: None,
             request: None,
             response: None,
+            reauthorize: false,
         }
     }
 }
@@ -303,19 +309,51 @@ pub fn can_list(provider: &str, settings: &Value, entity: &str) -> bool {
     }
 }
 
+/// What a connector is built with besides its settings and credentials.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub http: reqwest::Client,
+    /// Where the integration's OAuth2 tokens are kept (`None`: it cannot use OAuth2).
+    pub tokens: Option<Arc<dyn oauth::TokenVault>>,
+}
+
+impl BuildContext {
+    /// For checking settings and credentials before the integration exists.
+    pub fn for_validation(http: reqwest::Client) -> BuildContext {
+        BuildContext {
+            http,
+            tokens: Some(Arc::new(oauth::NoTokens)),
+        }
+    }
+
+    /// The context for integration `id`, its tokens in `store`.
+    pub fn for_integration(
+        http: reqwest::Client,
+        store: switchyard_store::Store,
+        keyring: Arc<switchyard_vault::Keyring>,
+        id: uuid::Uuid,
+    ) -> BuildContext {
+        BuildContext {
+            http,
+            tokens: Some(Arc::new(tokens::StoredTokens::new(store, keyring, id))),
+        }
+    }
+}
+
 /// Build the connector for one integration.
 pub fn build(
     provider: &str,
     settings: &Value,
     credentials: Credentials,
-    http: reqwest::Client,
+    ctx: &BuildContext,
 ) -> Result<Arc<dyn Connector>, ConfigError> {
     let settings = &connector_settings(settings);
     match provider {
         rest::PROVIDER => Ok(Arc::new(rest::RestConnector::new(
             rest::Manifest::parse(settings)?,
             credentials,
-            http,
+            ctx.http.clone(),
+            ctx.tokens.clone(),
         )?)),
         "webhook" => Err(ConfigError::new(
             "provider",

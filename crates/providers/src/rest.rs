@@ -97,6 +97,12 @@ pub enum Auth {
     Header { name: String },
     /// HTTP Basic with `credentials.username` and `credentials.password`.
     Basic,
+    /// `<name>=<credentials.api_key>` in the query string.
+    Query { name: String },
+    /// OAuth2: tokens from the provider's token endpoint, kept in the store and refreshed
+    /// across the fleet (see [`crate::oauth`]); credentials `client_id`, `client_secret`.
+    #[serde(rename = "oauth2")]
+    OAuth2(Box<crate::oauth::OAuthSettings>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,13 +282,16 @@ pub struct RestConnector {
     manifest: Manifest,
     credentials: Credentials,
     http: reqwest::Client,
+    oauth: Option<crate::oauth::OAuth>,
 }
 
 impl RestConnector {
+    /// `tokens` keeps an OAuth2 integration's tokens (required with `auth.type = oauth2`).
     pub fn new(
         manifest: Manifest,
         credentials: Credentials,
         http: reqwest::Client,
+        tokens: Option<std::sync::Arc<dyn crate::oauth::TokenVault>>,
     ) -> Result<RestConnector, ConfigError> {
         let need = |k: &str| {
             credentials.get(k).map(|_| ()).ok_or_else(|| {
@@ -297,12 +306,64 @@ impl RestConnector {
                 need("username")?;
                 need("password")?;
             }
+            Auth::Query { .. } => need("api_key")?,
+            Auth::OAuth2(_) => {}
         }
+        let oauth = match (&manifest.auth, tokens) {
+            (Auth::OAuth2(settings), Some(vault)) => Some(crate::oauth::OAuth::new(
+                (**settings).clone(),
+                &credentials,
+                http.clone(),
+                vault,
+            )?),
+            (Auth::OAuth2(_), None) => {
+                return Err(ConfigError::new(
+                    "settings.auth",
+                    "an oauth2 integration needs its token store",
+                ));
+            }
+            _ => None,
+        };
         Ok(RestConnector {
             manifest,
             credentials,
             http,
+            oauth,
         })
+    }
+
+    /// The integration's OAuth2 client, if it uses OAuth2.
+    pub fn oauth(&self) -> Option<&crate::oauth::OAuth> {
+        self.oauth.as_ref()
+    }
+
+    /// Send a request built by [`Self::request`], with the OAuth2 access token when the
+    /// integration uses OAuth2: a `401` refreshes the token (once for the fleet) and sends
+    /// the request once more.
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+    ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
+        let Some(oauth) = &self.oauth else {
+            return send_full(rb, method, url).await;
+        };
+        let with = |rb: &reqwest::RequestBuilder, token: &str| {
+            let rb = rb.try_clone().expect("request bodies are buffered");
+            match &oauth.settings().token_in {
+                crate::oauth::TokenIn::Bearer => rb.bearer_auth(token),
+                crate::oauth::TokenIn::Query(name) => rb.query(&[(name.as_str(), token)]),
+            }
+        };
+        let token = oauth.access_token().await?;
+        match send_full(with(&rb, &token), method, url).await {
+            Err(e) if e.status == Some(401) => {
+                let fresh = oauth.refresh(Some(&token)).await?;
+                send_full(with(&rb, &fresh), method, url).await
+            }
+            other => other,
+        }
     }
 
     fn url(&self, path: &str, internal_id: &str, external_id: Option<&str>) -> String {
@@ -336,6 +397,9 @@ impl RestConnector {
             Auth::Bearer => rb.bearer_auth(secret("token")),
             Auth::Header { name } => rb.header(name, secret("api_key")),
             Auth::Basic => rb.basic_auth(secret("username"), Some(secret("password"))),
+            Auth::Query { name } => rb.query(&[(name.as_str(), secret("api_key"))]),
+            // The token is added when the request is sent (it may need refreshing).
+            Auth::OAuth2(_) => rb,
         }
     }
 
@@ -379,7 +443,7 @@ impl Connector for RestConnector {
                 if let Some(h) = &self.manifest.idempotency_header {
                     rb = rb.header(h, idempotency_key);
                 }
-                let (status, body, summary) = send(rb, &e.create.method, &url).await?;
+                let (status, _, body, summary) = self.send(rb, &e.create.method, &url).await?;
                 let json: Value = serde_json::from_str(&body).map_err(|_| {
                     fail(ErrorClass::Permanent, Some(status), &summary, &body,
                         "the provider answered the create with a body that is not JSON; the external id is unknown".into())
@@ -430,7 +494,7 @@ impl Connector for RestConnector {
                 if let Some(h) = &self.manifest.idempotency_header {
                     rb = rb.header(h, idempotency_key);
                 }
-                let (status, body, summary) = send(rb, &ep.method, &url).await?;
+                let (status, _, body, summary) = self.send(rb, &ep.method, &url).await?;
                 let version = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|json| version_in(e, &json));
@@ -456,8 +520,8 @@ impl Connector for RestConnector {
                 })?;
                 let url = self.url(&ep.path, internal_id, Some(external_id));
                 let rb = self.request(&ep.method, &url);
-                match send(rb, &ep.method, &url).await {
-                    Ok((status, body, summary)) => Ok(CallOutcome {
+                match self.send(rb, &ep.method, &url).await {
+                    Ok((status, _, body, summary)) => Ok(CallOutcome {
                         external_id: None,
                         version: None,
                         status,
@@ -522,7 +586,7 @@ impl Connector for RestConnector {
             }
         }
         let rb = self.request(&l.method, url.as_str());
-        let (status, body, summary) = match send(rb, &l.method, url.as_str()).await {
+        let (status, _, body, summary) = match self.send(rb, &l.method, url.as_str()).await {
             Ok(answer) => answer,
             Err(err) if err.status == Some(404) => {
                 return Ok(Lookup {
@@ -604,7 +668,7 @@ impl Connector for RestConnector {
         let base = self.url(&list.path, "", None);
         let url = list.page_url(&base, &self.manifest.base_url, q.since, q.cursor)?;
         let rb = self.request(&list.method, url.as_str());
-        let (status, headers, body, summary) = send_full(rb, &list.method, url.as_str()).await?;
+        let (status, headers, body, summary) = self.send(rb, &list.method, url.as_str()).await?;
         list.read_page(&headers, &body, q.cursor, &self.manifest.base_url)
             .map(|(records, next)| ChangedPage {
                 records,
@@ -620,24 +684,13 @@ impl Connector for RestConnector {
             None => ("GET", "/"),
         };
         let url = self.url(path, "", None);
-        send(self.request(method, &url), method, &url)
+        self.send(self.request(method, &url), method, &url)
             .await
             .map(|_| ())
     }
 }
 
-/// Send a request and classify the answer. Ok: (status, body, request summary).
-async fn send(
-    rb: reqwest::RequestBuilder,
-    method: &str,
-    url: &str,
-) -> Result<(u16, String, String), ProviderError> {
-    send_full(rb, method, url)
-        .await
-        .map(|(status, _, body, summary)| (status, body, summary))
-}
-
-/// [`send`], keeping the response's headers.
+/// Send a request and classify the answer. Ok: (status, headers, body, request summary).
 async fn send_full(
     rb: reqwest::RequestBuilder,
     method: &str,
@@ -725,6 +778,7 @@ fn fail(
         retry_after: None,
         request: Some(summary.to_owned()),
         response: (!body.is_empty()).then(|| truncate(body)),
+        reauthorize: false,
     }
 }
 
@@ -775,7 +829,7 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -825,6 +879,7 @@ mod tests {
             Manifest::parse(&manifest(base)).unwrap(),
             creds,
             crate::http_client(),
+            None,
         )
         .unwrap()
     }
@@ -945,7 +1000,7 @@ mod tests {
             "settings.entities"
         );
         let m = Manifest::parse(&manifest("http://x")).unwrap();
-        let missing = RestConnector::new(m, Credentials::default(), crate::http_client())
+        let missing = RestConnector::new(m, Credentials::default(), crate::http_client(), None)
             .err()
             .unwrap();
         assert_eq!(missing.field, "credentials.token");
@@ -1011,6 +1066,7 @@ mod tests {
             Manifest::parse(&m).unwrap(),
             Credentials::from_json(&json!({"token": "t0k"})).unwrap(),
             crate::http_client(),
+            None,
         )
         .unwrap();
         for (reference, answer) in [

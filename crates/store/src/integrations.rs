@@ -107,6 +107,8 @@ type SealedRow = (
     Option<String>,
     Option<Vec<u8>>,
     Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
 );
 
 /// Which sealed column.
@@ -114,6 +116,10 @@ type SealedRow = (
 pub enum SecretKind {
     Credentials,
     WebhookSecrets,
+    /// The OAuth2 token set (access and refresh tokens, expiry).
+    OAuthToken,
+    /// A consent flow's PKCE verifier (in `oauth_states`).
+    OAuthVerifier,
 }
 
 impl SecretKind {
@@ -121,7 +127,22 @@ impl SecretKind {
         match self {
             SecretKind::Credentials => ("credentials", "credentials_key_id"),
             SecretKind::WebhookSecrets => ("webhook_secrets", "webhook_secrets_key_id"),
+            SecretKind::OAuthToken => ("oauth_token", "oauth_token_key_id"),
+            SecretKind::OAuthVerifier => ("verifier", "verifier_key_id"),
         }
+    }
+
+    /// The associated data a value of this kind is sealed with for integration `id`: a
+    /// ciphertext copied to another integration, or to another column, does not open.
+    pub fn aad(self, id: Uuid) -> Vec<u8> {
+        let mut aad = id.as_bytes().to_vec();
+        match self {
+            SecretKind::Credentials => {}
+            SecretKind::WebhookSecrets => aad.extend_from_slice(b"/webhook-secrets"),
+            SecretKind::OAuthToken => aad.extend_from_slice(b"/oauth-token"),
+            SecretKind::OAuthVerifier => aad.extend_from_slice(b"/oauth-verifier"),
+        }
+        aad
     }
 }
 
@@ -265,14 +286,25 @@ impl Store {
         key_id: &str,
     ) -> Result<Vec<(Uuid, SecretKind, SealedCredentials)>> {
         let rows: Vec<SealedRow> = sqlx::query_as(
-            "SELECT id, credentials, credentials_key_id, webhook_secrets, webhook_secrets_key_id \
-             FROM integrations WHERE credentials_key_id <> $1 OR webhook_secrets_key_id <> $1",
+            "SELECT id, credentials, credentials_key_id, webhook_secrets, webhook_secrets_key_id, \
+               oauth_token, oauth_token_key_id \
+             FROM integrations WHERE credentials_key_id <> $1 OR webhook_secrets_key_id <> $1 \
+               OR oauth_token_key_id <> $1",
         )
         .bind(key_id)
         .fetch_all(self.pool())
         .await?;
         let mut out = Vec::new();
-        for (id, c, ck, w, wk) in rows {
+        for (id, c, ck, w, wk, o, ok) in rows {
+            if let (Some(bytes), Some(k)) = (o, ok)
+                && k != key_id
+            {
+                out.push((
+                    id,
+                    SecretKind::OAuthToken,
+                    SealedCredentials { key_id: k, bytes },
+                ));
+            }
             if let (Some(bytes), Some(k)) = (c, ck)
                 && k != key_id
             {

@@ -9,6 +9,7 @@ mod jobs;
 mod leader;
 mod manage;
 mod mappings;
+mod oauth;
 mod sync;
 
 pub use api_keys::ApiKey;
@@ -24,6 +25,7 @@ pub use jobs::{
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
+pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

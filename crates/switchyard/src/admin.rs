@@ -63,9 +63,22 @@ pub enum IntegrationsCmd {
         integration: String,
     },
     /// Call the provider with its settings and credentials: success moves `inactive` to
-    /// `testing`, failure moves it to `error` with the message.
+    /// `testing`; failure moves it to `error` with the message (an active one stays active).
     Test {
         integration: String,
+    },
+    /// Connect an OAuth2 integration: prints the consent URL, then waits (up to ten minutes)
+    /// until the provider sends the user back to Switchyard's callback (`switchyard all` or
+    /// `ingest` must be running and reachable at SWITCHYARD_PUBLIC_URL).
+    Connect {
+        integration: String,
+        /// Where the provider sends the user back (default: SWITCHYARD_PUBLIC_URL, else
+        /// http://<listen>, + /v1/oauth/callback).
+        #[arg(long)]
+        redirect_uri: Option<String>,
+        /// Print the URL and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
     },
     Activate {
         integration: String,
@@ -923,7 +936,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             let i = resolve(&store, &integration).await?;
             let out = switchyard_ops::integrations::test_connection(
                 &store,
-                &cfg.keyring()?,
+                std::sync::Arc::new(cfg.keyring()?),
                 switchyard_providers::http_client(),
                 &i,
             )
@@ -935,6 +948,44 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             );
             if !out.ok {
                 bail!("the connection test failed");
+            }
+        }
+        IntegrationsCmd::Connect {
+            integration,
+            redirect_uri,
+            no_wait,
+        } => {
+            let i = resolve(&store, &integration).await?;
+            let redirect = redirect_uri.unwrap_or_else(|| cfg.oauth_redirect_uri());
+            let consent = switchyard_ops::oauth::begin(&store, &cfg.keyring()?, &i, &redirect)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "Open this page and allow access (the link works once, for 10 minutes):\n\n  {}\n",
+                consent.authorize_url
+            );
+            if no_wait {
+                return Ok(());
+            }
+            println!("waiting for the provider to send you back to {redirect} …");
+            let deadline = consent.expires_at;
+            loop {
+                if let Some(outcome) = switchyard_ops::oauth::outcome(&store, &consent.flow).await?
+                {
+                    if outcome == "connected" {
+                        let now = store.integration(i.id).await?;
+                        println!("connected: {}/{} is {}", now.tenant, now.name, now.status);
+                        break;
+                    }
+                    bail!("not connected: {outcome}");
+                }
+                if chrono::Utc::now() > deadline {
+                    bail!(
+                        "the consent link expired unused; run `switchyard integrations connect {}` again",
+                        i.name
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
         IntegrationsCmd::Activate { integration } => {

@@ -24,6 +24,10 @@ pub struct Config {
     pub queue_prefix: String,
     /// Where ingest listens.
     pub listen: SocketAddr,
+    /// The address users and providers reach ingest at (behind a proxy, its public
+    /// https URL), for OAuth2 redirects: `<public_url>/v1/oauth/callback`. Default:
+    /// `http://<listen>`.
+    pub public_url: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
     /// `<id>:<base64 key>[,…]`: the vault's master keys.
@@ -104,6 +108,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue_prefix: String::new(),
             listen: "127.0.0.1:8080".parse().expect("static address"),
+            public_url: None,
             log_format: "text".into(),
             vault_keys: None,
             vault_keys_file: None,
@@ -329,8 +334,18 @@ impl Config {
             retry_after_secs: self.ingest.retry_after_secs,
             admin_token: self.admin_token.clone(),
             guard: guard.is_shared().then_some(guard),
+            oauth_redirect_uri: Some(self.oauth_redirect_uri()),
             ..Default::default()
         }
+    }
+
+    /// Where a provider sends the user back after consenting.
+    pub fn oauth_redirect_uri(&self) -> String {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/v1/oauth/callback", base.trim_end_matches('/'))
     }
 
     pub fn scheduler_config(&self) -> switchyard_scheduler::SchedulerConfig {

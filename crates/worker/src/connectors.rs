@@ -86,7 +86,12 @@ impl Cache {
                 &integration.provider,
                 &integration.settings,
                 credentials,
-                self.http.clone(),
+                &switchyard_providers::BuildContext::for_integration(
+                    self.http.clone(),
+                    self.store.clone(),
+                    self.keyring.clone(),
+                    integration.id,
+                ),
             )
             .map_err(|e| e.to_string())
         });

@@ -392,6 +392,13 @@ async fn process(
             }
             Ok(Settle::Ack)
         }
+        Err(e) if e.reauthorize => {
+            // The integration must be connected again (it is now `error`): the job waits,
+            // held, and is released when it is.
+            tx.finish(env, Finish::Held).await?;
+            warn!(error = %e.message, "held: the integration needs connecting again");
+            Ok(Settle::Ack)
+        }
         Err(e) => {
             let attempt = AttemptRecord {
                 started_at,

@@ -1,0 +1,380 @@
+//! OAuth2 (the connector kit's first part): the consent flow with PKCE and a single-use
+//! state, fleet-wide single-flight refresh with rotating refresh tokens, and revoked consent
+//! holding jobs until the integration is connected again.
+//!
+//! The mock authorization server follows RFC 6749 and RFC 7636 as Intuit documents them for
+//! QuickBooks Online (developer.intuit.com/app/developer/qbo/docs/develop/authentication-and-
+//! authorization/oauth-2.0): the consent page takes `client_id`, `response_type=code`,
+//! `scope`, `redirect_uri`, `state`; the token endpoint takes a form body (`grant_type`,
+//! `code` + `code_verifier`, or `refresh_token`) with the client in HTTP Basic, answers
+//! `{"access_token", "token_type": "bearer", "expires_in": 3600, "refresh_token",
+//! "x_refresh_token_expires_in"}`, rotates the refresh token on every refresh, and refuses a
+//! used or revoked one with `400 {"error": "invalid_grant"}`.
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_providers::oauth::{OAuth, OAuthSettings, TokenSet};
+use switchyard_providers::tokens::StoredTokens;
+use uuid::Uuid;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, Request, ResponseTemplate};
+
+use crate::support::{ADMIN_TOKEN, Harness, call};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn form(r: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&r.body).into_owned().collect()
+}
+
+/// The authorization server: codes it issued (with their PKCE challenges), the refresh
+/// tokens still valid, how many token calls it answered.
+#[derive(Clone, Default)]
+struct AuthServer(Arc<Mutex<AuthState>>);
+
+#[derive(Default)]
+struct AuthState {
+    /// code → the S256 challenge it was issued for
+    codes: HashMap<String, String>,
+    live_refresh: Vec<String>,
+    issued: u32,
+    calls: u32,
+    refreshes_seen: Vec<String>,
+    revoked: bool,
+}
+
+impl AuthServer {
+    fn issue_code(&self, code: &str, challenge: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .codes
+            .insert(code.into(), challenge.into());
+    }
+    fn calls(&self) -> u32 {
+        self.0.lock().unwrap().calls
+    }
+    fn revoke(&self, yes: bool) {
+        let mut s = self.0.lock().unwrap();
+        s.revoked = yes;
+        if yes {
+            s.live_refresh.clear();
+        }
+    }
+}
+
+impl wiremock::Respond for AuthServer {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let f = form(r);
+        let mut s = self.0.lock().unwrap();
+        s.calls += 1;
+        let refuse = || {
+            ResponseTemplate::new(400).set_body_json(
+                json!({"error": "invalid_grant", "error_description": "token invalid"}),
+            )
+        };
+        match f.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                let (Some(code), Some(verifier)) = (f.get("code"), f.get("code_verifier")) else {
+                    return refuse();
+                };
+                let Some(challenge) = s.codes.remove(code) else {
+                    return refuse();
+                };
+                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(verifier.as_bytes()));
+                if computed != challenge {
+                    return refuse();
+                }
+            }
+            Some("refresh_token") => {
+                let rt = f.get("refresh_token").cloned().unwrap_or_default();
+                s.refreshes_seen.push(rt.clone());
+                if s.revoked || !s.live_refresh.contains(&rt) {
+                    return refuse();
+                }
+                // Rotation: the refresh token just used is spent.
+                s.live_refresh.retain(|t| *t != rt);
+            }
+            _ => return refuse(),
+        }
+        s.issued += 1;
+        let n = s.issued;
+        s.live_refresh.push(format!("rt-{n}"));
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": format!("at-{n}"), "token_type": "bearer", "expires_in": 3600,
+            "refresh_token": format!("rt-{n}"), "x_refresh_token_expires_in": 8726400
+        }))
+    }
+}
+
+fn oauth_settings(h: &Harness) -> Value {
+    json!({"type": "oauth2", "grant": "authorization_code",
+           "authorize_url": format!("{}/connect/oauth2", h.provider.uri()),
+           "token_url": format!("{}/oauth2/v1/tokens/bearer", h.provider.uri()),
+           "scopes": ["com.intuit.quickbooks.accounting"]})
+}
+
+async fn oauth_target(h: &Harness) -> Uuid {
+    let settings = json!({
+        "base_url": h.provider.uri(), "timeout_ms": 2000,
+        "auth": oauth_settings(h),
+        "entities": {"order": {"create": {"method": "POST", "path": "/api/orders"},
+                               "body": {"reference": "/id"}}}
+    });
+    h.integration(
+        "qbo",
+        "rest",
+        settings,
+        json!({}),
+        Some(json!({"client_id": "cid", "client_secret": "csecret"})),
+    )
+    .await
+}
+
+/// Go through the consent as the user's browser would: open the consent URL (the mock
+/// "user" consents and the server issues a code for its challenge), then follow the redirect
+/// to Switchyard's callback.
+async fn consent(
+    h: &Harness,
+    auth: &AuthServer,
+    integration: Uuid,
+    code: &str,
+) -> (u16, String, String) {
+    let (st, c) = call(
+        h,
+        Method::POST,
+        &format!("/v1/integrations/{integration}/oauth/authorize"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{c}");
+    let url = url::Url::parse(c["authorize_url"].as_str().unwrap()).unwrap();
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "cid");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["scope"], "com.intuit.quickbooks.accounting");
+    assert!(q["redirect_uri"].ends_with("/v1/oauth/callback"));
+    auth.issue_code(code, &q["code_challenge"]);
+    let back = h
+        .http
+        .get(h.url("/v1/oauth/callback"))
+        .query(&[
+            ("state", q["state"].as_str()),
+            ("code", code),
+            ("realmId", "9130"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = back.status().as_u16();
+    (status, back.text().await.unwrap(), q["state"].clone())
+}
+
+#[tokio::test]
+async fn connecting_exchanges_the_code_with_its_pkce_verifier_once() {
+    let h = Harness::start().await;
+    let auth = AuthServer::default();
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/tokens/bearer"))
+        .and(header("authorization", "Basic Y2lkOmNzZWNyZXQ="))
+        .respond_with(auth.clone())
+        .mount(&h.provider)
+        .await;
+    let qbo = oauth_target(&h).await;
+    let (status, page, state) = consent(&h, &auth, qbo, "code-1").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("is connected"), "{page}");
+    let events = h.store.integration_events(qbo, 10).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "connected"));
+
+    // The same state again (a replayed redirect) is refused.
+    let again = h
+        .http
+        .get(h.url("/v1/oauth/callback"))
+        .query(&[("state", state.as_str()), ("code", "code-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(again.text().await.unwrap().contains("already used"));
+    assert_eq!(auth.calls(), 1, "one code exchange");
+
+    // A wrong verifier is refused by the server (the mock checks S256): simulate by
+    // issuing the code for another challenge.
+    let (st, c) = call(
+        &h,
+        Method::POST,
+        &format!("/v1/integrations/{qbo}/oauth/authorize"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let url = url::Url::parse(c["authorize_url"].as_str().unwrap()).unwrap();
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    auth.issue_code("code-2", "not-the-challenge");
+    let bad = h
+        .http
+        .get(h.url("/v1/oauth/callback"))
+        .query(&[("state", q["state"].as_str()), ("code", "code-2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 502);
+    assert!(bad.text().await.unwrap().contains("invalid_grant"));
+
+    // Jobs call the API with the token the code bought.
+    let store = h.source("store").await;
+    h.route(store, &[qbo]).await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "Q-1"})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let jobs = h
+        .accept(store, "e-1", crate::support::order("o-1", 1, "1.00"))
+        .await;
+    h.wait_status(jobs[0], "succeeded", WAIT).await;
+    h.provider.verify().await;
+    h.shutdown().await;
+}
+
+async fn store_tokens(h: &Harness, id: Uuid, t: &TokenSet) {
+    let sealed = switchyard_providers::tokens::seal(&h.keyring, id, t).unwrap();
+    h.store
+        .lock_oauth_token(id)
+        .await
+        .unwrap()
+        .save(&sealed)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_workers_refreshing_at_once_make_one_token_call_and_never_reuse_a_rotated_token() {
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let auth = AuthServer::default();
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/tokens/bearer"))
+        .respond_with(auth.clone())
+        .mount(&h.provider)
+        .await;
+    let qbo = oauth_target(&h).await;
+    auth.0.lock().unwrap().live_refresh.push("rt-0".into());
+    let expired = TokenSet {
+        access_token: "at-0".into(),
+        refresh_token: Some("rt-0".into()),
+        expires_at: Some(chrono::Utc::now().timestamp() - 10),
+        scope: None,
+    };
+    store_tokens(&h, qbo, &expired).await;
+    let mut settings = oauth_settings(&h);
+    settings.as_object_mut().unwrap().remove("type");
+    let settings: OAuthSettings = serde_json::from_value(settings).unwrap();
+    let creds = switchyard_providers::Credentials::from_json(
+        &json!({"client_id": "cid", "client_secret": "csecret"}),
+    )
+    .unwrap();
+    // Two workers: each its own client, cache and database connection.
+    let worker = || {
+        OAuth::new(
+            settings.clone(),
+            &creds,
+            switchyard_providers::http_client(),
+            Arc::new(StoredTokens::new(h.store.clone(), h.keyring.clone(), qbo)),
+        )
+        .unwrap()
+    };
+    let (a, b) = (worker(), worker());
+    let (ta, tb) = tokio::join!(a.access_token(), b.access_token());
+    assert_eq!(ta.unwrap(), "at-1");
+    assert_eq!(tb.unwrap(), "at-1");
+    assert_eq!(
+        auth.calls(),
+        1,
+        "one call to the token endpoint for the fleet"
+    );
+
+    // The API refuses at-1 (say it was revoked early): both workers ask for a refresh at
+    // once; one call, with the rotated rt-1, never rt-0 again.
+    let (ra, rb) = tokio::join!(a.refresh(Some("at-1")), b.refresh(Some("at-1")));
+    assert_eq!(ra.unwrap(), "at-2");
+    assert_eq!(rb.unwrap(), "at-2");
+    let seen = auth.0.lock().unwrap().refreshes_seen.clone();
+    assert_eq!(
+        seen,
+        ["rt-0", "rt-1"],
+        "each refresh token used exactly once"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_consent_holds_the_jobs_until_the_integration_is_connected_again() {
+    let h = Harness::start().await;
+    let auth = AuthServer::default();
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/tokens/bearer"))
+        .respond_with(auth.clone())
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "Q-1"})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let qbo = oauth_target(&h).await;
+    let expired = TokenSet {
+        access_token: "at-0".into(),
+        refresh_token: Some("rt-revoked".into()),
+        expires_at: Some(chrono::Utc::now().timestamp() - 10),
+        scope: None,
+    };
+    store_tokens(&h, qbo, &expired).await;
+    auth.revoke(true);
+    let store = h.source("store").await;
+    h.route(store, &[qbo]).await;
+    let jobs = h
+        .accept(store, "e-1", crate::support::order("o-1", 1, "1.00"))
+        .await;
+    h.wait_status(jobs[0], "held", WAIT).await;
+    let i = h.store.integration(qbo).await.unwrap();
+    assert_eq!(i.status, switchyard_core::IntegrationStatus::Error);
+    assert!(
+        i.last_error
+            .unwrap()
+            .contains("connect the integration again")
+    );
+    let events = h.store.integration_events(qbo, 10).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "reauthorization_required"),
+        "{events:?}"
+    );
+
+    // Connected again: active, and the held job goes through with the new token.
+    auth.revoke(false);
+    let (status, page, _) = consent(&h, &auth, qbo, "code-9").await;
+    assert_eq!(status, 200, "{page}");
+    h.wait_status(jobs[0], "succeeded", WAIT).await;
+    assert_eq!(
+        h.store.integration(qbo).await.unwrap().status,
+        switchyard_core::IntegrationStatus::Active
+    );
+    h.provider.verify().await;
+    h.shutdown().await;
+}
