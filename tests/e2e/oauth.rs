@@ -378,3 +378,42 @@ async fn revoked_consent_holds_the_jobs_until_the_integration_is_connected_again
     h.provider.verify().await;
     h.shutdown().await;
 }
+
+/// The kit reads errors inside a `2xx` body (`error_pointer`): Odoo's JSON-RPC answers a
+/// fault with `200 {"jsonrpc": "2.0", "error": {"code": 200, "message": "Odoo Server Error",
+/// "data": {"name": …, "message": …}}}` (odoo/http.py, JSON-RPC dispatcher).
+#[tokio::test]
+async fn a_fault_inside_a_200_is_dead_lettered_with_its_message() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let odoo = h
+        .rest_target(
+            "odoo",
+            "orders",
+            json!({"error_pointer": "/error", "error_message_pointer": "/error/data/message"}),
+        )
+        .await;
+    h.route(store, &[odoo]).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": {"code": 200, "message": "Odoo Server Error",
+                      "data": {"name": "odoo.exceptions.ValidationError",
+                               "message": "The partner's country is required"}}})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let jobs = h
+        .accept(store, "e-1", crate::support::order("o-1", 1, "1"))
+        .await;
+    let job = h.wait_status(jobs[0], "dead", WAIT).await;
+    assert_eq!(job.dead_reason.as_deref(), Some("rejected"));
+    assert!(
+        job.last_error
+            .unwrap()
+            .contains("The partner's country is required"),
+        "the provider's own message"
+    );
+    h.provider.verify().await;
+    h.shutdown().await;
+}

@@ -72,10 +72,65 @@ pub struct Manifest {
     /// Fixed headers sent on every call (not secrets: those belong in credentials).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Also send the job's idempotency key as this query parameter on writes
+    /// (QuickBooks Online: `requestid`).
+    #[serde(default)]
+    pub idempotency_query: Option<String>,
+    /// How request bodies are encoded: `json` (default) or `form`
+    /// (`application/x-www-form-urlencoded`, nested values as `a[0][b]=…`: Moloni).
+    #[serde(default)]
+    pub body_encoding: BodyEncoding,
+    /// Where a `2xx` answer carries an error (JSON-RPC's `/error`, Odoo's faults): present
+    /// and not null, false or empty, the call failed, as a `4xx` would (permanent).
+    #[serde(default)]
+    pub error_pointer: Option<String>,
+    /// Where that error's message is (default: `message` inside it, or its text).
+    #[serde(default)]
+    pub error_message_pointer: Option<String>,
     /// What `test` calls: default `GET /`.
     #[serde(default)]
     pub test: Option<Endpoint>,
     pub entities: BTreeMap<String, EntityEndpoints>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    #[default]
+    Json,
+    Form,
+}
+
+/// A JSON value as form fields, nested the way PHP and Rails read them
+/// (`customer[name]=…`, `products[0][qty]=…`); `null` leaves a field out, booleans are
+/// `1` / `0`.
+pub fn form_fields(body: &Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}[{k}]")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), x, out);
+                }
+            }
+            Value::Null => {}
+            Value::Bool(b) => out.push((prefix.to_owned(), if *b { "1" } else { "0" }.into())),
+            Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+            Value::Number(n) => out.push((prefix.to_owned(), n.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", body, &mut out);
+    out
 }
 
 fn default_timeout_ms() -> u64 {
@@ -256,6 +311,19 @@ impl Manifest {
         if let Some(t) = &m.test {
             check_endpoint(t, "settings.test", false)?;
         }
+        for (name, p) in [
+            ("error_pointer", &m.error_pointer),
+            ("error_message_pointer", &m.error_message_pointer),
+        ] {
+            if let Some(p) = p
+                && !p.starts_with('/')
+            {
+                return Err(ConfigError::new(
+                    format!("settings.{name}"),
+                    "a JSON pointer starts with `/`",
+                ));
+            }
+        }
         Ok(m)
     }
 }
@@ -346,6 +414,17 @@ impl RestConnector {
         method: &str,
         url: &str,
     ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
+        let answer = self.send_authorized(rb, method, url).await?;
+        self.error_in_body(answer.0, &answer.3, &answer.2)?;
+        Ok(answer)
+    }
+
+    async fn send_authorized(
+        &self,
+        rb: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+    ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
         let Some(oauth) = &self.oauth else {
             return send_full(rb, method, url).await;
         };
@@ -412,6 +491,61 @@ impl RestConnector {
         })
     }
 
+    /// Put a body on a request, encoded as the manifest says.
+    fn with_body(&self, rb: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
+        match self.manifest.body_encoding {
+            BodyEncoding::Json => rb.json(body),
+            BodyEncoding::Form => rb.form(&form_fields(body)),
+        }
+    }
+
+    /// A write's idempotency key, as a header and/or a query parameter.
+    fn idempotent(&self, mut rb: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
+        if let Some(h) = &self.manifest.idempotency_header {
+            rb = rb.header(h, key);
+        }
+        if let Some(q) = &self.manifest.idempotency_query {
+            rb = rb.query(&[(q.as_str(), key)]);
+        }
+        rb
+    }
+
+    /// A `2xx` answer that reports an error in its body (the manifest's `error_pointer`).
+    fn error_in_body(&self, status: u16, summary: &str, body: &str) -> Result<(), ProviderError> {
+        let Some(p) = &self.manifest.error_pointer else {
+            return Ok(());
+        };
+        let Ok(json) = serde_json::from_str::<Value>(body) else {
+            return Ok(());
+        };
+        let failed = match json.pointer(p) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        if !failed {
+            return Ok(());
+        }
+        let message = self
+            .manifest
+            .error_message_pointer
+            .as_ref()
+            .and_then(|m| json.pointer(m))
+            .or_else(|| json.pointer(p).and_then(|e| e.get("message")))
+            .or_else(|| json.pointer(p).and_then(|e| e.pointer("/0/description")))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_else(|| json.pointer(p).map(Value::to_string).unwrap_or_default());
+        Err(fail(
+            ErrorClass::Permanent,
+            Some(status),
+            summary,
+            body,
+            format!("the provider answered {status} but reported an error: {message}"),
+        ))
+    }
+
     fn body(e: &EntityEndpoints, payload: &Value) -> Value {
         let body = e.body.apply(payload);
         match &e.wrap {
@@ -437,12 +571,11 @@ impl Connector for RestConnector {
             } => {
                 let e = self.entity(entity)?;
                 let url = self.url(&e.create.path, internal_id, None);
-                let mut rb = self
-                    .request(&e.create.method, &url)
-                    .json(&Self::body(e, payload));
-                if let Some(h) = &self.manifest.idempotency_header {
-                    rb = rb.header(h, idempotency_key);
-                }
+                let rb = self.with_body(
+                    self.request(&e.create.method, &url),
+                    &Self::body(e, payload),
+                );
+                let rb = self.idempotent(rb, idempotency_key);
                 let (status, _, body, summary) = self.send(rb, &e.create.method, &url).await?;
                 let json: Value = serde_json::from_str(&body).map_err(|_| {
                     fail(ErrorClass::Permanent, Some(status), &summary, &body,
@@ -490,10 +623,8 @@ impl Connector for RestConnector {
                     )
                 })?;
                 let url = self.url(&ep.path, internal_id, Some(external_id));
-                let mut rb = self.request(&ep.method, &url).json(&Self::body(e, payload));
-                if let Some(h) = &self.manifest.idempotency_header {
-                    rb = rb.header(h, idempotency_key);
-                }
+                let rb = self.with_body(self.request(&ep.method, &url), &Self::body(e, payload));
+                let rb = self.idempotent(rb, idempotency_key);
                 let (status, _, body, summary) = self.send(rb, &ep.method, &url).await?;
                 let version = serde_json::from_str::<Value>(&body)
                     .ok()
@@ -1116,5 +1247,73 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.version, Some(1_795_165_200_000_000));
+    }
+
+    #[test]
+    fn form_fields_nest_as_php_reads_them() {
+        let f = form_fields(
+            &json!({"company_id": 5, "name": "Ana", "active": true, "gone": null,
+            "products": [{"product_id": 7, "qty": 2.5}], "customer": {"vat": "PT1"}}),
+        );
+        let as_text: Vec<String> = f.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            as_text,
+            [
+                "active=1",
+                "company_id=5",
+                "customer[vat]=PT1",
+                "name=Ana",
+                "products[0][product_id]=7",
+                "products[0][qty]=2.5"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_inside_a_2xx_body_fail_the_call() {
+        let server = MockServer::start().await;
+        let mut m = manifest(&server.uri());
+        m["error_pointer"] = json!("/error");
+        m["error_message_pointer"] = json!("/error/data/message");
+        m["body_encoding"] = json!("form");
+        m["idempotency_query"] = json!("requestid");
+        let c = RestConnector::new(
+            Manifest::parse(&m).unwrap(),
+            Credentials::from_json(&json!({"token": "t0k"})).unwrap(),
+            crate::http_client(),
+            None,
+        )
+        .unwrap();
+        // Odoo's JSON-RPC fault, answered with 200 (odoo/http.py: `_handle_error` wraps the
+        // exception as {"jsonrpc": "2.0", "id": …, "error": {"code": 200, "message": "Odoo
+        // Server Error", "data": {"name": …, "message": …}}}).
+        Mock::given(method("POST"))
+            .and(path("/api/orders"))
+            .and(wiremock::matchers::query_param("requestid", "k-1"))
+            .and(header("content-type", "application/x-www-form-urlencoded"))
+            .and(wiremock::matchers::body_string("reference=o-1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "jsonrpc": "2.0", "id": null,
+                "error": {"code": 200, "message": "Odoo Server Error",
+                          "data": {"name": "odoo.exceptions.ValidationError",
+                                   "message": "The operation cannot be completed: missing required field Name"}}})))
+            .mount(&server)
+            .await;
+        let e = c
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "o-1",
+                payload: &json!({"id": "o-1"}),
+                idempotency_key: "k-1",
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(
+            e.message.contains("missing required field Name"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.status, Some(200));
     }
 }
