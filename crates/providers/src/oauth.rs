@@ -53,6 +53,18 @@ pub struct OAuthSettings {
     /// (Moloni: `access_token`).
     #[serde(default)]
     pub token_in: TokenIn,
+    /// How the token endpoint is called: `post` with a form body (RFC 6749), or `get` with
+    /// the same parameters in the query string (Moloni's `/v1/grant/`).
+    #[serde(default)]
+    pub token_method: TokenMethod,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenMethod {
+    #[default]
+    Post,
+    Get,
 }
 
 fn default_margin() -> u64 {
@@ -323,7 +335,7 @@ impl OAuth {
     /// grant itself.
     async fn exchange(&self, refresh: Option<String>) -> Result<TokenSet, ProviderError> {
         let client = self.client()?;
-        let http = token_http(&self.http);
+        let http = token_http(&self.http, self.settings.token_method);
         let scopes: Vec<Scope> = self
             .settings
             .scopes
@@ -379,12 +391,36 @@ type TokenFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TokenHttpError>> + Send>>;
 
 /// The `oauth2` crate's HTTP client: the connectors' own, each call owning what it uses.
-fn token_http(http: &reqwest::Client) -> impl Fn(oauth2::HttpRequest) -> TokenFuture + use<> {
+fn token_http(
+    http: &reqwest::Client,
+    method: TokenMethod,
+) -> impl Fn(oauth2::HttpRequest) -> TokenFuture + use<> {
     let http = http.clone();
     move |req| {
         let http = http.clone();
+        let req = match method {
+            TokenMethod::Post => req,
+            TokenMethod::Get => as_get(req),
+        };
         Box::pin(async move { send_token_request(&http, req).await })
     }
+}
+
+/// The token request as a GET: the form body's parameters moved into the query string.
+fn as_get(req: oauth2::HttpRequest) -> oauth2::HttpRequest {
+    let (mut parts, body) = req.into_parts();
+    let mut url = match url::Url::parse(&parts.uri.to_string()) {
+        Ok(u) => u,
+        Err(_) => return oauth2::HttpRequest::from_parts(parts, body),
+    };
+    url.query_pairs_mut()
+        .extend_pairs(url::form_urlencoded::parse(&body).into_owned());
+    parts.method = oauth2::http::Method::GET;
+    parts.headers.remove(oauth2::http::header::CONTENT_TYPE);
+    if let Ok(uri) = url.as_str().parse() {
+        parts.uri = uri;
+    }
+    oauth2::HttpRequest::from_parts(parts, Vec::new())
 }
 
 /// The token endpoint refused: why, classified. `invalid_grant` means consent is gone.
@@ -552,7 +588,7 @@ pub async fn exchange_code(
     let redirect = oauth2::RedirectUrl::new(redirect_uri.to_owned())
         .map_err(|e| ProviderError::new(ErrorClass::Permanent, e.to_string()))?;
     let client = oauth.client()?.set_redirect_uri(redirect);
-    let http_fn = token_http(http);
+    let http_fn = token_http(http, settings.token_method);
     client
         .exchange_code(oauth2::AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier.to_owned()))
@@ -560,4 +596,111 @@ pub async fn exchange_code(
         .await
         .map(|r| TokenSet::from_response(&r, None))
         .map_err(token_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wiremock::matchers::{body_string, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// One process's token store, in memory.
+    #[derive(Default)]
+    struct Memory(std::sync::Mutex<Option<TokenSet>>);
+
+    struct MemoryLock(Arc<Memory>, Option<TokenSet>);
+
+    #[async_trait]
+    impl TokenVault for Arc<Memory> {
+        async fn load(&self) -> Result<Option<TokenSet>, String> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        async fn lock(&self) -> Result<Box<dyn LockedTokens>, String> {
+            let current = self.0.lock().unwrap().clone();
+            Ok(Box::new(MemoryLock(self.clone(), current)))
+        }
+        async fn reauthorization_required(&self, _message: &str) {}
+    }
+
+    #[async_trait]
+    impl LockedTokens for MemoryLock {
+        fn current(&self) -> Option<TokenSet> {
+            self.1.clone()
+        }
+        async fn save(self: Box<Self>, tokens: &TokenSet) -> Result<(), String> {
+            *self.0.0.lock().unwrap() = Some(tokens.clone());
+            Ok(())
+        }
+        async fn release(self: Box<Self>) {}
+    }
+
+    /// Moloni's password grant is a GET with the parameters in the query string
+    /// (`GET /v1/grant/?grant_type=password&client_id=…&client_secret=…&username=…&password=…`,
+    /// as its public API clients call it); its API then takes `?access_token=` and form bodies.
+    #[tokio::test]
+    async fn a_password_grant_by_get_and_the_token_in_the_query() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/grant/"))
+            .and(query_param("grant_type", "password"))
+            .and(query_param("client_id", "dev"))
+            .and(query_param("client_secret", "sec"))
+            .and(query_param("username", "ana@example.pt"))
+            .and(query_param("password", "pw"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "mol-at", "expires_in": 3600, "token_type": "bearer",
+                "scope": null, "refresh_token": "mol-rt"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/customers/insert/"))
+            .and(query_param("access_token", "mol-at"))
+            .and(body_string("company_id=5&name=Ana&vat=PT123"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"valid": 1, "customer_id": 4242})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let manifest = json!({
+            "base_url": format!("{}/v1", server.uri()),
+            "auth": {"type": "oauth2", "grant": "password", "client_auth": "post",
+                     "token_method": "get", "token_in": {"query": "access_token"},
+                     "token_url": format!("{}/v1/grant/", server.uri())},
+            "body_encoding": "form", "idempotency_header": null,
+            "entities": {"customer": {
+                "create": {"method": "POST", "path": "/customers/insert/"},
+                "body": {"company_id": {"value": 5}, "name": "/name", "vat": "/vat"},
+                "id_pointer": "/customer_id"}}
+        });
+        let creds = Credentials::from_json(&json!({"client_id": "dev", "client_secret": "sec",
+            "username": "ana@example.pt", "password": "pw"}))
+        .unwrap();
+        let c = crate::rest::RestConnector::new(
+            crate::rest::Manifest::parse(&manifest).unwrap(),
+            creds,
+            crate::http_client(),
+            Some(Arc::new(Arc::new(Memory::default()))),
+        )
+        .unwrap();
+        use crate::Connector;
+        let out = c
+            .execute(crate::Operation::Create {
+                entity: "customer",
+                internal_id: "c-1",
+                payload: &json!({"name": "Ana", "vat": "PT123"}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.external_id.as_deref(), Some("4242"));
+        assert!(
+            !out.request.contains("mol-at"),
+            "no token in the recorded request: {}",
+            out.request
+        );
+        server.verify().await;
+    }
 }
