@@ -168,7 +168,48 @@ async fn two_way_sync_updates_through_the_identity_ignores_echoes_and_settles_co
         .integration("erp", "rest", s, i, Some(json!({"token": "t"})))
         .await;
     h.route(shop, &[erp]).await;
-    h.route(erp, &[shop]).await;
+    // Both sides report versions: the pair can tell echoes, and adding it says nothing more.
+    let (st, r) = call(
+        &h,
+        Method::POST,
+        "/v1/routes",
+        ADMIN_TOKEN,
+        Some(json!({"source": erp, "entity": "order", "targets": [shop]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["warnings"], json!([]), "{r}");
+    // A system without versions in a two-way pair is pointed out.
+    let plain = h.rest_target("plain", "plain", json!({})).await;
+    h.route(plain, &[shop]).await;
+    let (st, r) = call(
+        &h,
+        Method::POST,
+        "/v1/routes",
+        ADMIN_TOKEN,
+        Some(json!({"source": shop, "entity": "order", "targets": [plain]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    let warnings = r["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{r}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("`plain` has no settings.entities.order.version_pointer"),
+        "{r}"
+    );
+    // (the same route as shop → erp: one route per source, entity and event)
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        &format!("/v1/routes/{}/targets/{plain}", r["id"].as_str().unwrap()),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
     Mock::given(method("POST"))
         .and(path("/erp/orders"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "E-1", "version": 1})))

@@ -94,7 +94,7 @@ pub(crate) async fn add_route(
             link_existing: b.link_existing,
         },
     };
-    let route = switchyard_ops::routes::add(&state.store, &request)
+    let (route, warnings) = switchyard_ops::routes::add_checked(&state.store, &request)
         .await
         .map_err(|e| match e {
             RouteError::Invalid(f) => bad(&f.field, f.reason),
@@ -105,7 +105,9 @@ pub(crate) async fn add_route(
         .route(route)
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    let mut v = json!(view);
+    v["warnings"] = json!(warnings);
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 /// The route, if the caller may see its source.

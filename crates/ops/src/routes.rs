@@ -108,6 +108,54 @@ pub enum RouteError {
     Store(#[from] switchyard_store::StoreError),
 }
 
+/// What a two-way pair of routes lacks to tell an echo from a change: each side must report
+/// the version of what the hub wrote (its manifest's `version_pointer` for the entity) and
+/// send it with its events (its inbound spec's `version`).
+pub fn two_way_warnings(a: &Integration, b: &Integration, entity: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in [a, b] {
+        let reports = i
+            .settings
+            .pointer(&format!("/entities/{entity}/version_pointer"))
+            .is_some();
+        let sends = i.inbound.get("version").is_some();
+        if !(reports && sends) {
+            out.push(format!(
+                "`{}` and `{}` now sync {entity} both ways, but `{}` {}: without versions on both sides the hub cannot tell its own writes coming back from real changes (see README, Records, sources and targets)",
+                a.name,
+                b.name,
+                i.name,
+                match (reports, sends) {
+                    (false, false) => format!("has no settings.entities.{entity}.version_pointer and no inbound version"),
+                    (false, true) => format!("has no settings.entities.{entity}.version_pointer"),
+                    _ => "has no inbound version".to_owned(),
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// Validate and store a route; returns its id and warnings for the operator (a two-way pair
+/// that cannot recognise echoes).
+pub async fn add_checked(
+    store: &Store,
+    r: &RouteRequest<'_>,
+) -> Result<(Uuid, Vec<String>), RouteError> {
+    let id = add(store, r).await?;
+    let mut warnings = Vec::new();
+    for t in r.targets {
+        let back = store.route_targets(t.id).await?;
+        if back
+            .iter()
+            .any(|b| b.entity == r.entity && b.target_id == r.source.id)
+        {
+            warnings.extend(two_way_warnings(r.source, t, r.entity));
+        }
+    }
+    Ok((id, warnings))
+}
+
 /// Validate and store a route; returns its id.
 pub async fn add(store: &Store, r: &RouteRequest<'_>) -> Result<Uuid, RouteError> {
     validate(r)?;

@@ -1176,9 +1176,12 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
                     link_existing: options.link_existing,
                 },
             };
-            let route = switchyard_ops::routes::add(&store, &request)
+            let (route, warnings) = switchyard_ops::routes::add_checked(&store, &request)
                 .await
                 .map_err(|e| anyhow::anyhow!("invalid route: {e}"))?;
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "route {route}: {}/{} {entity}.{event} → {}",
                 source.tenant,
