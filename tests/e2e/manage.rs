@@ -42,6 +42,15 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
     // A target made without a webhook scheme receives no webhooks: no key, no path, and its
     // webhook URL refuses.
     assert!(created.get("webhook_api_key").is_none(), "{created}");
+    let (st, kinds) = call(&h, Method::GET, "/v1/connectors", ADMIN_TOKEN, None).await;
+    assert_eq!(st, 200);
+    let names: Vec<&str> = kinds["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rest", "webhook"]);
     assert_eq!(created["webhook_auth"], "disabled");
     assert!(created["webhook_path"].is_null(), "{created}");
     let refused = h

@@ -250,3 +250,14 @@ pub(crate) async fn conflicts(
         .map_err(|e| state.store_error(e))?;
     Ok(Json(json!({"conflicts": rows})))
 }
+
+/// `GET /v1/connectors`: the provider kinds Switchyard can connect to.
+pub(crate) async fn connectors(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &headers).await?;
+    Ok(Json(
+        json!({"connectors": switchyard_providers::providers()}),
+    ))
+}

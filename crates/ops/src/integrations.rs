@@ -44,7 +44,7 @@ pub fn validate(
         ));
     }
     if switchyard_providers::info(provider).is_none() {
-        let known: Vec<_> = switchyard_providers::PROVIDERS
+        let known: Vec<_> = switchyard_providers::providers()
             .iter()
             .map(|p| p.name)
             .collect();

@@ -1,5 +1,6 @@
 //! Provider adapters. Every provider implements [`Connector`]; the registry
-//! ([`build`], [`validate`], [`PROVIDERS`]) is how the services find them.
+//! ([`KINDS`]: one [`ProviderKind`] per provider, found by [`kind`]; [`build`],
+//! [`validate`]) is how the services find them.
 //!
 //! Most REST providers differ only in base URL, auth, endpoints, field mapping and error
 //! shape; the generic [`rest`] connector reads those from a manifest (the integration's
@@ -223,36 +224,92 @@ pub struct ChangedPage {
 }
 
 /// A provider the registry knows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ProviderInfo {
     pub name: &'static str,
     /// Jobs can target it (it has a work queue and a connector); otherwise it only sends
     /// webhooks.
     pub is_target: bool,
     pub description: &'static str,
+    /// What its settings are, for `switchyard connectors show`.
+    pub settings: &'static str,
 }
 
-pub const PROVIDERS: &[ProviderInfo] = &[
-    ProviderInfo {
-        name: rest::PROVIDER,
-        is_target: true,
-        description: "any JSON REST API, described by a connector manifest",
-    },
-    ProviderInfo {
-        name: "webhook",
-        is_target: false,
-        description: "a system that only sends webhooks (a store, a payment gateway)",
-    },
-];
+/// One kind of provider: how its settings are checked and its connectors built. Adding a
+/// provider is a type implementing this and one line in [`KINDS`] (see ARCHITECTURE.md,
+/// "Adding a provider").
+pub trait ProviderKind: Send + Sync {
+    fn info(&self) -> &'static ProviderInfo;
+    /// Check an integration's connector settings (without [`COMMON_SETTINGS`]).
+    fn validate(&self, settings: &Value) -> Result<(), ConfigError>;
+    /// Whether integrations with these settings can list their changed `entity` records.
+    fn can_list(&self, _settings: &Value, _entity: &str) -> bool {
+        false
+    }
+    fn build(
+        &self,
+        settings: &Value,
+        credentials: Credentials,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Connector>, ConfigError>;
+}
+
+/// A system that only sends webhooks.
+struct WebhookKind;
+
+static WEBHOOK_INFO: ProviderInfo = ProviderInfo {
+    name: "webhook",
+    is_target: false,
+    description: "a system that only sends webhooks (a store, a payment gateway)",
+    settings: "none: how its webhooks are read and authenticated is the integration's inbound spec and webhook auth",
+};
+
+impl ProviderKind for WebhookKind {
+    fn info(&self) -> &'static ProviderInfo {
+        &WEBHOOK_INFO
+    }
+    fn validate(&self, _settings: &Value) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn build(
+        &self,
+        _settings: &Value,
+        _credentials: Credentials,
+        _ctx: &BuildContext,
+    ) -> Result<Arc<dyn Connector>, ConfigError> {
+        Err(ConfigError::new(
+            "provider",
+            "a `webhook` integration only sends webhooks; it cannot be a route's target",
+        ))
+    }
+}
+
+/// Every provider kind.
+pub static KINDS: &[&dyn ProviderKind] = &[&rest::RestKind, &WebhookKind];
+
+/// The kind named `provider`.
+pub fn kind(provider: &str) -> Result<&'static dyn ProviderKind, ConfigError> {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.info().name == provider)
+        .ok_or_else(|| unknown(provider))
+}
 
 pub fn info(provider: &str) -> Option<&'static ProviderInfo> {
-    PROVIDERS.iter().find(|p| p.name == provider)
+    kind(provider).ok().map(|k| k.info())
+}
+
+/// Every provider, for `switchyard connectors list`.
+pub fn providers() -> Vec<&'static ProviderInfo> {
+    KINDS.iter().map(|k| k.info()).collect()
 }
 
 /// Providers that have work queues.
 pub fn target_providers() -> Vec<String> {
-    PROVIDERS
+    KINDS
         .iter()
+        .map(|k| k.info())
         .filter(|p| p.is_target)
         .map(|p| p.name.to_owned())
         .collect()
@@ -263,9 +320,9 @@ fn unknown(provider: &str) -> ConfigError {
         "provider",
         format!(
             "`{provider}` is not a known provider; known: {}",
-            PROVIDERS
+            KINDS
                 .iter()
-                .map(|p| p.name)
+                .map(|k| k.info().name)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -291,22 +348,13 @@ pub fn connector_settings(settings: &Value) -> Value {
 
 /// Check an integration's settings when it is created or changed.
 pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
-    let settings = &connector_settings(settings);
-    match provider {
-        rest::PROVIDER => rest::Manifest::parse(settings).map(|_| ()),
-        "webhook" => Ok(()),
-        other => Err(unknown(other)),
-    }
+    kind(provider)?.validate(&connector_settings(settings))
 }
 
 /// Whether an integration with these settings can list its changed `entity` records
 /// (without its credentials: for planning a sync).
 pub fn can_list(provider: &str, settings: &Value, entity: &str) -> bool {
-    match provider {
-        rest::PROVIDER => rest::Manifest::parse(&connector_settings(settings))
-            .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.list.is_some())),
-        _ => false,
-    }
+    kind(provider).is_ok_and(|k| k.can_list(&connector_settings(settings), entity))
 }
 
 /// What a connector is built with besides its settings and credentials.
@@ -347,20 +395,7 @@ pub fn build(
     credentials: Credentials,
     ctx: &BuildContext,
 ) -> Result<Arc<dyn Connector>, ConfigError> {
-    let settings = &connector_settings(settings);
-    match provider {
-        rest::PROVIDER => Ok(Arc::new(rest::RestConnector::new(
-            rest::Manifest::parse(settings)?,
-            credentials,
-            ctx.http.clone(),
-            ctx.tokens.clone(),
-        )?)),
-        "webhook" => Err(ConfigError::new(
-            "provider",
-            "a `webhook` integration only sends webhooks; it cannot be a route's target",
-        )),
-        other => Err(unknown(other)),
-    }
+    kind(provider)?.build(&connector_settings(settings), credentials, ctx)
 }
 
 /// The HTTP client connectors share: keep-alive pool, no redirects (a provider that

@@ -56,6 +56,45 @@ fn version_in(e: &EntityEndpoints, json: &Value) -> Option<i64> {
 }
 
 pub const PROVIDER: &str = "rest";
+
+/// The generic REST connector's registry entry.
+pub struct RestKind;
+
+static INFO: crate::ProviderInfo = crate::ProviderInfo {
+    name: PROVIDER,
+    is_target: true,
+    description: "any HTTP API described by a manifest: JSON or form bodies, bearer / header / query / basic / OAuth2 auth, field mapping, look-ups, change feeds",
+    settings: "a manifest: base_url, auth, timeout_ms, headers, idempotency_header, idempotency_query, body_encoding, error_pointer, error_message_pointer, test, and per entity: create, update, delete, body, wrap, id_pointer, version_pointer, lookup, list (README: A REST target's manifest)",
+};
+
+impl crate::ProviderKind for RestKind {
+    fn info(&self) -> &'static crate::ProviderInfo {
+        &INFO
+    }
+
+    fn validate(&self, settings: &Value) -> Result<(), ConfigError> {
+        Manifest::parse(settings).map(|_| ())
+    }
+
+    fn can_list(&self, settings: &Value, entity: &str) -> bool {
+        Manifest::parse(settings)
+            .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.list.is_some()))
+    }
+
+    fn build(
+        &self,
+        settings: &Value,
+        credentials: Credentials,
+        ctx: &crate::BuildContext,
+    ) -> Result<std::sync::Arc<dyn Connector>, ConfigError> {
+        Ok(std::sync::Arc::new(RestConnector::new(
+            Manifest::parse(settings)?,
+            credentials,
+            ctx.http.clone(),
+            ctx.tokens.clone(),
+        )?))
+    }
+}
 const MAX_SUMMARY: usize = 1024;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -298,6 +298,14 @@ pub enum RecordsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConnectorsCmd {
+    /// Every provider kind.
+    List,
+    /// One provider kind: what it is and what its settings are.
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConflictsCmd {
     /// Conflicts between two systems' changes to one record, newest first.
     List {
@@ -1354,6 +1362,28 @@ pub async fn records(cfg: &Config, cmd: RecordsCmd) -> anyhow::Result<()> {
                 }
                 None => println!("{}", serde_json::to_string_pretty(&record)?),
             }
+        }
+    }
+    Ok(())
+}
+
+pub fn connectors(cmd: ConnectorsCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConnectorsCmd::List => {
+            for p in switchyard_providers::providers() {
+                println!(
+                    "{:<10} {:<7} {}",
+                    p.name,
+                    if p.is_target { "target" } else { "source" },
+                    p.description
+                );
+            }
+        }
+        ConnectorsCmd::Show { name } => {
+            let p = switchyard_providers::info(&name).with_context(|| {
+                format!("no provider `{name}`; `switchyard connectors list` lists them")
+            })?;
+            println!("{}", serde_json::to_string_pretty(p)?);
         }
     }
     Ok(())

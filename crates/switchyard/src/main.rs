@@ -53,6 +53,9 @@ enum Command {
     /// Conflicts between systems' changes to one record (two-way sync).
     #[command(subcommand)]
     Conflicts(admin::ConflictsCmd),
+    /// The kinds of provider Switchyard can connect to, and what their settings are.
+    #[command(subcommand)]
+    Connectors(admin::ConnectorsCmd),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(admin::DlqCmd),
@@ -103,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
         Command::Records(cmd) => admin::records(&cfg, cmd).await,
         Command::Conflicts(cmd) => admin::conflicts(&cfg, cmd).await,
+        Command::Connectors(cmd) => admin::connectors(cmd),
         Command::Sync(cmd) => admin::sync(&cfg, cmd).await,
         Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
         Command::ApiKeys(cmd) => admin::api_keys(&cfg, cmd).await,
