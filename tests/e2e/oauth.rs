@@ -417,3 +417,74 @@ async fn a_fault_inside_a_200_is_dead_lettered_with_its_message() {
     h.provider.verify().await;
     h.shutdown().await;
 }
+
+/// A provider that creates slowly and notes when each call arrived.
+#[derive(Clone, Default)]
+struct Slow(Arc<Mutex<Vec<std::time::Instant>>>);
+
+impl wiremock::Respond for Slow {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut calls = self.0.lock().unwrap();
+        calls.push(std::time::Instant::now());
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": format!("slow-{}", calls.len())}))
+            .set_delay(Duration::from_millis(300))
+    }
+}
+
+async fn calls_with_cap(cap: Value) -> Vec<std::time::Instant> {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h.rest_target("erp", "orders", cap).await;
+    h.route(store, &[erp]).await;
+    let slow = Slow::default();
+    Mock::given(method("POST"))
+        .respond_with(slow.clone())
+        .mount(&h.provider)
+        .await;
+    let sends = (1..=3).map(|n| {
+        let h = &h;
+        async move {
+            h.accept(
+                store,
+                &format!("e-{n}"),
+                crate::support::order(&format!("o-{n}"), 1, "1"),
+            )
+            .await
+        }
+    });
+    let jobs: Vec<Uuid> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    let mut calls = slow.0.lock().unwrap().clone();
+    calls.sort();
+    h.shutdown().await;
+    calls
+}
+
+#[tokio::test]
+async fn an_accounts_concurrency_cap_holds_its_calls_to_one_at_a_time() {
+    let capped = calls_with_cap(json!({"concurrency": 1})).await;
+    assert_eq!(capped.len(), 3);
+    for w in capped.windows(2) {
+        // Never two at once: each call starts after the one before it answered.
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(300),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    // Without the cap the same three calls overlap (the comparison that makes the above
+    // mean something).
+    let free = calls_with_cap(json!({})).await;
+    assert!(
+        free[2] - free[0] < Duration::from_millis(300),
+        "{:?}",
+        free[2] - free[0]
+    );
+}

@@ -71,6 +71,7 @@ pub fn validate(
     settings::breaker(&BreakerPolicy::default(), settings).map_err(|e| split(&e))?;
     settings::rate_limits(settings).map_err(|e| split(&e))?;
     switchyard_providers::validate(provider, settings).map_err(|e| field(&e.field, e.reason))?;
+    switchyard_providers::concurrency(settings).map_err(|e| field(&e.field, e.reason))?;
     serde_json::from_value::<InboundSpec>(inbound.clone())
         .map_err(|e| field("inbound", e.to_string()))?;
     if let Some(c) = credentials {

@@ -331,7 +331,22 @@ fn unknown(provider: &str) -> ConfigError {
 
 /// Settings every integration may have whatever its provider; the rest of its settings
 /// belong to the provider's connector.
-pub const COMMON_SETTINGS: &[&str] = &["retry", "rate_limit", "breaker", "notes"];
+pub const COMMON_SETTINGS: &[&str] = &["retry", "rate_limit", "breaker", "concurrency", "notes"];
+
+/// `settings.concurrency`: at most this many calls to the account at once per worker
+/// process (QuickBooks Online allows 10 per company). `None`: no cap.
+pub fn concurrency(settings: &Value) -> Result<Option<usize>, ConfigError> {
+    match settings.get("concurrency") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=1000) => Ok(Some(n as usize)),
+            _ => Err(ConfigError::new(
+                "settings.concurrency",
+                "a whole number from 1 to 1000 (calls at once per worker process)",
+            )),
+        },
+    }
+}
 
 /// An integration's settings without [`COMMON_SETTINGS`]: what its connector reads.
 pub fn connector_settings(settings: &Value) -> Value {
@@ -408,4 +423,25 @@ pub fn http_client() -> reqwest::Client {
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client's static configuration is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn concurrency_caps_are_whole_numbers_within_reason() {
+        assert_eq!(concurrency(&json!({})).unwrap(), None);
+        assert_eq!(concurrency(&json!({"concurrency": 10})).unwrap(), Some(10));
+        for bad in [json!(0), json!(1001), json!(2.5), json!("10")] {
+            let e = concurrency(&json!({ "concurrency": bad })).unwrap_err();
+            assert_eq!(e.field, "settings.concurrency");
+        }
+        // A common setting: the connector does not see it.
+        assert_eq!(
+            connector_settings(&json!({"concurrency": 3, "base_url": "x"})),
+            json!({"base_url": "x"})
+        );
+    }
 }

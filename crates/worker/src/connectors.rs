@@ -17,6 +17,8 @@ pub(crate) struct Target {
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: BreakerPolicy,
     pub(crate) limits: Vec<RateLimit>,
+    /// `settings.concurrency`: calls at once to this account from this process.
+    pub(crate) permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub(crate) struct Cache {
@@ -27,6 +29,9 @@ pub(crate) struct Cache {
     default_breaker: BreakerPolicy,
     http: HttpClient,
     entries: Mutex<HashMap<Uuid, (Instant, Arc<Target>)>>,
+    /// Kept across rebuilds of a target, so a refreshed entry does not open a second set
+    /// of permits while calls under the first are still running.
+    permits: std::sync::Mutex<HashMap<Uuid, (usize, Arc<tokio::sync::Semaphore>)>>,
 }
 
 impl Cache {
@@ -45,6 +50,7 @@ impl Cache {
             default_breaker,
             http: switchyard_providers::http_client(),
             entries: Mutex::new(HashMap::new()),
+            permits: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,7 +101,22 @@ impl Cache {
             )
             .map_err(|e| e.to_string())
         });
+        let permits = switchyard_providers::concurrency(&integration.settings)
+            .ok()
+            .flatten()
+            .map(|n| {
+                let mut map = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+                match map.get(&integration.id) {
+                    Some((m, s)) if *m == n => s.clone(),
+                    _ => {
+                        let s = Arc::new(tokio::sync::Semaphore::new(n));
+                        map.insert(integration.id, (n, s.clone()));
+                        s
+                    }
+                }
+            });
         Target {
+            permits,
             retry: retry.unwrap_or_else(|_| self.default_retry.clone()),
             breaker: breaker.unwrap_or_else(|_| self.default_breaker.clone()),
             limits: limits.unwrap_or_default(),

@@ -157,6 +157,12 @@ async fn process(
             message,
         });
     };
+    // The account's cap on calls at once: wait for a turn before taking a database
+    // connection for the claim.
+    let _turn = match &target.permits {
+        Some(p) => p.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let mut tx = match shared.store.claim(env).await? {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
