@@ -22,3 +22,7 @@ CREATE TABLE oauth_states (
     outcome             text
 );
 CREATE INDEX oauth_states_integration ON oauth_states (integration_id, created_at DESC);
+
+-- What the last write's answer said to keep for the next update (QuickBooks' SyncToken,
+-- an OData ETag), per record at each target.
+ALTER TABLE record_links ADD COLUMN kept jsonb;

@@ -488,3 +488,76 @@ async fn an_accounts_concurrency_cap_holds_its_calls_to_one_at_a_time() {
         free[2] - free[0]
     );
 }
+
+/// What a write's answer says to keep (QuickBooks Online's `SyncToken`, see the providers'
+/// unit test for the vendor's shapes) is stored with the record's link at the target and
+/// goes into the next update.
+#[tokio::test]
+async fn kept_values_travel_from_one_write_to_the_next() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let settings = json!({
+        "base_url": format!("{}/v3/company/9130", h.provider.uri()), "auth": {"type": "bearer"},
+        "idempotency_header": null, "idempotency_query": "requestid", "timeout_ms": 2000,
+        "entities": {"order": {
+            "create": {"method": "POST", "path": "/customer"},
+            "update": {"method": "POST", "path": "/customer"},
+            "body": {"DisplayName": "/id", "Id": "/_switchyard/external_id",
+                     "SyncToken": "/_switchyard/kept/SyncToken"},
+            "id_pointer": "/Customer/Id", "keep": {"SyncToken": "/Customer/SyncToken"}}}
+    });
+    let qbo = h
+        .integration(
+            "qbo",
+            "rest",
+            settings,
+            json!({}),
+            Some(json!({"token": "t"})),
+        )
+        .await;
+    h.route(store, &[qbo]).await;
+    let token = Arc::new(Mutex::new(0));
+    let t = token.clone();
+    Mock::given(method("POST"))
+        .and(path("/v3/company/9130/customer"))
+        .respond_with(move |_: &Request| {
+            let mut n = t.lock().unwrap();
+            let body = json!({"Customer": {"Id": "58", "SyncToken": n.to_string()}});
+            *n += 1;
+            ResponseTemplate::new(200).set_body_json(body)
+        })
+        .mount(&h.provider)
+        .await;
+    for v in 1..=3 {
+        let j = h
+            .accept(
+                store,
+                &format!("e-{v}"),
+                crate::support::order("c-1", v, "1"),
+            )
+            .await;
+        h.wait_status(j[0], "succeeded", WAIT).await;
+    }
+    let bodies: Vec<Value> = h
+        .provider
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        bodies[0],
+        json!({"DisplayName": "c-1"}),
+        "a create has no id or token"
+    );
+    assert_eq!(
+        bodies[1],
+        json!({"DisplayName": "c-1", "Id": "58", "SyncToken": "0"})
+    );
+    assert_eq!(
+        bodies[2],
+        json!({"DisplayName": "c-1", "Id": "58", "SyncToken": "1"})
+    );
+    h.shutdown().await;
+}

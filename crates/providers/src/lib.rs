@@ -73,6 +73,8 @@ pub enum Operation<'a> {
         external_id: &'a str,
         payload: &'a Value,
         idempotency_key: &'a str,
+        /// What the last write's answer said to keep (QuickBooks' `SyncToken`).
+        kept: Option<&'a Value>,
     },
     Delete {
         entity: &'a str,
@@ -89,6 +91,8 @@ pub struct CallOutcome {
     /// The record's version after the write, when the provider reports one (the manifest's
     /// `version_pointer`): how the hub recognises the provider's echo of its own write.
     pub version: Option<i64>,
+    /// Values the next update needs from this answer (the manifest's `keep`).
+    pub kept: Option<Value>,
     pub status: u16,
     /// e.g. `POST http://host/api/orders`; never headers or credentials.
     pub request: String,

@@ -47,6 +47,16 @@ use crate::{
     ProviderError,
 };
 
+/// The values to keep from a write's answer (`keep`), if any were found.
+fn kept_in(e: &EntityEndpoints, json: &Value) -> Option<Value> {
+    let kept: serde_json::Map<String, Value> = e
+        .keep
+        .iter()
+        .filter_map(|(name, p)| json.pointer(p).map(|v| (name.clone(), v.clone())))
+        .collect();
+    (!kept.is_empty()).then_some(Value::Object(kept))
+}
+
 /// The record's version in a write's response, where the manifest says.
 fn version_in(e: &EntityEndpoints, json: &Value) -> Option<i64> {
     e.version_pointer
@@ -233,6 +243,19 @@ pub struct EntityEndpoints {
     /// How to find a record by its natural key.
     #[serde(default)]
     pub lookup: Option<LookupEndpoint>,
+    /// Values to keep from a write's answer for the next update, by name → JSON pointer
+    /// (QuickBooks: `{"SyncToken": "/Customer/SyncToken"}`). The body reads them at
+    /// `/_switchyard/kept/<name>`, and the target's own id at `/_switchyard/external_id`.
+    #[serde(default)]
+    pub keep: BTreeMap<String, String>,
+    /// How to read the record again (the kept values went stale): e.g.
+    /// `{"method": "GET", "path": "/customer/{external_id}"}`.
+    #[serde(default)]
+    pub read: Option<Endpoint>,
+    /// An update refused with this text in its answer (QuickBooks: `Stale Object Error`,
+    /// code 5010) reads the record again (`read`) for fresh kept values and tries once more.
+    #[serde(default)]
+    pub stale_error: Option<String>,
 }
 
 /// A look-up by natural key: `key_pointer` reads the key from the event's data; `{key}` in
@@ -291,7 +314,11 @@ impl Manifest {
             }
             check_endpoint(&e.create, &at("create"), false)?;
             if let Some(u) = &e.update {
-                check_endpoint(u, &at("update"), true)?;
+                // The target's id goes in the path, or in the body (QuickBooks: `Id`).
+                let id_in_body = e.body.0.values().any(|src| {
+                    matches!(src, switchyard_core::mapping::FieldSource::Pointer(p) if p == "/_switchyard/external_id")
+                });
+                check_endpoint(u, &at("update"), !id_in_body)?;
             }
             if let Some(d) = &e.delete {
                 check_endpoint(d, &at("delete"), true)?;
@@ -310,6 +337,18 @@ impl Manifest {
                 }
             };
             pointer("id_pointer", &e.id_pointer, false)?;
+            for (name, p) in &e.keep {
+                pointer(&format!("keep.{name}"), p, false)?;
+            }
+            if let Some(r) = &e.read {
+                check_endpoint(r, &at("read"), true)?;
+            }
+            if e.stale_error.is_some() && (e.read.is_none() || e.keep.is_empty()) {
+                return Err(ConfigError::new(
+                    at("stale_error"),
+                    "re-reading stale values needs `read` and `keep`",
+                ));
+            }
             if let Some(v) = &e.version_pointer {
                 pointer("version_pointer", v, false)?;
             }
@@ -585,6 +624,27 @@ impl RestConnector {
         ))
     }
 
+    /// The body for `payload`; a field map may also read the target's own id and the kept
+    /// values (`/_switchyard/external_id`, `/_switchyard/kept/<name>`).
+    fn body_with(
+        e: &EntityEndpoints,
+        payload: &Value,
+        external_id: Option<&str>,
+        kept: Option<&Value>,
+    ) -> Value {
+        if e.body.0.is_empty() || (external_id.is_none() && kept.is_none()) {
+            return Self::body(e, payload);
+        }
+        let mut with = payload.clone();
+        if let Value::Object(m) = &mut with {
+            m.insert(
+                "_switchyard".into(),
+                serde_json::json!({"external_id": external_id, "kept": kept}),
+            );
+        }
+        Self::body(e, &with)
+    }
+
     fn body(e: &EntityEndpoints, payload: &Value) -> Value {
         let body = e.body.apply(payload);
         match &e.wrap {
@@ -642,6 +702,7 @@ impl Connector for RestConnector {
                 Ok(CallOutcome {
                     external_id: Some(external_id),
                     version: version_in(e, &json),
+                    kept: kept_in(e, &json),
                     status,
                     request: summary,
                     response: truncate(&body),
@@ -653,6 +714,7 @@ impl Connector for RestConnector {
                 external_id,
                 payload,
                 idempotency_key,
+                kept,
             } => {
                 let e = self.entity(entity)?;
                 let ep = e.update.as_ref().ok_or_else(|| {
@@ -662,15 +724,50 @@ impl Connector for RestConnector {
                     )
                 })?;
                 let url = self.url(&ep.path, internal_id, Some(external_id));
-                let rb = self.with_body(self.request(&ep.method, &url), &Self::body(e, payload));
-                let rb = self.idempotent(rb, idempotency_key);
-                let (status, _, body, summary) = self.send(rb, &ep.method, &url).await?;
-                let version = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|json| version_in(e, &json));
+                let put = |kept: Option<&Value>| {
+                    let body = Self::body_with(e, payload, Some(external_id), kept);
+                    self.idempotent(
+                        self.with_body(self.request(&ep.method, &url), &body),
+                        idempotency_key,
+                    )
+                };
+                let (status, body, summary) = match self.send(put(kept), &ep.method, &url).await {
+                    Ok((status, _, body, summary)) => (status, body, summary),
+                    // The kept values went stale (someone else changed the record): read
+                    // them again and try once more.
+                    Err(err)
+                        if e.stale_error.as_deref().is_some_and(|t| {
+                            err.response.as_deref().is_some_and(|r| r.contains(t))
+                                || err.message.contains(t)
+                        }) =>
+                    {
+                        let read = e.read.as_ref().expect("validated: stale_error needs read");
+                        let read_url = self.url(&read.path, internal_id, Some(external_id));
+                        let (_, _, fresh, _) = self
+                            .send(
+                                self.request(&read.method, &read_url),
+                                &read.method,
+                                &read_url,
+                            )
+                            .await?;
+                        let fresh = serde_json::from_str::<Value>(&fresh)
+                            .ok()
+                            .and_then(|j| kept_in(e, &j));
+                        let (status, _, body, summary) =
+                            self.send(put(fresh.as_ref()), &ep.method, &url).await?;
+                        (
+                            status,
+                            body,
+                            format!("{} (after re-reading stale values)", summary),
+                        )
+                    }
+                    Err(err) => return Err(err),
+                };
+                let json = serde_json::from_str::<Value>(&body).ok();
                 Ok(CallOutcome {
                     external_id: Some(external_id.to_owned()),
-                    version,
+                    version: json.as_ref().and_then(|j| version_in(e, j)),
+                    kept: json.as_ref().and_then(|j| kept_in(e, j)),
                     status,
                     request: summary,
                     response: truncate(&body),
@@ -694,6 +791,7 @@ impl Connector for RestConnector {
                     Ok((status, _, body, summary)) => Ok(CallOutcome {
                         external_id: None,
                         version: None,
+                        kept: None,
                         status,
                         request: summary,
                         response: truncate(&body),
@@ -703,6 +801,7 @@ impl Connector for RestConnector {
                         Ok(CallOutcome {
                             external_id: None,
                             version: None,
+                            kept: None,
                             status: err.status.unwrap_or(404),
                             request: err.request.unwrap_or_default(),
                             response: err.response.unwrap_or_default(),
@@ -1099,6 +1198,7 @@ mod tests {
                 external_id: "a/b",
                 payload: &json!({}),
                 idempotency_key: "k",
+                kept: None,
             })
             .await
             .unwrap_err();
@@ -1354,5 +1454,85 @@ mod tests {
             e.message
         );
         assert_eq!(e.status, Some(200));
+    }
+
+    /// QuickBooks Online's sparse update (developer.intuit.com, Customer entity: "Sparse
+    /// update a customer" — `POST /v3/company/<realmId>/customer` with `Id`, `SyncToken` and
+    /// `"sparse": true`; answers `{"Customer": {"Id", "SyncToken", …}, "time"}`), its stale
+    /// object fault (`400 {"Fault": {"Error": [{"Message": "Stale Object Error", "code":
+    /// "5010"}], "type": "ValidationFault"}}`) and its read (`GET …/customer/<id>`).
+    #[tokio::test]
+    async fn kept_values_go_into_the_next_update_and_a_stale_one_is_read_again() {
+        let server = MockServer::start().await;
+        let m = json!({
+            "base_url": format!("{}/v3/company/9130", server.uri()),
+            "auth": {"type": "bearer"}, "idempotency_header": null, "idempotency_query": "requestid",
+            "entities": {"customer": {
+                "create": {"method": "POST", "path": "/customer?minorversion=75"},
+                "update": {"method": "POST", "path": "/customer?minorversion=75"},
+                "read": {"method": "GET", "path": "/customer/{external_id}?minorversion=75"},
+                "body": {"DisplayName": "/name", "Id": "/_switchyard/external_id",
+                         "SyncToken": "/_switchyard/kept/SyncToken", "sparse": {"value": true}},
+                "id_pointer": "/Customer/Id",
+                "keep": {"SyncToken": "/Customer/SyncToken"},
+                "stale_error": "Stale Object Error"}}
+        });
+        let c = RestConnector::new(
+            Manifest::parse(&m).unwrap(),
+            Credentials::from_json(&json!({"token": "t0k"})).unwrap(),
+            crate::http_client(),
+            None,
+        )
+        .unwrap();
+        // The first update carries a stale token; the read says 3; the retry carries 3.
+        Mock::given(method("POST"))
+            .and(path("/v3/company/9130/customer"))
+            .and(body_json(json!({"DisplayName": "Ana", "Id": "58", "SyncToken": "0", "sparse": true})))
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({"Fault": {"Error": [{
+                "Message": "Stale Object Error",
+                "Detail": "Stale Object Error : You and Demo User edited the same thing at the same time.",
+                "code": "5010"}], "type": "ValidationFault"}, "time": "2026-11-20T09:00:00.000-08:00"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v3/company/9130/customer/58"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"Customer": {"Id": "58", "SyncToken": "3", "DisplayName": "Ana M."}}),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v3/company/9130/customer"))
+            .and(body_json(
+                json!({"DisplayName": "Ana", "Id": "58", "SyncToken": "3", "sparse": true}),
+            ))
+            .and(wiremock::matchers::query_param("requestid", "k-9"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"Customer": {"Id": "58", "SyncToken": "4"}})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let out = c
+            .execute(Operation::Update {
+                entity: "customer",
+                internal_id: "c-1",
+                external_id: "58",
+                payload: &json!({"name": "Ana"}),
+                idempotency_key: "k-9",
+                kept: Some(&json!({"SyncToken": "0"})),
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.kept, Some(json!({"SyncToken": "4"})));
+        assert!(
+            out.request.contains("after re-reading stale values"),
+            "{}",
+            out.request
+        );
+        server.verify().await;
     }
 }

@@ -104,6 +104,8 @@ pub enum Finish {
         /// The record's version at the target after this write, as the target reported it
         /// (for recognising the target's echo of it).
         written_version: Option<i64>,
+        /// What the answer said to keep for the next update.
+        kept: Option<serde_json::Value>,
     },
     /// Older than the last version applied from its source: not applied.
     Stale,
@@ -168,6 +170,8 @@ pub struct TargetLink {
     pub written_version: Option<i64>,
     /// When the change last written there was received.
     pub written_change_at: Option<DateTime<Utc>>,
+    /// What the last write's answer said to keep for the next update.
+    pub kept: Option<serde_json::Value>,
     /// When the hub received the target's own newest change to the record (an event from
     /// the target, not an echo of the hub's writes), if any.
     pub target_changed_at: Option<DateTime<Utc>>,
@@ -186,7 +190,7 @@ pub struct JobTx {
 
 /// The columns a link read returns, for [`read_links`]: the source link's, then the
 /// target link's, then the target's own newest change.
-const LINKS_SELECT: &str = "s.record_id, s.changed_version, s.changed_at, s.written_version,      s.written_at, s.deleted_at IS NOT NULL, t.external_id, t.last_source_version, t.written_at,      t.written_version, t.written_change_at,      (SELECT max(x.received_at) FROM jobs x WHERE x.internal_id = t.external_id         AND x.source_integration_id = t.integration_id AND x.entity = t.entity         AND x.status NOT IN ('ignored', 'skipped', 'stale')         AND NOT (x.source_version IS NOT NULL AND t.written_version IS NOT NULL                  AND x.source_version <= t.written_version))";
+const LINKS_SELECT: &str = "s.record_id, s.changed_version, s.changed_at, s.written_version,      s.written_at, s.deleted_at IS NOT NULL, t.external_id, t.last_source_version, t.written_at,      t.written_version, t.written_change_at, t.kept,      (SELECT max(x.received_at) FROM jobs x WHERE x.internal_id = t.external_id         AND x.source_integration_id = t.integration_id AND x.entity = t.entity         AND x.status NOT IN ('ignored', 'skipped', 'stale')         AND NOT (x.source_version IS NOT NULL AND t.written_version IS NOT NULL                  AND x.source_version <= t.written_version))";
 
 fn read_links(
     row: &sqlx::postgres::PgRow,
@@ -211,7 +215,8 @@ fn read_links(
             written_at: row.try_get(at + 8)?,
             written_version: row.try_get(at + 9)?,
             written_change_at: row.try_get(at + 10)?,
-            target_changed_at: row.try_get(at + 11)?,
+            kept: row.try_get(at + 11)?,
+            target_changed_at: row.try_get(at + 12)?,
         }),
     };
     Ok((source, target))
@@ -394,17 +399,24 @@ impl JobTx {
         };
         let attempts = self.attempts + i32::from(attempt.is_some() && spend);
         let settled = status.is_settled() || status == JobStatus::Dead;
-        let (upsert, remove, mapped_to, written_version) = match &finish {
+        let (upsert, remove, mapped_to, written_version, kept) = match &finish {
             Finish::Succeeded {
                 mapping: MappingChange::Upsert { external_id },
                 written_version,
+                kept,
                 ..
-            } => (true, false, Some(external_id.as_str()), *written_version),
+            } => (
+                true,
+                false,
+                Some(external_id.as_str()),
+                *written_version,
+                kept.clone(),
+            ),
             Finish::Succeeded {
                 mapping: MappingChange::Remove,
                 ..
-            } => (false, true, None, None),
-            _ => (false, false, None, None),
+            } => (false, true, None, None, None),
+            _ => (false, false, None, None, None),
         };
         let applied = upsert || remove;
         let record = self.source.as_ref().map(|s| s.record_id);
@@ -430,14 +442,15 @@ impl JobTx {
                SELECT $1, $10, $11, $12, $2, $13, $14, $15, $16, $17 WHERE $18), \
              m AS (\
                INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, \
-                 last_source_version, last_job_id, written_at, written_version, written_change_at) \
-               SELECT $26, $27, $19, $20, $22, $23, $1, now(), $28, $29 WHERE $24 AND $26 IS NOT NULL \
+                 last_source_version, last_job_id, written_at, written_version, written_change_at, kept) \
+               SELECT $26, $27, $19, $20, $22, $23, $1, now(), $28, $29, $39 WHERE $24 AND $26 IS NOT NULL \
                ON CONFLICT (record_id, integration_id) WHERE deleted_at IS NULL DO UPDATE SET \
                  external_id = EXCLUDED.external_id, \
                  last_source_version = GREATEST(record_links.last_source_version, EXCLUDED.last_source_version), \
                  last_job_id = EXCLUDED.last_job_id, written_at = now(), \
                  written_version = EXCLUDED.written_version, \
-                 written_change_at = EXCLUDED.written_change_at, last_synced_at = now()), \
+                 written_change_at = EXCLUDED.written_change_at, \
+                 kept = COALESCE(EXCLUDED.kept, record_links.kept), last_synced_at = now()), \
              s AS (\
                UPDATE record_links SET changed_at = $29, changed_version = $23 \
                WHERE $30 AND NOT $25 AND $23 IS NOT NULL AND record_id = $26 \
@@ -500,6 +513,7 @@ impl JobTx {
         .bind(conflict.and_then(|c| c.winner_changed_at))
         .bind(conflict.map(|c| c.loser_changed_at))
         .bind(conflict.map(|c| c.message.as_str()))
+        .bind(kept)
         .execute(&mut *self.tx)
         .await
         .map_err(|e| match StoreError::from(e) {

@@ -280,6 +280,7 @@ async fn process(
         }
     };
     let external = tx.target().map(|m| m.external_id.clone());
+    let kept = tx.target().and_then(|m| m.kept.clone());
     // Before a create that may repeat an earlier one (a redelivery, a retry, a replay) or
     // that the route asks to link to an existing record, look the record up by its natural
     // key: a provider that ignores Idempotency-Key then still holds one record.
@@ -342,7 +343,14 @@ async fn process(
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
     let clock = Instant::now();
-    let result = call(connector.as_ref(), env, external.as_deref(), look_first).await;
+    let result = call(
+        connector.as_ref(),
+        env,
+        external.as_deref(),
+        kept.as_ref(),
+        look_first,
+    )
+    .await;
     let took = clock.elapsed();
     let duration_ms = took.as_millis().min(i32::MAX as u128) as i32;
     let provider_failed = matches!(&result, Err(e) if e.class == ErrorClass::Transient);
@@ -386,6 +394,7 @@ async fn process(
                     },
                     mapping,
                     written_version: out.version,
+                    kept: out.kept.clone(),
                 },
             )
             .await?;
@@ -517,6 +526,7 @@ async fn call(
     connector: &dyn switchyard_providers::Connector,
     env: &Envelope,
     external: Option<&str>,
+    kept: Option<&serde_json::Value>,
     look_first: bool,
 ) -> Result<Called, switchyard_providers::ProviderError> {
     let mut found = None;
@@ -544,6 +554,8 @@ async fn call(
             external_id: ext,
             payload: &env.payload,
             idempotency_key: &env.idempotency_key,
+            // Kept values belong to the record as linked; one found by a look-up has none.
+            kept: if found.is_some() { None } else { kept },
         },
         (Action::Delete, ext) => Operation::Delete {
             entity: &env.entity,
