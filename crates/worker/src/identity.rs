@@ -128,6 +128,7 @@ mod tests {
             written_at: written.map(at),
             written_version: None,
             written_change_at: None,
+            kept: None,
             target_changed_at: changed.map(at),
         }
     }
