@@ -561,3 +561,119 @@ async fn kept_values_travel_from_one_write_to_the_next() {
     );
     h.shutdown().await;
 }
+
+/// An invoice whose lines name the sender's items and customer goes out with the *target's*
+/// ids for them, and waits until they have reached the target. Shapes follow QuickBooks
+/// Online's Invoice (developer.intuit.com, Invoice entity: `CustomerRef.value`, `Line[]`
+/// with `DetailType: SalesItemLineDetail` and `SalesItemLineDetail.ItemRef.value`) and its
+/// create answers (`{"Customer": {"Id"}}`, `{"Item": {"Id"}}`, `{"Invoice": {"Id"}}`).
+#[tokio::test]
+async fn an_invoice_waits_for_its_customer_and_carries_the_targets_ids() {
+    let h = Harness::start().await;
+    let shop = h
+        .integration(
+            "shop",
+            "webhook",
+            json!({}),
+            json!({"event_id": {"header": "X-Event-Id"}}),
+            None,
+        )
+        .await;
+    let settings = json!({
+        "base_url": format!("{}/v3/company/9130", h.provider.uri()), "auth": {"type": "bearer"},
+        "timeout_ms": 2000,
+        "entities": {
+            "customer": {"create": {"method": "POST", "path": "/customer"},
+                         "body": {"DisplayName": "/name"}, "id_pointer": "/Customer/Id"},
+            "product": {"create": {"method": "POST", "path": "/item"},
+                        "body": {"Name": "/name", "Sku": "/id"}, "id_pointer": "/Item/Id"},
+            "invoice": {"create": {"method": "POST", "path": "/invoice"},
+                        "body": {
+                            "CustomerRef.value": {"ref": {"entity": "customer", "pointer": "/customer_id"}},
+                            "Line": {"each": "/lines", "map": {
+                                "Amount": "/total", "DetailType": {"value": "SalesItemLineDetail"},
+                                "SalesItemLineDetail.ItemRef.value": {"ref": {"entity": "product", "pointer": "/sku"}},
+                                "SalesItemLineDetail.Qty": "/qty"}}},
+                        "id_pointer": "/Invoice/Id"}}
+    });
+    let qbo = h
+        .integration(
+            "qbo",
+            "rest",
+            settings,
+            json!({}),
+            Some(json!({"token": "t"})),
+        )
+        .await;
+    for entity in ["customer", "product", "invoice"] {
+        h.route_with(shop, entity, &[qbo], json!({}), Default::default())
+            .await;
+    }
+    for (p, name, id) in [
+        ("/v3/company/9130/customer", "Customer", "58"),
+        ("/v3/company/9130/invoice", "Invoice", "130"),
+    ] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({ name: {"Id": id}, "time": "2026-11-20T09:00:00.000-08:00"}),
+                ),
+            )
+            .mount(&h.provider)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/v3/company/9130/item"))
+        .respond_with(|r: &Request| {
+            let b: Value = serde_json::from_slice(&r.body).unwrap();
+            let id = if b["Sku"] == "A-1" { "11" } else { "12" };
+            ResponseTemplate::new(200).set_body_json(json!({"Item": {"Id": id}}))
+        })
+        .mount(&h.provider)
+        .await;
+    let send = |ev: &str, entity: &str, data: Value| {
+        let h = &h;
+        let body = json!({"entity": entity, "data": data});
+        let ev = ev.to_owned();
+        async move { h.accept(shop, &ev, body).await[0] }
+    };
+    for (sku, name) in [("A-1", "Anchor"), ("B-2", "Buoy")] {
+        let j = send(
+            &format!("p-{sku}"),
+            "product",
+            json!({"id": sku, "name": name}),
+        )
+        .await;
+        h.wait_status(j, "succeeded", WAIT).await;
+    }
+    let invoice = send("i-1", "invoice", json!({"id": "inv-1", "customer_id": 7,
+        "lines": [{"sku": "A-1", "qty": 2, "total": "20.00"}, {"sku": "B-2", "qty": 1, "total": "5.00"}]})).await;
+    let waiting = h.wait_status(invoice, "retrying", WAIT).await;
+    assert!(
+        waiting
+            .last_error
+            .unwrap()
+            .contains("waiting for customer `7`")
+    );
+    assert_eq!(waiting.attempts, 0, "waiting spends no attempt");
+    let customer = send("c-7", "customer", json!({"id": 7, "name": "Ana"})).await;
+    h.wait_status(customer, "succeeded", WAIT).await;
+    h.wait_status(invoice, "succeeded", WAIT).await;
+    let reqs = h.provider.received_requests().await.unwrap();
+    let posted: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r.url.path().ends_with("/invoice"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted.len(), 1, "the invoice went out once, complete");
+    assert_eq!(
+        posted[0],
+        json!({"CustomerRef": {"value": "58"}, "Line": [
+            {"Amount": "20.00", "DetailType": "SalesItemLineDetail",
+             "SalesItemLineDetail": {"ItemRef": {"value": "11"}, "Qty": 2}},
+            {"Amount": "5.00", "DetailType": "SalesItemLineDetail",
+             "SalesItemLineDetail": {"ItemRef": {"value": "12"}, "Qty": 1}}]})
+    );
+    h.shutdown().await;
+}

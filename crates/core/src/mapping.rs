@@ -12,7 +12,29 @@ pub enum FieldSource {
     Pointer(String),
     /// A fixed value: `{"value": "EUR"}`.
     Value { value: Value },
+    /// Each element of the array at `each`, mapped by `map` (its pointers read the element):
+    /// an invoice's lines. `{"each": "/lines", "map": {"Amount": "/total"}}`.
+    Each { each: String, map: FieldMap },
+    /// Another record, by the id the event's sender gives it, as the *target's* id for it
+    /// (an invoice line's item, an order's customer):
+    /// `{"ref": {"entity": "customer", "pointer": "/customer_id"}}`. The pointer reads the
+    /// current object (the element, inside `each`).
+    Ref {
+        #[serde(rename = "ref")]
+        reference: Reference,
+    },
 }
+
+/// What a [`FieldSource::Ref`] points at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub entity: String,
+    pub pointer: String,
+}
+
+/// The target's id for the sender's `(entity, id)`, when the hub knows it.
+pub type Resolve<'a> = &'a dyn Fn(&str, &str) -> Option<String>;
 
 /// Target field path (dot-separated for nesting, e.g. `"customer.email"`) → source.
 /// An empty map sends the payload as it is.
@@ -46,6 +68,30 @@ impl FieldMap {
                     reason: "a JSON pointer starts with `/` (or is empty for the whole payload)",
                 });
             }
+            match src {
+                FieldSource::Each { each, map } => {
+                    if !each.starts_with('/') {
+                        return Err(FieldMapError {
+                            field: field.clone(),
+                            reason: "`each` is a JSON pointer to an array (it starts with `/`)",
+                        });
+                    }
+                    map.validate().map_err(|e| FieldMapError {
+                        field: format!("{field}.{}", e.field),
+                        reason: e.reason,
+                    })?;
+                }
+                FieldSource::Ref { reference }
+                    if !reference.pointer.starts_with('/')
+                        || !crate::is_valid_name(&reference.entity) =>
+                {
+                    return Err(FieldMapError {
+                        field: field.clone(),
+                        reason: "a reference names an entity (a-z, 0-9, _ or -) and a JSON pointer",
+                    });
+                }
+                _ => {}
+            }
         }
         // A path may not be both a value and a parent of another path.
         let keys: Vec<&String> = self.0.keys().collect();
@@ -60,8 +106,14 @@ impl FieldMap {
         Ok(())
     }
 
-    /// Build the request body from a payload.
+    /// Build the request body from a payload (references left out).
     pub fn apply(&self, payload: &Value) -> Value {
+        self.apply_with(payload, &|_, _| None)
+    }
+
+    /// Build the request body, references resolved by `resolve` (one it cannot resolve is
+    /// left out; [`FieldMap::references`] lists them first so a job can wait for them).
+    pub fn apply_with(&self, payload: &Value, resolve: Resolve<'_>) -> Value {
         if self.0.is_empty() {
             return payload.clone();
         }
@@ -73,10 +125,59 @@ impl FieldMap {
                     None => continue,
                 },
                 FieldSource::Value { value } => value.clone(),
+                FieldSource::Each { each, map } => match payload.pointer(each) {
+                    Some(Value::Array(items)) => {
+                        Value::Array(items.iter().map(|i| map.apply_with(i, resolve)).collect())
+                    }
+                    _ => continue,
+                },
+                FieldSource::Ref { reference } => {
+                    match payload.pointer(&reference.pointer).and_then(id_text) {
+                        Some(id) => match resolve(&reference.entity, &id) {
+                            Some(target_id) => Value::String(target_id),
+                            None => continue,
+                        },
+                        None => continue,
+                    }
+                }
             };
             insert_path(&mut out, path, value);
         }
         Value::Object(out)
+    }
+
+    /// Every other record this payload's body refers to: (entity, the sender's id).
+    pub fn references(&self, payload: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for src in self.0.values() {
+            match src {
+                FieldSource::Ref { reference } => {
+                    if let Some(id) = payload.pointer(&reference.pointer).and_then(id_text) {
+                        out.push((reference.entity.clone(), id));
+                    }
+                }
+                FieldSource::Each { each, map } => {
+                    if let Some(Value::Array(items)) = payload.pointer(each) {
+                        for i in items {
+                            out.extend(map.references(i));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// An id as text: a string, or a number written out.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -134,5 +235,46 @@ mod tests {
         assert_eq!(map.validate().unwrap_err().field, "a.b");
         let map: FieldMap = serde_json::from_value(json!({"a..b": "/x"})).unwrap();
         assert!(map.validate().is_err());
+    }
+
+    #[test]
+    fn line_items_and_references_become_the_targets_ids() {
+        let map: FieldMap = serde_json::from_value(json!({
+            "CustomerRef.value": {"ref": {"entity": "customer", "pointer": "/customer_id"}},
+            "Line": {"each": "/lines", "map": {
+                "Amount": "/total",
+                "DetailType": {"value": "SalesItemLineDetail"},
+                "SalesItemLineDetail.ItemRef.value": {"ref": {"entity": "product", "pointer": "/sku"}},
+                "SalesItemLineDetail.Qty": "/qty"}}
+        }))
+        .unwrap();
+        map.validate().unwrap();
+        let invoice = json!({"id": "inv-1", "customer_id": 7,
+            "lines": [{"sku": "A-1", "qty": 2, "total": "20.00"}, {"sku": "B-2", "qty": 1, "total": "5.00"}]});
+        assert_eq!(
+            map.references(&invoice),
+            [
+                ("customer".to_owned(), "7".to_owned()),
+                ("product".into(), "A-1".into()),
+                ("product".into(), "B-2".into())
+            ]
+        );
+        let ids = |entity: &str, id: &str| match (entity, id) {
+            ("customer", "7") => Some("58".to_owned()),
+            ("product", "A-1") => Some("11".to_owned()),
+            ("product", "B-2") => Some("12".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            map.apply_with(&invoice, &ids),
+            json!({"CustomerRef": {"value": "58"}, "Line": [
+                {"Amount": "20.00", "DetailType": "SalesItemLineDetail",
+                 "SalesItemLineDetail": {"ItemRef": {"value": "11"}, "Qty": 2}},
+                {"Amount": "5.00", "DetailType": "SalesItemLineDetail",
+                 "SalesItemLineDetail": {"ItemRef": {"value": "12"}, "Qty": 1}}]})
+        );
+        let bad: FieldMap =
+            serde_json::from_value(json!({"Line": {"each": "/lines", "map": {"x": "y"}}})).unwrap();
+        assert_eq!(bad.validate().unwrap_err().field, "Line.x");
     }
 }

@@ -156,6 +156,12 @@ pub trait Connector: Send + Sync {
     async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError>;
     /// A cheap authenticated call that proves the settings and credentials work.
     async fn test_connection(&self) -> Result<(), ProviderError>;
+    /// The other records a body for this payload refers to (entity, the sender's id): the
+    /// worker resolves them to the target's ids and passes them in the payload, at
+    /// `/_switchyard/refs/<entity>/<id>`, before the call.
+    fn references(&self, _entity: &str, _payload: &Value) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Whether [`Connector::lookup`] can find this entity's records by a natural key.
     fn can_lookup(&self, _entity: &str) -> bool {
         false

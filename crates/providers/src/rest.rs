@@ -625,28 +625,44 @@ impl RestConnector {
     }
 
     /// The body for `payload`; a field map may also read the target's own id and the kept
-    /// values (`/_switchyard/external_id`, `/_switchyard/kept/<name>`).
+    /// values (`/_switchyard/external_id`, `/_switchyard/kept/<name>`), and its references
+    /// resolve through `/_switchyard/refs/<entity>/<id>` (put there by the worker).
     fn body_with(
         e: &EntityEndpoints,
         payload: &Value,
         external_id: Option<&str>,
         kept: Option<&Value>,
     ) -> Value {
-        if e.body.0.is_empty() || (external_id.is_none() && kept.is_none()) {
-            return Self::body(e, payload);
+        let refs = payload.pointer("/_switchyard/refs").cloned();
+        if e.body.0.is_empty() {
+            let mut plain = payload.clone();
+            if let Value::Object(m) = &mut plain {
+                m.remove("_switchyard");
+            }
+            return Self::wrap(e, plain);
         }
         let mut with = payload.clone();
         if let Value::Object(m) = &mut with {
-            m.insert(
-                "_switchyard".into(),
-                serde_json::json!({"external_id": external_id, "kept": kept}),
-            );
+            let mut ctx = serde_json::Map::new();
+            if let Some(id) = external_id {
+                ctx.insert("external_id".into(), Value::String(id.to_owned()));
+            }
+            if let Some(k) = kept {
+                ctx.insert("kept".into(), k.clone());
+            }
+            m.insert("_switchyard".into(), Value::Object(ctx));
         }
-        Self::body(e, &with)
+        let resolve = |entity: &str, id: &str| {
+            refs.as_ref()
+                .and_then(|r| r.get(entity))
+                .and_then(|r| r.get(id))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Self::wrap(e, e.body.apply_with(&with, &resolve))
     }
 
-    fn body(e: &EntityEndpoints, payload: &Value) -> Value {
-        let body = e.body.apply(payload);
+    fn wrap(e: &EntityEndpoints, body: Value) -> Value {
         match &e.wrap {
             Some(key) => serde_json::json!({ key: body }),
             None => body,
@@ -672,7 +688,7 @@ impl Connector for RestConnector {
                 let url = self.url(&e.create.path, internal_id, None);
                 let rb = self.with_body(
                     self.request(&e.create.method, &url),
-                    &Self::body(e, payload),
+                    &Self::body_with(e, payload, None, None),
                 );
                 let rb = self.idempotent(rb, idempotency_key);
                 let (status, _, body, summary) = self.send(rb, &e.create.method, &url).await?;
@@ -811,6 +827,14 @@ impl Connector for RestConnector {
                 }
             }
         }
+    }
+
+    fn references(&self, entity: &str, payload: &Value) -> Vec<(String, String)> {
+        self.manifest
+            .entities
+            .get(entity)
+            .map(|e| e.body.references(payload))
+            .unwrap_or_default()
     }
 
     fn can_lookup(&self, entity: &str) -> bool {

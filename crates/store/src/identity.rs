@@ -179,6 +179,34 @@ impl Store {
         })
     }
 
+    /// The target's ids for records the source knows as `refs` (entity, the source's id):
+    /// those that have reached the target.
+    pub async fn target_ids(
+        &self,
+        tenant: &str,
+        source: Option<Uuid>,
+        target: Uuid,
+        refs: &[(String, String)],
+    ) -> Result<std::collections::HashMap<(String, String), String>> {
+        let (entities, ids): (Vec<String>, Vec<String>) = refs.iter().cloned().unzip();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT s.entity, s.external_id, t.external_id FROM record_links s \
+             JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $3 \
+               AND t.deleted_at IS NULL \
+             JOIN unnest($4::text[], $5::text[]) AS r(entity, id) \
+               ON s.entity = r.entity AND s.external_id = r.id \
+             WHERE s.integration_id = $2 AND s.tenant = $1 AND s.deleted_at IS NULL",
+        )
+        .bind(tenant)
+        .bind(source.unwrap_or(NO_SOURCE))
+        .bind(target)
+        .bind(&entities)
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(e, s, t)| ((e, s), t)).collect())
+    }
+
     /// Conflicts, newest first; every filter narrows.
     pub async fn conflicts(
         &self,

@@ -299,6 +299,81 @@ async fn process(
         )
         .await;
     }
+    // The records the body refers to (an invoice's customer and items) must have reached
+    // the target first: their ids there go into the body. Until they have, the job waits
+    // (without spending an attempt) for as long as its retry policy allows.
+    let refs = connector.references(&env.entity, &env.payload);
+    let mut payload = std::borrow::Cow::Borrowed(&env.payload);
+    if !refs.is_empty() {
+        let found = shared
+            .store
+            .target_ids(
+                &env.tenant,
+                env.source_integration_id,
+                env.integration_id,
+                &refs,
+            )
+            .await?;
+        let missing: Vec<String> = refs
+            .iter()
+            .filter(|r| !found.contains_key(*r))
+            .map(|(e, id)| format!("{e} `{id}`"))
+            .collect();
+        if !missing.is_empty() {
+            let why = format!(
+                "waiting for {} to reach the target first",
+                missing.join(", ")
+            );
+            let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
+            let age = (Utc::now() - since).to_std().unwrap_or_default();
+            let attempts = tx.attempts_so_far();
+            return match target.retry.decide(attempts as u32 + 1, age, None) {
+                RetryDecision::RetryAfter(delay) => {
+                    tx.finish(
+                        env,
+                        Finish::Retrying {
+                            attempt: None,
+                            spend_attempt: false,
+                            class: ErrorClass::Transient,
+                            message: why.clone(),
+                        },
+                    )
+                    .await?;
+                    info!(retry_in_ms = delay.as_millis() as u64, "deferred: {why}");
+                    Ok(Settle::Retry {
+                        delay,
+                        attempts,
+                        class: ErrorClass::Transient,
+                        message: why,
+                    })
+                }
+                RetryDecision::GiveUp => {
+                    dead(
+                        tx,
+                        env,
+                        None,
+                        ErrorClass::Permanent,
+                        DeadReason::Exhausted,
+                        format!("gave up {why}"),
+                    )
+                    .await
+                }
+            };
+        }
+        let mut by_entity = serde_json::Map::new();
+        for ((entity, id), target_id) in found {
+            by_entity
+                .entry(entity)
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+                .map(|m| m.insert(id, serde_json::Value::String(target_id)));
+        }
+        let mut with = env.payload.clone();
+        if let Some(m) = with.as_object_mut() {
+            m.insert("_switchyard".into(), serde_json::json!({"refs": by_entity}));
+        }
+        payload = std::borrow::Cow::Owned(with);
+    }
     // The provider account's rate limits and circuit breaker, shared by the fleet. A job
     // held back by either is deferred without spending an attempt.
     let account = env.integration_id.to_string();
@@ -346,6 +421,7 @@ async fn process(
     let result = call(
         connector.as_ref(),
         env,
+        &payload,
         external.as_deref(),
         kept.as_ref(),
         look_first,
@@ -525,6 +601,7 @@ struct Called {
 async fn call(
     connector: &dyn switchyard_providers::Connector,
     env: &Envelope,
+    payload: &serde_json::Value,
     external: Option<&str>,
     kept: Option<&serde_json::Value>,
     look_first: bool,
@@ -532,7 +609,7 @@ async fn call(
     let mut found = None;
     let mut looked = String::new();
     if look_first {
-        let l = connector.lookup(&env.entity, &env.payload).await?;
+        let l = connector.lookup(&env.entity, payload).await?;
         looked = format!(
             "{} → {}; ",
             l.request,
@@ -545,14 +622,14 @@ async fn call(
         (Action::Upsert, None) => Operation::Create {
             entity: &env.entity,
             internal_id: &env.internal_id,
-            payload: &env.payload,
+            payload,
             idempotency_key: &env.idempotency_key,
         },
         (Action::Upsert, Some(ext)) => Operation::Update {
             entity: &env.entity,
             internal_id: &env.internal_id,
             external_id: ext,
-            payload: &env.payload,
+            payload,
             idempotency_key: &env.idempotency_key,
             // Kept values belong to the record as linked; one found by a look-up has none.
             kept: if found.is_some() { None } else { kept },
