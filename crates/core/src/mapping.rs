@@ -12,6 +12,21 @@ pub enum FieldSource {
     Pointer(String),
     /// A fixed value: `{"value": "EUR"}`.
     Value { value: Value },
+    /// A value from the payload, transformed: a value map (`{"pointer": "/status", "map":
+    /// {"paid": 1, "pending": 0}, "default": 0}`) and/or a format (`"format": "decimal:2"`,
+    /// `"integer"`, `"string"`, `"date:%d-%m-%Y"` for an RFC 3339 or `YYYY-MM-DD` input).
+    Transform {
+        pointer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map: Option<serde_json::Map<String, Value>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<String>,
+    },
+    /// Text with `{/pointer}` placeholders filled from the payload: `{"template":
+    /// "Order {/id} for {/customer/name}"}` (a missing value leaves the field out).
+    Template { template: String },
     /// Each element of the array at `each`, mapped by `map` (its pointers read the element):
     /// an invoice's lines. `{"each": "/lines", "map": {"Amount": "/total"}}`.
     Each { each: String, map: FieldMap },
@@ -81,6 +96,16 @@ impl FieldMap {
                         reason: e.reason,
                     })?;
                 }
+                FieldSource::Transform {
+                    pointer, format, ..
+                } if !pointer.starts_with('/')
+                    || format.as_deref().is_some_and(|f| !valid_format(f)) =>
+                {
+                    return Err(FieldMapError {
+                        field: field.clone(),
+                        reason: "a transform reads a JSON pointer; formats: decimal:N, integer, number, string, date:PATTERN",
+                    });
+                }
                 FieldSource::Ref { reference }
                     if !reference.pointer.starts_with('/')
                         || !crate::is_valid_name(&reference.entity) =>
@@ -125,6 +150,37 @@ impl FieldMap {
                     None => continue,
                 },
                 FieldSource::Value { value } => value.clone(),
+                FieldSource::Transform {
+                    pointer,
+                    map,
+                    default,
+                    format,
+                } => {
+                    let found = payload.pointer(pointer);
+                    let mapped = match (map, found) {
+                        (Some(m), Some(v)) => m
+                            .get(
+                                v.as_str()
+                                    .map_or_else(|| v.to_string(), str::to_owned)
+                                    .as_str(),
+                            )
+                            .cloned()
+                            .or_else(|| default.clone()),
+                        (Some(_), None) | (None, None) => default.clone(),
+                        (None, Some(v)) => Some(v.clone()),
+                    };
+                    match mapped.and_then(|v| match format {
+                        Some(f) => formatted(&v, f),
+                        None => Some(v),
+                    }) {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                }
+                FieldSource::Template { template } => match fill(template, payload) {
+                    Some(t) => Value::String(t),
+                    None => continue,
+                },
                 FieldSource::Each { each, map } => match payload.pointer(each) {
                     Some(Value::Array(items)) => {
                         Value::Array(items.iter().map(|i| map.apply_with(i, resolve)).collect())
@@ -169,6 +225,68 @@ impl FieldMap {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// `value` in `format`; `None` when it cannot be (the field is then left out).
+fn formatted(value: &Value, format: &str) -> Option<Value> {
+    let text = || {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+    };
+    let number = || match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match format.split_once(':') {
+        Some(("decimal", places)) => {
+            let places: usize = places.parse().ok().filter(|p| *p <= 12)?;
+            Some(Value::String(format!("{:.*}", places, number()?)))
+        }
+        Some(("date", pattern)) => {
+            let t = text();
+            let date = chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.date_naive())
+                .or_else(|_| chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d"))
+                .ok()?;
+            let mut out = String::new();
+            std::fmt::Write::write_fmt(&mut out, format_args!("{}", date.format(pattern))).ok()?;
+            Some(Value::String(out))
+        }
+        None if format == "integer" => {
+            let n = number()?;
+            (n.fract() == 0.0 && n.abs() < 9.0e15).then(|| Value::from(n as i64))
+        }
+        None if format == "number" => serde_json::Number::from_f64(number()?).map(Value::Number),
+        None if format == "string" => Some(Value::String(text())),
+        _ => None,
+    }
+}
+
+/// A template with `{/pointer}` placeholders filled from `payload`.
+fn fill(template: &str, payload: &Value) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{/") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}')? + start;
+        let v = payload.pointer(&rest[start + 1..end])?;
+        out.push_str(&v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Which formats a transform may name.
+fn valid_format(f: &str) -> bool {
+    match f.split_once(':') {
+        Some(("decimal", p)) => p.parse::<usize>().is_ok_and(|p| p <= 12),
+        Some(("date", p)) => !p.is_empty(),
+        None => matches!(f, "integer" | "number" | "string"),
+        _ => false,
     }
 }
 
@@ -276,5 +394,31 @@ mod tests {
         let bad: FieldMap =
             serde_json::from_value(json!({"Line": {"each": "/lines", "map": {"x": "y"}}})).unwrap();
         assert_eq!(bad.validate().unwrap_err().field, "Line.x");
+    }
+
+    #[test]
+    fn value_maps_formats_and_templates() {
+        let map: FieldMap = serde_json::from_value(json!({
+            "status": {"pointer": "/status", "map": {"paid": 1, "pending": 0}, "default": 0},
+            "price": {"pointer": "/total", "format": "decimal:2"},
+            "qty": {"pointer": "/qty", "format": "integer"},
+            "date": {"pointer": "/created", "format": "date:%d-%m-%Y"},
+            "notes": {"template": "Order {/id} for {/customer/name}"},
+            "missing": {"template": "{/nope}"}
+        }))
+        .unwrap();
+        map.validate().unwrap();
+        let out = map.apply(
+            &json!({"id": "o-1", "status": "refunded", "total": "12.5", "qty": 3.0,
+            "created": "2026-11-20T09:00:00+00:00", "customer": {"name": "Ana"}}),
+        );
+        assert_eq!(
+            out,
+            json!({"status": 0, "price": "12.50", "qty": 3, "date": "20-11-2026",
+                   "notes": "Order o-1 for Ana"})
+        );
+        let bad: FieldMap =
+            serde_json::from_value(json!({"x": {"pointer": "/a", "format": "roman"}})).unwrap();
+        assert!(bad.validate().is_err());
     }
 }
