@@ -18,7 +18,7 @@ pub enum FieldSource {
     Transform {
         pointer: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        map: Option<serde_json::Map<String, Value>>,
+        map: Option<Map<String, Value>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         default: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
