@@ -326,16 +326,8 @@ impl Manifest {
             e.body
                 .validate()
                 .map_err(|err| ConfigError::new(at("body"), err.to_string()))?;
-            let pointer = |field: &str, p: &str, empty_ok: bool| {
-                if (empty_ok && p.is_empty()) || p.starts_with('/') {
-                    Ok(())
-                } else {
-                    Err(ConfigError::new(
-                        at(field),
-                        "a JSON pointer starts with `/`",
-                    ))
-                }
-            };
+            let pointer =
+                |field: &str, p: &str, empty_ok: bool| check_pointer(&at(field), p, empty_ok);
             pointer("id_pointer", &e.id_pointer, false)?;
             for (name, p) in &e.keep {
                 pointer(&format!("keep.{name}"), p, false)?;
@@ -393,16 +385,20 @@ impl Manifest {
             ("error_pointer", &m.error_pointer),
             ("error_message_pointer", &m.error_message_pointer),
         ] {
-            if let Some(p) = p
-                && !p.starts_with('/')
-            {
-                return Err(ConfigError::new(
-                    format!("settings.{name}"),
-                    "a JSON pointer starts with `/`",
-                ));
+            if let Some(p) = p {
+                check_pointer(&format!("settings.{name}"), p, false)?;
             }
         }
         Ok(m)
+    }
+}
+
+/// A JSON pointer starts with `/` (or, where `empty_ok`, is empty: the whole document).
+fn check_pointer(field: &str, p: &str, empty_ok: bool) -> Result<(), ConfigError> {
+    if (empty_ok && p.is_empty()) || p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, "a JSON pointer starts with `/`"))
     }
 }
 
