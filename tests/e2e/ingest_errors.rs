@@ -236,3 +236,69 @@ async fn services_refuse_an_unmigrated_database_and_say_what_to_do() {
     store.close().await;
     crate::support::drop_database(&name).await;
 }
+
+/// Reported: a webhook whose body is `{"id": "nul\u0000x"}` was answered 202, and its job
+/// then failed in the database (`invalid byte sequence for encoding "UTF8": 0x00`) and was
+/// retried every 5 s for ever. PostgreSQL's text cannot hold NUL: refuse it at the door, and
+/// dead-letter (as malformed) any job the database refuses as bad data.
+#[tokio::test]
+async fn a_nul_character_is_refused_at_ingest_and_a_job_the_database_refuses_is_dead_lettered() {
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    let resp = h
+        .send(store, "e-nul", json!({"id": "nul\u{0000}x", "version": 1}))
+        .await;
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_event");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("NUL"),
+        "{body}"
+    );
+    let resp = h
+        .send(
+            store,
+            "e-nul-2",
+            json!({"id": "o-1", "version": 1, "note": "a\u{0000}b"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 422, "anywhere in the data");
+
+    // One that got past ingest anyway (an older build, another producer): the worker
+    // dead-letters it instead of retrying it for ever.
+    let mut env = switchyard_core::Envelope {
+        v: switchyard_core::ENVELOPE_VERSION,
+        id: Uuid::nil(),
+        idempotency_key: "k-nul".into(),
+        tenant: "acme".into(),
+        integration_id: erp,
+        provider: "rest".into(),
+        source_integration_id: Some(store),
+        event_id: "e-nul-3".into(),
+        event: "created".into(),
+        entity: "order".into(),
+        action: switchyard_core::Action::Upsert,
+        direction: switchyard_core::Direction::Export,
+        internal_id: "nul\u{0000}y".into(),
+        source_version: None,
+        occurred_at: None,
+        received_at: chrono::Utc::now(),
+        payload: json!({"id": "nul\u{0000}y"}),
+        sync_run_id: None,
+        route: Default::default(),
+        trace: None,
+    };
+    env.id = switchyard_core::ids::job_id(&env.idempotency_key);
+    h.broker
+        .publish(&[switchyard_broker::OutgoingMessage::job(&env)])
+        .await
+        .unwrap();
+    let dlq = h.topology.dead_letter_queue("rest");
+    crate::support::eventually(
+        "the job reaches the dead-letter queue",
+        Duration::from_secs(20),
+        || async { h.queue_depth(&dlq).await == 1 },
+    )
+    .await;
+    h.shutdown().await;
+}

@@ -174,6 +174,15 @@ async fn handle(
                 format!("the webhook lacks what this integration needs: {e}"),
             )
         })?;
+    if let Some(at) = nul_at(&parsed, &mut String::new()) {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!(
+                "the webhook contains a NUL character (\\u0000) at `{at}`, which no text field can hold; remove it"
+            ),
+        ));
+    }
     if ids::is_reserved_event_id(&event.event_id) {
         return Err(reject(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -328,6 +337,34 @@ async fn handle(
     ))
 }
 
+/// Where the first NUL character is in a JSON document (a key or a string), as a JSON
+/// pointer (`""` for the root).
+fn nul_at(v: &Value, at: &mut String) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at.clone()),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let len = at.len();
+            at.push('/');
+            at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            let found = if k.contains('\0') {
+                Some(at.clone())
+            } else {
+                nul_at(x, at)
+            };
+            at.truncate(len);
+            found
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| {
+            let len = at.len();
+            at.push_str(&format!("/{i}"));
+            let found = nul_at(x, at);
+            at.truncate(len);
+            found
+        }),
+        _ => None,
+    }
+}
+
 fn is_json(content_type: &str) -> bool {
     let mime = content_type
         .split(';')
@@ -368,6 +405,20 @@ mod tests {
         assert!(is_json("application/cloudevents+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json(""));
+    }
+
+    #[test]
+    fn nul_characters_are_found_with_their_place() {
+        let mut at = String::new();
+        assert_eq!(
+            nul_at(&json!({"a": [1, "x\u{0}"]}), &mut at).as_deref(),
+            Some("/a/1")
+        );
+        assert_eq!(
+            nul_at(&json!({"k\u{0}": 1}), &mut at).as_deref(),
+            Some("/k\u{0}")
+        );
+        assert_eq!(nul_at(&json!({"a": "fine"}), &mut at), None);
     }
 
     #[test]

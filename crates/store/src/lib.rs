@@ -64,6 +64,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused the data itself (SQLSTATE class 22: a NUL in text, a
+    /// number out of range): trying again cannot help.
+    pub fn is_bad_data(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db))
+            if db.code().is_some_and(|c| c.starts_with("22")))
+    }
+
     /// Whether the database could not be reached at all (as opposed to refusing a query).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))

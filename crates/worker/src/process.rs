@@ -697,6 +697,20 @@ async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option
                 message,
             })
         }
+        e if e.is_bad_data() => {
+            let message = format!("the database refused this job's data: {e}");
+            // Its row may not be writable either (the same data); the dead letter keeps it.
+            let _ = shared
+                .store
+                .mark_dead(env, ErrorClass::Malformed, DeadReason::Malformed, &message)
+                .await;
+            warn!(error = %e, "job dead-lettered: the database refuses its data");
+            Some(Settle::Dead {
+                reason: DeadReason::Malformed,
+                class: ErrorClass::Malformed,
+                message,
+            })
+        }
         e if e.is_unavailable() => {
             warn!(error = %e, "the database is unreachable; holding the job until it is back");
             let mut wait = Duration::from_millis(250);
