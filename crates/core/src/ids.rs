@@ -86,6 +86,15 @@ pub fn record_lock_key(target: Uuid, record: Uuid) -> i64 {
     lock_key(&h.finalize())
 }
 
+/// A 64-bit lock key for one integration's OAuth2 token set: refreshes take it, so the
+/// fleet refreshes once.
+pub fn oauth_lock_key(integration: Uuid) -> i64 {
+    let mut h = Sha256::new();
+    h.update(b"oauth");
+    h.update(integration.as_bytes());
+    lock_key(&h.finalize())
+}
+
 fn lock_key(digest: &[u8]) -> i64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);

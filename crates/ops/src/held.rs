@@ -39,22 +39,20 @@ pub async fn release(
         let mut ids = Vec::with_capacity(batch.len());
         for h in &batch {
             match serde_json::from_value::<Envelope>(h.envelope.clone()) {
-                Ok(env) => messages.push(OutgoingMessage::job(&env)),
+                Ok(env) => {
+                    messages.push(OutgoingMessage::job(&env));
+                    ids.push(h.job_id);
+                }
                 Err(e) => {
                     warn!(job_id = %h.job_id, error = %e, "a held job's envelope cannot be read; it stays held")
                 }
             }
-            ids.push(h.job_id);
         }
         if messages.is_empty() {
             break;
         }
         // One publish call uses one channel, which keeps the order in the queue.
         broker.publish(&messages).await?;
-        let ids: Vec<Uuid> = messages
-            .iter()
-            .filter_map(|m| m.message_id.parse().ok())
-            .collect();
         store.released(&ids).await?;
         released += ids.len() as u64;
     }

@@ -59,40 +59,20 @@ pub struct TakenOAuthState {
 impl Store {
     /// The integration's sealed token set, if it has one.
     pub async fn oauth_token(&self, integration: Uuid) -> Result<Option<SealedCredentials>> {
-        let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
-            "SELECT oauth_token, oauth_token_key_id FROM integrations WHERE id = $1",
-        )
-        .bind(integration)
-        .fetch_optional(self.pool())
-        .await?;
-        match row {
-            None => Err(StoreError::NotFound(format!("integration {integration}"))),
-            Some((Some(bytes), Some(key_id))) => Ok(Some(SealedCredentials { key_id, bytes })),
-            Some(_) => Ok(None),
-        }
+        oauth_token_in(self.pool(), integration).await
     }
 
     /// Lock the integration's token set across the fleet (a transaction-scoped advisory
     /// lock) and read it as it is now.
     pub async fn lock_oauth_token(&self, integration: Uuid) -> Result<TokenLock> {
-        let key = oauth_lock_key(integration);
+        let key = switchyard_core::ids::oauth_lock_key(integration);
         let mut tx = self
             .pool()
             .begin_with(sqlx::AssertSqlSafe(format!(
                 "BEGIN; SELECT pg_advisory_xact_lock({key})"
             )))
             .await?;
-        let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
-            "SELECT oauth_token, oauth_token_key_id FROM integrations WHERE id = $1",
-        )
-        .bind(integration)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let current = match row {
-            None => return Err(StoreError::NotFound(format!("integration {integration}"))),
-            Some((Some(bytes), Some(key_id))) => Some(SealedCredentials { key_id, bytes }),
-            Some(_) => None,
-        };
+        let current = oauth_token_in(&mut *tx, integration).await?;
         Ok(TokenLock {
             tx,
             integration,
@@ -170,12 +150,19 @@ impl Store {
     }
 }
 
-fn oauth_lock_key(integration: Uuid) -> i64 {
-    let b = integration.as_bytes();
-    let mut k = [0u8; 8];
-    for (i, byte) in b.iter().enumerate() {
-        k[i % 8] ^= byte;
+/// The integration's sealed token set, on a pool or inside a transaction.
+async fn oauth_token_in<'e, E>(exec: E, integration: Uuid) -> Result<Option<SealedCredentials>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let row: Option<(Option<Vec<u8>>, Option<String>)> =
+        sqlx::query_as("SELECT oauth_token, oauth_token_key_id FROM integrations WHERE id = $1")
+            .bind(integration)
+            .fetch_optional(exec)
+            .await?;
+    match row {
+        None => Err(StoreError::NotFound(format!("integration {integration}"))),
+        Some((Some(bytes), Some(key_id))) => Ok(Some(SealedCredentials { key_id, bytes })),
+        Some(_) => Ok(None),
     }
-    // Keep clear of the entity and record keys' space by a fixed tag.
-    i64::from_be_bytes(k) ^ 0x0A07_4000_0000_0000
 }
