@@ -266,7 +266,17 @@ async fn two_way_sync_updates_through_the_identity_ignores_echoes_and_settles_co
     w.stop().await.unwrap();
     let from_shop = h.accept(shop, "s-3", ev("S-1", 3, "cancelled")).await;
     let from_erp = h.accept(erp, "e-3", ev("E-1", 3, "shipped")).await;
-    h.worker = Some(h.spawn_worker(Options::default().worker_config).await);
+    // One job at a time, in the order they came: the shop's first meets the ERP's newer
+    // change pending (a conflict). The other order ends the same everywhere, but with the
+    // shop's change dropped as older than the hub's write of the ERP's change (an echo of
+    // an earlier state), not as a conflict; this test is about the conflict.
+    h.worker = Some(
+        h.spawn_worker(switchyard_worker::WorkerConfig {
+            concurrency: 1,
+            ..Options::default().worker_config
+        })
+        .await,
+    );
     let lost = h.wait_status(from_shop[0], "skipped", WAIT).await;
     assert!(lost.last_error.unwrap().contains("last_writer_wins"));
     h.wait_status(from_erp[0], "succeeded", WAIT).await;
