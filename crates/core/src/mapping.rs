@@ -10,6 +10,13 @@ pub enum FieldSource {
     /// A JSON pointer into the payload, e.g. `"/customer/email"`. A pointer that finds
     /// nothing leaves the field out.
     Pointer(String),
+    /// A fixed value only when the pointer finds something: `{"if":
+    /// "/_switchyard/external_id", "value": true}` sends QuickBooks' `sparse` on updates only.
+    When {
+        #[serde(rename = "if")]
+        when: String,
+        value: Value,
+    },
     /// A fixed value: `{"value": "EUR"}`.
     Value { value: Value },
     /// A value from the payload, transformed: a value map (`{"pointer": "/status", "map":
@@ -106,6 +113,12 @@ impl FieldMap {
                         reason: "a transform reads a JSON pointer; formats: decimal:N, integer, number, string, date:PATTERN",
                     });
                 }
+                FieldSource::When { when, .. } if !when.starts_with('/') => {
+                    return Err(FieldMapError {
+                        field: field.clone(),
+                        reason: "`if` is a JSON pointer (it starts with `/`)",
+                    });
+                }
                 FieldSource::Ref { reference }
                     if !reference.pointer.starts_with('/')
                         || !crate::is_valid_name(&reference.entity) =>
@@ -150,6 +163,10 @@ impl FieldMap {
                     None => continue,
                 },
                 FieldSource::Value { value } => value.clone(),
+                FieldSource::When { when, value } => match payload.pointer(when) {
+                    Some(v) if !v.is_null() => value.clone(),
+                    _ => continue,
+                },
                 FieldSource::Transform {
                     pointer,
                     map,
@@ -259,7 +276,15 @@ fn formatted(value: &Value, format: &str) -> Option<Value> {
             let n = number()?;
             (n.fract() == 0.0 && n.abs() < 9.0e15).then(|| Value::from(n as i64))
         }
-        None if format == "number" => serde_json::Number::from_f64(number()?).map(Value::Number),
+        // A whole number stays whole (`2`, not `2.0`: form bodies write it as text).
+        None if format == "number" => {
+            let n = number()?;
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                Some(Value::from(n as i64))
+            } else {
+                serde_json::Number::from_f64(n).map(Value::Number)
+            }
+        }
         None if format == "string" => Some(Value::String(text())),
         _ => None,
     }
@@ -419,6 +444,32 @@ mod tests {
         );
         let bad: FieldMap =
             serde_json::from_value(json!({"x": {"pointer": "/a", "format": "roman"}})).unwrap();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_value_can_depend_on_another_being_there() {
+        let m: FieldMap = serde_json::from_value(json!({
+            "sparse": {"if": "/_switchyard/external_id", "value": true},
+            "Id": "/_switchyard/external_id",
+            "DisplayName": "/name"
+        }))
+        .unwrap();
+        m.validate().unwrap();
+        let none: Resolve<'_> = &|_, _| None;
+        assert_eq!(
+            m.apply_with(&json!({"name": "Ana"}), none),
+            json!({"DisplayName": "Ana"})
+        );
+        assert_eq!(
+            m.apply_with(
+                &json!({"name": "Ana", "_switchyard": {"external_id": "58"}}),
+                none
+            ),
+            json!({"DisplayName": "Ana", "Id": "58", "sparse": true})
+        );
+        let bad: FieldMap =
+            serde_json::from_value(json!({"x": {"if": "nope", "value": 1}})).unwrap();
         assert!(bad.validate().is_err());
     }
 }

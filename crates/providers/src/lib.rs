@@ -8,10 +8,12 @@
 //! themselves and register here.
 #![forbid(unsafe_code)]
 
+pub mod connectors;
 pub mod list;
 pub mod oauth;
 pub mod rest;
 pub mod tokens;
+pub mod xml;
 
 /// The HTTP client connectors share (see [`http_client`]).
 pub use reqwest::Client as HttpClient;
@@ -162,6 +164,11 @@ pub trait Connector: Send + Sync {
     fn references(&self, _entity: &str, _payload: &Value) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Whether records of this entity can be created at the provider; when they cannot, the
+    /// worker always looks them up and updates the one found.
+    fn can_create(&self, _entity: &str) -> bool {
+        true
+    }
     /// Whether [`Connector::lookup`] can find this entity's records by a natural key.
     fn can_lookup(&self, _entity: &str) -> bool {
         false
@@ -201,6 +208,8 @@ pub trait Connector: Send + Sync {
 pub struct Lookup {
     /// The provider's id of the one record that matches, if one does.
     pub external_id: Option<String>,
+    /// Values the update of the record found needs (the look-up's `keep`).
+    pub kept: Option<Value>,
     /// e.g. `GET http://host/api/items?sku=A-1`; never headers or credentials.
     pub request: String,
 }
@@ -256,6 +265,19 @@ pub trait ProviderKind: Send + Sync {
     fn can_list(&self, _settings: &Value, _entity: &str) -> bool {
         false
     }
+    /// Whether integrations with these settings can look `entity` records up by a natural key.
+    fn can_lookup(&self, _settings: &Value, _entity: &str) -> bool {
+        false
+    }
+    /// An integration's settings with the provider's defaults filled in (a connector's
+    /// documented limits), when it is created.
+    fn defaults(&self, settings: &Value) -> Value {
+        settings.clone()
+    }
+    /// What `switchyard connectors show` prints.
+    fn describe(&self) -> Value {
+        serde_json::to_value(self.info()).unwrap_or_default()
+    }
     fn build(
         &self,
         settings: &Value,
@@ -295,7 +317,13 @@ impl ProviderKind for WebhookKind {
 }
 
 /// Every provider kind.
-pub static KINDS: &[&dyn ProviderKind] = &[&rest::RestKind, &WebhookKind];
+pub static KINDS: &[&dyn ProviderKind] = &[
+    &rest::RestKind,
+    &WebhookKind,
+    &connectors::QUICKBOOKS,
+    &connectors::PRESTASHOP,
+    &connectors::MOLONI,
+];
 
 /// The kind named `provider`.
 pub fn kind(provider: &str) -> Result<&'static dyn ProviderKind, ConfigError> {
@@ -374,6 +402,16 @@ pub fn connector_settings(settings: &Value) -> Value {
 /// Check an integration's settings when it is created or changed.
 pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
     kind(provider)?.validate(&connector_settings(settings))
+}
+
+/// Whether an integration with these settings can look its `entity` records up.
+pub fn can_lookup(provider: &str, settings: &Value, entity: &str) -> bool {
+    kind(provider).is_ok_and(|k| k.can_lookup(&connector_settings(settings), entity))
+}
+
+/// An integration's settings with its provider's defaults (a connector's documented limits).
+pub fn with_defaults(provider: &str, settings: &Value) -> Value {
+    kind(provider).map_or_else(|_| settings.clone(), |k| k.defaults(settings))
 }
 
 /// Whether an integration with these settings can list its changed `entity` records

@@ -49,8 +49,12 @@ use crate::{
 
 /// The values to keep from a write's answer (`keep`), if any were found.
 fn kept_in(e: &EntityEndpoints, json: &Value) -> Option<Value> {
-    let kept: serde_json::Map<String, Value> = e
-        .keep
+    pick(&e.keep, json)
+}
+
+/// The values at `keep`'s pointers (name → pointer) in `json`, if any is there.
+fn pick(keep: &BTreeMap<String, String>, json: &Value) -> Option<Value> {
+    let kept: serde_json::Map<String, Value> = keep
         .iter()
         .filter_map(|(name, p)| json.pointer(p).map(|v| (name.clone(), v.clone())))
         .collect();
@@ -91,18 +95,38 @@ impl crate::ProviderKind for RestKind {
             .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.list.is_some()))
     }
 
+    fn can_lookup(&self, settings: &Value, entity: &str) -> bool {
+        Manifest::parse(settings)
+            .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.lookup.is_some()))
+    }
+
     fn build(
         &self,
         settings: &Value,
         credentials: Credentials,
         ctx: &crate::BuildContext,
     ) -> Result<std::sync::Arc<dyn Connector>, ConfigError> {
-        Ok(std::sync::Arc::new(RestConnector::new(
+        self.build_named(settings, credentials, ctx, PROVIDER)
+    }
+}
+
+impl RestKind {
+    /// A REST connector that reports itself as `name` (a built-in connector's).
+    pub fn build_named(
+        &self,
+        settings: &Value,
+        credentials: Credentials,
+        ctx: &crate::BuildContext,
+        name: &'static str,
+    ) -> Result<std::sync::Arc<dyn Connector>, ConfigError> {
+        let mut c = RestConnector::new(
             Manifest::parse(settings)?,
             credentials,
             ctx.http.clone(),
             ctx.tokens.clone(),
-        )?))
+        )?;
+        c.name = name;
+        Ok(std::sync::Arc::new(c))
     }
 }
 const MAX_SUMMARY: usize = 1024;
@@ -125,6 +149,10 @@ pub struct Manifest {
     /// (QuickBooks Online: `requestid`).
     #[serde(default)]
     pub idempotency_query: Option<String>,
+    /// Send at most this many characters of the idempotency key (the key is a SHA-256 in
+    /// hex; its first 50 characters are as unique in practice).
+    #[serde(default)]
+    pub idempotency_max_len: Option<usize>,
     /// How request bodies are encoded: `json` (default) or `form`
     /// (`application/x-www-form-urlencoded`, nested values as `a[0][b]=…`: Moloni).
     #[serde(default)]
@@ -140,6 +168,10 @@ pub struct Manifest {
     #[serde(default)]
     pub test: Option<Endpoint>,
     pub entities: BTreeMap<String, EntityEndpoints>,
+    /// Values any string of the manifest may use as `{settings.NAME}` (a QuickBooks
+    /// company's `realm_id`, an Odoo database); filled in when the manifest is read.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -148,6 +180,9 @@ pub enum BodyEncoding {
     #[default]
     Json,
     Form,
+    /// An XML document; the body is an object of one key, the root element (an entity's
+    /// `wrap`: PrestaShop's `prestashop`). See [`crate::xml`] for how JSON becomes XML.
+    Xml,
 }
 
 /// A JSON value as form fields, nested the way PHP and Rails read them
@@ -201,6 +236,9 @@ pub enum Auth {
     Header { name: String },
     /// HTTP Basic with `credentials.username` and `credentials.password`.
     Basic,
+    /// HTTP Basic with `credentials.api_key` as the user and no password (PrestaShop's
+    /// webservice key, Stripe's secret key).
+    BasicKey,
     /// `<name>=<credentials.api_key>` in the query string.
     Query { name: String },
     /// OAuth2: tokens from the provider's token endpoint, kept in the store and refreshed
@@ -215,12 +253,20 @@ pub struct Endpoint {
     pub method: String,
     /// Relative to `base_url`; `{external_id}` and `{internal_id}` are filled in.
     pub path: String,
+    /// A JSON body the request's body is put into (JSON-RPC: Odoo's `execute_kw`): the
+    /// string `"{body}"` is replaced by the mapped body, `"{external_id}"` by the target's id
+    /// (a number when it is one), `{credentials.NAME}` by that credential.
+    #[serde(default)]
+    pub envelope: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntityEndpoints {
-    pub create: Endpoint,
+    /// How to create a record; without it the entity's records are only found (`lookup`)
+    /// and updated (PrestaShop's `stock_availables` exist with their product).
+    #[serde(default)]
+    pub create: Option<Endpoint>,
     #[serde(default)]
     pub update: Option<Endpoint>,
     #[serde(default)]
@@ -261,7 +307,9 @@ pub struct EntityEndpoints {
 /// A look-up by natural key: `key_pointer` reads the key from the event's data; `{key}` in
 /// the path or a query value is replaced by it (encoded). The answer is a list (at
 /// `items_pointer`, default the whole body) of which at most one may match, or one record;
-/// `404` means none.
+/// `404` means none. `then` looks further with the id found as its `{key}` (PrestaShop:
+/// the product by `reference`, then its `stock_available`); `keep` takes values from the
+/// record found for the update that follows (its `SyncToken`, its `id_product`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookupEndpoint {
@@ -270,11 +318,75 @@ pub struct LookupEndpoint {
     pub path: String,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
-    pub key_pointer: String,
+    /// Fields of a body (encoded as the manifest's bodies are), `{key}` filled in: APIs
+    /// that search by POST (Moloni's `customers/getByNumber`).
+    #[serde(default)]
+    pub body: BTreeMap<String, String>,
+    /// Where the key is in the event's data (the first step only).
+    #[serde(default)]
+    pub key_pointer: Option<String>,
     #[serde(default)]
     pub items_pointer: String,
     #[serde(default = "default_id_pointer")]
     pub id_pointer: String,
+    /// Put a backslash before `'` and `\` in the key (QuickBooks' query language).
+    #[serde(default)]
+    pub escape_quotes: bool,
+    #[serde(default)]
+    pub keep: BTreeMap<String, String>,
+    #[serde(default)]
+    pub then: Option<Box<LookupEndpoint>>,
+}
+
+impl LookupEndpoint {
+    fn validate(&self, at: &str, first: bool) -> Result<(), ConfigError> {
+        check_endpoint(
+            &Endpoint {
+                method: self.method.clone(),
+                path: self.path.clone(),
+                envelope: None,
+            },
+            at,
+            false,
+        )?;
+        match (&self.key_pointer, first) {
+            (Some(p), true) => check_pointer(&format!("{at}.key_pointer"), p, false)?,
+            (None, true) => {
+                return Err(ConfigError::new(
+                    format!("{at}.key_pointer"),
+                    "say where the natural key is in the event's data",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    format!("{at}.key_pointer"),
+                    "a further step's key is the id the step before found",
+                ));
+            }
+            (None, false) => {}
+        }
+        check_pointer(&format!("{at}.items_pointer"), &self.items_pointer, true)?;
+        check_pointer(&format!("{at}.id_pointer"), &self.id_pointer, false)?;
+        for (name, p) in &self.keep {
+            check_pointer(&format!("{at}.keep.{name}"), p, false)?;
+        }
+        if !self.path.contains("{key}")
+            && !self
+                .query
+                .values()
+                .chain(self.body.values())
+                .any(|v| v.contains("{key}"))
+        {
+            return Err(ConfigError::new(
+                at,
+                "put `{key}` (the natural key) in the path, a query value or a body value",
+            ));
+        }
+        if let Some(next) = &self.then {
+            next.validate(&format!("{at}.then"), false)?;
+        }
+        Ok(())
+    }
 }
 
 fn default_get() -> String {
@@ -287,7 +399,7 @@ fn default_id_pointer() -> String {
 
 impl Manifest {
     pub fn parse(settings: &Value) -> Result<Manifest, ConfigError> {
-        let m: Manifest = serde_json::from_value(settings.clone())
+        let m: Manifest = serde_json::from_value(expand_values(settings)?)
             .map_err(|e| ConfigError::new("settings", e.to_string()))?;
         if !matches!(m.base_url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
@@ -312,7 +424,9 @@ impl Manifest {
                     "an entity name is a-z, 0-9, _ or -",
                 ));
             }
-            check_endpoint(&e.create, &at("create"), false)?;
+            if let Some(c) = &e.create {
+                check_endpoint(c, &at("create"), false)?;
+            }
             if let Some(u) = &e.update {
                 // The target's id goes in the path, or in the body (QuickBooks: `Id`).
                 let id_in_body = e.body.0.values().any(|src| {
@@ -345,23 +459,13 @@ impl Manifest {
                 pointer("version_pointer", v, false)?;
             }
             if let Some(l) = &e.lookup {
-                check_endpoint(
-                    &Endpoint {
-                        method: l.method.clone(),
-                        path: l.path.clone(),
-                    },
-                    &at("lookup"),
-                    false,
-                )?;
-                pointer("lookup.key_pointer", &l.key_pointer, false)?;
-                pointer("lookup.items_pointer", &l.items_pointer, true)?;
-                pointer("lookup.id_pointer", &l.id_pointer, false)?;
-                if !l.path.contains("{key}") && !l.query.values().any(|v| v.contains("{key}")) {
-                    return Err(ConfigError::new(
-                        at("lookup"),
-                        "put `{key}` (the natural key) in the path or a query value",
-                    ));
-                }
+                l.validate(&at("lookup"), true)?;
+            }
+            if e.create.is_none() && (e.lookup.is_none() || e.update.is_none()) {
+                return Err(ConfigError::new(
+                    at("create"),
+                    "an entity without `create` needs `lookup` and `update`: its records are found and updated",
+                ));
             }
         }
         for (name, e) in &m.entities {
@@ -371,6 +475,7 @@ impl Manifest {
                     &Endpoint {
                         method: l.method.clone(),
                         path: l.path.clone(),
+                        envelope: None,
                     },
                     &at,
                     false,
@@ -393,6 +498,90 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// The credentials the manifest's headers and envelopes name as `{credentials.NAME}`.
+    pub fn credentials_used(&self) -> Vec<String> {
+        let mut text: Vec<String> = self.headers.values().cloned().collect();
+        let endpoints = self.entities.values().flat_map(|e| {
+            [&e.create, &e.update, &e.delete, &e.read]
+                .into_iter()
+                .flatten()
+                .filter_map(|ep| ep.envelope.as_ref())
+        });
+        text.extend(endpoints.map(Value::to_string));
+        let mut names: Vec<String> = text
+            .iter()
+            .flat_map(|t| t.split("{credentials.").skip(1))
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Fill `{settings.NAME}` in every string of the manifest from its `values`.
+fn expand_values(settings: &Value) -> Result<Value, ConfigError> {
+    let mut values = BTreeMap::new();
+    if let Some(v) = settings.get("values") {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ConfigError::new("settings.values", "must be an object of strings"))?;
+        for (k, v) in obj {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("settings.values.{k}"),
+                        "must be a string or a number",
+                    ));
+                }
+            };
+            values.insert(k.clone(), s);
+        }
+    }
+    fn walk(v: &mut Value, values: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        match v {
+            Value::String(s) if s.contains("{settings.") => {
+                let mut out = String::with_capacity(s.len());
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find("{settings.") {
+                    out.push_str(&rest[..at]);
+                    let after = &rest[at + "{settings.".len()..];
+                    let end = after.find('}').ok_or_else(|| {
+                        ConfigError::new(
+                            "settings",
+                            format!("`{s}` opens `{{settings.` without closing it"),
+                        )
+                    })?;
+                    let name = &after[..end];
+                    let value = values.get(name).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("settings.values.{name}"),
+                            format!("is used by `{s}` but not set"),
+                        )
+                    })?;
+                    out.push_str(value);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                *s = out;
+                Ok(())
+            }
+            Value::Array(items) => items.iter_mut().try_for_each(|i| walk(i, values)),
+            Value::Object(map) => map
+                .iter_mut()
+                .filter(|(k, _)| k.as_str() != "values")
+                .try_for_each(|(_, v)| walk(v, values)),
+            _ => Ok(()),
+        }
+    }
+    let mut out = settings.clone();
+    walk(&mut out, &values)?;
+    Ok(out)
+}
+
 /// A JSON pointer starts with `/` (or, where `empty_ok`, is empty: the whole document).
 fn check_pointer(field: &str, p: &str, empty_ok: bool) -> Result<(), ConfigError> {
     if (empty_ok && p.is_empty()) || p.starts_with('/') {
@@ -411,7 +600,11 @@ fn check_endpoint(e: &Endpoint, field: &str, needs_external: bool) -> Result<(),
             "must start with `/`",
         ));
     }
-    if needs_external && !e.path.contains("{external_id}") {
+    let in_envelope = e
+        .envelope
+        .as_ref()
+        .is_some_and(|v| v.to_string().contains("{external_id}"));
+    if needs_external && !e.path.contains("{external_id}") && !in_envelope {
         return Err(ConfigError::new(
             format!("{field}.path"),
             "must contain `{external_id}`, the provider's id of the entity",
@@ -421,6 +614,7 @@ fn check_endpoint(e: &Endpoint, field: &str, needs_external: bool) -> Result<(),
 }
 
 pub struct RestConnector {
+    name: &'static str,
     manifest: Manifest,
     credentials: Credentials,
     http: reqwest::Client,
@@ -448,8 +642,16 @@ impl RestConnector {
                 need("username")?;
                 need("password")?;
             }
-            Auth::Query { .. } => need("api_key")?,
+            Auth::Query { .. } | Auth::BasicKey => need("api_key")?,
             Auth::OAuth2(_) => {}
+        }
+        for name in manifest.credentials_used() {
+            credentials.get(&name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("credentials.{name}"),
+                    "used by the manifest as `{credentials.".to_owned() + &name + "}`",
+                )
+            })?;
         }
         let oauth = match (&manifest.auth, tokens) {
             (Auth::OAuth2(settings), Some(vault)) => Some(crate::oauth::OAuth::new(
@@ -467,6 +669,7 @@ impl RestConnector {
             _ => None,
         };
         Ok(RestConnector {
+            name: PROVIDER,
             manifest,
             credentials,
             http,
@@ -488,9 +691,29 @@ impl RestConnector {
         method: &str,
         url: &str,
     ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
-        let answer = self.send_authorized(rb, method, url).await?;
+        let answer = self
+            .send_authorized(rb, method, url)
+            .await
+            .map_err(|e| self.explain(e))?;
         self.error_in_body(answer.0, &answer.3, &answer.2)?;
         Ok(answer)
+    }
+
+    /// A provider's error answer explained by the manifest's `error_message_pointer`.
+    fn explain(&self, mut err: ProviderError) -> ProviderError {
+        let (Some(p), Some(status), Some(body)) = (
+            &self.manifest.error_message_pointer,
+            err.status,
+            err.response.as_deref(),
+        ) else {
+            return err;
+        };
+        if let Some(m) = decode(body).as_ref().and_then(|j| j.pointer(p)) {
+            let m = m.as_str().map_or_else(|| m.to_string(), str::to_owned);
+            let status = StatusCode::from_u16(status).map_or(status.to_string(), |s| s.to_string());
+            err.message = format!("the provider answered {status}: {m}");
+        }
+        err
     }
 
     async fn send_authorized(
@@ -534,10 +757,17 @@ impl RestConnector {
         let mut rb = self
             .http
             .request(method, url)
-            .timeout(Duration::from_millis(self.manifest.timeout_ms))
-            .header(header::ACCEPT, "application/json");
+            .timeout(Duration::from_millis(self.manifest.timeout_ms));
+        if !self
+            .manifest
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("accept"))
+        {
+            rb = rb.header(header::ACCEPT, "application/json");
+        }
         for (k, v) in &self.manifest.headers {
-            rb = rb.header(k, v);
+            rb = rb.header(k, self.fill_credentials(v));
         }
         let secret = |k: &str| {
             self.credentials
@@ -550,6 +780,7 @@ impl RestConnector {
             Auth::Bearer => rb.bearer_auth(secret("token")),
             Auth::Header { name } => rb.header(name, secret("api_key")),
             Auth::Basic => rb.basic_auth(secret("username"), Some(secret("password"))),
+            Auth::BasicKey => rb.basic_auth(secret("api_key"), Some("")),
             Auth::Query { name } => rb.query(&[(name.as_str(), secret("api_key"))]),
             // The token is added when the request is sent (it may need refreshing).
             Auth::OAuth2(_) => rb,
@@ -565,16 +796,191 @@ impl RestConnector {
         })
     }
 
-    /// Put a body on a request, encoded as the manifest says.
-    fn with_body(&self, rb: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
-        match self.manifest.body_encoding {
-            BodyEncoding::Json => rb.json(body),
-            BodyEncoding::Form => rb.form(&form_fields(body)),
+    /// Put a body on a request, encoded as the manifest says, inside the endpoint's
+    /// envelope if it has one.
+    fn with_body(
+        &self,
+        rb: reqwest::RequestBuilder,
+        ep: &Endpoint,
+        body: Value,
+        external_id: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let body = match &ep.envelope {
+            Some(tpl) => self.envelope(tpl, &body, external_id),
+            None => body,
+        };
+        Ok(match self.manifest.body_encoding {
+            BodyEncoding::Json => rb.json(&body),
+            BodyEncoding::Form => rb.form(&form_fields(&body)),
+            BodyEncoding::Xml => {
+                let (root, inner) = match body.as_object() {
+                    Some(o) if o.len() == 1 => o.iter().next().expect("one key"),
+                    _ => {
+                        return Err(ProviderError::new(
+                            ErrorClass::Permanent,
+                            "an XML body is an object of one key, its root element: give the entity a `wrap`",
+                        ));
+                    }
+                };
+                let xml = crate::xml::from_json(root, inner).map_err(|e| {
+                    ProviderError::new(
+                        ErrorClass::Permanent,
+                        format!("the body cannot be written as XML: {e}"),
+                    )
+                })?;
+                rb.header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+                    .body(xml)
+            }
+        })
+    }
+
+    /// One step of a look-up: the id of the one record that matches `key` (if one does),
+    /// the values to keep from it, and the request made.
+    async fn lookup_step(
+        &self,
+        entity: &str,
+        l: &LookupEndpoint,
+        key: &str,
+    ) -> Result<(Option<String>, Option<Value>, String), ProviderError> {
+        let key = if l.escape_quotes {
+            key.replace('\\', "\\\\").replace('\'', "\\'")
+        } else {
+            key.to_owned()
+        };
+        let path = l.path.replace("{key}", &encode_segment(&key));
+        let mut url = url::Url::parse(&self.url(&path, "", None)).map_err(|err| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("the look-up URL is not valid: {err}"),
+            )
+        })?;
+        if !l.query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &l.query {
+                q.append_pair(k, &v.replace("{key}", &key));
+            }
         }
+        let mut rb = self.request(&l.method, url.as_str());
+        if !l.body.is_empty() {
+            let fields: serde_json::Map<String, Value> = l
+                .body
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.replace("{key}", &key))))
+                .collect();
+            rb = match self.manifest.body_encoding {
+                BodyEncoding::Form => rb.form(&form_fields(&Value::Object(fields))),
+                _ => rb.json(&fields),
+            };
+        }
+        let (status, _, body, summary) = match self.send(rb, &l.method, url.as_str()).await {
+            Ok(answer) => answer,
+            Err(err) if err.status == Some(404) => {
+                return Ok((None, None, err.request.unwrap_or_default()));
+            }
+            Err(err) => return Err(err),
+        };
+        let json = decode(&body).ok_or_else(|| {
+            fail(
+                ErrorClass::Permanent,
+                Some(status),
+                &summary,
+                &body,
+                "the provider answered the look-up with a body that is neither JSON nor XML".into(),
+            )
+        })?;
+        let found = if l.items_pointer.is_empty() {
+            Some(&json)
+        } else {
+            json.pointer(&l.items_pointer)
+        };
+        let one = match found {
+            Some(Value::Array(items)) if items.len() > 1 => {
+                return Err(fail(
+                    ErrorClass::Permanent,
+                    Some(status),
+                    &summary,
+                    &body,
+                    format!(
+                        "{} {entity} records match `{key}` at the provider; the hub cannot tell which is this one",
+                        items.len()
+                    ),
+                ));
+            }
+            Some(Value::Array(items)) => items.first(),
+            Some(Value::Null) | None => None,
+            // An empty answer where a list was expected (PrestaShop answers `[]` or `""`).
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(one) => Some(one),
+        };
+        let external_id = one.and_then(|r| match r.pointer(&l.id_pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+        if one.is_some() && external_id.is_none() {
+            return Err(fail(
+                ErrorClass::Permanent,
+                Some(status),
+                &summary,
+                &body,
+                format!("the look-up's record has no id at `{}`", l.id_pointer),
+            ));
+        }
+        let kept = one.and_then(|r| pick(&l.keep, r));
+        Ok((external_id, kept, summary))
+    }
+
+    /// An endpoint's envelope with the body, the target's id and credentials filled in.
+    fn envelope(&self, tpl: &Value, body: &Value, external_id: Option<&str>) -> Value {
+        match tpl {
+            Value::String(s) if s == "{body}" => body.clone(),
+            Value::String(s) if s == "{external_id}" => match external_id {
+                Some(id) => id
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::String(id.to_owned())),
+                None => Value::Null,
+            },
+            Value::String(s) => {
+                let s = self.fill_credentials(s);
+                Value::String(match external_id {
+                    Some(id) => s.replace("{external_id}", id),
+                    None => s,
+                })
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.envelope(i, body, external_id))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.envelope(v, body, external_id)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// `{credentials.NAME}` in a header value or an envelope, filled in.
+    fn fill_credentials(&self, s: &str) -> String {
+        if !s.contains("{credentials.") {
+            return s.to_owned();
+        }
+        let mut out = s.to_owned();
+        for (name, secret) in &self.credentials.0 {
+            out = out.replace(&format!("{{credentials.{name}}}"), secret.expose_secret());
+        }
+        out
     }
 
     /// A write's idempotency key, as a header and/or a query parameter.
     fn idempotent(&self, mut rb: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
+        let key = match self.manifest.idempotency_max_len {
+            Some(max) if key.len() > max && key.is_char_boundary(max) => &key[..max],
+            _ => key,
+        };
         if let Some(h) = &self.manifest.idempotency_header {
             rb = rb.header(h, key);
         }
@@ -589,7 +995,7 @@ impl RestConnector {
         let Some(p) = &self.manifest.error_pointer else {
             return Ok(());
         };
-        let Ok(json) = serde_json::from_str::<Value>(body) else {
+        let Some(json) = decode(body) else {
             return Ok(());
         };
         let failed = match json.pointer(p) {
@@ -639,7 +1045,11 @@ impl RestConnector {
         }
         let mut with = payload.clone();
         if let Value::Object(m) = &mut with {
-            let mut ctx = serde_json::Map::new();
+            // What the worker put there (refs) stays; the call's own context is added.
+            let mut ctx = match m.remove("_switchyard") {
+                Some(Value::Object(o)) => o,
+                _ => serde_json::Map::new(),
+            };
             if let Some(id) = external_id {
                 ctx.insert("external_id".into(), Value::String(id.to_owned()));
             }
@@ -669,7 +1079,7 @@ impl RestConnector {
 #[async_trait]
 impl Connector for RestConnector {
     fn provider(&self) -> &'static str {
-        PROVIDER
+        self.name
     }
 
     async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError> {
@@ -681,16 +1091,24 @@ impl Connector for RestConnector {
                 idempotency_key,
             } => {
                 let e = self.entity(entity)?;
-                let url = self.url(&e.create.path, internal_id, None);
+                let create = e.create.as_ref().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorClass::Permanent,
+                        format!("this {entity} is not at the provider, and {entity} records cannot be created there (the manifest has no `create`): it must exist there first"),
+                    )
+                })?;
+                let url = self.url(&create.path, internal_id, None);
                 let rb = self.with_body(
-                    self.request(&e.create.method, &url),
-                    &Self::body_with(e, payload, None, None),
-                );
+                    self.request(&create.method, &url),
+                    create,
+                    Self::body_with(e, payload, None, None),
+                    None,
+                )?;
                 let rb = self.idempotent(rb, idempotency_key);
-                let (status, _, body, summary) = self.send(rb, &e.create.method, &url).await?;
-                let json: Value = serde_json::from_str(&body).map_err(|_| {
+                let (status, _, body, summary) = self.send(rb, &create.method, &url).await?;
+                let json = decode(&body).ok_or_else(|| {
                     fail(ErrorClass::Permanent, Some(status), &summary, &body,
-                        "the provider answered the create with a body that is not JSON; the external id is unknown".into())
+                        "the provider answered the create with a body that is neither JSON nor XML; the external id is unknown".into())
                 })?;
                 let external_id = json
                     .pointer(&e.id_pointer)
@@ -738,12 +1156,10 @@ impl Connector for RestConnector {
                 let url = self.url(&ep.path, internal_id, Some(external_id));
                 let put = |kept: Option<&Value>| {
                     let body = Self::body_with(e, payload, Some(external_id), kept);
-                    self.idempotent(
-                        self.with_body(self.request(&ep.method, &url), &body),
-                        idempotency_key,
-                    )
+                    self.with_body(self.request(&ep.method, &url), ep, body, Some(external_id))
+                        .map(|rb| self.idempotent(rb, idempotency_key))
                 };
-                let (status, body, summary) = match self.send(put(kept), &ep.method, &url).await {
+                let (status, body, summary) = match self.send(put(kept)?, &ep.method, &url).await {
                     Ok((status, _, body, summary)) => (status, body, summary),
                     // The kept values went stale (someone else changed the record): read
                     // them again and try once more.
@@ -762,11 +1178,9 @@ impl Connector for RestConnector {
                                 &read_url,
                             )
                             .await?;
-                        let fresh = serde_json::from_str::<Value>(&fresh)
-                            .ok()
-                            .and_then(|j| kept_in(e, &j));
+                        let fresh = decode(&fresh).and_then(|j| kept_in(e, &j));
                         let (status, _, body, summary) =
-                            self.send(put(fresh.as_ref()), &ep.method, &url).await?;
+                            self.send(put(fresh.as_ref())?, &ep.method, &url).await?;
                         (
                             status,
                             body,
@@ -775,7 +1189,7 @@ impl Connector for RestConnector {
                     }
                     Err(err) => return Err(err),
                 };
-                let json = serde_json::from_str::<Value>(&body).ok();
+                let json = decode(&body);
                 Ok(CallOutcome {
                     external_id: Some(external_id.to_owned()),
                     version: json.as_ref().and_then(|j| version_in(e, j)),
@@ -798,7 +1212,10 @@ impl Connector for RestConnector {
                     )
                 })?;
                 let url = self.url(&ep.path, internal_id, Some(external_id));
-                let rb = self.request(&ep.method, &url);
+                let mut rb = self.request(&ep.method, &url);
+                if ep.envelope.is_some() {
+                    rb = self.with_body(rb, ep, Value::Null, Some(external_id))?;
+                }
                 match self.send(rb, &ep.method, &url).await {
                     Ok((status, _, body, summary)) => Ok(CallOutcome {
                         external_id: None,
@@ -833,6 +1250,13 @@ impl Connector for RestConnector {
             .unwrap_or_default()
     }
 
+    fn can_create(&self, entity: &str) -> bool {
+        self.manifest
+            .entities
+            .get(entity)
+            .is_none_or(|e| e.create.is_some())
+    }
+
     fn can_lookup(&self, entity: &str) -> bool {
         self.manifest
             .entities
@@ -842,98 +1266,44 @@ impl Connector for RestConnector {
 
     async fn lookup(&self, entity: &str, payload: &Value) -> Result<Lookup, ProviderError> {
         let e = self.entity(entity)?;
-        let l = e.lookup.as_ref().ok_or_else(|| {
+        let first = e.lookup.as_ref().ok_or_else(|| {
             ProviderError::new(
                 ErrorClass::Permanent,
                 format!("the manifest has no `lookup` for entity `{entity}`"),
             )
         })?;
-        let key = match payload.pointer(&l.key_pointer) {
+        let key_pointer = first.key_pointer.as_deref().unwrap_or_default();
+        let mut key = match payload.pointer(key_pointer) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => {
                 return Err(ProviderError::new(
                     ErrorClass::Permanent,
                     format!(
-                        "the event has no natural key at `{}` to look the {entity} up by",
-                        l.key_pointer
+                        "the event has no natural key at `{key_pointer}` to look the {entity} up by"
                     ),
                 ));
             }
         };
-        let path = l.path.replace("{key}", &encode_segment(&key));
-        let mut url = url::Url::parse(&self.url(&path, "", None)).map_err(|err| {
-            ProviderError::new(
-                ErrorClass::Permanent,
-                format!("the look-up URL is not valid: {err}"),
-            )
-        })?;
-        if !l.query.is_empty() {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in &l.query {
-                q.append_pair(k, &v.replace("{key}", &key));
+        let mut requests = Vec::new();
+        let mut step = first;
+        loop {
+            let (found, kept, summary) = self.lookup_step(entity, step, &key).await?;
+            requests.push(summary);
+            match (found, &step.then) {
+                (Some(id), Some(next)) => {
+                    key = id;
+                    step = next;
+                }
+                (found, _) => {
+                    return Ok(Lookup {
+                        external_id: found,
+                        kept,
+                        request: requests.join("; "),
+                    });
+                }
             }
         }
-        let rb = self.request(&l.method, url.as_str());
-        let (status, _, body, summary) = match self.send(rb, &l.method, url.as_str()).await {
-            Ok(answer) => answer,
-            Err(err) if err.status == Some(404) => {
-                return Ok(Lookup {
-                    external_id: None,
-                    request: err.request.unwrap_or_default(),
-                });
-            }
-            Err(err) => return Err(err),
-        };
-        let json: Value = serde_json::from_str(&body).map_err(|_| {
-            fail(
-                ErrorClass::Permanent,
-                Some(status),
-                &summary,
-                &body,
-                "the provider answered the look-up with a body that is not JSON".into(),
-            )
-        })?;
-        let found = if l.items_pointer.is_empty() {
-            Some(&json)
-        } else {
-            json.pointer(&l.items_pointer)
-        };
-        let one = match found {
-            Some(Value::Array(items)) if items.len() > 1 => {
-                return Err(fail(
-                    ErrorClass::Permanent,
-                    Some(status),
-                    &summary,
-                    &body,
-                    format!(
-                        "{} {entity} records match `{key}` at the provider; the hub cannot tell which is this one",
-                        items.len()
-                    ),
-                ));
-            }
-            Some(Value::Array(items)) => items.first(),
-            Some(Value::Null) | None => None,
-            Some(one) => Some(one),
-        };
-        let external_id = one.and_then(|r| match r.pointer(&l.id_pointer) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        });
-        if one.is_some() && external_id.is_none() {
-            return Err(fail(
-                ErrorClass::Permanent,
-                Some(status),
-                &summary,
-                &body,
-                format!("the look-up's record has no id at `{}`", l.id_pointer),
-            ));
-        }
-        Ok(Lookup {
-            external_id,
-            request: summary,
-        })
     }
 
     fn can_list(&self, entity: &str) -> bool {
@@ -1043,6 +1413,17 @@ async fn send_full(
     Err(err)
 }
 
+/// A provider's answer as JSON: JSON as it is, XML by [`crate::xml`]'s convention.
+pub fn decode(body: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return Some(v);
+    }
+    if crate::xml::is_xml(None, body) {
+        return crate::xml::to_json(body).ok();
+    }
+    None
+}
+
 /// DESIGN.md's failure classes, from the status code.
 pub fn classify(status: StatusCode) -> ErrorClass {
     match status.as_u16() {
@@ -1078,8 +1459,17 @@ fn provider_message(body: &str) -> Option<String> {
     if trimmed.is_empty() {
         return None;
     }
-    if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
+    if let Some(mut v) = decode(trimmed) {
+        // An XML answer: look inside its root element.
+        if trimmed.starts_with('<')
+            && let Some(inner) = v.as_object().and_then(|o| o.values().next()).cloned()
+        {
+            v = inner;
+        }
         let candidates = [
+            v.pointer("/errors/error/message"),
+            v.pointer("/errors/error/0/message"),
+            v.pointer("/Fault/Error/0/Detail"),
             v.pointer("/message"),
             v.pointer("/error/message"),
             v.pointer("/error_description"),

@@ -288,6 +288,7 @@ async fn process(
         && external.is_none()
         && connector.can_lookup(&env.entity)
         && (env.route.link_existing
+            || !connector.can_create(&env.entity)
             || redelivered
             || replayed_at.is_some()
             || tx.attempts_so_far() > 0);
@@ -607,6 +608,7 @@ async fn call(
     look_first: bool,
 ) -> Result<Called, switchyard_providers::ProviderError> {
     let mut found = None;
+    let mut found_kept = None;
     let mut looked = String::new();
     if look_first {
         let l = connector.lookup(&env.entity, payload).await?;
@@ -616,6 +618,7 @@ async fn call(
             l.external_id.as_deref().unwrap_or("none")
         );
         found = l.external_id;
+        found_kept = l.kept;
     }
     let external = external.or(found.as_deref());
     let op = match (env.action, external) {
@@ -631,8 +634,13 @@ async fn call(
             external_id: ext,
             payload,
             idempotency_key: &env.idempotency_key,
-            // Kept values belong to the record as linked; one found by a look-up has none.
-            kept: if found.is_some() { None } else { kept },
+            // Kept values belong to the record as linked; one found by a look-up has those
+            // the look-up kept.
+            kept: if found.is_some() {
+                found_kept.as_ref()
+            } else {
+                kept
+            },
         },
         (Action::Delete, ext) => Operation::Delete {
             entity: &env.entity,
