@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connectors;
 mod failures;
 mod identity;
 mod ingest_errors;

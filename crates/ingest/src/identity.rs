@@ -261,3 +261,15 @@ pub(crate) async fn connectors(
         json!({"connectors": switchyard_providers::providers()}),
     ))
 }
+
+/// `GET /v1/connectors/{name}`: one connector's settings, credentials, limits and entities.
+pub(crate) async fn connector(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&state, &headers).await?;
+    let kind = switchyard_providers::kind(&name)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.reason))?;
+    Ok(Json(kind.describe()))
+}

@@ -175,6 +175,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/records/{id}", get(identity::show_record))
         .route("/v1/conflicts", get(identity::conflicts))
         .route("/v1/connectors", get(identity::connectors))
+        .route("/v1/connectors/{name}", get(identity::connector))
         .route(
             "/v1/integrations/{id}/oauth/authorize",
             post(oauth::authorize),

@@ -102,6 +102,8 @@ pub(crate) async fn list(
 pub(crate) struct CreateBody {
     tenant: Option<String>,
     name: String,
+    /// A provider, or a built-in connector by name (`"connector": "quickbooks-online"`).
+    #[serde(alias = "connector")]
     provider: String,
     #[serde(default)]
     status: Option<IntegrationStatus>,
@@ -145,11 +147,13 @@ pub(crate) async fn create(
         (Principal::Admin, Some(t)) => t,
         (Principal::Admin, None) => return Err(bad("tenant", "required with the admin token")),
     };
+    // A connector's documented limits, unless the integration sets its own.
+    let settings = switchyard_providers::with_defaults(&b.provider, &b.settings);
     ops::validate(
         &b.name,
         &b.provider,
         &b.entities,
-        &b.settings,
+        &settings,
         &b.inbound,
         b.credentials.as_ref(),
     )
@@ -219,7 +223,7 @@ pub(crate) async fn create(
             status: b.status.unwrap_or(IntegrationStatus::Inactive),
             direction: b.direction.unwrap_or(Direction::Export),
             entities: b.entities,
-            settings: b.settings,
+            settings,
             inbound: b.inbound,
             webhook_auth: serde_json::to_value(&policy).unwrap_or_default(),
             credentials,

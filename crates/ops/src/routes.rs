@@ -74,14 +74,19 @@ pub fn validate(r: &RouteRequest<'_>) -> Result<(), FieldError> {
                 format!("a `{}` integration cannot be a target", t.provider),
             ));
         }
-        if t.provider == switchyard_providers::rest::PROVIDER {
-            let e = t.settings.pointer(&format!("/entities/{}", r.entity));
+        if let Some(m) = switchyard_providers::manifest(&t.provider, &t.settings) {
+            let e = m.pointer(&format!("/entities/{}", r.entity));
+            let where_ = if t.provider == switchyard_providers::rest::PROVIDER {
+                format!(" (settings.entities.{})", r.entity)
+            } else {
+                format!(" (`switchyard connectors show {}` lists them)", t.provider)
+            };
             if e.is_none() {
                 return Err(err(
                     &at,
                     format!(
-                        "`{}`'s manifest has no endpoints for entity `{}` (settings.entities.{})",
-                        t.name, r.entity, r.entity
+                        "`{}` has no endpoints for entity `{}`{where_}",
+                        t.name, r.entity
                     ),
                 ));
             }
@@ -89,8 +94,8 @@ pub fn validate(r: &RouteRequest<'_>) -> Result<(), FieldError> {
                 return Err(err(
                     "link_existing",
                     format!(
-                        "`{}` cannot look {} records up: give its manifest a `lookup` (settings.entities.{}.lookup)",
-                        t.name, r.entity, r.entity
+                        "`{}` cannot look {} records up: its manifest has no `lookup` for them{where_}",
+                        t.name, r.entity
                     ),
                 ));
             }

@@ -213,6 +213,9 @@ impl ProviderKind for ConnectorKind {
     fn defaults(&self, settings: &Value) -> Value {
         self.with_limits(settings)
     }
+    fn manifest(&self, settings: &Value) -> Option<Value> {
+        ConnectorKind::manifest(self, settings).ok()
+    }
     fn describe(&self) -> Value {
         ConnectorKind::describe(self)
     }

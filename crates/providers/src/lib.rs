@@ -274,6 +274,11 @@ pub trait ProviderKind: Send + Sync {
     fn defaults(&self, settings: &Value) -> Value {
         settings.clone()
     }
+    /// The REST manifest integrations with these settings are called by, if the provider
+    /// is made of one (the `rest` provider and the built-in connectors).
+    fn manifest(&self, _settings: &Value) -> Option<Value> {
+        None
+    }
     /// What `switchyard connectors show` prints.
     fn describe(&self) -> Value {
         serde_json::to_value(self.info()).unwrap_or_default()
@@ -407,6 +412,13 @@ pub fn validate(provider: &str, settings: &Value) -> Result<(), ConfigError> {
 /// Whether an integration with these settings can look its `entity` records up.
 pub fn can_lookup(provider: &str, settings: &Value, entity: &str) -> bool {
     kind(provider).is_ok_and(|k| k.can_lookup(&connector_settings(settings), entity))
+}
+
+/// The REST manifest an integration is called by (see [`ProviderKind::manifest`]).
+pub fn manifest(provider: &str, settings: &Value) -> Option<Value> {
+    kind(provider)
+        .ok()
+        .and_then(|k| k.manifest(&connector_settings(settings)))
 }
 
 /// An integration's settings with its provider's defaults (a connector's documented limits).

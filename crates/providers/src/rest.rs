@@ -95,6 +95,10 @@ impl crate::ProviderKind for RestKind {
             .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.list.is_some()))
     }
 
+    fn manifest(&self, settings: &Value) -> Option<Value> {
+        Some(settings.clone())
+    }
+
     fn can_lookup(&self, settings: &Value, entity: &str) -> bool {
         Manifest::parse(settings)
             .is_ok_and(|m| m.entities.get(entity).is_some_and(|e| e.lookup.is_some()))

@@ -120,12 +120,21 @@ pub struct CreateArgs {
     /// Unique within the tenant: a-z, 0-9, _ or -.
     #[arg(long)]
     name: String,
-    /// `rest` (a JSON REST API described by a manifest) or `webhook` (only sends webhooks).
-    #[arg(long)]
-    provider: String,
-    /// The connector manifest and common settings: inline JSON, @FILE, or - for stdin.
+    /// `rest` (an HTTP API described by a manifest), `webhook` (only sends webhooks), or a
+    /// built-in connector (`switchyard connectors list`).
+    #[arg(long, required_unless_present = "connector")]
+    provider: Option<String>,
+    /// A built-in connector, e.g. quickbooks-online, prestashop, moloni (the same as
+    /// --provider NAME); `switchyard connectors show NAME` lists its settings.
+    #[arg(long, conflicts_with = "provider")]
+    connector: Option<String>,
+    /// The settings (a manifest for `rest`, a connector's settings) and common settings:
+    /// inline JSON, @FILE, or - for stdin.
     #[arg(long, default_value = "{}")]
     settings: String,
+    /// One setting, KEY=VALUE (repeatable; over --settings), e.g. --setting realm_id=9130357.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    setting: Vec<String>,
     /// How this integration's webhooks are read (entity, event, ids): inline JSON or @FILE.
     #[arg(long, default_value = "{}")]
     inbound: String,
@@ -694,7 +703,22 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
         IntegrationsCmd::Create(a) => {
             let status: IntegrationStatus = a.status.parse().context("--status")?;
             let direction: Direction = a.direction.parse().context("--direction")?;
-            let settings = read_json("settings", &a.settings)?;
+            let provider = a
+                .connector
+                .clone()
+                .or(a.provider.clone())
+                .context("give --provider or --connector")?;
+            let mut settings = read_json("settings", &a.settings)?;
+            for kv in &a.setting {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--setting {kv}: write it KEY=VALUE"))?;
+                let obj = settings
+                    .as_object_mut()
+                    .context("--settings must be a JSON object")?;
+                obj.insert(k.trim().to_owned(), json!(v));
+            }
+            let settings = switchyard_providers::with_defaults(&provider, &settings);
             let inbound = read_json("inbound", &a.inbound)?;
             let schedule = a
                 .schedule
@@ -714,7 +738,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             };
             switchyard_ops::integrations::validate(
                 &a.name,
-                &a.provider,
+                &provider,
                 &a.entities,
                 &settings,
                 &inbound,
@@ -733,7 +757,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             };
             let mut shown = None;
             let scheme = a.webhook_auth.clone().unwrap_or_else(|| {
-                if a.provider == "webhook" {
+                if provider == "webhook" {
                     "api-key"
                 } else {
                     "disabled"
@@ -818,7 +842,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     id,
                     tenant: a.tenant,
                     name: a.name,
-                    provider: a.provider,
+                    provider: provider.clone(),
                     status,
                     direction,
                     entities: a.entities,
@@ -1372,7 +1396,7 @@ pub fn connectors(cmd: ConnectorsCmd) -> anyhow::Result<()> {
         ConnectorsCmd::List => {
             for p in switchyard_providers::providers() {
                 println!(
-                    "{:<10} {:<7} {}",
+                    "{:<18} {:<7} {}",
                     p.name,
                     if p.is_target { "target" } else { "source" },
                     p.description
@@ -1380,10 +1404,10 @@ pub fn connectors(cmd: ConnectorsCmd) -> anyhow::Result<()> {
             }
         }
         ConnectorsCmd::Show { name } => {
-            let p = switchyard_providers::info(&name).with_context(|| {
-                format!("no provider `{name}`; `switchyard connectors list` lists them")
+            let k = switchyard_providers::kind(&name).map_err(|_| {
+                anyhow::anyhow!("no provider `{name}`; `switchyard connectors list` lists them")
             })?;
-            println!("{}", serde_json::to_string_pretty(p)?);
+            println!("{}", serde_json::to_string_pretty(&k.describe())?);
         }
     }
     Ok(())
