@@ -231,15 +231,15 @@ static QUICKBOOKS_INFO: ProviderInfo = ProviderInfo {
 static PRESTASHOP_INFO: ProviderInfo = ProviderInfo {
     name: "prestashop",
     is_target: true,
-    description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables, orders",
-    settings: "base_url (required), language_id, category_id, currency_id, carrier_id, order_state_id, payment_module, bodies",
+    description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables",
+    settings: "base_url (required), language_id, category_id, bodies",
 };
 
 static MOLONI_INFO: ProviderInfo = ProviderInfo {
     name: "moloni",
     is_target: true,
     description: "Moloni (Portuguese invoicing): customers, products and invoices with lines; OAuth2 password grant",
-    settings: "company_id (required), document_set_id (required), base_url, and the ids of defaults (see connectors show moloni)",
+    settings: "company_id (required), document_set_id (required), base_url, tax_id, maturity_date_id, payment_method_id, category_id, unit_id, country_id, language_id, invoice_status, bodies",
 };
 
 pub static QUICKBOOKS: ConnectorKind = ConnectorKind::new(

@@ -77,8 +77,8 @@ pub struct RestKind;
 static INFO: crate::ProviderInfo = crate::ProviderInfo {
     name: PROVIDER,
     is_target: true,
-    description: "any HTTP API described by a manifest: JSON or form bodies, bearer / header / query / basic / OAuth2 auth, field mapping, look-ups, change feeds",
-    settings: "a manifest: base_url, auth, timeout_ms, headers, idempotency_header, idempotency_query, body_encoding, error_pointer, error_message_pointer, test, and per entity: create, update, delete, body, wrap, id_pointer, version_pointer, lookup, list (README: A REST target's manifest)",
+    description: "any HTTP API described by a manifest: JSON, form or XML bodies, JSON-RPC envelopes, bearer / header / query / basic / OAuth2 auth, field mapping, look-ups, change feeds",
+    settings: "a manifest: base_url, auth, timeout_ms, headers, values, idempotency_header, idempotency_query, idempotency_max_len, body_encoding, error_pointer, error_message_pointer, test, and per entity: create, update, delete, read, body, wrap, id_pointer, version_pointer, keep, stale_error, lookup, list (README: A REST target's manifest)",
 };
 
 impl crate::ProviderKind for RestKind {
