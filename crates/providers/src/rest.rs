@@ -157,15 +157,17 @@ pub struct Manifest {
     /// hex; its first 50 characters are as unique in practice).
     #[serde(default)]
     pub idempotency_max_len: Option<usize>,
-    /// How request bodies are encoded: `json` (default) or `form`
-    /// (`application/x-www-form-urlencoded`, nested values as `a[0][b]=…`: Moloni).
+    /// How request bodies are encoded: `json` (default), `form`
+    /// (`application/x-www-form-urlencoded`, nested values as `a[0][b]=…`: Moloni) or `xml`
+    /// (PrestaShop; see [`crate::xml`]).
     #[serde(default)]
     pub body_encoding: BodyEncoding,
     /// Where a `2xx` answer carries an error (JSON-RPC's `/error`, Odoo's faults): present
     /// and not null, false or empty, the call failed, as a `4xx` would (permanent).
     #[serde(default)]
     pub error_pointer: Option<String>,
-    /// Where that error's message is (default: `message` inside it, or its text).
+    /// Where that error's message is (default: `message` inside it, or its text); also read
+    /// from `4xx`/`5xx` answers (QuickBooks: `/Fault/Error/0/Detail`).
     #[serde(default)]
     pub error_message_pointer: Option<String>,
     /// What `test` calls: default `GET /`.
