@@ -50,7 +50,16 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
         .iter()
         .map(|k| k["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["rest", "webhook"]);
+    assert_eq!(
+        names,
+        [
+            "rest",
+            "webhook",
+            "quickbooks-online",
+            "prestashop",
+            "moloni"
+        ]
+    );
     assert_eq!(created["webhook_auth"], "disabled");
     assert!(created["webhook_path"].is_null(), "{created}");
     let refused = h
