@@ -11,6 +11,7 @@
 pub mod connectors;
 pub mod list;
 pub mod oauth;
+pub mod oauth1;
 pub mod rest;
 pub mod tokens;
 pub mod xml;

@@ -282,38 +282,14 @@ impl OAuth {
     /// Refresh, unless the stored token is already another than `rejected` (the one the API
     /// refused) and fresh. Single-flight across the fleet (see the module's doc).
     pub async fn refresh(&self, rejected: Option<&str>) -> Result<String, ProviderError> {
-        let margin = self.settings.refresh_margin_secs;
-        let usable = |t: &TokenSet| t.fresh(margin) && Some(t.access_token.as_str()) != rejected;
-        let stored = self.vault.load().await.map_err(store_error)?;
-        if let Some(t) = stored.filter(usable) {
-            let token = t.access_token.clone();
-            *self.held.lock().await = Some(t);
-            return Ok(token);
-        }
-        let lock = self.vault.lock().await.map_err(store_error)?;
-        let current = lock.current();
-        if let Some(t) = current.clone().filter(usable) {
-            lock.release().await;
-            let token = t.access_token.clone();
-            *self.held.lock().await = Some(t);
-            return Ok(token);
-        }
-        match self.obtain(current.as_ref()).await {
-            Ok(new) => {
-                lock.save(&new).await.map_err(store_error)?;
-                let token = new.access_token.clone();
-                *self.held.lock().await = Some(new);
-                Ok(token)
-            }
-            Err(e) => {
-                lock.release().await;
-                if e.reauthorize {
-                    *self.held.lock().await = None;
-                    self.vault.reauthorization_required(&e.message).await;
-                }
-                Err(e)
-            }
-        }
+        single_flight(
+            self.vault.as_ref(),
+            &self.held,
+            self.settings.refresh_margin_secs,
+            rejected,
+            |current| async move { self.obtain(current.as_ref()).await },
+        )
+        .await
     }
 
     /// A new token set from the token endpoint, by the integration's grant.
@@ -384,6 +360,54 @@ impl OAuth {
         answer
             .map(|r| TokenSet::from_response(&r, refresh.as_deref()))
             .map_err(token_error)
+    }
+}
+
+/// A credential that expires (an OAuth2 token, a login session), renewed once for the fleet:
+/// the one stored is used when it is fresh and not `rejected` (the one the API refused);
+/// otherwise, under the vault's lock, `obtain` makes a new one from what is stored, which is
+/// saved and held. A refused grant marks the integration for reauthorization.
+pub(crate) async fn single_flight<F, Fut>(
+    vault: &dyn TokenVault,
+    held: &Mutex<Option<TokenSet>>,
+    margin: u64,
+    rejected: Option<&str>,
+    obtain: F,
+) -> Result<String, ProviderError>
+where
+    F: FnOnce(Option<TokenSet>) -> Fut,
+    Fut: Future<Output = Result<TokenSet, ProviderError>>,
+{
+    let usable = |t: &TokenSet| t.fresh(margin) && Some(t.access_token.as_str()) != rejected;
+    let stored = vault.load().await.map_err(store_error)?;
+    if let Some(t) = stored.filter(usable) {
+        let token = t.access_token.clone();
+        *held.lock().await = Some(t);
+        return Ok(token);
+    }
+    let lock = vault.lock().await.map_err(store_error)?;
+    let current = lock.current();
+    if let Some(t) = current.clone().filter(usable) {
+        lock.release().await;
+        let token = t.access_token.clone();
+        *held.lock().await = Some(t);
+        return Ok(token);
+    }
+    match obtain(current).await {
+        Ok(new) => {
+            lock.save(&new).await.map_err(store_error)?;
+            let token = new.access_token.clone();
+            *held.lock().await = Some(new);
+            Ok(token)
+        }
+        Err(e) => {
+            lock.release().await;
+            if e.reauthorize {
+                *held.lock().await = None;
+                vault.reauthorization_required(&e.message).await;
+            }
+            Err(e)
+        }
     }
 }
 

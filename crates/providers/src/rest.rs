@@ -251,7 +251,75 @@ pub enum Auth {
     /// across the fleet (see [`crate::oauth`]); credentials `client_id`, `client_secret`.
     #[serde(rename = "oauth2")]
     OAuth2(Box<crate::oauth::OAuthSettings>),
+    /// A login session (SAP Business One's Service Layer): log in, share the session across
+    /// the fleet (kept sealed like OAuth2 tokens), log in again before it expires or on a
+    /// `401`.
+    Session(Box<SessionAuth>),
+    /// OAuth 1.0a signed requests, HMAC-SHA256 (NetSuite's token-based authentication):
+    /// credentials `consumer_key`, `consumer_secret`, `token_id`, `token_secret`; `realm`
+    /// is NetSuite's account id (see [`crate::oauth1`]).
+    #[serde(rename = "oauth1")]
+    OAuth1 {
+        #[serde(default)]
+        realm: Option<String>,
+    },
 }
+
+/// How to log in for a session and send it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionAuth {
+    /// The login call; its `envelope` is the body (`{"UserName":
+    /// "{credentials.username}", …}`).
+    pub login: Endpoint,
+    /// Where the login's answer has the session id.
+    pub session_pointer: String,
+    /// Where the answer says how long the session lasts (SAP: `/SessionTimeout`, minutes).
+    #[serde(default)]
+    pub timeout_pointer: Option<String>,
+    #[serde(default)]
+    pub timeout_unit: TimeoutUnit,
+    /// How long a session lasts when the answer does not say.
+    #[serde(default = "default_session_secs")]
+    pub timeout_secs: u64,
+    /// How the session goes on each call.
+    pub send: SessionIn,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutUnit {
+    #[default]
+    Minutes,
+    Seconds,
+}
+
+fn default_session_secs() -> u64 {
+    1800
+}
+
+/// Where a session goes: a cookie (every cookie the login set, e.g. SAP's `B1SESSION` and
+/// its load balancer's `ROUTEID`; this name for the id if it set none) or a header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SessionIn {
+    Cookie(String),
+    Header {
+        name: String,
+        #[serde(default)]
+        prefix: String,
+    },
+}
+
+/// A session, held by one connector and shared through the token vault.
+struct SessionState {
+    auth: SessionAuth,
+    vault: std::sync::Arc<dyn crate::oauth::TokenVault>,
+    held: tokio::sync::Mutex<Option<crate::oauth::TokenSet>>,
+}
+
+/// Log in again this long before the session would expire.
+const SESSION_MARGIN_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +353,10 @@ pub struct EntityEndpoints {
     /// Where the created entity's id is in the create response.
     #[serde(default = "default_id_pointer")]
     pub id_pointer: String,
+    /// The created entity's id is the last segment of the answer's `Location` header
+    /// (NetSuite answers a create with `204` and `Location: …/customer/647`).
+    #[serde(default)]
+    pub id_from_location: bool,
     /// How to list the entity's records changed since a time (for import syncs).
     #[serde(default)]
     pub list: Option<crate::list::ListEndpoint>,
@@ -492,6 +564,22 @@ impl Manifest {
         if let Some(t) = &m.test {
             check_endpoint(t, "settings.test", false)?;
         }
+        if let Auth::Session(a) = &m.auth {
+            check_endpoint(&a.login, "settings.auth.login", false)?;
+            check_pointer("settings.auth.session_pointer", &a.session_pointer, false)?;
+            if let Some(p) = &a.timeout_pointer {
+                check_pointer("settings.auth.timeout_pointer", p, false)?;
+            }
+            if a.timeout_secs < 2 * SESSION_MARGIN_SECS {
+                return Err(ConfigError::new(
+                    "settings.auth.timeout_secs",
+                    format!(
+                        "at least {} (a session is renewed {SESSION_MARGIN_SECS} s before it ends)",
+                        2 * SESSION_MARGIN_SECS
+                    ),
+                ));
+            }
+        }
         for (name, p) in [
             ("error_pointer", &m.error_pointer),
             ("error_message_pointer", &m.error_message_pointer),
@@ -515,6 +603,11 @@ impl Manifest {
                 .filter_map(|ep| ep.envelope.as_ref())
         });
         text.extend(endpoints.map(Value::to_string));
+        if let Auth::Session(a) = &self.auth
+            && let Some(e) = &a.login.envelope
+        {
+            text.push(e.to_string());
+        }
         let mut names: Vec<String> = text
             .iter()
             .flat_map(|t| t.split("{credentials.").skip(1))
@@ -625,6 +718,7 @@ pub struct RestConnector {
     credentials: Credentials,
     http: reqwest::Client,
     oauth: Option<crate::oauth::OAuth>,
+    session: Option<SessionState>,
 }
 
 impl RestConnector {
@@ -649,7 +743,17 @@ impl RestConnector {
                 need("password")?;
             }
             Auth::Query { .. } | Auth::BasicKey => need("api_key")?,
-            Auth::OAuth2(_) => {}
+            Auth::OAuth2(_) | Auth::Session(_) => {}
+            Auth::OAuth1 { .. } => {
+                for k in [
+                    "consumer_key",
+                    "consumer_secret",
+                    "token_id",
+                    "token_secret",
+                ] {
+                    need(k)?;
+                }
+            }
         }
         for name in manifest.credentials_used() {
             credentials.get(&name).ok_or_else(|| {
@@ -659,6 +763,7 @@ impl RestConnector {
                 )
             })?;
         }
+        let tokens_for_session = tokens.clone();
         let oauth = match (&manifest.auth, tokens) {
             (Auth::OAuth2(settings), Some(vault)) => Some(crate::oauth::OAuth::new(
                 (**settings).clone(),
@@ -674,12 +779,27 @@ impl RestConnector {
             }
             _ => None,
         };
+        let session = match (&manifest.auth, &tokens_for_session) {
+            (Auth::Session(auth), Some(vault)) => Some(SessionState {
+                auth: (**auth).clone(),
+                vault: vault.clone(),
+                held: tokio::sync::Mutex::new(None),
+            }),
+            (Auth::Session(_), None) => {
+                return Err(ConfigError::new(
+                    "settings.auth",
+                    "a session integration needs its token store",
+                ));
+            }
+            _ => None,
+        };
         Ok(RestConnector {
             name: PROVIDER,
             manifest,
             credentials,
             http,
             oauth,
+            session,
         })
     }
 
@@ -728,6 +848,28 @@ impl RestConnector {
         method: &str,
         url: &str,
     ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
+        if let Auth::OAuth1 { realm } = &self.manifest.auth {
+            return send_full(self.signed(rb, realm.as_deref())?, method, url).await;
+        }
+        if let Some(session) = &self.session {
+            let with = |rb: &reqwest::RequestBuilder, value: &str| {
+                let rb = rb.try_clone().expect("request bodies are buffered");
+                match &session.auth.send {
+                    SessionIn::Cookie(_) => rb.header(header::COOKIE, value),
+                    SessionIn::Header { name, prefix } => {
+                        rb.header(name, format!("{prefix}{value}"))
+                    }
+                }
+            };
+            let value = self.session(None).await?;
+            return match send_full(with(&rb, &value), method, url).await {
+                Err(e) if e.status == Some(401) => {
+                    let fresh = self.session(Some(&value)).await?;
+                    send_full(with(&rb, &fresh), method, url).await
+                }
+                other => other,
+            };
+        }
         let Some(oauth) = &self.oauth else {
             return send_full(rb, method, url).await;
         };
@@ -788,8 +930,8 @@ impl RestConnector {
             Auth::Basic => rb.basic_auth(secret("username"), Some(secret("password"))),
             Auth::BasicKey => rb.basic_auth(secret("api_key"), Some("")),
             Auth::Query { name } => rb.query(&[(name.as_str(), secret("api_key"))]),
-            // The token is added when the request is sent (it may need refreshing).
-            Auth::OAuth2(_) => rb,
+            // The token or session is added, or the request signed, when it is sent.
+            Auth::OAuth2(_) | Auth::Session(_) | Auth::OAuth1 { .. } => rb,
         }
     }
 
@@ -837,6 +979,148 @@ impl RestConnector {
                 rb.header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
                     .body(xml)
             }
+        })
+    }
+
+    /// The request signed with OAuth 1.0a (its final URL, query and form fields included).
+    fn signed(
+        &self,
+        rb: reqwest::RequestBuilder,
+        realm: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut req = rb.build().map_err(|e| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("the request cannot be built: {e}"),
+            )
+        })?;
+        let is_form = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+        let form: Vec<(String, String)> = match (is_form, req.body().and_then(|b| b.as_bytes())) {
+            (true, Some(bytes)) => url::form_urlencoded::parse(bytes).into_owned().collect(),
+            _ => Vec::new(),
+        };
+        let secret = |k: &str| {
+            self.credentials
+                .get(k)
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default()
+        };
+        let (ck, cs, tk, ts) = (
+            secret("consumer_key"),
+            secret("consumer_secret"),
+            secret("token_id"),
+            secret("token_secret"),
+        );
+        let keys = crate::oauth1::Keys {
+            consumer_key: &ck,
+            consumer_secret: &cs,
+            token: &tk,
+            token_secret: &ts,
+        };
+        let value = crate::oauth1::authorization(
+            &keys,
+            realm,
+            req.method().as_str(),
+            req.url(),
+            &form,
+            None,
+        );
+        let value = header::HeaderValue::from_str(&value).map_err(|_| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                "the OAuth 1.0a header is not a valid header value (check realm and credentials)",
+            )
+        })?;
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+        Ok(reqwest::RequestBuilder::from_parts(self.http.clone(), req))
+    }
+
+    /// The session to send: the one held, the one stored, or a new login (once for the
+    /// fleet; `rejected` is the one the API refused).
+    async fn session(&self, rejected: Option<&str>) -> Result<String, ProviderError> {
+        let s = self.session.as_ref().expect("a session integration");
+        if rejected.is_none()
+            && let Some(t) = s.held.lock().await.as_ref()
+            && t.fresh(SESSION_MARGIN_SECS)
+        {
+            return Ok(t.access_token.clone());
+        }
+        crate::oauth::single_flight(
+            s.vault.as_ref(),
+            &s.held,
+            SESSION_MARGIN_SECS,
+            rejected,
+            |_| self.login(&s.auth),
+        )
+        .await
+    }
+
+    /// Log in: the session's cookies (or its id) and when it expires.
+    async fn login(&self, auth: &SessionAuth) -> Result<crate::oauth::TokenSet, ProviderError> {
+        let url = self.url(&auth.login.path, "", None);
+        let rb = self.with_body(
+            self.request(&auth.login.method, &url),
+            &auth.login,
+            Value::Null,
+            None,
+        )?;
+        let (status, headers, body, summary) = send_full(rb, &auth.login.method, &url)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("logging in failed: {}", e.message);
+                self.explain(e)
+            })?;
+        let json = decode(&body);
+        let id = json
+            .as_ref()
+            .and_then(|j| j.pointer(&auth.session_pointer))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                fail(
+                    ErrorClass::Auth,
+                    Some(status),
+                    &summary,
+                    &body,
+                    format!(
+                        "the login's answer has no session at `{}`",
+                        auth.session_pointer
+                    ),
+                )
+            })?;
+        let lasts = auth
+            .timeout_pointer
+            .as_ref()
+            .and_then(|p| json.as_ref()?.pointer(p)?.as_u64())
+            .map_or(auth.timeout_secs, |n| match auth.timeout_unit {
+                TimeoutUnit::Minutes => n * 60,
+                TimeoutUnit::Seconds => n,
+            });
+        let value = match &auth.send {
+            SessionIn::Cookie(name) => {
+                let cookies: Vec<String> = headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .filter_map(|c| c.split(';').next())
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| c.contains('='))
+                    .collect();
+                if cookies.is_empty() {
+                    format!("{name}={id}")
+                } else {
+                    cookies.join("; ")
+                }
+            }
+            SessionIn::Header { .. } => id,
+        };
+        Ok(crate::oauth::TokenSet {
+            access_token: value,
+            refresh_token: None,
+            expires_at: Some(chrono::Utc::now().timestamp() + lasts as i64),
+            scope: None,
         })
     }
 
@@ -1111,34 +1395,48 @@ impl Connector for RestConnector {
                     None,
                 )?;
                 let rb = self.idempotent(rb, idempotency_key);
-                let (status, _, body, summary) = self.send(rb, &create.method, &url).await?;
-                let json = decode(&body).ok_or_else(|| {
-                    fail(ErrorClass::Permanent, Some(status), &summary, &body,
-                        "the provider answered the create with a body that is neither JSON nor XML; the external id is unknown".into())
-                })?;
-                let external_id = json
-                    .pointer(&e.id_pointer)
-                    .and_then(|v| match v {
-                        Value::String(s) if !s.is_empty() => Some(s.clone()),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .ok_or_else(|| {
-                        fail(
-                            ErrorClass::Permanent,
-                            Some(status),
-                            &summary,
-                            &body,
-                            format!(
-                                "the provider's create response has no id at `{}`",
-                                e.id_pointer
-                            ),
-                        )
-                    })?;
+                let (status, headers, body, summary) = self.send(rb, &create.method, &url).await?;
+                let json = decode(&body);
+                let external_id = if e.id_from_location {
+                    headers
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            fail(ErrorClass::Permanent, Some(status), &summary, &body,
+                                "the provider's create answer has no `Location` header to read the new id from".into())
+                        })?
+                } else {
+                    json.as_ref()
+                        .ok_or_else(|| {
+                            fail(ErrorClass::Permanent, Some(status), &summary, &body,
+                                "the provider answered the create with a body that is neither JSON nor XML; the external id is unknown".into())
+                        })?
+                        .pointer(&e.id_pointer)
+                        .and_then(|v| match v {
+                            Value::String(s) if !s.is_empty() => Some(s.clone()),
+                            Value::Number(n) => Some(n.to_string()),
+                            _ => None,
+                        })
+                        .ok_or_else(|| {
+                            fail(
+                                ErrorClass::Permanent,
+                                Some(status),
+                                &summary,
+                                &body,
+                                format!(
+                                    "the provider's create response has no id at `{}`",
+                                    e.id_pointer
+                                ),
+                            )
+                        })?
+                };
                 Ok(CallOutcome {
                     external_id: Some(external_id),
-                    version: version_in(e, &json),
-                    kept: kept_in(e, &json),
+                    version: json.as_ref().and_then(|j| version_in(e, j)),
+                    kept: json.as_ref().and_then(|j| kept_in(e, j)),
                     status,
                     request: summary,
                     response: truncate(&body),
