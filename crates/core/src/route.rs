@@ -45,6 +45,10 @@ pub struct RouteOptions {
     /// connector's `lookup`) and update it when found.
     #[serde(default)]
     pub link_existing: bool,
+    /// Values the route gives its jobs' bodies, at `/_switchyard/route/<name>`: what differs
+    /// per source at the same target (the customer each retailer is at the wholesaler).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub values: serde_json::Map<String, Value>,
 }
 
 impl RouteOptions {

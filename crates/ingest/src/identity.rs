@@ -53,6 +53,9 @@ pub(crate) struct RouteBody {
     when_inactive: WhenInactive,
     #[serde(default)]
     link_existing: bool,
+    /// Values the route gives its jobs' bodies (`/_switchyard/route/<name>`).
+    #[serde(default)]
+    values: serde_json::Map<String, Value>,
 }
 
 fn any_event() -> String {
@@ -92,6 +95,7 @@ pub(crate) async fn add_route(
             conflict: b.conflict,
             when_inactive: b.when_inactive,
             link_existing: b.link_existing,
+            values: b.values,
         },
     };
     let (route, warnings) = switchyard_ops::routes::add_checked(&state.store, &request)

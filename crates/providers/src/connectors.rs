@@ -231,8 +231,8 @@ static QUICKBOOKS_INFO: ProviderInfo = ProviderInfo {
 static PRESTASHOP_INFO: ProviderInfo = ProviderInfo {
     name: "prestashop",
     is_target: true,
-    description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables",
-    settings: "base_url (required), language_id, category_id, bodies",
+    description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables, orders made from a cart",
+    settings: "base_url (required), language_id, category_id, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
 };
 
 static MOLONI_INFO: ProviderInfo = ProviderInfo {

@@ -350,6 +350,10 @@ pub struct EntityEndpoints {
     /// Wrap the body in an object under this key (`{"order": {…}}`).
     #[serde(default)]
     pub wrap: Option<String>,
+    /// What a create needs made first, in order (PrestaShop: the cart an order is made
+    /// from); the body reads each one's id at `/_switchyard/first/<name>`.
+    #[serde(default)]
+    pub create_first: Vec<FirstStep>,
     /// Where the created entity's id is in the create response.
     #[serde(default = "default_id_pointer")]
     pub id_pointer: String,
@@ -380,6 +384,21 @@ pub struct EntityEndpoints {
     /// code 5010) reads the record again (`read`) for fresh kept values and tries once more.
     #[serde(default)]
     pub stale_error: Option<String>,
+}
+
+/// One thing a create makes first: its endpoint, its body (a field map over the event's
+/// data, wrapped) and where its id is in the answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstStep {
+    pub name: String,
+    pub create: Endpoint,
+    #[serde(default)]
+    pub body: FieldMap,
+    #[serde(default)]
+    pub wrap: Option<String>,
+    #[serde(default = "default_id_pointer")]
+    pub id_pointer: String,
 }
 
 /// A look-up by natural key: `key_pointer` reads the key from the event's data; `{key}` in
@@ -538,6 +557,20 @@ impl Manifest {
             }
             if let Some(l) = &e.lookup {
                 l.validate(&at("lookup"), true)?;
+            }
+            for (n, step) in e.create_first.iter().enumerate() {
+                let here = at(&format!("create_first[{n}]"));
+                if !switchyard_core::is_valid_name(&step.name) {
+                    return Err(ConfigError::new(format!("{here}.name"), "a-z, 0-9, _ or -"));
+                }
+                check_endpoint(&step.create, &format!("{here}.create"), false)?;
+                check_pointer(&format!("{here}.id_pointer"), &step.id_pointer, false)?;
+                step.body
+                    .validate()
+                    .map_err(|err| ConfigError::new(format!("{here}.body"), err.to_string()))?;
+            }
+            if !e.create_first.is_empty() && e.create.is_none() {
+                return Err(ConfigError::new(at("create_first"), "needs `create`"));
             }
             if e.create.is_none() && (e.lookup.is_none() || e.update.is_none()) {
                 return Err(ConfigError::new(
@@ -1202,11 +1235,7 @@ impl RestConnector {
             Some(Value::String(s)) if s.is_empty() => None,
             Some(one) => Some(one),
         };
-        let external_id = one.and_then(|r| match r.pointer(&l.id_pointer) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        });
+        let external_id = one.and_then(|r| id_at(r, &l.id_pointer));
         if one.is_some() && external_id.is_none() {
             return Err(fail(
                 ErrorClass::Permanent,
@@ -1325,17 +1354,33 @@ impl RestConnector {
         external_id: Option<&str>,
         kept: Option<&Value>,
     ) -> Value {
+        Self::body_from(&e.body, e.wrap.as_deref(), payload, external_id, kept)
+    }
+
+    /// The body a field map makes of `payload` (see [`Self::body_with`]), wrapped.
+    fn body_from(
+        map: &FieldMap,
+        wrap: Option<&str>,
+        payload: &Value,
+        external_id: Option<&str>,
+        kept: Option<&Value>,
+    ) -> Value {
+        let wrapped = |body: Value| match wrap {
+            Some(key) => serde_json::json!({ key: body }),
+            None => body,
+        };
         let refs = payload.pointer("/_switchyard/refs").cloned();
-        if e.body.0.is_empty() {
+        if map.0.is_empty() {
             let mut plain = payload.clone();
             if let Value::Object(m) = &mut plain {
                 m.remove("_switchyard");
             }
-            return Self::wrap(e, plain);
+            return wrapped(plain);
         }
         let mut with = payload.clone();
         if let Value::Object(m) = &mut with {
-            // What the worker put there (refs) stays; the call's own context is added.
+            // What the worker put there (refs, route values) stays; the call's own context
+            // is added.
             let mut ctx = match m.remove("_switchyard") {
                 Some(Value::Object(o)) => o,
                 _ => serde_json::Map::new(),
@@ -1355,14 +1400,56 @@ impl RestConnector {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        Self::wrap(e, e.body.apply_with(&with, &resolve))
+        wrapped(map.apply_with(&with, &resolve))
     }
 
-    fn wrap(e: &EntityEndpoints, body: Value) -> Value {
-        match &e.wrap {
-            Some(key) => serde_json::json!({ key: body }),
-            None => body,
+    /// Make what the create needs first (`create_first`), each one's id put in the payload
+    /// at `/_switchyard/first/<name>`; the requests made, for the job's record.
+    async fn create_first(
+        &self,
+        e: &EntityEndpoints,
+        payload: &Value,
+    ) -> Result<(Value, Vec<String>), ProviderError> {
+        let mut payload = payload.clone();
+        let mut made = Vec::new();
+        for step in &e.create_first {
+            let url = self.url(&step.create.path, "", None);
+            let body = Self::body_from(&step.body, step.wrap.as_deref(), &payload, None, None);
+            let rb = self.with_body(
+                self.request(&step.create.method, &url),
+                &step.create,
+                body,
+                None,
+            )?;
+            let (status, _, answer, summary) = self.send(rb, &step.create.method, &url).await?;
+            let id = decode(&answer)
+                .and_then(|j| id_at(&j, &step.id_pointer))
+                .ok_or_else(|| {
+                    fail(
+                        ErrorClass::Permanent,
+                        Some(status),
+                        &summary,
+                        &answer,
+                        format!(
+                            "the {} made first has no id at `{}` in the answer",
+                            step.name, step.id_pointer
+                        ),
+                    )
+                })?;
+            made.push(format!("{summary} → {id}"));
+            if let Some(m) = payload.as_object_mut() {
+                let ctx = m
+                    .entry("_switchyard")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(c) = ctx.as_object_mut() {
+                    let first = c.entry("first").or_insert_with(|| serde_json::json!({}));
+                    if let Some(f) = first.as_object_mut() {
+                        f.insert(step.name.clone(), Value::String(id));
+                    }
+                }
+            }
         }
+        Ok((payload, made))
     }
 }
 
@@ -1387,15 +1474,33 @@ impl Connector for RestConnector {
                         format!("this {entity} is not at the provider, and {entity} records cannot be created there (the manifest has no `create`): it must exist there first"),
                     )
                 })?;
+                let (payload, made) = self.create_first(e, payload).await?;
                 let url = self.url(&create.path, internal_id, None);
                 let rb = self.with_body(
                     self.request(&create.method, &url),
                     create,
-                    Self::body_with(e, payload, None, None),
+                    Self::body_with(e, &payload, None, None),
                     None,
                 )?;
                 let rb = self.idempotent(rb, idempotency_key);
-                let (status, headers, body, summary) = self.send(rb, &create.method, &url).await?;
+                let (status, headers, body, summary) = self
+                    .send(rb, &create.method, &url)
+                    .await
+                    .map_err(|mut err| {
+                        if !made.is_empty() {
+                            err.request = Some(format!(
+                                "{}; {}",
+                                made.join("; "),
+                                err.request.unwrap_or_default()
+                            ));
+                        }
+                        err
+                    })?;
+                let summary = if made.is_empty() {
+                    summary
+                } else {
+                    format!("{}; {summary}", made.join("; "))
+                };
                 let json = decode(&body);
                 let external_id = if e.id_from_location {
                     headers
@@ -1409,29 +1514,22 @@ impl Connector for RestConnector {
                                 "the provider's create answer has no `Location` header to read the new id from".into())
                         })?
                 } else {
-                    json.as_ref()
-                        .ok_or_else(|| {
-                            fail(ErrorClass::Permanent, Some(status), &summary, &body,
-                                "the provider answered the create with a body that is neither JSON nor XML; the external id is unknown".into())
-                        })?
-                        .pointer(&e.id_pointer)
-                        .and_then(|v| match v {
-                            Value::String(s) if !s.is_empty() => Some(s.clone()),
-                            Value::Number(n) => Some(n.to_string()),
-                            _ => None,
-                        })
-                        .ok_or_else(|| {
-                            fail(
-                                ErrorClass::Permanent,
-                                Some(status),
-                                &summary,
-                                &body,
-                                format!(
-                                    "the provider's create response has no id at `{}`",
-                                    e.id_pointer
-                                ),
-                            )
-                        })?
+                    let json = json.as_ref().ok_or_else(|| {
+                        fail(ErrorClass::Permanent, Some(status), &summary, &body,
+                            "the provider answered the create with a body that is neither JSON nor XML; the external id is unknown".into())
+                    })?;
+                    id_at(json, &e.id_pointer).ok_or_else(|| {
+                        fail(
+                            ErrorClass::Permanent,
+                            Some(status),
+                            &summary,
+                            &body,
+                            format!(
+                                "the provider's create response has no id at `{}`",
+                                e.id_pointer
+                            ),
+                        )
+                    })?
                 };
                 Ok(CallOutcome {
                     external_id: Some(external_id),
@@ -1550,7 +1648,17 @@ impl Connector for RestConnector {
         self.manifest
             .entities
             .get(entity)
-            .map(|e| e.body.references(payload))
+            .map(|e| {
+                let mut refs = e.body.references(payload);
+                for step in &e.create_first {
+                    for r in step.body.references(payload) {
+                        if !refs.contains(&r) {
+                            refs.push(r);
+                        }
+                    }
+                }
+                refs
+            })
             .unwrap_or_default()
     }
 
@@ -1715,6 +1823,15 @@ async fn send_full(
     );
     err.retry_after = retry_after;
     Err(err)
+}
+
+/// An id (a non-empty string, or a number written out) at `pointer` in `json`.
+fn id_at(json: &Value, pointer: &str) -> Option<String> {
+    match json.pointer(pointer) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// A provider's answer as JSON: JSON as it is, XML by [`crate::xml`]'s convention.

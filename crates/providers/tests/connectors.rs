@@ -971,3 +971,58 @@ async fn netsuite_requests_are_signed_with_oauth1_hmac_sha256_and_the_id_read_fr
         e.message
     );
 }
+
+#[tokio::test]
+async fn prestashop_places_an_order_from_a_cart_made_first() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/carts"))
+        .respond_with(xml_fixture("prestashop/cart-created.xml", 201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .respond_with(xml_fixture("prestashop/order-created.xml", 201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let ps = prestashop(&server);
+    let mut order = json!({"id": "R1-1001", "total": "19.00", "total_products": "19.00",
+                           "lines": [{"product_id": "9", "quantity": 2}]});
+    assert_eq!(
+        ps.references("order", &order),
+        vec![("product".to_owned(), "9".to_owned())],
+        "the cart's rows name products: the order waits for them"
+    );
+    // What the worker adds: the wholesaler's id for the retailer's product 9, and the
+    // route's values (who this retailer is at the wholesaler).
+    order["_switchyard"] = json!({"refs": {"product": {"9": "21"}},
+                                  "route": {"id_customer": 7, "id_address": 12}});
+    let out = ps.execute(create("order", &order)).await.unwrap();
+    assert_eq!(out.external_id.as_deref(), Some("5002"));
+    assert!(out.request.contains("/api/carts → 311"), "{}", out.request);
+    let reqs = received(&server).await;
+    let sent = |p: &str| {
+        let r = reqs.iter().find(|r| r.url.path() == p).unwrap();
+        switchyard_providers::xml::to_json(std::str::from_utf8(&r.body).unwrap()).unwrap()
+    };
+    assert_eq!(
+        sent("/api/carts"),
+        json!({"prestashop": {"cart": {
+            "id_currency": "1", "id_lang": "1", "id_carrier": "1", "id_customer": "7",
+            "id_address_delivery": "12", "id_address_invoice": "12",
+            "associations": {"cart_rows": {"cart_row": {
+                "id_product": "21", "id_product_attribute": "0", "quantity": "2"}}}}}})
+    );
+    assert_eq!(
+        sent("/api/orders"),
+        json!({"prestashop": {"order": {
+            "id_cart": "311", "id_customer": "7", "id_address_delivery": "12",
+            "id_address_invoice": "12", "id_currency": "1", "id_lang": "1", "id_carrier": "1",
+            "current_state": "2", "module": "ps_wirepayment", "payment": "Bank wire",
+            "total_paid": "19.000000", "total_paid_real": "19.000000",
+            "total_products": "19.000000", "total_products_wt": "19.000000",
+            "conversion_rate": "1"}}})
+    );
+}

@@ -165,6 +165,7 @@ pub struct RouteTarget {
     #[sqlx(try_from = "String")]
     pub when_inactive: WhenInactive,
     pub link_existing: bool,
+    pub route_values: Value,
 }
 
 impl RouteTarget {
@@ -174,6 +175,7 @@ impl RouteTarget {
             conflict: self.conflict,
             when_inactive: self.when_inactive,
             link_existing: self.link_existing,
+            values: self.route_values.as_object().cloned().unwrap_or_default(),
         }
     }
 }
@@ -197,6 +199,7 @@ pub struct RouteView {
     pub conflict: ConflictPolicy,
     pub when_inactive: WhenInactive,
     pub link_existing: bool,
+    pub values: Value,
     pub targets: Vec<RouteTargetView>,
 }
 
@@ -400,10 +403,11 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let route_id: Uuid = sqlx::query_scalar(
             "INSERT INTO routes (id, source_integration_id, entity, event, filter, conflict, \
-               when_inactive, link_existing) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+               when_inactive, link_existing, route_values) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (source_integration_id, entity, event) DO UPDATE SET \
                filter = EXCLUDED.filter, conflict = EXCLUDED.conflict, \
-               when_inactive = EXCLUDED.when_inactive, link_existing = EXCLUDED.link_existing \
+               when_inactive = EXCLUDED.when_inactive, link_existing = EXCLUDED.link_existing, \
+               route_values = EXCLUDED.route_values \
              RETURNING id",
         )
         .bind(Uuid::now_v7())
@@ -414,6 +418,7 @@ impl Store {
         .bind(r.options.conflict.as_str())
         .bind(r.options.when_inactive.as_str())
         .bind(r.options.link_existing)
+        .bind(Value::Object(r.options.values.clone()))
         .fetch_one(&mut *tx)
         .await?;
         for target in r.targets {
@@ -491,7 +496,7 @@ impl Store {
         let rows = sqlx::query_as(
             "SELECT r.id AS route_id, r.entity, r.event, i.id AS target_id, i.name AS target_name, \
                     i.tenant, i.provider, i.status, r.filter, r.conflict, r.when_inactive, \
-                    r.link_existing \
+                    r.link_existing, r.route_values \
              FROM routes r \
              JOIN route_targets t ON t.route_id = r.id \
              JOIN integrations i ON i.id = t.target_integration_id AND i.deleted_at IS NULL \
@@ -545,6 +550,7 @@ impl Store {
                     conflict: t.conflict,
                     when_inactive: t.when_inactive,
                     link_existing: t.link_existing,
+                    values: t.route_values,
                     targets: vec![target],
                 }),
             }

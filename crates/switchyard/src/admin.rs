@@ -228,6 +228,10 @@ pub struct RouteOptionArgs {
     /// target's `lookup`) and update it when it exists (a catalog already in the target).
     #[arg(long)]
     link_existing: bool,
+    /// A value for the route's jobs' bodies, NAME=VALUE (repeatable): a body map reads it at
+    /// /_switchyard/route/NAME (e.g. --value id_customer=7: who this source is at the target).
+    #[arg(long = "value", value_name = "NAME=VALUE")]
+    values: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1173,6 +1177,24 @@ pub async fn sync(cfg: &Config, cmd: SyncCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--value NAME=VALUE` pairs: a value that reads as JSON (a number, true, false) is that;
+/// anything else is text.
+fn route_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    pairs
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--value {kv}: write it NAME=VALUE"))?;
+            let value = match serde_json::from_str::<Value>(v) {
+                Ok(n @ (Value::Number(_) | Value::Bool(_))) => n,
+                _ => Value::String(v.to_owned()),
+            };
+            Ok((k.trim().to_owned(), value))
+        })
+        .collect()
+}
+
 pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
@@ -1206,6 +1228,7 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
                     conflict: options.conflict,
                     when_inactive: options.when_inactive,
                     link_existing: options.link_existing,
+                    values: route_values(&options.values)?,
                 },
             };
             let (route, warnings) = switchyard_ops::routes::add_checked(&store, &request)
@@ -1249,6 +1272,9 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
                         ""
                     }
                 );
+                if r.values != json!({}) {
+                    println!("    values: {}", r.values);
+                }
             }
         }
         RoutesCmd::Remove {

@@ -304,7 +304,16 @@ async fn process(
     // the target first: their ids there go into the body. Until they have, the job waits
     // (without spending an attempt) for as long as its retry policy allows.
     let refs = connector.references(&env.entity, &env.payload);
-    let mut payload = std::borrow::Cow::Borrowed(&env.payload);
+    // `/_switchyard` is the hub's own context (refs, route values, the target's id): what a
+    // sender put there is not trusted.
+    let mut payload = match env.payload.as_object() {
+        Some(m) if m.contains_key("_switchyard") => {
+            let mut m = m.clone();
+            m.remove("_switchyard");
+            std::borrow::Cow::Owned(serde_json::Value::Object(m))
+        }
+        _ => std::borrow::Cow::Borrowed(&env.payload),
+    };
     if !refs.is_empty() {
         let found = shared
             .store
@@ -369,9 +378,26 @@ async fn process(
                 .as_object_mut()
                 .map(|m| m.insert(id, serde_json::Value::String(target_id)));
         }
-        let mut with = env.payload.clone();
+        let mut with = payload.into_owned();
         if let Some(m) = with.as_object_mut() {
             m.insert("_switchyard".into(), serde_json::json!({"refs": by_entity}));
+        }
+        payload = std::borrow::Cow::Owned(with);
+    }
+    // The route's values (who this source is at the target), for the body at
+    // `/_switchyard/route/<name>`.
+    if !env.route.values.is_empty() {
+        let mut with = payload.into_owned();
+        if let Some(m) = with.as_object_mut() {
+            let ctx = m
+                .entry("_switchyard")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(c) = ctx.as_object_mut() {
+                c.insert(
+                    "route".into(),
+                    serde_json::Value::Object(env.route.values.clone()),
+                );
+            }
         }
         payload = std::borrow::Cow::Owned(with);
     }
