@@ -332,6 +332,10 @@ pub struct Endpoint {
     /// (a number when it is one), `{credentials.NAME}` by that credential.
     #[serde(default)]
     pub envelope: Option<Value>,
+    /// Headers of this call only, `{kept.NAME}` and `{credentials.NAME}` filled in (OData's
+    /// `"If-Match": "{kept.etag}"`); a header whose kept value is missing is left out.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +354,9 @@ pub struct EntityEndpoints {
     /// Wrap the body in an object under this key (`{"order": {…}}`).
     #[serde(default)]
     pub wrap: Option<String>,
+    /// Put the body in a one-element list under `wrap` (Xero: `{"Invoices": [{…}]}`).
+    #[serde(default)]
+    pub wrap_array: bool,
     /// What a create needs made first, in order (PrestaShop: the cart an order is made
     /// from); the body reads each one's id at `/_switchyard/first/<name>`.
     #[serde(default)]
@@ -419,6 +426,10 @@ pub struct LookupEndpoint {
     /// that search by POST (Moloni's `customers/getByNumber`).
     #[serde(default)]
     pub body: BTreeMap<String, String>,
+    /// A JSON body for searches by JSON-RPC (Odoo's `search_read`): `{key}` in its strings
+    /// is the key, `{credentials.NAME}` a credential.
+    #[serde(default)]
+    pub envelope: Option<Value>,
     /// Where the key is in the event's data (the first step only).
     #[serde(default)]
     pub key_pointer: Option<String>,
@@ -442,6 +453,7 @@ impl LookupEndpoint {
                 method: self.method.clone(),
                 path: self.path.clone(),
                 envelope: None,
+                headers: BTreeMap::new(),
             },
             at,
             false,
@@ -467,7 +479,12 @@ impl LookupEndpoint {
         for (name, p) in &self.keep {
             check_pointer(&format!("{at}.keep.{name}"), p, false)?;
         }
+        let in_envelope = self
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("{key}"));
         if !self.path.contains("{key}")
+            && !in_envelope
             && !self
                 .query
                 .values()
@@ -476,7 +493,7 @@ impl LookupEndpoint {
         {
             return Err(ConfigError::new(
                 at,
-                "put `{key}` (the natural key) in the path, a query value or a body value",
+                "put `{key}` (the natural key) in the path, a query value, a body value or the envelope",
             ));
         }
         if let Some(next) = &self.then {
@@ -569,6 +586,12 @@ impl Manifest {
                     .validate()
                     .map_err(|err| ConfigError::new(format!("{here}.body"), err.to_string()))?;
             }
+            if e.wrap_array && e.wrap.is_none() {
+                return Err(ConfigError::new(
+                    at("wrap_array"),
+                    "needs `wrap`, the list's key",
+                ));
+            }
             if !e.create_first.is_empty() && e.create.is_none() {
                 return Err(ConfigError::new(at("create_first"), "needs `create`"));
             }
@@ -587,6 +610,7 @@ impl Manifest {
                         method: l.method.clone(),
                         path: l.path.clone(),
                         envelope: None,
+                        headers: BTreeMap::new(),
                     },
                     &at,
                     false,
@@ -636,10 +660,28 @@ impl Manifest {
                 .filter_map(|ep| ep.envelope.as_ref())
         });
         text.extend(endpoints.map(Value::to_string));
+        text.extend(
+            self.entities
+                .values()
+                .flat_map(|e| [&e.create, &e.update, &e.delete, &e.read])
+                .flatten()
+                .flat_map(|ep| ep.headers.values().cloned()),
+        );
         if let Auth::Session(a) = &self.auth
             && let Some(e) = &a.login.envelope
         {
             text.push(e.to_string());
+        }
+        fn lookup_envelopes(l: &LookupEndpoint, out: &mut Vec<String>) {
+            if let Some(e) = &l.envelope {
+                out.push(e.to_string());
+            }
+            if let Some(next) = &l.then {
+                lookup_envelopes(next, out);
+            }
+        }
+        for l in self.entities.values().filter_map(|e| e.lookup.as_ref()) {
+            lookup_envelopes(l, &mut text);
         }
         let mut names: Vec<String> = text
             .iter()
@@ -1195,6 +1237,14 @@ impl RestConnector {
                 _ => rb.json(&fields),
             };
         }
+        if let Some(tpl) = &l.envelope {
+            // The key goes inside JSON strings: escaped as JSON, without its quotes.
+            let quoted = Value::String(key.clone()).to_string();
+            let escaped = &quoted[1..quoted.len() - 1];
+            let with_key: Value = serde_json::from_str(&tpl.to_string().replace("{key}", escaped))
+                .unwrap_or_else(|_| tpl.clone());
+            rb = rb.json(&self.envelope(&with_key, &Value::Null, None));
+        }
         let (status, _, body, summary) = match self.send(rb, &l.method, url.as_str()).await {
             Ok(answer) => answer,
             Err(err) if err.status == Some(404) => {
@@ -1247,6 +1297,28 @@ impl RestConnector {
         }
         let kept = one.and_then(|r| pick(&l.keep, r));
         Ok((external_id, kept, summary))
+    }
+
+    /// An endpoint's own headers (see [`Endpoint::headers`]).
+    fn with_headers(
+        &self,
+        mut rb: reqwest::RequestBuilder,
+        ep: &Endpoint,
+        kept: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
+        for (name, template) in &ep.headers {
+            let mut v = self.fill_credentials(template);
+            if let Some(Value::Object(kept)) = kept {
+                for (k, val) in kept {
+                    let text = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
+                    v = v.replace(&format!("{{kept.{k}}}"), &text);
+                }
+            }
+            if !v.contains("{kept.") {
+                rb = rb.header(name, v);
+            }
+        }
+        rb
     }
 
     /// An endpoint's envelope with the body, the target's id and credentials filled in.
@@ -1354,7 +1426,15 @@ impl RestConnector {
         external_id: Option<&str>,
         kept: Option<&Value>,
     ) -> Value {
-        Self::body_from(&e.body, e.wrap.as_deref(), payload, external_id, kept)
+        let body = Self::body_from(&e.body, e.wrap.as_deref(), payload, external_id, kept);
+        match (body, &e.wrap) {
+            (Value::Object(mut m), Some(key)) if e.wrap_array => {
+                let inner = m.remove(key).unwrap_or(Value::Null);
+                m.insert(key.clone(), Value::Array(vec![inner]));
+                Value::Object(m)
+            }
+            (body, _) => body,
+        }
     }
 
     /// The body a field map makes of `payload` (see [`Self::body_with`]), wrapped.
@@ -1477,7 +1557,7 @@ impl Connector for RestConnector {
                 let (payload, made) = self.create_first(e, payload).await?;
                 let url = self.url(&create.path, internal_id, None);
                 let rb = self.with_body(
-                    self.request(&create.method, &url),
+                    self.with_headers(self.request(&create.method, &url), create, None),
                     create,
                     Self::body_with(e, &payload, None, None),
                     None,
@@ -1558,8 +1638,13 @@ impl Connector for RestConnector {
                 let url = self.url(&ep.path, internal_id, Some(external_id));
                 let put = |kept: Option<&Value>| {
                     let body = Self::body_with(e, payload, Some(external_id), kept);
-                    self.with_body(self.request(&ep.method, &url), ep, body, Some(external_id))
-                        .map(|rb| self.idempotent(rb, idempotency_key))
+                    self.with_body(
+                        self.with_headers(self.request(&ep.method, &url), ep, kept),
+                        ep,
+                        body,
+                        Some(external_id),
+                    )
+                    .map(|rb| self.idempotent(rb, idempotency_key))
                 };
                 let (status, body, summary) = match self.send(put(kept)?, &ep.method, &url).await {
                     Ok((status, _, body, summary)) => (status, body, summary),
@@ -1614,7 +1699,7 @@ impl Connector for RestConnector {
                     )
                 })?;
                 let url = self.url(&ep.path, internal_id, Some(external_id));
-                let mut rb = self.request(&ep.method, &url);
+                let mut rb = self.with_headers(self.request(&ep.method, &url), ep, None);
                 if ep.envelope.is_some() {
                     rb = self.with_body(rb, ep, Value::Null, Some(external_id))?;
                 }

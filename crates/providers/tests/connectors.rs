@@ -1026,3 +1026,240 @@ async fn prestashop_places_an_order_from_a_cart_made_first() {
             "conversion_rate": "1"}}})
     );
 }
+
+#[tokio::test]
+async fn moloni_refreshes_an_expired_token_with_its_refresh_token_by_get() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/grant/"))
+        .and(query_param("grant_type", "refresh_token"))
+        .and(query_param("client_id", "devid"))
+        .and(query_param("client_secret", "devsecret"))
+        .and(query_param("refresh_token", "rt-old"))
+        .respond_with(fixture("moloni/grant.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers/insert/"))
+        .and(query_param(
+            "access_token",
+            "5f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6",
+        ))
+        .respond_with(fixture("moloni/customer-inserted.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The stored token expired a minute ago; its refresh token is still good.
+    let vault = Vault::default();
+    *vault.0.0.lock().unwrap() = Some(TokenSet {
+        access_token: "at-expired".into(),
+        refresh_token: Some("rt-old".into()),
+        expires_at: Some(chrono::Utc::now().timestamp() - 60),
+        scope: None,
+    });
+    let m = build(
+        "moloni",
+        &json!({"company_id": "5", "document_set_id": "88", "base_url": format!("{}/v1", server.uri())}),
+        credentials(&[
+            ("client_id", "devid"),
+            ("client_secret", "devsecret"),
+            ("username", "ana@example.pt"),
+            ("password", "pw"),
+        ]),
+        vault.clone(),
+    );
+    m.execute(create("customer", &json!({"number": "C-3", "name": "Rui"})))
+        .await
+        .unwrap();
+    let stored = vault.0.0.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        stored.refresh_token.as_deref(),
+        Some("0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b"),
+        "the new refresh token is kept"
+    );
+}
+
+// ------------------------------------------ Business Central and Xero (manifests, not connectors)
+
+#[tokio::test]
+async fn an_odata_update_sends_the_etag_it_kept_as_if_match() {
+    let server = MockServer::start().await;
+    let base = "/v2.0/tenant/production/api/v2.0/companies(5d115c9c-44e3-ea11-bb43-000d3a2feca1)";
+    Mock::given(method("POST"))
+        .and(path(format!("{base}/customers")))
+        .respond_with(fixture("business-central/customer-created.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!(
+            "{base}/customers(5d115c9c-44e3-ea11-bb43-000d3a2feca2)"
+        )))
+        .and(wiremock::matchers::header(
+            "if-match",
+            "W/\"JzQ0O0VnQUFBQUo3QlRFQU1BQXdBQUFBQUE9PTE7MDsn\"",
+        ))
+        .respond_with(fixture("business-central/customer-updated.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let bc = build(
+        "rest",
+        &json!({
+            "base_url": format!("{}{base}", server.uri()),
+            "auth": {"type": "bearer"},
+            "entities": {"customer": {
+                "create": {"method": "POST", "path": "/customers"},
+                "update": {"method": "PATCH", "path": "/customers({external_id})",
+                           "headers": {"If-Match": "{kept.etag}"}},
+                "body": {"displayName": "/name", "email": "/email"},
+                "id_pointer": "/id",
+                "keep": {"etag": "/@odata.etag"}}}
+        }),
+        credentials(&[("token", "aad-token")]),
+        Vault::default(),
+    );
+    let created = bc
+        .execute(create(
+            "customer",
+            &json!({"name": "Ana Lima", "email": "ana@example.com"}),
+        ))
+        .await
+        .unwrap();
+    let updated = bc
+        .execute(Operation::Update {
+            entity: "customer",
+            internal_id: "int-1",
+            external_id: created.external_id.as_deref().unwrap(),
+            payload: &json!({"name": "Ana Lima", "email": "ana.lima@example.com"}),
+            idempotency_key: KEY,
+            kept: created.kept.as_ref(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.kept,
+        Some(json!({"etag": "W/\"JzQ0O0VnQUFBQUo3QlRFQU1BQXdBQUFBQUE9PTI7MDsn\""}))
+    );
+}
+
+#[tokio::test]
+async fn a_xero_invoice_goes_in_a_list_with_the_tenant_header_from_credentials() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api.xro/2.0/Invoices"))
+        .and(wiremock::matchers::header(
+            "xero-tenant-id",
+            "70784a63-d24b-46a9-a4db-0e70a274b056",
+        ))
+        .respond_with(fixture("xero/invoices-created.json"))
+        .mount(&server)
+        .await;
+    let xero = build(
+        "rest",
+        &json!({
+            "base_url": format!("{}/api.xro/2.0", server.uri()),
+            "auth": {"type": "bearer"},
+            "headers": {"xero-tenant-id": "{credentials.tenant_id}"},
+            "entities": {"invoice": {
+                "create": {"method": "POST", "path": "/Invoices"},
+                "wrap": "Invoices", "wrap_array": true,
+                "body": {"Type": {"value": "ACCREC"}, "InvoiceNumber": "/number",
+                         "Contact.ContactID": "/contact_id"},
+                "id_pointer": "/Invoices/0/InvoiceID"}}
+        }),
+        credentials(&[
+            ("token", "xero-at"),
+            ("tenant_id", "70784a63-d24b-46a9-a4db-0e70a274b056"),
+        ]),
+        Vault::default(),
+    );
+    let out = xero
+        .execute(create(
+            "invoice",
+            &json!({"number": "INV-0042", "contact_id": "0b7c6b5a-2e4f-4d8a-9c1b-3a5e7f9d1c2b"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.external_id.as_deref(),
+        Some("4f7b0e2a-3d5c-4c1e-8a6b-9f2d1e0c7b35")
+    );
+    let reqs = received(&server).await;
+    assert_eq!(
+        json_body(&reqs[0]),
+        json!({"Invoices": [{"Type": "ACCREC", "InvoiceNumber": "INV-0042",
+                             "Contact": {"ContactID": "0b7c6b5a-2e4f-4d8a-9c1b-3a5e7f9d1c2b"}}]})
+    );
+}
+
+// ---------------------------------------------------------------- Odoo (a manifest)
+
+#[tokio::test]
+async fn an_odoo_partner_is_found_by_json_rpc_search_read_and_written_by_execute_kw() {
+    // odoo.com/documentation › Developer › External API: object.execute_kw(db, uid, password,
+    // model, method, args, kwargs); over JSON-RPC at /jsonrpc, the answer's `result`.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/jsonrpc"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"params": {"args": [
+            "acme", 2, "odoo-key", "res.partner", "search_read",
+            [[["email", "=", "o\"brien@example.com"]]], {"fields": ["id"]}]}}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(
+            {"jsonrpc": "2.0", "id": null, "result": [{"id": 42}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/jsonrpc"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"params": {"args": [
+            "acme", 2, "odoo-key", "res.partner", "write", [[42], {"name": "O'Brien"}]]}}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(
+            {"jsonrpc": "2.0", "id": null, "result": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let rpc = |method: &str, args: Value| {
+        json!({"jsonrpc": "2.0", "method": "call", "params": {"service": "object", "method": "execute_kw",
+               "args": ["{settings.db}", 2, "{credentials.password}", "res.partner", method, args]}})
+    };
+    let odoo = build(
+        "rest",
+        &json!({
+            "base_url": server.uri(),
+            "values": {"db": "acme"},
+            "idempotency_header": null,
+            "error_pointer": "/error",
+            "error_message_pointer": "/error/data/message",
+            "entities": {"customer": {
+                "create": {"method": "POST", "path": "/jsonrpc", "envelope": rpc("create", json!(["{body}"]))},
+                "update": {"method": "POST", "path": "/jsonrpc", "envelope": rpc("write", json!([["{external_id}"], "{body}"]))},
+                "body": {"name": "/name"},
+                "id_pointer": "/result",
+                "lookup": {"method": "POST", "path": "/jsonrpc", "key_pointer": "/email",
+                           "envelope": {"jsonrpc": "2.0", "method": "call", "params": {"service": "object", "method": "execute_kw",
+                               "args": ["{settings.db}", 2, "{credentials.password}", "res.partner", "search_read",
+                                        [[["email", "=", "{key}"]]], {"fields": ["id"]}]}},
+                           "items_pointer": "/result", "id_pointer": "/id"}}}
+        }),
+        credentials(&[("password", "odoo-key")]),
+        Vault::default(),
+    );
+    let payload = json!({"name": "O'Brien", "email": "o\"brien@example.com"});
+    let found = odoo.lookup("customer", &payload).await.unwrap();
+    assert_eq!(found.external_id.as_deref(), Some("42"));
+    odoo.execute(Operation::Update {
+        entity: "customer",
+        internal_id: "int-1",
+        external_id: "42",
+        payload: &payload,
+        idempotency_key: KEY,
+        kept: None,
+    })
+    .await
+    .unwrap();
+}

@@ -15,6 +15,8 @@ pub enum Per {
     Second,
     Minute,
     Hour,
+    /// Daily quotas (Xero: 5,000 calls a day per organisation).
+    Day,
 }
 
 impl Per {
@@ -23,6 +25,7 @@ impl Per {
             Per::Second => 1_000,
             Per::Minute => 60_000,
             Per::Hour => 3_600_000,
+            Per::Day => 86_400_000,
         }
     }
 }

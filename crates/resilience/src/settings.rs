@@ -79,7 +79,12 @@ mod tests {
             {"limit": 60, "per": "minute"}, {"limit": 1000, "per": "hour"}]}))
         .unwrap();
         assert_eq!(two.len(), 2);
-        let err = rate_limits(&json!({"rate_limit": {"limit": 5, "per": "day"}})).unwrap_err();
+        // Xero: 60 a minute and 5,000 a day.
+        let xero = rate_limits(&json!({"rate_limit": [{"limit": 60, "per": "minute"},
+            {"limit": 5000, "per": "day"}]}))
+        .unwrap();
+        assert_eq!(xero[1].gcra().0, 86_400_000_000 / 5000);
+        let err = rate_limits(&json!({"rate_limit": {"limit": 5, "per": "week"}})).unwrap_err();
         assert!(err.starts_with("settings.rate_limit"), "{err}");
     }
 }
