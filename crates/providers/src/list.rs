@@ -8,7 +8,15 @@
 //!   (Stripe's `starting_after` and `has_more`);
 //! - `link`: RFC 8288 `Link: <…>; rel="next"` (Shopify, GitHub), followed only on the
 //!   manifest's own host so credentials never go elsewhere;
+//! - `offset`: the position of the first record (`?offset=50`, or `{offset}` inside a query
+//!   value: QuickBooks' `STARTPOSITION {offset} MAXRESULTS 100`, PrestaShop's
+//!   `limit={offset},50`), ending on a page shorter than `size`;
 //! - `none`: one page.
+//!
+//! Query values may also hold `{since}` (in `since_format`) or `{since:PATTERN}` (a chrono
+//! pattern, UTC): the time changes are read from, the Unix epoch on a run that reads
+//! everything. Answers may be JSON or XML; a list of one record that XML gives as an object,
+//! and an empty list it gives as `""`, are read as lists.
 //!
 //! ```json
 //! "list": {
@@ -95,6 +103,17 @@ pub enum Pagination {
         has_more_pointer: String,
     },
     Link,
+    Offset {
+        /// The query parameter that takes the offset; without it, `{offset}` in a query
+        /// value.
+        #[serde(default)]
+        param: Option<String>,
+        /// Records per page (what the query asks for).
+        size: u64,
+        /// The first record's position: 0, or 1 (QuickBooks).
+        #[serde(default)]
+        start: u64,
+    },
 }
 
 fn page_param() -> String {
@@ -127,6 +146,20 @@ impl ListEndpoint {
                 return Err(ConfigError::new(
                     format!("{at}.{f}"),
                     "a JSON pointer starts with `/`",
+                ));
+            }
+        }
+        if let Pagination::Offset { param, size, .. } = &self.pagination {
+            if *size == 0 || *size > 10_000 {
+                return Err(ConfigError::new(
+                    format!("{at}.pagination.size"),
+                    "from 1 to 10000 records a page",
+                ));
+            }
+            if param.is_none() && !self.query.values().any(|v| v.contains("{offset}")) {
+                return Err(ConfigError::new(
+                    format!("{at}.pagination"),
+                    "give the offset a `param`, or put `{offset}` in a query value",
                 ));
             }
         }
@@ -169,10 +202,16 @@ impl ListEndpoint {
             return Ok(u);
         }
         let mut u = url::Url::parse(base).map_err(|e| bad(format!("bad list URL: {e}")))?;
+        let offset = match &self.pagination {
+            Pagination::Offset { start, .. } => {
+                Some(cursor.and_then(|c| c.parse::<u64>().ok()).unwrap_or(*start))
+            }
+            _ => None,
+        };
         {
             let mut q = u.query_pairs_mut();
             for (k, v) in &self.query {
-                q.append_pair(k, v);
+                q.append_pair(k, &self.fill(v, since, offset));
             }
             if let (Some(p), Some(t)) = (&self.since_param, since) {
                 let v = match self.since_format {
@@ -189,10 +228,44 @@ impl ListEndpoint {
                 (Pagination::Cursor { param, .. } | Pagination::AfterId { param, .. }, Some(c)) => {
                     q.append_pair(param, c);
                 }
+                (Pagination::Offset { param: Some(p), .. }, _) => {
+                    q.append_pair(p, &offset.unwrap_or_default().to_string());
+                }
                 _ => {}
             }
         }
         Ok(u)
+    }
+
+    /// A query value with `{since}`, `{since:PATTERN}` and `{offset}` filled in.
+    fn fill(&self, v: &str, since: Option<DateTime<Utc>>, offset: Option<u64>) -> String {
+        if !v.contains('{') {
+            return v.to_owned();
+        }
+        let t = since.unwrap_or(DateTime::UNIX_EPOCH);
+        let mut out = v.replace("{offset}", &offset.unwrap_or_default().to_string());
+        while let Some(at) = out.find("{since") {
+            let Some(end) = out[at..].find('}').map(|e| at + e) else {
+                break;
+            };
+            let spec = &out[at + "{since".len()..end];
+            let text = match spec.strip_prefix(':') {
+                Some(pattern) => {
+                    let mut text = String::new();
+                    use std::fmt::Write as _;
+                    if write!(text, "{}", t.format(pattern)).is_err() {
+                        text.clear();
+                    }
+                    text
+                }
+                None => match self.since_format {
+                    SinceFormat::Rfc3339 => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    SinceFormat::Unix => t.timestamp().to_string(),
+                },
+            };
+            out.replace_range(at..=end, &text);
+        }
+        out
     }
 
     /// The records of a page, and the next page's cursor.
@@ -203,20 +276,41 @@ impl ListEndpoint {
         cursor: Option<&str>,
         origin: &url::Url,
     ) -> Result<(Vec<Record>, Option<String>), String> {
-        let json: Value = serde_json::from_str(body)
-            .map_err(|e| format!("the provider's list answer is not JSON: {e}"))?;
-        let items = if self.items_pointer.is_empty() {
+        let json: Value = crate::rest::decode(body)
+            .ok_or_else(|| "the provider's list answer is neither JSON nor XML".to_owned())?;
+        let found = if self.items_pointer.is_empty() {
             Some(&json)
         } else {
             json.pointer(&self.items_pointer)
-        }
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            format!(
-                "the provider's list answer has no array of records at `{}`",
-                self.items_pointer
-            )
-        })?;
+        };
+        let one;
+        let items: &[Value] = match found {
+            Some(Value::Array(items)) => items,
+            // XML: one record is an element, not a list of one; no record an empty element.
+            Some(o @ Value::Object(_)) if !self.items_pointer.is_empty() => {
+                one = [o.clone()];
+                &one
+            }
+            Some(Value::String(s)) if s.is_empty() => &[],
+            // Nothing there, in an empty parent: no records (XML's `<products/>`,
+            // QuickBooks' `"QueryResponse": {}`).
+            None if self
+                .items_pointer
+                .rsplit_once('/')
+                .and_then(|(parent, _)| json.pointer(parent))
+                .is_some_and(|p| {
+                    p.as_str() == Some("") || p.as_object().is_some_and(|o| o.is_empty())
+                }) =>
+            {
+                &[]
+            }
+            _ => {
+                return Err(format!(
+                    "the provider's list answer has no array of records at `{}`",
+                    self.items_pointer
+                ));
+            }
+        };
         let mut records = Vec::with_capacity(items.len());
         for item in items {
             let id = match item.pointer(&self.id_pointer) {
@@ -273,6 +367,14 @@ impl ListEndpoint {
                 }
                 more.then(|| records.last().map(|r| r.id.clone())).flatten()
             }
+            Pagination::Offset { size, start, .. } => {
+                let current: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(*start);
+                // A full page may have more after it; a shorter one is the last.
+                (records.len() as u64 >= *size)
+                    .then(|| current.checked_add(*size))
+                    .flatten()
+                    .map(|n| n.to_string())
+            }
             Pagination::Link => headers
                 .get_all(reqwest::header::LINK)
                 .iter()
@@ -295,6 +397,7 @@ pub(crate) fn version_of(v: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => switchyard_core::inbound::parse_version(s).or_else(|| {
             NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
                 .ok()
                 .map(|t| t.and_utc().timestamp_micros())
         }),
@@ -451,5 +554,46 @@ mod tests {
         let bad: Result<ListEndpoint, _> =
             serde_json::from_value(json!({"path": "/x", "pagination": {"style": "sideways"}}));
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn offsets_and_times_fill_query_values() {
+        let e = endpoint(json!({"path": "/q",
+            "query": {"q": "x > '{since:%Y-%m-%d %H:%M:%S}' START {offset}", "t": "{since}"},
+            "pagination": {"style": "offset", "size": 2, "start": 1}}));
+        let origin = url::Url::parse("https://api.example.com/").unwrap();
+        // A run that reads everything reads what changed since the epoch.
+        let u = e
+            .page_url("https://api.example.com/q", &origin, None, None)
+            .unwrap();
+        let q: BTreeMap<String, String> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["q"], "x > '1970-01-01 00:00:00' START 1");
+        assert_eq!(q["t"], "1970-01-01T00:00:00Z");
+        let since = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let u = e
+            .page_url("https://api.example.com/q", &origin, Some(since), Some("3"))
+            .unwrap();
+        let q: BTreeMap<String, String> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["q"], "x > '2026-11-20 10:00:00' START 3");
+        // A full page has a next one; a short one is the last.
+        let full = json!([{"id": 1}, {"id": 2}]).to_string();
+        let (_, next) = e
+            .read_page(&HeaderMap::new(), &full, Some("3"), &origin)
+            .unwrap();
+        assert_eq!(next.as_deref(), Some("5"));
+        let short = json!([{"id": 1}]).to_string();
+        assert_eq!(
+            e.read_page(&HeaderMap::new(), &short, Some("5"), &origin)
+                .unwrap()
+                .1,
+            None
+        );
+        // An offset needs somewhere to go.
+        let bad: ListEndpoint = serde_json::from_value(json!({"path": "/q",
+            "pagination": {"style": "offset", "size": 2}}))
+        .unwrap();
+        assert!(bad.validate("list").is_err());
     }
 }

@@ -1263,3 +1263,159 @@ async fn an_odoo_partner_is_found_by_json_rpc_search_read_and_written_by_execute
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------- listing changed records
+
+/// A QuickBooks query page of `n` customers numbered from `first`, shaped as the fixture.
+fn quickbooks_page(first: u64, n: u64) -> ResponseTemplate {
+    let text = read("quickbooks/query-customers-page.json");
+    let f: Value = serde_json::from_str(&text).unwrap();
+    let one = f["body"]["QueryResponse"]["Customer"][0].clone();
+    let customers: Vec<Value> = (first..first + n)
+        .map(|i| {
+            let mut c = one.clone();
+            c["Id"] = json!(i.to_string());
+            c["DisplayName"] = json!(format!("Customer {i}"));
+            c
+        })
+        .collect();
+    ResponseTemplate::new(200).set_body_json(json!({"QueryResponse": {
+        "Customer": customers, "startPosition": first, "maxResults": n}, "time": f["body"]["time"]}))
+}
+
+#[tokio::test]
+async fn quickbooks_lists_changed_customers_by_startposition() {
+    let server = MockServer::start().await;
+    let q = |start: u64| {
+        format!(
+            "select * from Customer where Metadata.LastUpdatedTime > '2026-11-20T10:00:00+00:00' orderby Metadata.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 100"
+        )
+    };
+    Mock::given(method("GET"))
+        .and(path("/v3/company/9130357/query"))
+        .and(query_param("query", q(1)))
+        .respond_with(quickbooks_page(1, 100))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/company/9130357/query"))
+        .and(query_param("query", q(101)))
+        .respond_with(quickbooks_page(101, 3))
+        .mount(&server)
+        .await;
+    let qbo = quickbooks(&server);
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let mut cursor: Option<String> = None;
+    let mut ids = Vec::new();
+    loop {
+        let page = qbo
+            .list_changed(switchyard_providers::ListQuery {
+                entity: "customer",
+                since: Some(since),
+                cursor: cursor.as_deref(),
+            })
+            .await
+            .unwrap();
+        ids.extend(page.records.iter().map(|r| r.id.clone()));
+        assert!(
+            page.records.iter().all(|r| r.version.is_some()),
+            "LastUpdatedTime is the version"
+        );
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 103);
+    assert_eq!(ids.last().map(String::as_str), Some("103"));
+}
+
+#[tokio::test]
+async fn prestashop_lists_changed_products_by_limit_offset_in_xml() {
+    let server = MockServer::start().await;
+    let product = read("prestashop/product-created.xml");
+    let body = product
+        .split_once("<product>")
+        .and_then(|(_, rest)| rest.split_once("</product>"))
+        .map(|(inner, _)| inner.to_owned())
+        .unwrap();
+    let page = |first: u32, n: u32| {
+        let items: String = (first..first + n)
+            .map(|i| {
+                format!(
+                    "<product>{}</product>",
+                    body.replace("[CDATA[21]]", &format!("[CDATA[{i}]]"))
+                        .replace(
+                            "</state>",
+                            "</state><date_upd><![CDATA[2026-11-21 09:30:00]]></date_upd>"
+                        )
+                )
+            })
+            .collect();
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/xml;charset=utf-8")
+            .set_body_string(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<prestashop xmlns:xlink=\"http://www.w3.org/1999/xlink\"><products>{items}</products></prestashop>"
+            ))
+    };
+    for (limit, first, n) in [("0,50", 1, 50), ("50,50", 51, 1)] {
+        Mock::given(method("GET"))
+            .and(path("/api/products"))
+            .and(query_param("limit", limit))
+            .and(query_param("filter[date_upd]", ">[2026-11-20 10:00:00]"))
+            .and(query_param("date", "1"))
+            .and(query_param("display", "full"))
+            .respond_with(page(first, n))
+            .mount(&server)
+            .await;
+    }
+    let ps = prestashop(&server);
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let first = ps
+        .list_changed(switchyard_providers::ListQuery {
+            entity: "product",
+            since: Some(since),
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 50);
+    assert_eq!(first.next.as_deref(), Some("50"));
+    assert_eq!(first.records[0].payload["reference"], json!("MUG-1"));
+    let last = ps
+        .list_changed(switchyard_providers::ListQuery {
+            entity: "product",
+            since: Some(since),
+            cursor: Some("50"),
+        })
+        .await
+        .unwrap();
+    // One product: XML gives it as an element, read as a list of one.
+    assert_eq!(last.records.len(), 1);
+    assert_eq!(last.records[0].id, "51");
+    assert_eq!(last.next, None);
+    // None changed: an empty <products/>.
+    Mock::given(method("GET"))
+        .and(path("/api/products"))
+        .and(query_param("filter[date_upd]", ">[2030-01-01 00:00:00]"))
+        .respond_with(xml_fixture("prestashop/products-none.xml", 200))
+        .mount(&server)
+        .await;
+    let none = ps
+        .list_changed(switchyard_providers::ListQuery {
+            entity: "product",
+            since: Some(
+                chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+            ),
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert!(none.records.is_empty() && none.next.is_none());
+}
