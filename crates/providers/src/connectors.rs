@@ -232,7 +232,7 @@ static PRESTASHOP_INFO: ProviderInfo = ProviderInfo {
     name: "prestashop",
     is_target: true,
     description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables, orders made from a cart",
-    settings: "base_url (required), language_id, category_id, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
+    settings: "base_url (required), language_id, category_id, timezone, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
 };
 
 static MOLONI_INFO: ProviderInfo = ProviderInfo {

@@ -47,6 +47,10 @@ pub struct ListEndpoint {
     pub since_param: Option<String>,
     #[serde(default)]
     pub since_format: SinceFormat,
+    /// The IANA time zone `{since:PATTERN}` is written in, for APIs that compare local times
+    /// (PrestaShop's `date_upd`); UTC by default.
+    #[serde(default)]
+    pub since_timezone: Option<String>,
     /// Fixed query parameters (page size, order).
     #[serde(default)]
     pub query: BTreeMap<String, String>,
@@ -148,6 +152,14 @@ impl ListEndpoint {
                     "a JSON pointer starts with `/`",
                 ));
             }
+        }
+        if let Some(z) = &self.since_timezone
+            && z.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(ConfigError::new(
+                format!("{at}.since_timezone"),
+                format!("`{z}` is not an IANA time zone (e.g. Europe/Lisbon)"),
+            ));
         }
         if let Pagination::Offset { param, size, .. } = &self.pagination {
             if *size == 0 || *size > 10_000 {
@@ -253,7 +265,12 @@ impl ListEndpoint {
                 Some(pattern) => {
                     let mut text = String::new();
                     use std::fmt::Write as _;
-                    if write!(text, "{}", t.format(pattern)).is_err() {
+                    let zone = self
+                        .since_timezone
+                        .as_deref()
+                        .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+                        .unwrap_or(chrono_tz::UTC);
+                    if write!(text, "{}", t.with_timezone(&zone).format(pattern)).is_err() {
                         text.clear();
                     }
                     text
@@ -590,6 +607,26 @@ mod tests {
                 .1,
             None
         );
+        // A local time for APIs that compare them (PrestaShop in Lisbon, summer and winter).
+        let lisbon = endpoint(json!({"path": "/q", "since_timezone": "Europe/Lisbon",
+            "query": {"f": ">[{since:%Y-%m-%d %H:%M:%S}]"}}));
+        let at = |t: &str| {
+            let u = lisbon
+                .page_url(
+                    "https://api.example.com/q",
+                    &origin,
+                    Some(DateTime::parse_from_rfc3339(t).unwrap().to_utc()),
+                    None,
+                )
+                .unwrap();
+            u.query_pairs()
+                .find(|(k, _)| k == "f")
+                .unwrap()
+                .1
+                .into_owned()
+        };
+        assert_eq!(at("2026-07-01T10:00:00Z"), ">[2026-07-01 11:00:00]");
+        assert_eq!(at("2026-12-01T10:00:00Z"), ">[2026-12-01 10:00:00]");
         // An offset needs somewhere to go.
         let bad: ListEndpoint = serde_json::from_value(json!({"path": "/q",
             "pagination": {"style": "offset", "size": 2}}))
