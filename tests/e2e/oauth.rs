@@ -677,3 +677,101 @@ async fn an_invoice_waits_for_its_customer_and_carries_the_targets_ids() {
     );
     h.shutdown().await;
 }
+
+/// A built-in connector is connected like any OAuth2 integration: QuickBooks Online, made
+/// by name, its consent and token endpoints pointed at the mock authorization server.
+#[tokio::test]
+async fn a_built_in_connector_is_connected_with_two_commands_worth_of_calls() {
+    let h = Harness::start().await;
+    let auth = AuthServer::default();
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/tokens/bearer"))
+        .respond_with(auth.clone())
+        .mount(&h.provider)
+        .await;
+    // 1. create it by name
+    let (st, created) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(
+            json!({"tenant": "acme", "name": "books", "connector": "quickbooks-online",
+            "status": "active",
+            "settings": {"realm_id": "9130", "base_url": h.provider.uri(),
+                         "authorize_url": format!("{}/connect/oauth2", h.provider.uri()),
+                         "token_url": format!("{}/oauth2/v1/tokens/bearer", h.provider.uri())},
+            "credentials": {"client_id": "cid", "client_secret": "csecret"}}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let books: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    // 2. connect it
+    let (status, page, _) = consent(&h, &auth, books, "code-qbo").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("is connected"), "{page}");
+    // Its connection test reads the company's info with that token.
+    Mock::given(method("GET"))
+        .and(path("/v3/company/9130/companyinfo/9130"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(
+            {"CompanyInfo": {"CompanyName": "Sandbox Company_US_1", "Id": "1"}, "time": "2026-11-26T05:54:00.000-08:00"})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let (st, tested) = call(
+        &h,
+        Method::POST,
+        &format!("/v1/integrations/{books}/test"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{tested}");
+
+    // Its jobs call QuickBooks with the token the consent bought.
+    let store = h
+        .integration(
+            "store",
+            "webhook",
+            json!({}),
+            json!({"entity": {"pointer": "/entity"}, "event_id": {"header": "X-Event-Id"}}),
+            None,
+        )
+        .await;
+    h.route_with(
+        store,
+        "customer",
+        &[books],
+        json!({}),
+        switchyard_core::RouteOptions::default(),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/company/9130/customer"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(
+            {"Customer": {"Id": "58", "SyncToken": "0", "DisplayName": "Ana"}, "time": "2026-11-26T05:20:31.173-08:00"})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let jobs = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{store}")))
+        .header("content-type", "application/json")
+        .header("x-api-key", crate::support::API_KEY)
+        .header("x-event-id", "cust-1")
+        .body(json!({"entity": "customer", "id": "c-1", "name": "Ana"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = jobs.status();
+    let body: Value = jobs.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let job: Uuid = body["jobs"][0].as_str().unwrap().parse().unwrap();
+    let done = h
+        .wait_status(job, "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(done.external_id.as_deref(), Some("58"));
+}

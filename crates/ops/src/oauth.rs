@@ -54,8 +54,15 @@ fn state_digest(state: &str) -> String {
 
 /// The integration's OAuth2 settings, if it uses the authorization code grant.
 pub fn settings_of(i: &Integration) -> Result<OAuthSettings, OAuthFlowError> {
-    let m = Manifest::parse(&switchyard_providers::connector_settings(&i.settings))
-        .map_err(|e| OAuthFlowError::NotOAuth(e.to_string()))?;
+    // A built-in connector's settings are its parameters: its manifest says how it is
+    // authorised.
+    let manifest = switchyard_providers::manifest(&i.provider, &i.settings).ok_or_else(|| {
+        OAuthFlowError::NotOAuth(format!(
+            "`{}` ({}) is not called by a manifest, so not by OAuth2",
+            i.name, i.provider
+        ))
+    })?;
+    let m = Manifest::parse(&manifest).map_err(|e| OAuthFlowError::NotOAuth(e.to_string()))?;
     match m.auth {
         Auth::OAuth2(s) if s.grant == oauth::Grant::AuthorizationCode => Ok(*s),
         Auth::OAuth2(_) => Err(OAuthFlowError::NotOAuth(format!(
