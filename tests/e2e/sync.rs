@@ -662,3 +662,30 @@ async fn two_schedulers_one_leader_and_the_other_takes_over_when_it_dies() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_feed_whose_pages_never_end_fails_the_run_at_the_page_limit() {
+    let h = Harness::with(crate::support::Options {
+        worker_config: switchyard_worker::WorkerConfig {
+            sync_max_pages: 4,
+            ..crate::support::Options::default().worker_config
+        },
+        ..crate::support::Options::default()
+    })
+    .await;
+    let (shop, _erp) = shop_to_erp(&h, json!({}), None).await;
+    // No total, and every page full: by its own account the shop always has more.
+    Mock::given(method("GET"))
+        .and(path(ORDERS))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json((1..=3).map(woo_order).collect::<Vec<_>>()),
+        )
+        .mount(&h.provider)
+        .await;
+    let _creates = erp_creates(&h).await;
+    let run = start_sync(&h, shop).await;
+    let run = wait_run(&h, run.id, "failed").await;
+    assert_eq!(run.pages, 4, "{run:?}");
+    let why = run.error.unwrap_or_default();
+    assert!(why.contains("4 pages"), "{why}");
+}

@@ -364,11 +364,17 @@ impl ListEndpoint {
                     .and_then(|h| headers.get(h.as_str()))
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse().ok());
+                // The last page's number: `start + total - 1` (checked: a header may say
+                // anything).
                 let more = match total {
-                    Some(t) => current < t + start - 1,
+                    Some(t) => start
+                        .checked_add(t)
+                        .map_or(true, |end| current < end.saturating_sub(1)),
                     None => !records.is_empty(),
                 };
-                more.then(|| (current + 1).to_string())
+                more.then(|| current.checked_add(1))
+                    .flatten()
+                    .map(|n| n.to_string())
             }
             Pagination::Cursor { next_pointer, .. } => match json.pointer(next_pointer) {
                 Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -632,5 +638,24 @@ mod tests {
             "pagination": {"style": "offset", "size": 2}}))
         .unwrap();
         assert!(bad.validate("list").is_err());
+    }
+
+    #[test]
+    fn an_absurd_total_pages_header_neither_overflows_nor_pages_for_ever() {
+        let e = endpoint(json!({"path": "/orders",
+            "pagination": {"style": "page", "total_pages_header": "X-WP-TotalPages", "start": 2}}));
+        let origin = url::Url::parse("https://api.example.com/").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "X-WP-TotalPages",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        let page = json!([{"id": 1}]).to_string();
+        let (_, next) = e
+            .read_page(&h, &page, Some("18446744073709551615"), &origin)
+            .unwrap();
+        assert_eq!(next, None, "no page after the last number there is");
+        let (_, next) = e.read_page(&h, &page, Some("5"), &origin).unwrap();
+        assert_eq!(next.as_deref(), Some("6"));
     }
 }

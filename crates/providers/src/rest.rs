@@ -135,6 +135,13 @@ impl RestKind {
 }
 const MAX_SUMMARY: usize = 1024;
 
+/// The largest answer read from a provider (8 MiB): a larger one fails the call instead of
+/// filling the worker's memory.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// The longest `Retry-After` honoured (a day); a provider asking for more waits this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -892,9 +899,13 @@ impl RestConnector {
         method: &str,
         url: &str,
     ) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
-        let answer = self
-            .send_authorized(rb, method, url)
-            .await
+        let secrets: Vec<&str> = self
+            .credentials
+            .0
+            .values()
+            .map(|s| s.expose_secret())
+            .collect();
+        let answer = scrub(self.send_authorized(rb, method, url).await, &secrets)
             .map_err(|e| self.explain(e))?;
         self.error_in_body(answer.0, &answer.3, &answer.2)?;
         Ok(answer)
@@ -940,9 +951,12 @@ impl RestConnector {
             return match send_full(with(&rb, &value), method, url).await {
                 Err(e) if e.status == Some(401) => {
                     let fresh = self.session(Some(&value)).await?;
-                    send_full(with(&rb, &fresh), method, url).await
+                    scrub(
+                        send_full(with(&rb, &fresh), method, url).await,
+                        &[&value, &fresh],
+                    )
                 }
-                other => other,
+                other => scrub(other, &[&value]),
             };
         }
         let Some(oauth) = &self.oauth else {
@@ -959,13 +973,17 @@ impl RestConnector {
         match send_full(with(&rb, &token), method, url).await {
             Err(e) if e.status == Some(401) => {
                 let fresh = oauth.refresh(Some(&token)).await?;
-                send_full(with(&rb, &fresh), method, url).await
+                scrub(
+                    send_full(with(&rb, &fresh), method, url).await,
+                    &[&token, &fresh],
+                )
             }
-            other => other,
+            other => scrub(other, &[&token]),
         }
     }
 
     fn url(&self, path: &str, internal_id: &str, external_id: Option<&str>) -> String {
+        // (Ids of dots only are refused before a URL is made: see `check_ids`.)
         let mut p = path.replace("{internal_id}", &encode_segment(internal_id));
         if let Some(ext) = external_id {
             p = p.replace("{external_id}", &encode_segment(ext));
@@ -1540,6 +1558,7 @@ impl Connector for RestConnector {
     }
 
     async fn execute(&self, op: Operation<'_>) -> Result<CallOutcome, ProviderError> {
+        check_ids(&op)?;
         match op {
             Operation::Create {
                 entity,
@@ -1879,8 +1898,20 @@ async fn send_full(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let headers = resp.headers().clone();
-    let body = match resp.text().await {
-        Ok(b) => b,
+    let body = match read_capped(resp).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Err(fail(
+                ErrorClass::Permanent,
+                Some(status.as_u16()),
+                &summary,
+                "",
+                format!(
+                    "the provider's answer is larger than {} MiB; it was not read",
+                    MAX_ANSWER_BYTES >> 20
+                ),
+            ));
+        }
         Err(e) => {
             return Err(fail(
                 ErrorClass::Transient,
@@ -1992,15 +2023,104 @@ fn provider_message(body: &str) -> Option<String> {
     Some(truncate(trimmed))
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    Some(
+        delta
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
+}
+
+/// An id of dots only (`.`, `..`) cannot go in a URL path: URLs read it (even encoded) as a
+/// step up the path.
+fn check_ids(op: &Operation<'_>) -> Result<(), ProviderError> {
+    let ids: &[&str] = match op {
+        Operation::Create { internal_id, .. } => &[internal_id],
+        Operation::Update {
+            internal_id,
+            external_id,
+            ..
+        }
+        | Operation::Delete {
+            internal_id,
+            external_id,
+            ..
+        } => &[internal_id, external_id],
+    };
+    match ids
+        .iter()
+        .find(|id| !id.is_empty() && id.bytes().all(|b| b == b'.'))
+    {
+        Some(id) => Err(ProviderError::new(
+            ErrorClass::Permanent,
+            format!("the id `{id}` cannot go in a URL path"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A call's outcome with every secret in `secrets` (and its URL-encoded form) replaced by
+/// `[redacted]`: what a provider echoes back (a token in an error message) is stored and
+/// logged without it. Secrets shorter than 6 characters are left alone (they would match
+/// ordinary text).
+fn scrub(
+    result: Result<(u16, header::HeaderMap, String, String), ProviderError>,
+    secrets: &[&str],
+) -> Result<(u16, header::HeaderMap, String, String), ProviderError> {
+    let secrets: Vec<&&str> = secrets.iter().filter(|s| s.len() >= 6).collect();
+    if secrets.is_empty() {
+        return result;
+    }
+    let clean = |text: &str| -> String {
+        let mut out = text.to_owned();
+        for s in &secrets {
+            if out.contains(**s) {
+                out = out.replace(**s, "[redacted]");
+            }
+            let encoded = encode_segment(s);
+            if encoded != ***s && out.contains(&encoded) {
+                out = out.replace(&encoded, "[redacted]");
+            }
+        }
+        out
+    };
+    match result {
+        Ok((status, headers, body, summary)) => {
+            Ok((status, headers, clean(&body), clean(&summary)))
+        }
+        Err(mut e) => {
+            e.message = clean(&e.message);
+            e.request = e.request.as_deref().map(clean);
+            e.response = e.response.as_deref().map(clean);
+            Err(e)
+        }
+    }
+}
+
+/// An answer's body, read up to [`MAX_ANSWER_BYTES`]; `Ok(None)` when it is larger.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Option<String>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 fn truncate(s: &str) -> String {
@@ -2450,5 +2570,103 @@ mod tests {
             out.request
         );
         server.verify().await;
+    }
+
+    // ------------------------------------------------ hardening (issue 12)
+
+    #[tokio::test]
+    async fn an_id_of_dots_stays_inside_its_path_segment() {
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+            .mount(&server)
+            .await;
+        let c = connector(&server.uri());
+        let update = |id: &'static str| Operation::Update {
+            entity: "order",
+            internal_id: "1",
+            external_id: id,
+            payload: &NO_BODY,
+            idempotency_key: "k",
+            kept: None,
+        };
+        // `..` (and `%2E%2E`, which URLs read the same) would climb out of the path.
+        for id in ["..", "."] {
+            let e = c.execute(update(id)).await.unwrap_err();
+            assert_eq!(e.class, ErrorClass::Permanent, "{id}");
+            assert!(
+                e.message.contains("cannot go in a URL path"),
+                "{}",
+                e.message
+            );
+        }
+        c.execute(update("a/../b")).await.unwrap();
+        let paths: Vec<String> = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect();
+        assert_eq!(paths, ["/api/orders/a%2F..%2Fb"]);
+    }
+
+    static NO_BODY: Value = Value::Null;
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_cap_is_refused_not_read_whole() {
+        let server = MockServer::start().await;
+        let huge = "x".repeat(MAX_ANSWER_BYTES + 1);
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+            .mount(&server)
+            .await;
+        let e = connector(&server.uri())
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "1",
+                payload: &json!({"id": "1"}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("larger than"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_capped() {
+        let d = parse_retry_after("10000000000000").unwrap();
+        assert!(d <= MAX_RETRY_AFTER, "{d:?}");
+        assert_eq!(parse_retry_after("30"), Some(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn credentials_a_provider_echoes_are_redacted() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(
+                json!({"message": "bad request; you sent Authorization: Bearer s3cr3t-t0ken"}),
+            ))
+            .mount(&server)
+            .await;
+        let c = RestConnector::new(
+            Manifest::parse(&manifest(&server.uri())).unwrap(),
+            Credentials::from_json(&json!({"token": "s3cr3t-t0ken"})).unwrap(),
+            crate::http_client(),
+            None,
+        )
+        .unwrap();
+        let e = c
+            .execute(Operation::Create {
+                entity: "order",
+                internal_id: "1",
+                payload: &json!({"id": "1"}),
+                idempotency_key: "k",
+            })
+            .await
+            .unwrap_err();
+        assert!(!e.message.contains("s3cr3t"), "{}", e.message);
+        assert!(!e.response.as_deref().unwrap_or_default().contains("s3cr3t"));
+        assert!(e.message.contains("[redacted]"), "{}", e.message);
     }
 }

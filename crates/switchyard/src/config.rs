@@ -66,6 +66,8 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     pub concurrency: usize,
     pub shutdown_grace_secs: u64,
+    /// The most pages a sync run reads from one feed before it fails.
+    pub sync_max_pages: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +143,7 @@ impl Default for WorkerSettings {
             prefetch: 64,
             concurrency: 32,
             shutdown_grace_secs: 30,
+            sync_max_pages: 10_000,
         }
     }
 }
@@ -363,6 +366,7 @@ impl Config {
             prefetch: self.worker.prefetch,
             concurrency: self.worker.concurrency,
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
+            sync_max_pages: self.worker.sync_max_pages.max(1),
             default_retry: self.retry.clone(),
             default_breaker: self.breaker.clone(),
             guard,

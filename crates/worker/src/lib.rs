@@ -46,6 +46,9 @@ pub struct WorkerConfig {
     pub guard: Arc<Guard>,
     /// How long an integration's settings are cached.
     pub integration_cache_ttl: Duration,
+    /// The most pages one sync run reads from one feed; a provider whose pages never end
+    /// (a broken total, a cursor that loops) fails the run there instead of paging for ever.
+    pub sync_max_pages: u64,
     /// Test hook: simulate a crash at this point (see [`FaultPoint`]). Never set in
     /// production configuration.
     pub fault: Option<FaultPoint>,
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             default_breaker: BreakerPolicy::default(),
             guard: Arc::new(Guard::local("")),
             integration_cache_ttl: Duration::from_secs(5),
+            sync_max_pages: 10_000,
             fault: None,
         }
     }

@@ -92,6 +92,22 @@ async fn page(shared: &Shared, msg: SyncPage) -> Result<(), PageError> {
             .await?;
         return Ok(());
     };
+    // A provider whose pages never end (a wrong total, a cursor that loops) stops here.
+    let limit = shared.cfg.sync_max_pages;
+    if u64::try_from(msg.page).unwrap_or(u64::MAX) >= limit {
+        warn!(source = %feed.source_name, entity = %feed.entity, pages = limit,
+            "sync stops: the source keeps giving more pages");
+        store
+            .fail_paging(
+                run.id,
+                &format!(
+                    "stopped after {limit} pages of {} at `{}`: the provider keeps saying there is more (check the list's pagination settings; SWITCHYARD_WORKER__SYNC_MAX_PAGES raises the limit)",
+                    feed.entity, feed.source_name
+                ),
+            )
+            .await?;
+        return Ok(());
+    }
     let listed = match list(shared, &run, &feed.entity, feed.source).await? {
         Ok(p) => p,
         Err(why) => {
