@@ -369,7 +369,7 @@ impl ListEndpoint {
                 let more = match total {
                     Some(t) => start
                         .checked_add(t)
-                        .map_or(true, |end| current < end.saturating_sub(1)),
+                        .is_none_or(|end| current < end.saturating_sub(1)),
                     None => !records.is_empty(),
                 };
                 more.then(|| current.checked_add(1))
