@@ -55,6 +55,21 @@ for round in 1 2; do
   [ "$failed" = 0 ] || break
   echo "demo-test: round $round: $(grep '^demo check: ok' "$out")"
 done
+# The real binary refuses a provider at the cloud's metadata address (its egress policy),
+# naming the setting, unless the operator allows it.
+if [ "$failed" = 0 ]; then
+  echo '{"token": "t"}' > target/demo-test/token.json
+  settings='{"base_url": "http://169.254.169.254/latest", "auth": {"type": "bearer"}, "entities": {"order": {"create": {"method": "POST", "path": "/x"}}}}'
+  if refused=$(SWITCHYARD_VAULT_KEYS=$(cat "$DEMO_RUN/vault.key") target/debug/switchyard integrations create \
+      --name metadata-probe --provider rest --settings "$settings" \
+      --credentials-file target/demo-test/token.json 2>&1); then
+    echo "demo-test: a provider at 169.254.169.254 was accepted"; failed=1
+  elif ! grep -q 'settings.base_url: 169.254.169.254 is a link-local' <<< "$refused"; then
+    echo "demo-test: the refusal does not say why: $refused"; failed=1
+  else
+    echo "demo-test: egress: a provider at 169.254.169.254 is refused, naming settings.base_url"
+  fi
+fi
 if [ "$failed" = 0 ]; then
   echo "demo-test: 2 passed, 0 failed"
 else

@@ -23,6 +23,8 @@ MOCK_URL="http://$MOCK_PROVIDER_ADDR"
 
 export SWITCHYARD_DATABASE_URL=${SWITCHYARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/switchyard}
 export SWITCHYARD_LISTEN=127.0.0.1:$PORT
+# The demo's provider (the mock) runs on this machine: let the workers call it.
+export SWITCHYARD_EGRESS__ALLOW=${SWITCHYARD_EGRESS__ALLOW:-127.0.0.1/32}
 new_vault_key=
 if [ ! -s "$RUN/vault.key" ]; then
   "$BIN" keys generate --id demo1 > "$RUN/vault.key"
@@ -176,7 +178,7 @@ Next steps:
   # send a webhook as demo-store (this run's key):
   curl -XPOST $URL -H 'content-type: application/json' -H 'x-api-key: $STORE_KEY' -H 'x-event-id: try-$run' -d '{"id": "ord-try-$run", "version": 1, "customer": {"email": "you@example.com"}, "totals": {"grand_total": "9.99"}}'
   # the CLI needs the demo's settings:
-  export SWITCHYARD_DATABASE_URL=$SWITCHYARD_DATABASE_URL SWITCHYARD_VAULT_KEYS=\$(cat $RUN/vault.key)
+  export SWITCHYARD_DATABASE_URL=$SWITCHYARD_DATABASE_URL SWITCHYARD_EGRESS__ALLOW=$SWITCHYARD_EGRESS__ALLOW SWITCHYARD_VAULT_KEYS=\$(cat $RUN/vault.key)
   $BIN jobs list --limit 5          # what happened to it
   $BIN dlq list                     # dead letters, if any
   curl -H "authorization: Bearer \$(cat $RUN/admin.token)" http://127.0.0.1:$PORT/v1/integrations   # the management API

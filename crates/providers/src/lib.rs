@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connectors;
+pub mod egress;
 pub mod list;
 pub mod oauth;
 pub mod oauth1;
@@ -482,6 +483,8 @@ pub fn http_client() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        // Host names resolve only to addresses the egress policy allows.
+        .dns_resolver(egress::resolver())
         .build()
         .expect("the HTTP client's static configuration is valid")
 }

@@ -837,6 +837,17 @@ impl RestConnector {
                 }
             }
         }
+        // A provider given by IP address must be one the hub may call (names are checked
+        // when they resolve).
+        let egress = crate::egress::policy();
+        egress
+            .check_url(&manifest.base_url)
+            .map_err(|e| ConfigError::new("settings.base_url", e))?;
+        if let Auth::OAuth2(o) = &manifest.auth {
+            egress
+                .check_url(&o.token_url)
+                .map_err(|e| ConfigError::new("settings.auth.token_url", e))?;
+        }
         for name in manifest.credentials_used() {
             credentials.get(&name).ok_or_else(|| {
                 ConfigError::new(

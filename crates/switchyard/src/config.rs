@@ -49,6 +49,24 @@ pub struct Config {
     pub breaker: BreakerPolicy,
     /// Redis, for breakers and rate limits shared by the fleet; empty for per process.
     pub redis_url: String,
+    /// Where providers may be called.
+    pub egress: EgressSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressSettings {
+    /// Non-public addresses providers may still be called at: CIDRs or addresses,
+    /// comma-separated (`10.20.0.0/16,192.168.1.5` for an on-premise ERP). Public addresses
+    /// are always allowed; loopback, private, link-local and the like only when listed here.
+    pub allow: String,
+}
+
+impl EgressSettings {
+    pub fn policy(&self) -> Result<switchyard_providers::egress::Egress, String> {
+        let parts: Vec<&str> = self.allow.split(',').collect();
+        switchyard_providers::egress::Egress::new(&parts)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +141,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -231,6 +250,9 @@ impl Config {
         }
         if self.worker.providers.is_empty() {
             fail("worker.providers", "names no provider")?;
+        }
+        if let Err(e) = self.egress.policy() {
+            fail("egress.allow", &e)?;
         }
         if self.ingest.max_body_bytes < 64 {
             fail("ingest.max_body_bytes", "must be at least 64")?;

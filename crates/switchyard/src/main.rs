@@ -94,6 +94,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = config::Config::load(cli.config.as_deref())?;
+    // Where providers may be called (validated by `load`).
+    switchyard_providers::egress::configure(cfg.egress.policy().map_err(|e| anyhow::anyhow!(e))?);
     match cli.command {
         Command::Ingest => serve::run(cfg, serve::Services::Ingest).await,
         Command::Worker => serve::run(cfg, serve::Services::Worker).await,
