@@ -666,3 +666,64 @@ async fn senders_outside_the_allowlist_are_refused_and_bodies_over_the_integrati
     assert_eq!((st, code(&v)), (413, "payload_too_large"));
     h.shutdown().await;
 }
+
+/// Credentials belong to the provider they were given for: changing where a target is
+/// called (base URL, auth, headers) without giving them again is refused, so a tenant's key
+/// cannot send an operator's token to another host.
+#[tokio::test]
+async fn credentials_do_not_follow_a_changed_address() {
+    let h = Harness::start().await;
+    let manifest = |base: &str, timeout: u64| {
+        json!({"base_url": base, "auth": {"type": "bearer"}, "timeout_ms": timeout,
+               "entities": {"order": {"create": {"method": "POST", "path": "/orders"}}}})
+    };
+    let (st, created) = crate::support::call(
+        &h,
+        reqwest::Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({"tenant": "acme", "name": "erp", "provider": "rest",
+                    "settings": manifest("https://erp.example.com/api", 2000),
+                    "credentials": {"token": "operators-token"}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let patch = |body: Value| {
+        let h = &h;
+        let id = id.clone();
+        async move {
+            crate::support::call(
+                h,
+                reqwest::Method::PATCH,
+                &format!("/v1/integrations/{id}"),
+                ADMIN_TOKEN,
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Another host, the same sealed token: refused.
+    let (st, r) =
+        patch(json!({"settings": manifest("https://collector.example.net/api", 2000)})).await;
+    assert_eq!(st, 422, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("credentials:"),
+        "{r}"
+    );
+    assert!(r.to_string().contains("collector.example.net"), "{r}");
+    // With the credentials given again: accepted.
+    let (st, r) = patch(
+        json!({"settings": manifest("https://collector.example.net/api", 2000),
+                               "credentials": {"token": "a-token-for-that-host"}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    // The same place, another setting: the credentials stay.
+    let (st, r) =
+        patch(json!({"settings": manifest("https://collector.example.net/api", 5000)})).await;
+    assert_eq!(st, 200, "{r}");
+}

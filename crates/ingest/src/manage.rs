@@ -296,6 +296,14 @@ pub(crate) async fn update(
         b.credentials.as_ref(),
     )
     .map_err(|e| bad(&e.field, e.reason))?;
+    let rescoped = ops::check_credentials_scope(
+        &i.provider,
+        &i.settings,
+        &settings,
+        i.credentials.is_some(),
+        b.credentials.is_some(),
+    )
+    .map_err(|e| bad(&e.field, e.reason))?;
     let credentials = match &b.credentials {
         Some(c) => Some(
             ops::seal_credentials(&state.cfg.keyring, i.id, c).map_err(|e| {
@@ -322,6 +330,14 @@ pub(crate) async fn update(
         .update_integration(i.id, &patch)
         .await
         .map_err(|e| state.store_error(e))?;
+    if rescoped {
+        // Tokens bought for the old place are not sent to the new one.
+        state
+            .store
+            .clear_oauth_token(i.id)
+            .await
+            .map_err(|e| state.store_error(e))?;
+    }
     Ok(Json(ops::view(&updated)))
 }
 

@@ -93,6 +93,44 @@ pub fn validate(
     Ok(())
 }
 
+/// Credentials do not follow a changed address: when the settings change where or how the
+/// provider is called (its origin, token URL, auth or headers) and the integration has
+/// credentials, they must be given again. Returns whether the scope changed (its OAuth2
+/// tokens, bought for the old place, are then dropped).
+pub fn check_credentials_scope(
+    provider: &str,
+    before: &Value,
+    after: &Value,
+    has_credentials: bool,
+    credentials_given: bool,
+) -> Result<bool, FieldError> {
+    let (old, new) = (
+        switchyard_providers::credential_scope(provider, before),
+        switchyard_providers::credential_scope(provider, after),
+    );
+    if old == new {
+        return Ok(false);
+    }
+    if has_credentials && !credentials_given {
+        let place = |s: &Option<Value>| {
+            s.as_ref()
+                .and_then(|v| v["origin"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "?".into())
+        };
+        let (from, to) = (place(&old), place(&new));
+        let what = if from == to {
+            "how the provider is called changed (auth or headers)".to_owned()
+        } else {
+            format!("the provider's address changed from {from} to {to}")
+        };
+        return Err(field(
+            "credentials",
+            format!("{what}: give the credentials again (they are not sent to a new place)"),
+        ));
+    }
+    Ok(true)
+}
+
 /// Check a schedule (`core::schedule::Schedule`); errors name the field (`schedule.at`, …).
 pub fn validate_schedule(schedule: &Value) -> Result<(), FieldError> {
     switchyard_core::schedule::Schedule::from_json(schedule)

@@ -423,6 +423,27 @@ pub fn manifest(provider: &str, settings: &Value) -> Option<Value> {
         .and_then(|k| k.manifest(&connector_settings(settings)))
 }
 
+/// What an integration's credentials are bound to: where they are sent (the manifest's
+/// origin and token URL) and how (its auth and headers). When it changes, the credentials
+/// must be given again (see `ops::integrations`).
+pub fn credential_scope(provider: &str, settings: &Value) -> Option<Value> {
+    let m = manifest(provider, settings)?;
+    let origin = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let mut auth = m.get("auth").cloned().unwrap_or(Value::Null);
+    if let Some(t) = auth.get("token_url").cloned() {
+        auth["token_url"] = serde_json::json!(origin(Some(&t)));
+    }
+    Some(serde_json::json!({
+        "origin": origin(m.get("base_url")),
+        "auth": auth,
+        "headers": m.get("headers").cloned().unwrap_or(Value::Null),
+    }))
+}
+
 /// An integration's settings with its provider's defaults (a connector's documented limits).
 pub fn with_defaults(provider: &str, settings: &Value) -> Value {
     kind(provider).map_or_else(|_| settings.clone(), |k| k.defaults(settings))

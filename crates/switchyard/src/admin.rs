@@ -934,6 +934,14 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 credentials.as_ref(),
             )
             .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
+            let rescoped = switchyard_ops::integrations::check_credentials_scope(
+                &i.provider,
+                &i.settings,
+                settings.as_ref().unwrap_or(&i.settings),
+                i.credentials.is_some(),
+                credentials.is_some(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid integration: {e} (--credentials-file)"))?;
             let sealed = match &credentials {
                 Some(c) => Some(switchyard_ops::integrations::seal_credentials(
                     &cfg.keyring()?,
@@ -955,6 +963,10 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 credentials: sealed,
             };
             let updated = store.update_integration(i.id, &patch).await?;
+            if rescoped {
+                // Tokens bought for the old place are not sent to the new one.
+                store.clear_oauth_token(i.id).await?;
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&integration_json(&updated, cfg))?
