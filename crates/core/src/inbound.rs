@@ -251,25 +251,38 @@ fn version_of(
     {
         return n
             .as_i64()
-            .ok_or_else(|| err("version", format!("the number at `{p}` is not an integer")));
+            .filter(|v| (0..=MAX_VERSION).contains(v))
+            .ok_or_else(|| {
+                err(
+                    "version",
+                    format!("the number at `{p}` is not a whole number from 0 to 2^53"),
+                )
+            });
     }
     let text = required(src, "version", body, header)?;
     parse_version(&text).ok_or_else(|| {
         err(
             "version",
-            format!("`{text}` is neither an integer nor an RFC 3339 timestamp"),
+            format!(
+                "`{text}` is neither a whole number from 0 to 2^53 nor an RFC 3339 timestamp after 1970"
+            ),
         )
     })
 }
 
-/// A version from text: an integer, or an RFC 3339 timestamp as microseconds since 1970.
+/// The largest version accepted: 2^53 (a JavaScript-safe integer; a timestamp in
+/// microseconds reaches it in the year 2255). A larger one (`i64::MAX`) would make every
+/// later change of the entity look stale, for ever.
+pub const MAX_VERSION: i64 = 1 << 53;
+
+/// A version from text: a whole number from 0 to [`MAX_VERSION`], or an RFC 3339 timestamp
+/// (after 1970) as microseconds.
 pub fn parse_version(text: &str) -> Option<i64> {
-    if let Ok(n) = text.parse::<i64>() {
-        return Some(n);
-    }
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_micros())
+    let v = match text.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => DateTime::parse_from_rfc3339(text).ok()?.timestamp_micros(),
+    };
+    (0..=MAX_VERSION).contains(&v).then_some(v)
 }
 
 #[cfg(test)]
@@ -374,5 +387,15 @@ mod tests {
                 .to_string()
                 .contains("unknown field `entitty`")
         );
+    }
+
+    #[test]
+    fn versions_beyond_what_a_clock_or_counter_gives_are_refused() {
+        assert_eq!(parse_version("42"), Some(42));
+        assert!(parse_version("2026-11-26T10:00:00Z").is_some());
+        // i64::MAX would make every later change of the entity look stale, for ever.
+        assert_eq!(parse_version(&i64::MAX.to_string()), None);
+        assert_eq!(parse_version("-5"), None);
+        assert_eq!(parse_version(&MAX_VERSION.to_string()), Some(MAX_VERSION));
     }
 }

@@ -104,6 +104,12 @@ impl Schedule {
                 )
             })?,
         };
+        if self.disable_after_failures.is_some_and(|n| n > 1000) {
+            return Err(err(
+                "disable_after_failures",
+                "at most 1000 (0 never disables)",
+            ));
+        }
         if let Some(entities) = &self.entities {
             if entities.is_empty() {
                 return Err(err("entities", "names no entity; leave it out to sync all"));
@@ -323,5 +329,18 @@ mod tests {
             "schedule.entities"
         );
         assert_eq!(e(json!({"every": "fortnightly"})).field, "schedule");
+    }
+
+    #[test]
+    fn disable_after_failures_is_bounded() {
+        let e = Schedule::from_json(&serde_json::json!(
+            {"every": "hourly", "disable_after_failures": 4_000_000_000u64}))
+        .unwrap_err();
+        assert_eq!(e.field, "schedule.disable_after_failures");
+        assert!(
+            Schedule::from_json(&serde_json::json!(
+            {"every": "hourly", "disable_after_failures": 1000}))
+            .is_ok()
+        );
     }
 }

@@ -416,13 +416,18 @@ impl ListEndpoint {
 /// A version: a number, an RFC 3339 timestamp, or a timestamp without zone read as UTC
 /// (WooCommerce's `date_modified_gmt`), as microseconds.
 pub(crate) fn version_of(v: &Value) -> Option<i64> {
+    let bounded = |n: i64| {
+        (0..=switchyard_core::inbound::MAX_VERSION)
+            .contains(&n)
+            .then_some(n)
+    };
     match v {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().and_then(bounded),
         Value::String(s) => switchyard_core::inbound::parse_version(s).or_else(|| {
             NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
                 .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
                 .ok()
-                .map(|t| t.and_utc().timestamp_micros())
+                .and_then(|t| bounded(t.and_utc().timestamp_micros()))
         }),
         _ => None,
     }

@@ -61,8 +61,11 @@ impl BreakerPolicy {
         if self.half_open_probes == 0 {
             return Err("breaker.half_open_probes must be at least 1".into());
         }
-        if self.open_wait_ms == 0 {
-            return Err("breaker.open_wait_ms must be at least 1".into());
+        if self.open_wait_ms == 0 || self.open_wait_ms > 86_400_000 {
+            return Err("breaker.open_wait_ms must be between 1 and 86400000 (a day)".into());
+        }
+        if self.slow_call_ms == 0 || self.slow_call_ms > 3_600_000 {
+            return Err("breaker.slow_call_ms must be between 1 and 3600000 (an hour)".into());
         }
         Ok(())
     }
@@ -314,5 +317,19 @@ pub(crate) mod scenario {
             ..BreakerPolicy::default()
         };
         assert!(bad.validate().unwrap_err().contains("minimum_calls"));
+    }
+
+    #[test]
+    fn waits_and_thresholds_are_bounded() {
+        let p = BreakerPolicy {
+            open_wait_ms: u64::MAX,
+            ..BreakerPolicy::default()
+        };
+        assert!(p.validate().unwrap_err().contains("open_wait_ms"));
+        let p = BreakerPolicy {
+            slow_call_ms: u64::MAX,
+            ..BreakerPolicy::default()
+        };
+        assert!(p.validate().unwrap_err().contains("slow_call_ms"));
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -254,6 +254,14 @@ impl Config {
         if let Err(e) = self.egress.policy() {
             fail("egress.allow", &e)?;
         }
+        if let Some(t) = &self.admin_token
+            && t.expose_secret().trim().len() < 16
+        {
+            fail(
+                "admin_token",
+                "must be at least 16 characters (leave it unset to turn the operators' token off)",
+            )?;
+        }
         if self.ingest.max_body_bytes < 64 {
             fail("ingest.max_body_bytes", "must be at least 64")?;
         }
@@ -498,6 +506,27 @@ mod tests {
             let cfg = Config::load(None).expect("loads");
             let e = format!("{:#}", cfg.keyring().unwrap_err());
             assert!(e.contains("SWITCHYARD_VAULT_KEYS"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_admin_token_and_a_bad_egress_list_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_ADMIN_TOKEN", "");
+            let e = load_err();
+            assert!(e.contains("SWITCHYARD_ADMIN_TOKEN"), "{e}");
+            jail.set_env("SWITCHYARD_ADMIN_TOKEN", "   ");
+            assert!(load_err().contains("SWITCHYARD_ADMIN_TOKEN"));
+            jail.set_env("SWITCHYARD_ADMIN_TOKEN", "a-long-enough-token");
+            jail.set_env("SWITCHYARD_EGRESS__ALLOW", "10.0.0.0/8,nonsense");
+            let e = load_err();
+            assert!(
+                e.contains("SWITCHYARD_EGRESS__ALLOW") && e.contains("nonsense"),
+                "{e}"
+            );
+            jail.set_env("SWITCHYARD_EGRESS__ALLOW", "10.0.0.0/8, 127.0.0.1");
+            Config::load(None).expect("loads");
             Ok(())
         });
     }
