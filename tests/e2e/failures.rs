@@ -478,3 +478,32 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
     assert_eq!(h.queue_depth(&dlq_name).await, 0);
     h.shutdown().await;
 }
+
+/// A target whose credentials this worker cannot open (their vault key is missing here) is
+/// the hub's problem, not the job's: the job waits and retries, it is not dead-lettered.
+#[tokio::test]
+async fn credentials_the_worker_cannot_open_make_the_job_wait_not_die() {
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "E-1"})))
+        .mount(&h.provider)
+        .await;
+    sqlx::query("UPDATE integrations SET credentials_key_id = 'k-gone' WHERE id = $1")
+        .bind(erp)
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let jobs = h.accept(store, "evt-1", order("o-1", 1, "1.00")).await;
+    let job = h.wait_status(jobs[0], "retrying", WAIT).await;
+    let why = job.last_error.unwrap_or_default();
+    assert!(why.contains("credentials"), "{why}");
+    assert_eq!(
+        job.attempts, 0,
+        "no attempt spent: the provider was not called"
+    );
+    assert!(
+        h.provider.received_requests().await.unwrap().is_empty(),
+        "nothing was sent"
+    );
+}

@@ -727,3 +727,37 @@ async fn credentials_do_not_follow_a_changed_address() {
         patch(json!({"settings": manifest("https://collector.example.net/api", 5000)})).await;
     assert_eq!(st, 200, "{r}");
 }
+
+/// Secrets the running ingest cannot open (their vault key is not configured here) are the
+/// hub's fault, not the sender's: 503 with Retry-After, so the sender tries again, instead of
+/// a 401 that providers such as GitHub never retry.
+#[tokio::test]
+async fn signing_secrets_that_cannot_be_opened_answer_503_so_the_sender_retries() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let s = senders().into_iter().next().unwrap();
+    let source = signed_source(&h, &s, &[s.secret]).await;
+    // As if they had been sealed under a key this deployment no longer has.
+    sqlx::query("UPDATE integrations SET webhook_secrets_key_id = 'k-gone' WHERE id = $1")
+        .bind(source)
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&order("o-1", 1, "1.00")).unwrap();
+    let mut rb = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{source}")))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in (s.sign)(s.secret, &body, now(), "d-1") {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "secrets_unavailable", "{v}");
+}

@@ -146,6 +146,15 @@ async fn handle(
     // Signatures are checked over the raw bytes, before anything reads them.
     let secrets: &[Vec<u8>] = match &source.secrets {
         Ok(s) => s,
+        // The hub's fault (its vault key is missing), not the sender's: it should retry.
+        Err(why) if source.policy.auth.needs_secrets() => {
+            tracing::error!(%why, "this integration's webhook secrets cannot be opened; answering 503 until the vault key is configured");
+            return Err(ApiError::unavailable(
+                "secrets_unavailable",
+                "this integration's signing secrets cannot be opened right now; try again later",
+                retry,
+            ));
+        }
         Err(why) => {
             tracing::error!(%why, "this integration's webhook secrets cannot be opened");
             &[]

@@ -14,6 +14,9 @@ use uuid::Uuid;
 pub(crate) struct Target {
     /// `Err` says why the integration's settings or credentials cannot work.
     pub(crate) connector: Result<Arc<dyn Connector>, String>,
+    /// The error above is that the credentials cannot be opened here (a vault key missing):
+    /// the hub's problem, which jobs wait out instead of dying of it.
+    pub(crate) credentials_unopened: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: BreakerPolicy,
     pub(crate) limits: Vec<RateLimit>,
@@ -85,9 +88,11 @@ impl Cache {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.clone()),
             _ => Ok(()),
         };
+        let mut credentials_unopened = false;
         let connector = settings_ok.and_then(|_| {
             let credentials =
-                switchyard_ops::integrations::open_credentials(&self.keyring, integration)?;
+                switchyard_ops::integrations::open_credentials(&self.keyring, integration)
+                    .inspect_err(|_| credentials_unopened = true)?;
             switchyard_providers::build(
                 &integration.provider,
                 &integration.settings,
@@ -122,6 +127,7 @@ impl Cache {
             limits: limits.unwrap_or_default(),
             connector: connector
                 .map_err(|e| format!("integration `{}` cannot be called: {e}", integration.name)),
+            credentials_unopened,
         }
     }
 }

@@ -260,6 +260,11 @@ async fn process(
     }
     let connector = match &target.connector {
         Ok(c) => c.clone(),
+        // The vault key that sealed its credentials is missing here: wait for the operator.
+        Err(message) if target.credentials_unopened => {
+            warn!(%message, "deferred: the target's credentials cannot be opened");
+            return defer(tx, env, &target, replayed_at, message.clone()).await;
+        }
         Err(message) => {
             tx.finish(
                 env,
@@ -334,41 +339,7 @@ async fn process(
                 "waiting for {} to reach the target first",
                 missing.join(", ")
             );
-            let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
-            let age = (Utc::now() - since).to_std().unwrap_or_default();
-            let attempts = tx.attempts_so_far();
-            return match target.retry.decide(attempts as u32 + 1, age, None) {
-                RetryDecision::RetryAfter(delay) => {
-                    tx.finish(
-                        env,
-                        Finish::Retrying {
-                            attempt: None,
-                            spend_attempt: false,
-                            class: ErrorClass::Transient,
-                            message: why.clone(),
-                        },
-                    )
-                    .await?;
-                    info!(retry_in_ms = delay.as_millis() as u64, "deferred: {why}");
-                    Ok(Settle::Retry {
-                        delay,
-                        attempts,
-                        class: ErrorClass::Transient,
-                        message: why,
-                    })
-                }
-                RetryDecision::GiveUp => {
-                    dead(
-                        tx,
-                        env,
-                        None,
-                        ErrorClass::Permanent,
-                        DeadReason::Exhausted,
-                        format!("gave up {why}"),
-                    )
-                    .await
-                }
-            };
+            return defer(tx, env, &target, replayed_at, why).await;
         }
         let mut by_entity = serde_json::Map::new();
         for ((entity, id), target_id) in found {
@@ -687,6 +658,52 @@ async fn call(
         outcome,
         updated: external.is_some(),
     })
+}
+
+/// Wait (retry later without spending an attempt) for something the job cannot do without,
+/// for as long as its retry policy's `max_age_secs` allows; then give up.
+async fn defer(
+    tx: Box<switchyard_store::JobTx>,
+    env: &Envelope,
+    target: &crate::connectors::Target,
+    replayed_at: Option<DateTime<Utc>>,
+    why: String,
+) -> Result<Settle, StoreError> {
+    let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
+    let age = (Utc::now() - since).to_std().unwrap_or_default();
+    let attempts = tx.attempts_so_far();
+    match target.retry.decide(attempts as u32 + 1, age, None) {
+        RetryDecision::RetryAfter(delay) => {
+            tx.finish(
+                env,
+                Finish::Retrying {
+                    attempt: None,
+                    spend_attempt: false,
+                    class: ErrorClass::Transient,
+                    message: why.clone(),
+                },
+            )
+            .await?;
+            info!(retry_in_ms = delay.as_millis() as u64, "deferred: {why}");
+            Ok(Settle::Retry {
+                delay,
+                attempts,
+                class: ErrorClass::Transient,
+                message: why,
+            })
+        }
+        RetryDecision::GiveUp => {
+            dead(
+                tx,
+                env,
+                None,
+                ErrorClass::Permanent,
+                DeadReason::Exhausted,
+                format!("gave up {why}"),
+            )
+            .await
+        }
+    }
 }
 
 async fn dead(
