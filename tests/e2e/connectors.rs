@@ -15,7 +15,7 @@ use switchyard_core::RouteOptions;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, Request, ResponseTemplate};
 
-use crate::support::{ADMIN_TOKEN, Harness, call};
+use crate::support::{ADMIN_TOKEN, Harness, Options, call};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -45,7 +45,7 @@ fn xml_of(r: &Request) -> Value {
 
 #[tokio::test]
 async fn prestashop_hub_and_spoke_a_stock_change_reaches_every_client_shop_by_sku() {
-    let h = Harness::start().await;
+    let h = Harness::with(Options::with_providers(&["rest", "prestashop"])).await;
     // The source shop's module pushes stock changes (seed 002: hook → webhook).
     let source = h
         .integration(
@@ -296,7 +296,7 @@ impl wiremock::Respond for NumberedOrders {
 
 #[tokio::test]
 async fn prestashop_hub_and_spoke_each_retailers_order_lands_once_at_the_wholesaler() {
-    let h = Harness::start().await;
+    let h = Harness::with(Options::with_providers(&["rest", "prestashop"])).await;
     let shop = |n: &str| format!("{}/{n}", h.provider.uri());
     // The wholesaler is a PrestaShop shop that also sends webhooks (its module).
     let wholesaler = h

@@ -302,3 +302,48 @@ async fn a_nul_character_is_refused_at_ingest_and_a_job_the_database_refuses_is_
     .await;
     h.shutdown().await;
 }
+
+/// A client that sends its headers, or its body, too slowly (slowloris) loses the
+/// connection instead of holding it: the harness gives each 500 ms.
+#[tokio::test]
+async fn slow_senders_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let addr = h
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // Headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/webhooks/x HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after 5 s of silence"
+    );
+    // A body that never comes.
+    let source = h.source("shop").await;
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/webhooks/{source} HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\nx-api-key: {}\r\ncontent-length: 100\r\n\r\n{{\"id\":",
+            API_KEY
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a body that never comes holds the connection");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, Request, ResponseTemplate};
 
-use crate::support::{ADMIN_TOKEN, Harness, call};
+use crate::support::{ADMIN_TOKEN, Harness, Options, call};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -261,7 +261,7 @@ async fn store_tokens(h: &Harness, id: Uuid, t: &TokenSet) {
 
 #[tokio::test]
 async fn two_workers_refreshing_at_once_make_one_token_call_and_never_reuse_a_rotated_token() {
-    let h = Harness::with(crate::support::Options {
+    let h = Harness::with(Options {
         worker: false,
         ..Default::default()
     })
@@ -682,7 +682,7 @@ async fn an_invoice_waits_for_its_customer_and_carries_the_targets_ids() {
 /// by name, its consent and token endpoints pointed at the mock authorization server.
 #[tokio::test]
 async fn a_built_in_connector_is_connected_with_two_commands_worth_of_calls() {
-    let h = Harness::start().await;
+    let h = Harness::with(Options::with_providers(&["rest", "quickbooks-online"])).await;
     let auth = AuthServer::default();
     Mock::given(method("POST"))
         .and(path("/oauth2/v1/tokens/bearer"))

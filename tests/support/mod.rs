@@ -112,6 +112,10 @@ pub struct Options {
     pub worker: bool,
     pub worker_config: WorkerConfig,
     pub max_body_bytes: usize,
+    /// The providers whose queues the test declares and its worker consumes. Only `rest`
+    /// by default: quorum queues are heavy to create and delete, and a queue per built-in
+    /// connector in every test wore the test broker out.
+    pub providers: Vec<String>,
 }
 
 impl Default for Options {
@@ -126,6 +130,17 @@ impl Default for Options {
                 ..WorkerConfig::default()
             },
             max_body_bytes: 64 * 1024,
+            providers: vec!["rest".into()],
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, with queues for these providers.
+    pub fn with_providers(providers: &[&str]) -> Options {
+        Options {
+            providers: providers.iter().map(|p| (*p).to_owned()).collect(),
+            ..Options::default()
         }
     }
 }
@@ -189,7 +204,7 @@ impl Harness {
         let store = Store::connect(&db_url, 20).await.expect("store");
         let topology = Topology {
             prefix: format!("t{}.", &Uuid::new_v4().simple().to_string()[..10]),
-            providers: switchyard_providers::target_providers(),
+            providers: opts.providers.clone(),
             delivery_limit: 5,
             delay_levels: 15,
             // Shared by every test: quorum queues are slow to create and delete.
@@ -218,6 +233,9 @@ impl Harness {
                 )),
                 keyring: keyring.clone(),
                 oauth_redirect_uri: None,
+                header_read_timeout: Duration::from_millis(500),
+                body_timeout: Duration::from_millis(500),
+                ..IngestConfig::default()
             },
             store.clone(),
             broker.clone(),
@@ -251,6 +269,8 @@ impl Harness {
     /// A worker of its own, as another process would be: its own broker connection (so it
     /// can crash alone) and its own Redis connection for the shared breakers and limits.
     pub async fn spawn_worker(&self, mut cfg: WorkerConfig) -> RunningWorker {
+        // It consumes the queues this test declared.
+        cfg.providers = self.topology.providers.clone();
         cfg.guard = Arc::new(
             switchyard_resilience::Guard::shared(&redis_url(), &self.topology.prefix).unwrap(),
         );

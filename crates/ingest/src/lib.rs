@@ -54,6 +54,12 @@ pub struct IngestConfig {
     /// Where providers send users back after OAuth2 consent; default: this request's
     /// `Host` + `/v1/oauth/callback`.
     pub oauth_redirect_uri: Option<String>,
+    /// How long a client has to send a request's headers (slow senders hold a connection).
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for IngestConfig {
@@ -66,6 +72,9 @@ impl Default for IngestConfig {
             guard: None,
             keyring: Arc::new(switchyard_vault::Keyring::empty()),
             oauth_redirect_uri: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -200,6 +209,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
 pub struct IngestApp {
     listener: TcpListener,
     router: Router,
+    cfg: IngestConfig,
 }
 
 impl IngestApp {
@@ -222,8 +232,9 @@ impl IngestApp {
         listener: TcpListener,
     ) -> IngestApp {
         IngestApp {
-            router: router(cfg, store, broker),
+            router: router(cfg.clone(), store, broker),
             listener,
+            cfg,
         }
     }
 
@@ -233,17 +244,67 @@ impl IngestApp {
             .expect("a bound listener has an address")
     }
 
-    /// Serve until `stop` is cancelled, then finish the requests in flight.
+    /// Serve until `stop` is cancelled, then finish the requests in flight (for up to 30 s).
+    ///
+    /// Each connection must send a request's headers within `header_read_timeout` and its
+    /// body within `body_timeout` (a slow sender is answered `408` or cut off), and at most
+    /// `max_connections` are served at once (more wait to be accepted).
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
         info!(addr = %self.local_addr(), "ingest listening");
-        // The peer address feeds the integrations' IP allowlists.
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
+        let cfg = self.cfg.clone();
+        let router = self
+            .router
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                cfg.body_timeout,
+            ));
+        let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "ingest could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let router = router.clone();
+            // The peer address feeds the integrations' IP allowlists.
+            let service = hyper::service::service_fn(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(router.clone(), req)
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended");
+                }
+                drop(slot);
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("ingest stopped with requests still in flight after 30 s");
+        }
         info!("ingest stopped");
         Ok(())
     }

@@ -139,9 +139,21 @@ async fn handle(
     {
         return Err(too_large());
     }
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The body did not arrive in time (the server's body timeout), or was too large.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return reject(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the body did not arrive in time; send it again".into(),
+                );
+            }
+            cause = c.source();
+        }
+        too_large()
+    })?;
 
     // Signatures are checked over the raw bytes, before anything reads them.
     let secrets: &[Vec<u8>] = match &source.secrets {

@@ -74,6 +74,12 @@ impl EgressSettings {
 pub struct IngestSettings {
     pub max_body_bytes: usize,
     pub retry_after_secs: u32,
+    /// How long a client has to send a request's headers.
+    pub header_read_timeout_ms: u64,
+    /// How long a client has to send a request's body.
+    pub body_timeout_ms: u64,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +157,9 @@ impl Default for IngestSettings {
         IngestSettings {
             max_body_bytes: 1024 * 1024,
             retry_after_secs: 5,
+            header_read_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
         }
     }
 }
@@ -265,6 +274,18 @@ impl Config {
         if self.ingest.max_body_bytes < 64 {
             fail("ingest.max_body_bytes", "must be at least 64")?;
         }
+        if !(100..=300_000).contains(&self.ingest.header_read_timeout_ms) {
+            fail(
+                "ingest.header_read_timeout_ms",
+                "must be between 100 and 300000",
+            )?;
+        }
+        if !(100..=600_000).contains(&self.ingest.body_timeout_ms) {
+            fail("ingest.body_timeout_ms", "must be between 100 and 600000")?;
+        }
+        if self.ingest.max_connections == 0 {
+            fail("ingest.max_connections", "must be at least 1")?;
+        }
         if !(8..=30).contains(&self.broker.delay_levels) {
             fail("broker.delay_levels", "must be between 8 and 30")?;
         }
@@ -368,6 +389,9 @@ impl Config {
             admin_token: self.admin_token.clone(),
             guard: guard.is_shared().then_some(guard),
             oauth_redirect_uri: Some(self.oauth_redirect_uri()),
+            header_read_timeout: Duration::from_millis(self.ingest.header_read_timeout_ms),
+            body_timeout: Duration::from_millis(self.ingest.body_timeout_ms),
+            max_connections: self.ingest.max_connections,
             ..Default::default()
         }
     }
