@@ -761,3 +761,38 @@ async fn signing_secrets_that_cannot_be_opened_answer_503_so_the_sender_retries(
     let v: Value = resp.json().await.unwrap();
     assert_eq!(code(&v), "secrets_unavailable", "{v}");
 }
+
+/// Schemes that sign the body but no time (Shopify, WooCommerce, GitHub): a captured
+/// delivery sent again under a new delivery id is the same event (its signed content says
+/// so), not a second job.
+#[tokio::test]
+async fn a_signed_body_replayed_under_a_new_delivery_id_is_a_duplicate() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    for s in senders().iter().filter(|s| !s.has_timestamp) {
+        let source = signed_source(&h, s, &[s.secret]).await;
+        h.route(source, &[erp]).await;
+        let body = order("ord-r", 1, "1").to_string().into_bytes();
+        let (st, first) = post(&h, source, &body, &(s.sign)(s.secret, &body, now(), "d-1")).await;
+        assert_eq!(st, 202, "{}: {first}", s.name);
+        let (st, again) = post(&h, source, &body, &(s.sign)(s.secret, &body, now(), "d-2")).await;
+        assert_eq!(st, 202, "{}: {again}", s.name);
+        assert_eq!(again["duplicate"], true, "{}: {again}", s.name);
+        assert_eq!(again["jobs"], first["jobs"], "{}", s.name);
+        // Another body is another event.
+        let other = order("ord-r", 2, "2").to_string().into_bytes();
+        let (_, third) = post(
+            &h,
+            source,
+            &other,
+            &(s.sign)(s.secret, &other, now(), "d-3"),
+        )
+        .await;
+        assert_eq!(third["duplicate"], false, "{}: {third}", s.name);
+    }
+    h.shutdown().await;
+}

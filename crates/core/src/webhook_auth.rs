@@ -168,6 +168,10 @@ impl AuthFailure {
 pub struct Verified {
     /// The sender's delivery id, when the scheme has one: the event id for deduplication.
     pub delivery_id: Option<String>,
+    /// For schemes that sign the body but no time (Shopify, WooCommerce, GitHub, an HMAC
+    /// without timestamp): a digest of the signed content, the event id instead of the
+    /// delivery id, so a captured delivery replayed under a new delivery id is a duplicate.
+    pub content_id: Option<String>,
 }
 
 type Header<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -273,6 +277,7 @@ impl WebhookAuth {
                 })?;
                 Ok(Verified {
                     delivery_id: header("x-github-delivery"),
+                    content_id: Some(crate::ids::content_event_id(body)),
                 })
             }
             WebhookAuth::Hmac(g) => generic(g, header, body, secrets, now),
@@ -295,6 +300,7 @@ fn body_hmac_base64(
     })?;
     Ok(Verified {
         delivery_id: header(id_header),
+        content_id: Some(crate::ids::content_event_id(body)),
     })
 }
 
@@ -412,6 +418,7 @@ fn standard_webhooks(
         given.iter().fold(false, |acc, g| acc | ct_eq(&expected, g))
     })?;
     Ok(Verified {
+        content_id: None,
         delivery_id: Some(id),
     })
 }
@@ -462,7 +469,10 @@ fn stripe(
     let delivery_id = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("id").and_then(|i| i.as_str().map(str::to_owned)));
-    Ok(Verified { delivery_id })
+    Ok(Verified {
+        delivery_id,
+        content_id: None,
+    })
 }
 
 fn generic(
@@ -511,6 +521,8 @@ fn generic(
             .id_header
             .as_ref()
             .and_then(|h| header(&h.to_ascii_lowercase())),
+        // Without a signed time, the signed body is all that tells a replay apart.
+        content_id: ts.is_none().then(|| crate::ids::content_event_id(body)),
     })
 }
 

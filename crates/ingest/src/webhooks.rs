@@ -187,7 +187,17 @@ async fn handle(
     })?;
     let event = source
         .inbound
-        .normalize(&parsed, &raw, &header, verified.delivery_id.as_deref())
+        .normalize(
+            &parsed,
+            &raw,
+            &header,
+            // A scheme that signs no time: the signed content names the event, so a replay
+            // under a new delivery id is a duplicate.
+            verified
+                .content_id
+                .as_deref()
+                .or(verified.delivery_id.as_deref()),
+        )
         .map_err(|e| {
             reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
