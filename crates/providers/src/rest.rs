@@ -660,20 +660,17 @@ impl Manifest {
     /// The credentials the manifest's headers and envelopes name as `{credentials.NAME}`.
     pub fn credentials_used(&self) -> Vec<String> {
         let mut text: Vec<String> = self.headers.values().cloned().collect();
-        let endpoints = self.entities.values().flat_map(|e| {
-            [&e.create, &e.update, &e.delete, &e.read]
+        // Every endpoint's envelope and own headers, the steps made first included.
+        for e in self.entities.values() {
+            let endpoints = [&e.create, &e.update, &e.delete, &e.read]
                 .into_iter()
                 .flatten()
-                .filter_map(|ep| ep.envelope.as_ref())
-        });
-        text.extend(endpoints.map(Value::to_string));
-        text.extend(
-            self.entities
-                .values()
-                .flat_map(|e| [&e.create, &e.update, &e.delete, &e.read])
-                .flatten()
-                .flat_map(|ep| ep.headers.values().cloned()),
-        );
+                .chain(e.create_first.iter().map(|step| &step.create));
+            for ep in endpoints {
+                text.extend(ep.envelope.as_ref().map(Value::to_string));
+                text.extend(ep.headers.values().cloned());
+            }
+        }
         if let Auth::Session(a) = &self.auth
             && let Some(e) = &a.login.envelope
         {
