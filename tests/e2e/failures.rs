@@ -507,3 +507,108 @@ async fn credentials_the_worker_cannot_open_make_the_job_wait_not_die() {
         "nothing was sent"
     );
 }
+
+/// A provider that accepts connections and never answers: a hung ERP.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// Sessions of the test's database that sit in an open transaction doing nothing.
+async fn idle_in_transaction(h: &Harness) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'",
+    )
+    .bind(&h.db_name)
+    .fetch_one(h.store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_whose_provider_hangs_does_not_stall_the_others() {
+    // Four jobs at once in all; one integration may hold at most half of them.
+    let h = Harness::with(Options {
+        worker_config: WorkerConfig {
+            concurrency: 4,
+            ..Options::default().worker_config
+        },
+        ..Options::default()
+    })
+    .await;
+    let (hung_url, _hole) = black_hole().await;
+    let shop_a = h.source("shop-a").await;
+    let erp_a = h
+        .rest_target(
+            "erp-a",
+            "orders",
+            json!({"base_url": hung_url, "timeout_ms": 120000}),
+        )
+        .await;
+    h.route(shop_a, &[erp_a]).await;
+    let shop_b = h.source("shop-b").await;
+    let erp_b = h.rest_target("erp-b", "orders", json!({})).await;
+    h.route(shop_b, &[erp_b]).await;
+    Mock::given(method("POST"))
+        .respond_with(crate::support::Creates::ids("B"))
+        .mount(&h.provider)
+        .await;
+    // Tenant A's jobs arrive first, and more of them than the worker has slots.
+    let mut a_jobs = Vec::new();
+    for n in 0..8 {
+        a_jobs.extend(
+            h.accept(
+                shop_a,
+                &format!("a-{n}"),
+                order(&format!("a{n}"), 1, "1.00"),
+            )
+            .await,
+        );
+    }
+    let running = async || {
+        let mut n = 0;
+        for j in &a_jobs {
+            if h.job_status(*j).await.as_deref() == Some("running") {
+                n += 1;
+            }
+        }
+        n
+    };
+    eventually("tenant A's calls to reach its provider", WAIT, || async {
+        running().await == 2
+    })
+    .await;
+    // Tenant B's jobs still go through while A's provider holds its calls.
+    let mut b_jobs = Vec::new();
+    for n in 0..6 {
+        b_jobs.extend(
+            h.accept(
+                shop_b,
+                &format!("b-{n}"),
+                order(&format!("b{n}"), 1, "1.00"),
+            )
+            .await,
+        );
+    }
+    for j in &b_jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    // A holds two calls, and no database connection waits on them.
+    assert_eq!(
+        running().await,
+        2,
+        "tenant A calls at most its share at once"
+    );
+    assert_eq!(
+        idle_in_transaction(&h).await,
+        0,
+        "a database connection was held open across a provider call"
+    );
+}

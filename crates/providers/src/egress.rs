@@ -24,6 +24,10 @@ use std::sync::{Arc, OnceLock};
 pub struct Egress {
     allow: Vec<IpNet>,
     allow_all: bool,
+    /// The longest any one provider call may take, whatever an integration's `timeout_ms`
+    /// asks (`None`: as asked). One tenant's hanging provider then holds the fleet's
+    /// workers only so long.
+    max_timeout: Option<std::time::Duration>,
 }
 
 static POLICY: OnceLock<Egress> = OnceLock::new();
@@ -40,6 +44,7 @@ pub fn policy() -> &'static Egress {
         OPEN.get_or_init(|| Egress {
             allow: Vec::new(),
             allow_all: true,
+            max_timeout: None,
         })
     })
 }
@@ -61,7 +66,19 @@ impl Egress {
         Ok(Egress {
             allow,
             allow_all: false,
+            max_timeout: None,
         })
+    }
+
+    /// No provider call takes longer than `max`.
+    pub fn with_max_timeout(mut self, max: std::time::Duration) -> Egress {
+        self.max_timeout = Some(max);
+        self
+    }
+
+    /// The timeout of a call an integration wants to wait `asked` for.
+    pub fn call_timeout(&self, asked: std::time::Duration) -> std::time::Duration {
+        self.max_timeout.map_or(asked, |m| asked.min(m))
     }
 
     /// Whether the hub may call `ip`.
@@ -183,6 +200,25 @@ pub fn resolver() -> Arc<PolicyResolver> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_caps_every_call_timeout() {
+        use std::time::Duration;
+        let open = Egress::new::<&str>(&[]).unwrap();
+        assert_eq!(
+            open.call_timeout(Duration::from_secs(300)),
+            Duration::from_secs(300)
+        );
+        let capped = open.with_max_timeout(Duration::from_secs(20));
+        assert_eq!(
+            capped.call_timeout(Duration::from_secs(300)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            capped.call_timeout(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn private_and_internal_addresses_are_refused_unless_allowed() {

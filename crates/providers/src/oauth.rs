@@ -515,7 +515,7 @@ pub(crate) async fn send_token_request(
     let (parts, body) = req.into_parts();
     let mut rb = http
         .request(parts.method, parts.uri.to_string())
-        .timeout(Duration::from_secs(30))
+        .timeout(crate::egress::policy().call_timeout(Duration::from_secs(30)))
         .body(body);
     for (k, v) in &parts.headers {
         rb = rb.header(k, v);

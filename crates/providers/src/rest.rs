@@ -1003,10 +1003,9 @@ impl RestConnector {
     fn request(&self, method: &str, url: &str) -> reqwest::RequestBuilder {
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .expect("validated by Manifest::parse");
-        let mut rb = self
-            .http
-            .request(method, url)
-            .timeout(Duration::from_millis(self.manifest.timeout_ms));
+        let mut rb = self.http.request(method, url).timeout(
+            crate::egress::policy().call_timeout(Duration::from_millis(self.manifest.timeout_ms)),
+        );
         if !self
             .manifest
             .headers

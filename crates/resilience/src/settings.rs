@@ -9,13 +9,33 @@ pub fn retry(default: &RetryPolicy, settings: &serde_json::Value) -> Result<Retr
     Ok(policy)
 }
 
-/// The integration's `breaker` settings over `default`.
+/// The most calls an integration may ask its breaker to see before it judges: with more,
+/// a hanging provider would hold the fleet's workers for that many timeouts first.
+pub const MAX_BREAKER_MINIMUM_CALLS: u32 = 100;
+
+/// The integration's `breaker` settings over `default`. The fleet's breaker is a floor: an
+/// integration may tune it but not turn it off, nor make it blind for long.
 pub fn breaker(
     default: &BreakerPolicy,
     settings: &serde_json::Value,
 ) -> Result<BreakerPolicy, String> {
     let policy: BreakerPolicy = overlay(default, settings, "breaker")?;
     policy.validate()?;
+    if default.enabled && !policy.enabled {
+        return Err(
+            "breaker.enabled: the circuit breaker cannot be turned off for one \
+             integration; it keeps a failing provider from holding the workers every tenant \
+             shares (tune breaker.failure_rate_pct or breaker.open_wait_ms instead)"
+                .into(),
+        );
+    }
+    if policy.minimum_calls > MAX_BREAKER_MINIMUM_CALLS
+        && policy.minimum_calls > default.minimum_calls
+    {
+        return Err(format!(
+            "breaker.minimum_calls must be at most {MAX_BREAKER_MINIMUM_CALLS}"
+        ));
+    }
     Ok(policy)
 }
 
@@ -67,6 +87,32 @@ mod tests {
         assert_eq!(retry(&d, &serde_json::json!({})).unwrap(), d);
         let err = retry(&d, &serde_json::json!({"retry": {"factor": 0}})).unwrap_err();
         assert!(err.contains("retry.factor"), "{err}");
+    }
+
+    #[test]
+    fn an_integration_cannot_turn_the_fleets_breaker_off() {
+        let d = BreakerPolicy::default();
+        let err = breaker(&d, &serde_json::json!({"breaker": {"enabled": false}})).unwrap_err();
+        assert!(err.starts_with("breaker.enabled"), "{err}");
+        let err = breaker(
+            &d,
+            &serde_json::json!({"breaker": {"window": 1000, "minimum_calls": 1000}}),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("breaker.minimum_calls"), "{err}");
+        // Tuning is fine.
+        let p = breaker(
+            &d,
+            &serde_json::json!({"breaker": {"failure_rate_pct": 90}}),
+        )
+        .unwrap();
+        assert_eq!(p.failure_rate_pct, 90);
+        // An operator who turned it off for the fleet turned it off.
+        let off = BreakerPolicy {
+            enabled: false,
+            ..d
+        };
+        assert!(!breaker(&off, &serde_json::json!({})).unwrap().enabled);
     }
 
     #[test]

@@ -179,7 +179,12 @@ pub struct TargetLink {
 
 /// A claimed job: an open transaction holding the source record's lock at the target.
 pub struct JobTx {
-    tx: Transaction<'static, Postgres>,
+    /// `None` while parked (see [`JobTx::park`]).
+    tx: Option<Transaction<'static, Postgres>>,
+    pool: sqlx::PgPool,
+    /// The locks this job holds: its source record's at the target, and the record's own
+    /// when [`JobTx::lock_record`] took it. Parking leases them.
+    locks: Vec<i64>,
     job_id: Uuid,
     attempts: i32,
     started: DateTime<Utc>,
@@ -275,14 +280,37 @@ impl JobTx {
         self.lock_record(env, record).await
     }
 
+    /// The open transaction (every step but the provider call runs in one).
+    fn conn(&mut self) -> Result<&mut Transaction<'static, Postgres>> {
+        self.tx
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt("a parked job was used without resuming it".into()))
+    }
+
     /// Lock the record at the target and read its links again (before a create of a
-    /// record that other systems already know).
+    /// record that other systems already know). [`StoreError::Busy`] if another job holds
+    /// the record across a provider call.
     pub async fn lock_record(&mut self, env: &Envelope, record: Uuid) -> Result<()> {
         let key = ids::record_lock_key(env.integration_id, record);
+        let job = self.job_id;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
-            .execute(&mut *self.tx)
+            .execute(&mut **self.conn()?)
             .await?;
+        // A statement of its own: its snapshot is taken after the lock was granted.
+        let leased: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT until FROM job_leases WHERE lock_key = $1 AND job_id <> $2 AND until > now()",
+        )
+        .bind(key)
+        .bind(job)
+        .fetch_optional(&mut **self.conn()?)
+        .await?;
+        if let Some(until) = leased {
+            return Err(StoreError::Busy { until });
+        }
+        if !self.locks.contains(&key) {
+            self.locks.push(key);
+        }
         let sql = format!(
             "SELECT {LINKS_SELECT} FROM record_links s              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $2                AND t.deleted_at IS NULL              WHERE s.record_id = $1 AND s.integration_id = $3 AND s.entity = $4 AND s.deleted_at IS NULL"
         );
@@ -291,7 +319,7 @@ impl JobTx {
             .bind(env.integration_id)
             .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
             .bind(&env.entity)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut **self.conn()?)
             .await?;
         if let Some(row) = row {
             (self.source, self.target) = read_links(&row, 0)?;
@@ -323,8 +351,53 @@ impl JobTx {
         .bind(c.loser_changed_at)
         .bind(self.job_id)
         .bind(&c.message)
-        .execute(&mut *self.tx)
+        .execute(&mut **self.conn()?)
         .await?;
+        Ok(())
+    }
+
+    /// Before the provider call: lease this job's locks for `ttl` and commit, so that no
+    /// database connection is held while the provider answers (or does not). Jobs that
+    /// need the same locks meanwhile find the lease and come back later
+    /// ([`StoreError::Busy`]). [`JobTx::resume`] continues.
+    pub async fn park(&mut self, ttl: std::time::Duration) -> Result<()> {
+        let ms = ttl.as_millis().min(i32::MAX as u128) as i64;
+        let mut tx = self
+            .tx
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("a job was parked twice".into()))?;
+        // Losing a lease with a database crash loses nothing a retry cannot redo, so its
+        // commit need not wait for the disk.
+        sqlx::query(
+            "WITH c AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             INSERT INTO job_leases (lock_key, job_id, until) \
+             SELECT k, $2, now() + make_interval(secs => $3::float8 / 1000) \
+             FROM c, unnest($1::bigint[]) k \
+             ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, until = EXCLUDED.until",
+        )
+        .bind(&self.locks)
+        .bind(self.job_id)
+        .bind(ms as f64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// After the provider call: open a new transaction under the job's lock again, to
+    /// record the outcome (which releases the leases).
+    pub async fn resume(&mut self) -> Result<()> {
+        if self.tx.is_some() {
+            return Ok(());
+        }
+        let lock = self.locks.first().copied().unwrap_or_default();
+        self.tx = Some(
+            self.pool
+                .begin_with(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({lock})"
+                )))
+                .await?,
+        );
         Ok(())
     }
 
@@ -467,7 +540,8 @@ impl JobTx {
                INSERT INTO record_conflicts (tenant, record_id, entity, policy, winner_integration, \
                  loser_integration, winner_changed_at, loser_changed_at, job_id, message) \
                SELECT $27, $26, $20, $33, $34, $35, $36, $37, $1, $38 WHERE $33 IS NOT NULL AND $26 IS NOT NULL \
-               ON CONFLICT (job_id) DO NOTHING) \
+               ON CONFLICT (job_id) DO NOTHING), \
+             l AS (DELETE FROM job_leases WHERE lock_key = ANY($40) AND job_id = $1) \
              UPDATE jobs SET status = $2, attempts = $3, external_id = COALESCE($4, external_id), \
                dead_reason = $5, last_error_class = COALESCE($6, last_error_class), \
                last_error = COALESCE($7, last_error), record_id = COALESCE($26, record_id), \
@@ -514,7 +588,8 @@ impl JobTx {
         .bind(conflict.map(|c| c.loser_changed_at))
         .bind(conflict.map(|c| c.message.as_str()))
         .bind(kept)
-        .execute(&mut *self.tx)
+        .bind(&self.locks)
+        .execute(&mut **self.conn()?)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) if upsert => StoreError::MappingConflict(format!(
@@ -533,9 +608,13 @@ impl JobTx {
                         ..
                     }
                 );
-            crate::sync::count_for_run(&mut self.tx, self.job_id, status, created).await?;
+            let job = self.job_id;
+            crate::sync::count_for_run(self.conn()?, job, status, created).await?;
         }
-        self.tx.commit().await?;
+        self.conn()?;
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+        }
         Ok(())
     }
 }
@@ -660,7 +739,9 @@ impl Store {
                ORDER BY deleted_at DESC NULLS FIRST LIMIT 1) \
              SELECT j.status, j.attempts, j.started_at, \
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
-               {LINKS_SELECT} \
+               {LINKS_SELECT}, \
+               (SELECT until FROM job_leases WHERE lock_key = {lock} AND job_id <> $1 \
+                 AND until > now()) \
              FROM j LEFT JOIN s ON true \
              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
                AND t.deleted_at IS NULL"
@@ -680,6 +761,11 @@ impl Store {
         if status.is_settled() {
             tx.commit().await?;
             return Ok(Claim::Duplicate { status });
+        }
+        // Another job holds this record at the target across a provider call.
+        if let Some(until) = row.try_get::<Option<DateTime<Utc>>, _>(17)? {
+            tx.rollback().await?;
+            return Err(StoreError::Busy { until });
         }
         if let Some(run) = env.sync_run_id {
             let run_status: Option<String> =
@@ -712,7 +798,9 @@ impl Store {
         // The id is derived from the idempotency key, so the row's id is the envelope's.
         let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
-            tx,
+            tx: Some(tx),
+            pool: self.pool().clone(),
+            locks: vec![lock],
             job_id,
             attempts,
             started,

@@ -61,6 +61,11 @@ pub enum StoreError {
     /// The caller's input cannot be used (e.g. a cursor that is not ours).
     #[error("{0}")]
     BadInput(String),
+    /// Another job holds the record across a provider call, until `until` at the latest.
+    #[error("another job is writing this record (lease until {until})")]
+    Busy {
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl StoreError {

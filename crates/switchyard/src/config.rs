@@ -53,19 +53,35 @@ pub struct Config {
     pub egress: EgressSettings,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressSettings {
     /// Non-public addresses providers may still be called at: CIDRs or addresses,
     /// comma-separated (`10.20.0.0/16,192.168.1.5` for an on-premise ERP). Public addresses
     /// are always allowed; loopback, private, link-local and the like only when listed here.
     pub allow: String,
+    /// The longest a provider call may take, in milliseconds, whatever an integration's
+    /// `timeout_ms` says (one tenant's hanging provider holds workers only so long).
+    pub max_timeout_ms: u64,
+}
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        EgressSettings {
+            allow: String::new(),
+            max_timeout_ms: 60_000,
+        }
+    }
 }
 
 impl EgressSettings {
     pub fn policy(&self) -> Result<switchyard_providers::egress::Egress, String> {
+        if !(100..=300_000).contains(&self.max_timeout_ms) {
+            return Err("max_timeout_ms: must be between 100 and 300000".into());
+        }
         let parts: Vec<&str> = self.allow.split(',').collect();
-        switchyard_providers::egress::Egress::new(&parts)
+        Ok(switchyard_providers::egress::Egress::new(&parts)?
+            .with_max_timeout(Duration::from_millis(self.max_timeout_ms)))
     }
 }
 
@@ -89,6 +105,8 @@ pub struct WorkerSettings {
     pub providers: Vec<String>,
     pub prefetch: u16,
     pub concurrency: usize,
+    /// Calls at once to any one integration from one worker (`0`: half of `concurrency`).
+    pub max_per_integration: usize,
     pub shutdown_grace_secs: u64,
     /// The most pages a sync run reads from one feed before it fails.
     pub sync_max_pages: u64,
@@ -170,6 +188,7 @@ impl Default for WorkerSettings {
             providers: switchyard_providers::target_providers(),
             prefetch: 64,
             concurrency: 32,
+            max_per_integration: 0,
             shutdown_grace_secs: 30,
             sync_max_pages: 10_000,
         }
@@ -261,7 +280,10 @@ impl Config {
             fail("worker.providers", "names no provider")?;
         }
         if let Err(e) = self.egress.policy() {
-            fail("egress.allow", &e)?;
+            match e.strip_prefix("max_timeout_ms: ") {
+                Some(why) => fail("egress.max_timeout_ms", why)?,
+                None => fail("egress.allow", &e)?,
+            }
         }
         if let Some(t) = &self.admin_token
             && t.expose_secret().trim().len() < 16
@@ -419,6 +441,10 @@ impl Config {
             providers: self.worker.providers.clone(),
             prefetch: self.worker.prefetch,
             concurrency: self.worker.concurrency,
+            max_per_integration: self.worker.max_per_integration,
+            // A job's calls (look-up, steps, write, token refresh) each end within the
+            // fleet's call timeout; a lease longer than ten of them outlives only a crash.
+            lease: Duration::from_millis(self.egress.max_timeout_ms) * 10 + Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
             sync_max_pages: self.worker.sync_max_pages.max(1),
             default_retry: self.retry.clone(),

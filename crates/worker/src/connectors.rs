@@ -20,8 +20,9 @@ pub(crate) struct Target {
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: BreakerPolicy,
     pub(crate) limits: Vec<RateLimit>,
-    /// `settings.concurrency`: calls at once to this account from this process.
-    pub(crate) permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Calls at once to this account from this process: `settings.concurrency`, at most
+    /// the worker's per-integration share.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct Cache {
@@ -30,6 +31,7 @@ pub(crate) struct Cache {
     ttl: Duration,
     default_retry: RetryPolicy,
     default_breaker: BreakerPolicy,
+    per_integration: usize,
     http: HttpClient,
     entries: Mutex<HashMap<Uuid, (Instant, Arc<Target>)>>,
     /// Kept across rebuilds of a target, so a refreshed entry does not open a second set
@@ -44,6 +46,7 @@ impl Cache {
         ttl: Duration,
         default_retry: RetryPolicy,
         default_breaker: BreakerPolicy,
+        per_integration: usize,
     ) -> Cache {
         Cache {
             store,
@@ -51,6 +54,7 @@ impl Cache {
             ttl,
             default_retry,
             default_breaker,
+            per_integration,
             http: switchyard_providers::http_client(),
             entries: Mutex::new(HashMap::new()),
             permits: std::sync::Mutex::new(HashMap::new()),
@@ -106,20 +110,21 @@ impl Cache {
             )
             .map_err(|e| e.to_string())
         });
-        let permits = switchyard_providers::concurrency(&integration.settings)
+        let n = switchyard_providers::concurrency(&integration.settings)
             .ok()
             .flatten()
-            .map(|n| {
-                let mut map = self.permits.lock().unwrap_or_else(|e| e.into_inner());
-                match map.get(&integration.id) {
-                    Some((m, s)) if *m == n => s.clone(),
-                    _ => {
-                        let s = Arc::new(tokio::sync::Semaphore::new(n));
-                        map.insert(integration.id, (n, s.clone()));
-                        s
-                    }
+            .map_or(self.per_integration, |n| n.min(self.per_integration));
+        let permits = {
+            let mut map = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&integration.id) {
+                Some((m, s)) if *m == n => s.clone(),
+                _ => {
+                    let s = Arc::new(tokio::sync::Semaphore::new(n));
+                    map.insert(integration.id, (n, s.clone()));
+                    s
                 }
-            });
+            }
+        };
         Target {
             permits,
             retry: retry.unwrap_or_else(|_| self.default_retry.clone()),

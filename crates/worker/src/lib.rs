@@ -36,6 +36,14 @@ pub struct WorkerConfig {
     pub prefetch: u16,
     /// Jobs processed at once, across queues.
     pub concurrency: usize,
+    /// Calls at once to any one integration from this process (its own `concurrency`
+    /// setting may ask for fewer). Further jobs for it are put back for a moment instead of
+    /// waiting in a slot every tenant shares: a tenant whose provider hangs holds at most
+    /// this many. `0`: half of `concurrency`.
+    pub max_per_integration: usize,
+    /// How long a job may hold its record's lock across its provider calls before another
+    /// job may take it (only a crashed worker's job holds one that long).
+    pub lease: Duration,
     /// How long shutdown waits for in-flight jobs.
     pub shutdown_grace: Duration,
     /// The retry schedule an integration gets when its settings name none.
@@ -60,6 +68,8 @@ impl Default for WorkerConfig {
             providers: switchyard_providers::target_providers(),
             prefetch: 64,
             concurrency: 32,
+            max_per_integration: 0,
+            lease: Duration::from_secs(630),
             shutdown_grace: Duration::from_secs(30),
             default_retry: RetryPolicy::default(),
             default_breaker: BreakerPolicy::default(),
@@ -125,6 +135,10 @@ impl Worker {
             }
         }
         let ttl = cfg.integration_cache_ttl;
+        let per_integration = match cfg.max_per_integration {
+            0 => (cfg.concurrency / 2).max(1),
+            n => n.min(cfg.concurrency),
+        };
         Ok(Worker(Arc::new(Shared {
             connectors: connectors::Cache::new(
                 store.clone(),
@@ -132,6 +146,7 @@ impl Worker {
                 ttl,
                 cfg.default_retry.clone(),
                 cfg.default_breaker.clone(),
+                per_integration,
             ),
             relaxed: store.relaxed(4),
             cfg,

@@ -40,6 +40,13 @@ enum Settle {
         class: ErrorClass,
         message: String,
     },
+    /// Put it back, unchanged, to come again after `delay`: it did not get its turn (its
+    /// integration's calls are all taken, or another job is writing its record). Nothing
+    /// is recorded and no attempt is spent.
+    Later {
+        delay: Duration,
+        why: &'static str,
+    },
     /// Leave it unsettled (simulated crash).
     Hold,
 }
@@ -157,11 +164,13 @@ async fn process(
             message,
         });
     };
-    // The account's cap on calls at once: wait for a turn before taking a database
-    // connection for the claim.
-    let _turn = match &target.permits {
-        Some(p) => p.clone().acquire_owned().await.ok(),
-        None => None,
+    // The account's share of this worker: a job past it is put back for a moment rather
+    // than wait in a slot other tenants' jobs need.
+    let Ok(_turn) = target.permits.clone().try_acquire_owned() else {
+        return Ok(Settle::Later {
+            delay: jittered(Duration::from_millis(500)),
+            why: "every call this worker makes to the integration at once is taken",
+        });
     };
     let mut tx = match shared.store.claim(env).await? {
         Claim::Duplicate { status } => {
@@ -413,6 +422,8 @@ async fn process(
             message: why,
         });
     }
+    // No database connection waits on the provider: the record's lock becomes a lease.
+    tx.park(shared.cfg.lease).await?;
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -439,6 +450,7 @@ async fn process(
         shared.crashed.cancel();
         return Ok(Settle::Hold);
     }
+    tx.resume().await?;
     match result {
         Ok(out) => {
             let updated = out.updated;
@@ -736,6 +748,15 @@ async fn dead(
 /// until it is back (or we are stopping); the delivery should be requeued.
 async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option<Settle> {
     match e {
+        StoreError::Busy { until } => {
+            // Usually released within a call's time; a crashed worker's lease lapses.
+            let left = (until - Utc::now()).to_std().unwrap_or_default();
+            Some(Settle::Later {
+                delay: jittered(Duration::from_millis(250))
+                    .min(left.max(Duration::from_millis(50))),
+                why: "another job is writing this record",
+            })
+        }
         StoreError::MappingConflict(message) => {
             let _ = shared
                 .store
@@ -792,6 +813,10 @@ async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option
 async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
     match s {
         Settle::Hold => {}
+        Settle::Later { delay, why } => {
+            info!(retry_in_ms = delay.as_millis() as u64, "put back: {why}");
+            redelay(shared, env, d, d.headers.clone(), delay).await;
+        }
         Settle::Ack => {
             if let Err(e) = d.ack().await {
                 warn!(error = %e, "could not acknowledge; the broker will redeliver and the job will be recognised as a duplicate");
@@ -897,6 +922,11 @@ fn due_at(h: &Headers) -> Option<DateTime<Utc>> {
     h.get(header::DUE_AT)
         .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// `base` to twice `base`, so that jobs put back together do not return together.
+fn jittered(base: Duration) -> Duration {
+    base + Duration::from_millis(rand::random_range(0..=base.as_millis() as u64))
 }
 
 /// Header values stay small.
