@@ -357,7 +357,8 @@ fn any_secret(secrets: &[Vec<u8>], check: impl Fn(&[u8]) -> bool) -> Result<(), 
 }
 
 fn fresh(ts: i64, now: i64, tolerance: i64) -> Result<(), AuthFailure> {
-    let skew = (now - ts).abs();
+    // Any two i64 differ by at most u64::MAX: no overflow, whatever a sender writes.
+    let skew = i64::try_from(now.abs_diff(ts)).unwrap_or(i64::MAX);
     if skew > tolerance {
         Err(AuthFailure::Stale(skew, tolerance))
     } else {
@@ -614,6 +615,32 @@ mod tests {
             e(auth.verify(&headers(&[]), SW_BODY, &secrets, 0)),
             "missing_signature"
         );
+    }
+
+    #[test]
+    fn absurd_timestamps_are_stale_not_an_overflow() {
+        let auth = WebhookAuth::StandardWebhooks {
+            tolerance_secs: 300,
+        };
+        let secrets = vec![SW_SECRET.as_bytes().to_vec()];
+        for (ts, nows) in [
+            (i64::MIN, [i64::MAX, 1_614_265_330]),
+            (i64::MAX, [i64::MIN, 1_614_265_330]),
+        ] {
+            let ts = ts.to_string();
+            let h = headers(&[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", ts.as_str()),
+                ("webhook-signature", SW_SIG),
+            ]);
+            for now in nows {
+                assert_eq!(
+                    auth.verify(&h, SW_BODY, &secrets, now).unwrap_err().code(),
+                    "stale_timestamp",
+                    "{ts} at {now}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -58,8 +58,8 @@ impl BreakerPolicy {
         if self.slow_call_rate_pct == 0 || self.slow_call_rate_pct > 100 {
             return Err("breaker.slow_call_rate_pct must be between 1 and 100".into());
         }
-        if self.half_open_probes == 0 {
-            return Err("breaker.half_open_probes must be at least 1".into());
+        if self.half_open_probes == 0 || self.half_open_probes > 1000 {
+            return Err("breaker.half_open_probes must be between 1 and 1000".into());
         }
         if self.open_wait_ms == 0 || self.open_wait_ms > 86_400_000 {
             return Err("breaker.open_wait_ms must be between 1 and 86400000 (a day)".into());
@@ -331,5 +331,11 @@ pub(crate) mod scenario {
             ..BreakerPolicy::default()
         };
         assert!(p.validate().unwrap_err().contains("slow_call_ms"));
+        // Probes are counted against the failure rate in u32: bounded, so never overflow.
+        let p = BreakerPolicy {
+            half_open_probes: u32::MAX,
+            ..BreakerPolicy::default()
+        };
+        assert!(p.validate().unwrap_err().contains("half_open_probes"));
     }
 }

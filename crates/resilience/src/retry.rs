@@ -112,7 +112,7 @@ impl RetryPolicy {
                 }
             }
         };
-        if age + delay > Duration::from_secs(self.max_age_secs) {
+        if age.saturating_add(delay) > Duration::from_secs(self.max_age_secs) {
             return RetryDecision::GiveUp;
         }
         RetryDecision::RetryAfter(delay)

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod connectors;
+mod decide;
 mod identity;
 mod process;
 mod sync;

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
 use switchyard_core::{Action, DeadReason, Envelope, ErrorClass, IntegrationStatus, WhenInactive};
 use switchyard_providers::Operation;
-use switchyard_resilience::{Admission, RetryDecision};
+use switchyard_resilience::Admission;
 use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::{Shared, identity};
+use crate::{Shared, decide, identity};
 
 /// Test hooks: where a simulated crash stops the worker. The delivery is left unsettled
 /// and the worker returns [`crate::WorkerError::Crashed`]; closing the broker connection
@@ -128,7 +128,17 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
                 }
             }
         };
-        settle(shared, &env, &d, decision).await;
+        // Settling runs under the guard too: a panic there returns the delivery to its
+        // queue (whose delivery limit ends a message that always panics) instead of leaving
+        // it unacknowledged until the broker's consumer timeout.
+        if AssertUnwindSafe(settle(shared, &env, &d, decision))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            error!("settling the job panicked; returning the delivery to its queue");
+            let _ = d.requeue().await;
+        }
     }
     .instrument(span)
     .await;
@@ -493,13 +503,6 @@ async fn process(
             }
             Ok(Settle::Ack)
         }
-        Err(e) if e.reauthorize => {
-            // The integration must be connected again (it is now `error`): the job waits,
-            // held, and is released when it is.
-            tx.finish(env, Finish::Held).await?;
-            warn!(error = %e.message, "held: the integration needs connecting again");
-            Ok(Settle::Ack)
-        }
         Err(e) => {
             let attempt = AttemptRecord {
                 started_at,
@@ -510,77 +513,75 @@ async fn process(
                 request: e.request.clone(),
                 response: e.response.clone(),
             };
-            // A replayed job's age counts from its replay.
-            let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
-            let age = (Utc::now() - since).to_std().unwrap_or_default();
-            // A provider that says when to come back is deferred, not failed.
-            let deferred = e.class == ErrorClass::Throttled && e.retry_after.is_some();
-            if deferred {
-                let delay = e.retry_after.unwrap_or_default();
-                let attempts = tx.attempts_so_far();
-                tx.finish(
-                    env,
-                    Finish::Retrying {
-                        attempt: Some(attempt),
-                        spend_attempt: false,
-                        class: e.class,
-                        message: e.message.clone(),
-                    },
-                )
-                .await?;
-                info!(retry_in_ms = delay.as_millis() as u64, error = %e.message,
-                    "provider throttled the call; deferring without spending an attempt");
-                return Ok(Settle::Retry {
-                    delay,
-                    attempts,
-                    class: e.class,
-                    message: e.message,
-                });
-            }
-            if e.class.is_retryable() {
-                match target.retry.decide(attempt_no as u32, age, e.retry_after) {
-                    RetryDecision::RetryAfter(delay) => {
-                        tx.finish(
-                            env,
-                            Finish::Retrying {
-                                attempt: Some(attempt),
-                                spend_attempt: true,
-                                class: e.class,
-                                message: e.message.clone(),
-                            },
-                        )
-                        .await?;
-                        warn!(attempt = attempt_no, retry_in_ms = delay.as_millis() as u64,
-                            class = %e.class, error = %e.message, "provider call failed; will retry");
-                        return Ok(Settle::Retry {
-                            delay,
-                            attempts: attempt_no,
+            let failure = decide::Failure {
+                class: e.class,
+                message: &e.message,
+                retry_after: e.retry_after,
+                reauthorize: e.reauthorize,
+            };
+            let age = job_age(env, replayed_at);
+            match decide::after_failure(&failure, &target.retry, attempt_no as u32, age) {
+                decide::Verdict::Hold => {
+                    // The integration must be connected again (it is now `error`): the job
+                    // waits, held, and is released when it is.
+                    tx.finish(env, Finish::Held).await?;
+                    warn!(error = %e.message, "held: the integration needs connecting again");
+                    Ok(Settle::Ack)
+                }
+                decide::Verdict::Defer { delay } => {
+                    let attempts = tx.attempts_so_far();
+                    tx.finish(
+                        env,
+                        Finish::Retrying {
+                            attempt: Some(attempt),
+                            spend_attempt: false,
                             class: e.class,
-                            message: e.message,
-                        });
-                    }
-                    RetryDecision::GiveUp => {
-                        let message = format!(
-                            "gave up after {attempt_no} attempt(s) over {}s: {}",
-                            age.as_secs(),
-                            e.message
-                        );
-                        return dead(
-                            tx,
-                            env,
-                            Some(attempt),
-                            e.class,
-                            DeadReason::Exhausted,
-                            message,
-                        )
-                        .await;
-                    }
+                            message: e.message.clone(),
+                        },
+                    )
+                    .await?;
+                    info!(retry_in_ms = delay.as_millis() as u64, error = %e.message,
+                        "provider throttled the call; deferring without spending an attempt");
+                    Ok(Settle::Retry {
+                        delay,
+                        attempts,
+                        class: e.class,
+                        message: e.message,
+                    })
+                }
+                decide::Verdict::Retry { delay } => {
+                    tx.finish(
+                        env,
+                        Finish::Retrying {
+                            attempt: Some(attempt),
+                            spend_attempt: true,
+                            class: e.class,
+                            message: e.message.clone(),
+                        },
+                    )
+                    .await?;
+                    warn!(attempt = attempt_no, retry_in_ms = delay.as_millis() as u64,
+                        class = %e.class, error = %e.message, "provider call failed; will retry");
+                    Ok(Settle::Retry {
+                        delay,
+                        attempts: attempt_no,
+                        class: e.class,
+                        message: e.message,
+                    })
+                }
+                decide::Verdict::Dead { reason, message } => {
+                    dead(tx, env, Some(attempt), e.class, reason, message).await
                 }
             }
-            let reason = DeadReason::for_class(e.class);
-            dead(tx, env, Some(attempt), e.class, reason, e.message).await
         }
     }
+}
+
+/// How old the job is, for its retry policy's age limit: a replayed job's age counts from
+/// its replay.
+fn job_age(env: &Envelope, replayed_at: Option<DateTime<Utc>>) -> Duration {
+    let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
+    (Utc::now() - since).to_std().unwrap_or_default()
 }
 
 /// Nothing to do for this job (the reason says why): recorded `ignored`, acknowledged.
@@ -681,11 +682,10 @@ async fn defer(
     replayed_at: Option<DateTime<Utc>>,
     why: String,
 ) -> Result<Settle, StoreError> {
-    let since = replayed_at.map_or(env.received_at, |r| r.max(env.received_at));
-    let age = (Utc::now() - since).to_std().unwrap_or_default();
     let attempts = tx.attempts_so_far();
-    match target.retry.decide(attempts as u32 + 1, age, None) {
-        RetryDecision::RetryAfter(delay) => {
+    let age = job_age(env, replayed_at);
+    match decide::wait(&target.retry, attempts.max(0) as u32, age) {
+        Some(delay) => {
             tx.finish(
                 env,
                 Finish::Retrying {
@@ -704,14 +704,15 @@ async fn defer(
                 message: why,
             })
         }
-        RetryDecision::GiveUp => {
+        None => {
+            let message = format!("gave up {why}");
             dead(
                 tx,
                 env,
                 None,
                 ErrorClass::Permanent,
                 DeadReason::Exhausted,
-                format!("gave up {why}"),
+                message,
             )
             .await
         }
@@ -867,8 +868,12 @@ async fn redelay(
     delay: Duration,
 ) {
     let topology = shared.broker.topology();
+    let delay = delay.min(decide::MAX_DELAY);
     if delay > topology.max_delay() {
-        let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let due = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or_else(Utc::now);
         headers.set(
             header::DUE_AT,
             due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
