@@ -796,3 +796,143 @@ async fn a_signed_body_replayed_under_a_new_delivery_id_is_a_duplicate() {
     }
     h.shutdown().await;
 }
+
+/// What a tenant may ask for is bounded: no empty secrets or keys, no unbounded clock skew,
+/// no unauthenticated webhooks open to the world, no sync every second, and a target is
+/// active only after its connection test passed.
+#[tokio::test]
+async fn a_tenants_policy_is_validated_and_bounded() {
+    let h = Harness::start().await;
+    let tenant_key = "sy_acme_policy_key_0123456789";
+    h.store
+        .create_api_key(
+            "acme",
+            "policy",
+            &switchyard_core::ids::secret_digest(tenant_key),
+        )
+        .await
+        .unwrap();
+    let create = |body: Value| {
+        let h = &h;
+        async move {
+            crate::support::call(
+                h,
+                reqwest::Method::POST,
+                "/v1/integrations",
+                tenant_key,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let refused = |(st, r): (u16, Value), field: &str| {
+        assert_eq!(st, 422, "{r}");
+        let message = r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.starts_with(&format!("{field}:")), "{field}: {r}");
+    };
+    let sender = |auth: Value, secrets: Value| {
+        json!({"name": format!("s-{}", Uuid::new_v4().simple()), "provider": "webhook",
+               "webhook_auth": auth, "webhook_secrets": secrets})
+    };
+    refused(
+        create(sender(json!({"scheme": "github"}), json!(["  "]))).await,
+        "webhook_secrets",
+    );
+    refused(
+        create(sender(
+            json!({"scheme": "stripe", "tolerance_secs": 9_000_000_000i64}),
+            json!(["whsec_x"]),
+        ))
+        .await,
+        "webhook_auth.tolerance_secs",
+    );
+    refused(
+        create(sender(json!({"scheme": "none"}), json!([]))).await,
+        "webhook_auth",
+    );
+    // The SHA-256 of the empty key would let a request with an empty X-API-Key in.
+    let empty = switchyard_core::ids::secret_digest("");
+    refused(
+        create(sender(
+            json!({"scheme": "api_key", "key_sha256": [empty]}),
+            json!([]),
+        ))
+        .await,
+        "webhook_auth.key_sha256",
+    );
+    // `none` limited to the senders' own network is fine.
+    let (st, r) = create(sender(
+        json!({"scheme": "none", "allowed_cidrs": ["203.0.113.0/24"]}),
+        json!([]),
+    ))
+    .await;
+    assert_eq!(st, 201, "{r}");
+    refused(
+        create(json!({"name": "every-second", "provider": "webhook",
+                      "schedule": {"every": "cron", "cron": "* * * * * *"}}))
+        .await,
+        "schedule.cron",
+    );
+    let target = json!({"name": "erp", "provider": "rest", "status": "active",
+        "settings": {"base_url": "https://erp.example.com", "auth": {"type": "bearer"},
+                     "entities": {"order": {"create": {"method": "POST", "path": "/orders"}}}},
+        "credentials": {"token": "t"}});
+    refused(create(target.clone()).await, "status");
+    let mut inactive = target;
+    inactive["status"] = json!("inactive");
+    let (st, r) = create(inactive).await;
+    assert_eq!(st, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (st, r) = crate::support::call(
+        &h,
+        reqwest::Method::POST,
+        &format!("/v1/integrations/{id}/activate"),
+        tenant_key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "{r}");
+    assert_eq!(r["error"]["code"], "test_first", "{r}");
+}
+
+/// Rotation re-seals a value only if it is still the value it read: a secret changed
+/// meanwhile (sealed under the same old key, by a process that has not got the new key yet)
+/// is not overwritten with the old one.
+#[tokio::test]
+async fn key_rotation_does_not_overwrite_a_secret_changed_meanwhile() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let source = h.source("shop").await;
+    let kind = switchyard_store::SecretKind::WebhookSecrets;
+    let read = h.seal_secrets(source, &["whsec_b2xkLXNlY3JldA=="]);
+    h.store
+        .set_sealed(source, kind, Some(&read), None)
+        .await
+        .unwrap();
+    // Meanwhile another process replaces it, under the same key.
+    let newer = h.seal_secrets(source, &["whsec_bmV3ZXItc2VjcmV0"]);
+    assert_eq!(newer.key_id, read.key_id);
+    h.store
+        .set_sealed(source, kind, Some(&newer), None)
+        .await
+        .unwrap();
+    // Rotation writes what it re-sealed from its read only if that read is still current.
+    let resealed = h.seal_secrets(source, &["whsec_b2xkLXNlY3JldA=="]);
+    let replaced = h
+        .store
+        .set_sealed(source, kind, Some(&resealed), Some(&read))
+        .await
+        .unwrap();
+    assert!(
+        !replaced,
+        "the newer secret was overwritten by the rotation"
+    );
+    let stored = h.store.integration(source).await.unwrap();
+    assert_eq!(stored.webhook_secrets.unwrap().bytes, newer.bytes);
+}

@@ -205,6 +205,23 @@ impl Schedule {
                 )
             })?),
         };
+        // A sync reads whole feeds: more than once a minute is a mistake (or a load test on
+        // someone else's API). Checked over the next slots from a fixed day.
+        if let Some(c) = &cron {
+            let from = DateTime::<Utc>::from_timestamp(1_767_225_600, 0)
+                .unwrap_or_default()
+                .with_timezone(&tz);
+            let slots: Vec<_> = c.after(&from).take(64).collect();
+            if slots
+                .windows(2)
+                .any(|w| (w[1] - w[0]).num_seconds() < 60)
+            {
+                return Err(err(
+                    "cron",
+                    "runs more than once a minute; a schedule may run at most once a minute",
+                ));
+            }
+        }
         Ok(Compiled { cron, tz })
     }
 }
@@ -342,5 +359,23 @@ mod tests {
             {"every": "hourly", "disable_after_failures": 1000}))
             .is_ok()
         );
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_schedule_runs_at_most_once_a_minute() {
+        for c in ["* * * * * *", "*/10 * * * * *", "0,30 * * * * *"] {
+            let e = Schedule::from_json(&json!({"every": "cron", "cron": c})).unwrap_err();
+            assert_eq!(e.field, "schedule.cron", "{c}");
+            assert!(e.reason.contains("once a minute"), "{c}: {}", e.reason);
+        }
+        for c in ["* * * * *", "0 * * * * *", "*/15 8-18 * * mon-fri"] {
+            Schedule::from_json(&json!({"every": "cron", "cron": c})).unwrap();
+        }
     }
 }

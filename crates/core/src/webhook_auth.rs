@@ -42,6 +42,92 @@ impl WebhookPolicy {
         }
     }
 
+    /// Check a policy and its signing secrets before they are stored: `(field, reason)`.
+    /// Bounds what any tenant may ask for: no empty secret or key, a clock tolerance of at
+    /// most an hour, and no unauthenticated webhooks open to every address.
+    pub fn validate(&self, secrets: &[String]) -> Result<(), (String, String)> {
+        let bad = |f: &str, why: &str| Err((f.to_owned(), why.to_owned()));
+        let empty = crate::ids::secret_digest("");
+        let digests = |f: &str, list: &[String]| {
+            if list.is_empty() {
+                return bad(f, "names no key; at least one is needed");
+            }
+            for d in list {
+                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return bad(f, "each must be the hex SHA-256 of a key (64 characters)");
+                }
+                if d.eq_ignore_ascii_case(&empty) {
+                    return bad(
+                        f,
+                        "holds the SHA-256 of an empty key, which any request would match",
+                    );
+                }
+            }
+            Ok(())
+        };
+        match &self.auth {
+            WebhookAuth::None if self.allowed_cidrs.is_empty() => {
+                return bad(
+                    "webhook_auth",
+                    "`none` lets anyone who knows the URL send: name the senders' networks in allowed_cidrs (--allow-ip), or use a signing scheme",
+                );
+            }
+            WebhookAuth::ApiKey { key_sha256 } => digests("webhook_auth.key_sha256", key_sha256)?,
+            WebhookAuth::Basic {
+                username,
+                password_sha256,
+            } => {
+                if username.trim().is_empty() {
+                    return bad("webhook_auth.username", "is empty");
+                }
+                digests("webhook_auth.password_sha256", password_sha256)?;
+            }
+            WebhookAuth::StandardWebhooks { tolerance_secs }
+            | WebhookAuth::Stripe { tolerance_secs }
+            | WebhookAuth::Hmac(GenericHmac { tolerance_secs, .. })
+                if !(1..=MAX_TOLERANCE_SECS).contains(tolerance_secs) =>
+            {
+                return bad(
+                    "webhook_auth.tolerance_secs",
+                    "must be between 1 and 3600 (an hour): a longer window lets an old delivery be replayed",
+                );
+            }
+            WebhookAuth::Hmac(h) if h.header.trim().is_empty() => {
+                return bad("webhook_auth.header", "is empty");
+            }
+            _ => {}
+        }
+        if self.max_body_bytes == Some(0) {
+            return bad("webhook_auth.max_body_bytes", "must be at least 1");
+        }
+        if !self.auth.needs_secrets() {
+            return Ok(());
+        }
+        if secrets.is_empty() {
+            return bad(
+                "webhook_secrets",
+                "this scheme signs with secrets: give the sender's",
+            );
+        }
+        for secret in secrets {
+            if secret.trim().is_empty() {
+                return bad("webhook_secrets", "holds an empty secret");
+            }
+            if secret.len() > 4096 {
+                return bad("webhook_secrets", "holds a secret longer than 4096 bytes");
+            }
+            if matches!(self.auth, WebhookAuth::StandardWebhooks { .. })
+                && standard_webhooks_key(secret.as_bytes()).is_none_or(|k| k.is_empty())
+            {
+                return bad(
+                    "webhook_secrets",
+                    "a Standard Webhooks secret is `whsec_` and the key in base64",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a sender at `ip` may send.
     pub fn allows(&self, ip: std::net::IpAddr) -> bool {
         // An IPv4 sender may arrive as an IPv4-mapped IPv6 address.
@@ -92,6 +178,9 @@ pub enum WebhookAuth {
 fn default_tolerance() -> i64 {
     300
 }
+
+/// The longest clock skew (and so replay window) a signed scheme may be given.
+pub const MAX_TOLERANCE_SECS: i64 = 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -182,10 +182,17 @@ pub(crate) async fn create(
             .map_err(|e| bad("webhook_auth", e.to_string()))?
     };
     let secrets = b.webhook_secrets.unwrap_or_default();
-    if policy.auth.needs_secrets() && secrets.is_empty() {
+    policy.validate(&secrets).map_err(|(f, why)| bad(&f, why))?;
+    // A tenant's target becomes active once its connection test passed (`…/test`, then
+    // `…/activate`); an operator may skip that.
+    let is_target = switchyard_providers::info(&b.provider).is_some_and(|p| p.is_target);
+    if matches!(who, Principal::Tenant(_))
+        && is_target
+        && b.status == Some(IntegrationStatus::Active)
+    {
         return Err(bad(
-            "webhook_secrets",
-            "this scheme signs with secrets: give the sender's",
+            "status",
+            "a target becomes active after its connection test passes: create it, then POST /v1/integrations/{id}/test and /activate",
         ));
     }
     let seal = |e: switchyard_vault::VaultError| {
@@ -402,6 +409,27 @@ pub(crate) async fn activate(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    // A tenant's target goes live once its connection test passed (`testing`); `inactive`
+    // and `error` ones are tested first.
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let is_target = switchyard_providers::info(&i.provider).is_some_and(|p| p.is_target);
+    if matches!(who, Principal::Tenant(_))
+        && is_target
+        && matches!(
+            i.status,
+            IntegrationStatus::Inactive | IntegrationStatus::Error
+        )
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "test_first",
+            format!(
+                "integration `{}` is {}: run its connection test first (POST /v1/integrations/{}/test); it can be activated once the test passes",
+                i.name, i.status, i.id
+            ),
+        ));
+    }
     let mut v = set_status(state.clone(), headers, raw, IntegrationStatus::Active).await?;
     let id: Uuid = v["id"]
         .as_str()

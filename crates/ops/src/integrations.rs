@@ -244,7 +244,11 @@ pub async fn test_connection(
     };
     let (ok, message, status) = match result {
         Ok(()) => {
-            let next = if i.status == IntegrationStatus::Inactive {
+            // Passing the test readies it to be activated (an `error` one too, once fixed).
+            let next = if matches!(
+                i.status,
+                IntegrationStatus::Inactive | IntegrationStatus::Error
+            ) {
                 IntegrationStatus::Testing
             } else {
                 i.status

@@ -29,7 +29,8 @@ pub struct Rotated {
 
 /// Re-seal under the keyring's active key every value sealed under another. Services keep
 /// working meanwhile as long as their keyring holds both keys; each value is replaced only
-/// if it is still sealed under the key it was read with.
+/// if it is still exactly what was read (its bytes, not only its key: a value changed
+/// meanwhile under the old key is left for the next rotation).
 pub async fn rotate(store: &Store, keyring: &Keyring) -> Result<Rotated, RotateError> {
     let active = keyring
         .active_key_id()
@@ -54,7 +55,7 @@ pub async fn rotate(store: &Store, keyring: &Keyring) -> Result<Rotated, RotateE
             bytes: new.bytes,
         };
         if store
-            .set_sealed(*id, *kind, Some(&new), Some(&sealed.key_id))
+            .set_sealed(*id, *kind, Some(&new), Some(sealed))
             .await?
         {
             resealed += 1;

@@ -258,25 +258,28 @@ impl Store {
     }
 
     /// Replace a sealed column (new secrets, or the same ones re-sealed under another key).
-    /// With `expect_key_id`, only if the column is still sealed under that key (so a
-    /// concurrent change is not overwritten).
+    /// With `expect`, only if the column still holds exactly that sealed value (so a
+    /// concurrent change is not overwritten). Returns whether it was replaced.
     pub async fn set_sealed(
         &self,
         id: Uuid,
         kind: SecretKind,
         sealed: Option<&SealedCredentials>,
-        expect_key_id: Option<&str>,
+        expect: Option<&SealedCredentials>,
     ) -> Result<bool> {
         let (col, key_col) = kind.columns();
+        // With `expect`, a compare-and-set on the stored bytes themselves: a value changed
+        // since it was read (even under the same key) is left alone.
         let sql = format!(
             "UPDATE integrations SET {col} = $2, {key_col} = $3, updated_at = now() \
-             WHERE id = $1 AND ($4::text IS NULL OR {key_col} = $4)"
+             WHERE id = $1 AND ($4::bytea IS NULL OR ({col} = $4 AND {key_col} = $5))"
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(sealed.map(|s| s.bytes.clone()))
             .bind(sealed.map(|s| s.key_id.clone()))
-            .bind(expect_key_id)
+            .bind(expect.map(|s| s.bytes.clone()))
+            .bind(expect.map(|s| s.key_id.clone()))
             .execute(self.pool())
             .await?;
         Ok(r.rows_affected() == 1)

@@ -828,6 +828,14 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                 })?);
             }
             policy.max_body_bytes = a.max_body_bytes;
+            if let Err((field, why)) = policy.validate(&secrets) {
+                let flag = match field.as_str() {
+                    "webhook_secrets" => "--webhook-secret-file",
+                    "webhook_auth.max_body_bytes" => "--max-body-bytes",
+                    _ => "--webhook-auth",
+                };
+                bail!("{flag}: {why}");
+            }
             let id = Uuid::now_v7();
             let webhook_secrets = if secrets.is_empty() {
                 None
