@@ -365,7 +365,7 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
 
     // A dead letter whose job has since succeeded is acknowledged as a duplicate on replay.
     let env = {
-        let letters = h.broker.drain(&dlq_name, 10).await.unwrap();
+        let letters = h.broker.drain(&dlq_name, 10, 1 << 20).await.unwrap();
         let body = letters.deliveries[0].body.clone();
         letters.release().await;
         let mut env = switchyard_core::Envelope::from_slice(&body).unwrap();
@@ -611,4 +611,116 @@ async fn a_tenant_whose_provider_hangs_does_not_stall_the_others() {
         0,
         "a database connection was held open across a provider call"
     );
+}
+
+/// A dead letter for `integration` of `tenant`, put straight into the dead-letter queue.
+async fn dead_letter(h: &Harness, tenant: &str, integration: uuid::Uuid, n: u32) {
+    let event = format!("dl-{n}");
+    let key = switchyard_core::ids::idempotency_key(
+        None,
+        &event,
+        integration,
+        switchyard_core::Action::Upsert,
+    );
+    let env = switchyard_core::Envelope {
+        v: switchyard_core::ENVELOPE_VERSION,
+        id: switchyard_core::ids::job_id(&key),
+        idempotency_key: key,
+        tenant: tenant.into(),
+        integration_id: integration,
+        provider: "rest".into(),
+        source_integration_id: None,
+        event_id: event,
+        event: "received".into(),
+        entity: "order".into(),
+        action: switchyard_core::Action::Upsert,
+        direction: switchyard_core::Direction::Export,
+        internal_id: format!("o-{n}"),
+        source_version: None,
+        occurred_at: None,
+        received_at: chrono::Utc::now(),
+        payload: order(&format!("o-{n}"), 1, "1.00"),
+        sync_run_id: None,
+        route: Default::default(),
+        trace: None,
+    };
+    let mut headers = Headers::default();
+    headers.set(switchyard_broker::header::DEAD_REASON, "exhausted");
+    h.broker
+        .publish(&[OutgoingMessage {
+            exchange: Exchange::DeadLetters,
+            routing_key: env.routing_key(),
+            message_id: env.id.to_string(),
+            body: env.to_vec(),
+            headers,
+        }])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dead_letter_operations_are_bounded_and_check_their_acks() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let (mine, theirs) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for n in 0..3 {
+        dead_letter(&h, "acme", mine, n).await;
+    }
+    for n in 3..6 {
+        dead_letter(&h, "beta", theirs, n).await;
+    }
+    let dlq_name = h.topology.dead_letter_queue("rest");
+    eventually("six dead letters", WAIT, || async {
+        h.queue_depth(&dlq_name).await == 6
+    })
+    .await;
+    let acme = dlq::Filter {
+        tenant: Some("acme".into()),
+        ..Default::default()
+    };
+    let options = |rate: Option<f64>| dlq::Options {
+        dry_run: false,
+        limit: 100,
+        rate,
+        actor: "test".into(),
+    };
+    // An absurd rate is refused, not a panic or a replay that holds messages for ages.
+    for rate in [1e-30, 0.0001, f64::NAN, -1.0, 1e12] {
+        let e = dlq::replay(&h.broker, &h.store, &acme, &options(Some(rate)))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("rate"), "{rate}: {e}");
+    }
+    assert_eq!(h.queue_depth(&dlq_name).await, 6, "nothing moved");
+    // A slow replay holds only what it is replaying: another tenant's dead letters stay
+    // ready in the queue meanwhile.
+    let replay = {
+        let (broker, store, acme) = (h.broker.clone(), h.store.clone(), acme.clone());
+        let o = options(Some(2.0));
+        tokio::spawn(async move { dlq::replay(&broker, &store, &acme, &o).await })
+    };
+    eventually(
+        "the other tenant's letters are ready while it runs",
+        WAIT,
+        || async { !replay.is_finished() && h.queue_depth(&dlq_name).await >= 3 },
+    )
+    .await;
+    let report = replay.await.unwrap().unwrap();
+    assert_eq!((report.matched, report.moved), (3, 3));
+    assert_eq!(h.queue_depth(&dlq_name).await, 3);
+    // An acknowledgement the broker never got is not reported as done.
+    let drained = h.broker.drain(&dlq_name, 10, 1 << 20).await.unwrap();
+    let first = &drained.deliveries[0];
+    drained.close().await;
+    assert!(
+        first.ack().await.is_err(),
+        "an ack on a closed channel succeeded"
+    );
+    eventually("the letter is back", WAIT, || async {
+        h.queue_depth(&dlq_name).await == 3
+    })
+    .await;
 }

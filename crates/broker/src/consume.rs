@@ -56,27 +56,38 @@ impl Delivery {
     /// Done with it. If the channel has closed meanwhile this fails and the broker will
     /// deliver the message again, which idempotent processing absorbs.
     pub async fn ack(&self) -> Result<(), BrokerError> {
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        settled(self.acker.ack(BasicAckOptions::default()).await?)
     }
 
     /// Put it back at the head of the queue (counts towards the delivery limit).
     pub async fn requeue(&self) -> Result<(), BrokerError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await?;
-        Ok(())
+        settled(
+            self.acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await?,
+        )
     }
 
     /// Let the broker dead-letter it (at-least-once) into the provider's dead-letter queue.
     pub async fn dead_letter(&self) -> Result<(), BrokerError> {
-        self.acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await?;
+        settled(
+            self.acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await?,
+        )
+    }
+}
+
+/// lapin answers `false` when it did not send the settlement (the channel closed, or the
+/// delivery was settled already): the broker still holds the message.
+fn settled(sent: bool) -> Result<(), BrokerError> {
+    if sent {
         Ok(())
+    } else {
+        Err(BrokerError::NotSettled)
     }
 }
 
@@ -90,14 +101,26 @@ pub struct Drained {
 impl Drained {
     /// Return every unsettled message to the queue now.
     pub async fn release(self) {
+        self.close().await;
+    }
+
+    /// Return every unsettled message to the queue now; the deliveries can no longer be
+    /// settled (settling one fails).
+    pub async fn close(&self) {
         let _ = self.channel.close(200, "released".into()).await;
     }
 }
 
 impl Broker {
-    /// Take up to `max` ready messages from `queue` without settling them, for operators to
-    /// look at, replay or purge. Stops when `max` are held or no message came for a moment.
-    pub async fn drain(&self, queue: &str, max: u16) -> Result<Drained, BrokerError> {
+    /// Take up to `max` ready messages (and about `max_bytes` of bodies) from `queue` without
+    /// settling them, for operators to look at, replay or purge. Stops when that much is
+    /// held or no message came for a moment.
+    pub async fn drain(
+        &self,
+        queue: &str,
+        max: u16,
+        max_bytes: usize,
+    ) -> Result<Drained, BrokerError> {
         let session = self.session().ok_or(BrokerError::Unavailable)?;
         let ch = session.conn.create_channel().await?;
         // Fails early, and clearly, if the queue does not exist.
@@ -122,9 +145,13 @@ impl Broker {
             .await?;
         // The message count is not enough: messages just returned to a quorum queue may not
         // be counted yet. Take what comes until the queue has been quiet for a moment.
-        while deliveries.len() < max as usize {
+        let mut held = 0usize;
+        while deliveries.len() < max as usize && held < max_bytes {
             match tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
-                Ok(Some(Ok(d))) => deliveries.push(Delivery::from(d)),
+                Ok(Some(Ok(d))) => {
+                    held += d.data.len();
+                    deliveries.push(Delivery::from(d));
+                }
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(None) | Err(_) => break,
             }

@@ -55,4 +55,10 @@ pub enum BrokerError {
     Unavailable,
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The acknowledgement was not sent (its channel closed, or it was settled already):
+    /// the broker keeps the message and delivers it again.
+    #[error(
+        "the message was not settled: its channel closed first; the broker will deliver it again"
+    )]
+    NotSettled,
 }

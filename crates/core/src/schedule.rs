@@ -212,10 +212,7 @@ impl Schedule {
                 .unwrap_or_default()
                 .with_timezone(&tz);
             let slots: Vec<_> = c.after(&from).take(64).collect();
-            if slots
-                .windows(2)
-                .any(|w| (w[1] - w[0]).num_seconds() < 60)
-            {
+            if slots.windows(2).any(|w| (w[1] - w[0]).num_seconds() < 60) {
                 return Err(err(
                     "cron",
                     "runs more than once a minute; a schedule may run at most once a minute",

@@ -44,6 +44,9 @@ fn error(e: DlqError, retry: u32) -> ApiError {
             ApiError::unavailable("broker_unavailable", format!("{e}; retry later"), retry)
         }
         DlqError::Store(s) => ApiError::from_store(s, retry),
+        DlqError::BadRequest(m) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod client;
 mod dlq;
 mod error;
 mod identity;
@@ -60,6 +61,9 @@ pub struct IngestConfig {
     pub body_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// The operator's reverse proxies: a request from one of them is taken to come from
+    /// the client its `X-Forwarded-For` names (for integrations' IP allowlists).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for IngestConfig {
@@ -75,6 +79,7 @@ impl Default for IngestConfig {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -78,11 +78,12 @@ async fn handle(
             ),
         ));
     }
-    if !source.policy.allows(peer.ip()) {
+    let sender = crate::client::client_ip(peer.ip(), headers, &state.cfg.trusted_proxies);
+    if !source.policy.allows(sender) {
         return Err(reject(
             StatusCode::FORBIDDEN,
             "ip_not_allowed",
-            format!("{} may not send webhooks to this integration", peer.ip()),
+            format!("{sender} may not send webhooks to this integration"),
         ));
     }
     if !matches!(

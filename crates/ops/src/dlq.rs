@@ -68,6 +68,38 @@ pub enum DlqError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// Replays per second an operator may ask for: slower would hold the messages it is
+/// replaying for hours; faster is what the broker's confirms allow anyway (no `rate`).
+pub const RATE_RANGE: std::ops::RangeInclusive<f64> = 0.1..=10_000.0;
+
+/// The most bytes of dead letters held at once while scanning one queue.
+const SCAN_MAX_BYTES: usize = 64 << 20;
+
+/// How long a rate-limited replay holds the messages it has taken before it returns the
+/// rest and takes the next ones.
+const HOLD_FOR: Duration = Duration::from_secs(10);
+
+impl Options {
+    /// Check the options before anything is taken from a queue.
+    pub fn validate(&self) -> Result<(), DlqError> {
+        if let Some(r) = self.rate
+            && !RATE_RANGE.contains(&r)
+        {
+            return Err(DlqError::BadRequest(format!(
+                "rate: {r} replays a second is outside {}–{}; leave it out to replay as fast as the broker confirms",
+                RATE_RANGE.start(),
+                RATE_RANGE.end()
+            )));
+        }
+        if self.limit == 0 {
+            return Err(DlqError::BadRequest("limit: must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// How a replay or purge goes.
@@ -137,7 +169,11 @@ pub async fn list(broker: &Broker, f: &Filter, limit: usize) -> Result<Vec<DeadL
     let mut out = Vec::new();
     for p in providers(broker, f)? {
         let drained = broker
-            .drain(&broker.topology().dead_letter_queue(&p), SCAN_MAX)
+            .drain(
+                &broker.topology().dead_letter_queue(&p),
+                SCAN_MAX,
+                SCAN_MAX_BYTES,
+            )
             .await?;
         for d in &drained.deliveries {
             let (dl, _) = view(d, &p);
@@ -189,7 +225,9 @@ impl Action {
 }
 
 /// Scan every selected dead-letter queue, apply `action` to each match (up to the limit),
-/// release the rest, and record what was done.
+/// and record what was done. Messages that do not match are returned to their queue at
+/// once, so an operation holds only what it is working on; a rate-limited replay works in
+/// rounds of what it replays in [`HOLD_FOR`], returning the rest between rounds.
 async fn act(
     broker: &Broker,
     store: &Store,
@@ -197,6 +235,7 @@ async fn act(
     o: &Options,
     action: Action,
 ) -> Result<Report, DlqError> {
+    o.validate()?;
     let mut report = Report {
         action: action.name(),
         dry_run: o.dry_run,
@@ -206,49 +245,62 @@ async fn act(
         failed: vec![],
     };
     let pause = match action {
-        Action::Replay => o
-            .rate
-            .filter(|r| *r > 0.0)
-            .map(|r| Duration::from_secs_f64(1.0 / r)),
+        Action::Replay => o.rate.map(|r| Duration::from_secs_f64(1.0 / r)),
         Action::Purge => None,
     };
+    // A dry run takes nothing, so one round sees everything.
+    let round = match pause {
+        Some(p) if !o.dry_run => ((HOLD_FOR.as_secs_f64() / p.as_secs_f64()) as usize).max(1),
+        _ => o.limit,
+    };
     for p in providers(broker, f)? {
-        let drained = broker
-            .drain(&broker.topology().dead_letter_queue(&p), SCAN_MAX)
-            .await?;
-        for d in &drained.deliveries {
-            if report.matched >= o.limit {
+        let queue = broker.topology().dead_letter_queue(&p);
+        // Messages seen and left (a replay that failed): not taken again.
+        let mut seen = std::collections::HashSet::new();
+        while report.matched < o.limit {
+            let drained = broker.drain(&queue, SCAN_MAX, SCAN_MAX_BYTES).await?;
+            let want = round.min(o.limit - report.matched);
+            let mut chosen = Vec::new();
+            for d in &drained.deliveries {
+                let (dl, env) = view(d, &p);
+                let key = d.message_id.clone().unwrap_or_default();
+                if chosen.len() < want && matches(f, &dl) && seen.insert(key) {
+                    chosen.push((d, dl, env));
+                } else if let Err(e) = d.requeue().await {
+                    warn!(error = %e, "could not return a dead letter early; it returns when the scan ends");
+                }
+            }
+            let took = chosen.len();
+            for (d, dl, env) in chosen {
+                report.matched += 1;
+                if let Some(id) = dl.job_id {
+                    report.job_ids.push(id);
+                }
+                if o.dry_run {
+                    continue;
+                }
+                let moved = match action {
+                    Action::Replay => replay_one(broker, store, d, env, &mut report.failed).await?,
+                    Action::Purge => {
+                        d.ack().await?;
+                        if let Some(id) = dl.job_id {
+                            store.mark_purged(id).await?;
+                        }
+                        true
+                    }
+                };
+                if moved {
+                    report.moved += 1;
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+            drained.release().await;
+            if took < want || o.dry_run {
                 break;
             }
-            let (dl, env) = view(d, &p);
-            if !matches(f, &dl) {
-                continue;
-            }
-            report.matched += 1;
-            if let Some(id) = dl.job_id {
-                report.job_ids.push(id);
-            }
-            if o.dry_run {
-                continue;
-            }
-            let moved = match action {
-                Action::Replay => replay_one(broker, store, d, env, &mut report.failed).await?,
-                Action::Purge => {
-                    d.ack().await?;
-                    if let Some(id) = dl.job_id {
-                        store.mark_purged(id).await?;
-                    }
-                    true
-                }
-            };
-            if moved {
-                report.moved += 1;
-                if let Some(pause) = pause {
-                    tokio::time::sleep(pause).await;
-                }
-            }
         }
-        drained.release().await;
     }
     store
         .record_dlq_action(

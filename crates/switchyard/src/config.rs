@@ -96,6 +96,25 @@ pub struct IngestSettings {
     pub body_timeout_ms: u64,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The reverse proxies in front of ingest, comma-separated CIDRs or addresses: a
+    /// request from one is taken to come from the client its `X-Forwarded-For` names (for
+    /// integrations' IP allowlists). Empty: the connection's own address, always.
+    pub trusted_proxies: String,
+}
+
+impl IngestSettings {
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{s}` is not an address or a CIDR (e.g. 10.0.0.0/8)"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +197,7 @@ impl Default for IngestSettings {
             header_read_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 1024,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -278,6 +298,9 @@ impl Config {
         }
         if self.worker.providers.is_empty() {
             fail("worker.providers", "names no provider")?;
+        }
+        if let Err(e) = self.ingest.trusted_proxies() {
+            fail("ingest.trusted_proxies", &e)?;
         }
         if let Err(e) = self.egress.policy() {
             match e.strip_prefix("max_timeout_ms: ") {
@@ -414,6 +437,8 @@ impl Config {
             header_read_timeout: Duration::from_millis(self.ingest.header_read_timeout_ms),
             body_timeout: Duration::from_millis(self.ingest.body_timeout_ms),
             max_connections: self.ingest.max_connections,
+            // Checked when the configuration was loaded.
+            trusted_proxies: self.ingest.trusted_proxies().unwrap_or_default(),
             ..Default::default()
         }
     }
