@@ -936,3 +936,23 @@ async fn key_rotation_does_not_overwrite_a_secret_changed_meanwhile() {
     let stored = h.store.integration(source).await.unwrap();
     assert_eq!(stored.webhook_secrets.unwrap().bytes, newer.bytes);
 }
+
+/// The store speaks TLS to PostgreSQL when the URL asks (the build's rustls; Debian's
+/// PostgreSQL serves TLS with its snakeoil certificate).
+#[tokio::test]
+async fn the_store_connects_to_postgres_over_tls_when_asked() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let tls = switchyard_store::Store::connect(&format!("{}?sslmode=require", h.db_url), 2)
+        .await
+        .expect("a TLS connection");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(tls.pool())
+            .await
+            .unwrap();
+    assert!(encrypted, "the connection is not encrypted");
+}

@@ -1,6 +1,7 @@
 //! Configuration: defaults in code, then an optional TOML file (`--config` or
 //! `SWITCHYARD_CONFIG`), then `SWITCHYARD_*` environment variables (nested settings with
 //! `__`, e.g. `SWITCHYARD_WORKER__PREFETCH=32`). Validated at start; errors name the setting.
+use crate::tls;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -298,6 +299,12 @@ impl Config {
         }
         if self.worker.providers.is_empty() {
             fail("worker.providers", "names no provider")?;
+        }
+        if let Err(why) = tls::check_database_url(&self.database_url) {
+            fail("database_url", &why)?;
+        }
+        if let Err(why) = tls::check_redis_url(&self.redis_url) {
+            fail("redis_url", &why)?;
         }
         if let Err(e) = self.ingest.trusted_proxies() {
             fail("ingest.trusted_proxies", &e)?;
@@ -601,6 +608,49 @@ mod tests {
                 "{e}"
             );
             jail.set_env("SWITCHYARD_EGRESS__ALLOW", "10.0.0.0/8, 127.0.0.1");
+            Config::load(None).expect("loads");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_the_build_cannot_honour_is_refused_at_start() {
+        Jail::expect_with(|jail| {
+            let pg = "postgres://postgres@127.0.0.1:5432/switchyard";
+            // Each of these asks for TLS in a way that cannot work: refused now, naming
+            // the setting, rather than at the first connection.
+            for (var, url, needle, good) in [
+                (
+                    "SWITCHYARD_DATABASE_URL",
+                    format!("{pg}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+                    "sslrootcert",
+                    pg,
+                ),
+                (
+                    "SWITCHYARD_DATABASE_URL",
+                    format!("{pg}?sslmode=sometimes"),
+                    "sslmode",
+                    pg,
+                ),
+                (
+                    "SWITCHYARD_REDIS_URL",
+                    "redis+tls://127.0.0.1:6380".to_owned(),
+                    "rediss://",
+                    "redis://127.0.0.1:6379",
+                ),
+            ] {
+                jail.set_env(var, &url);
+                let e = load_err();
+                assert!(e.contains(var) && e.contains(needle), "{url}: {e}");
+                jail.set_env(var, good);
+            }
+            // What the build supports loads.
+            jail.set_env("SWITCHYARD_DATABASE_URL", format!("{pg}?sslmode=require"));
+            jail.set_env("SWITCHYARD_REDIS_URL", "rediss://127.0.0.1:6380");
+            jail.set_env(
+                "SWITCHYARD_AMQP_URL",
+                "amqps://guest:guest@127.0.0.1:5671/%2f",
+            );
             Config::load(None).expect("loads");
             Ok(())
         });
