@@ -29,8 +29,17 @@ test: services
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace --exclude switchyard-tests
     cargo test -p switchyard-tests --test e2e
+    cargo build -p switchyard --bin switchyard
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
     scripts/demo-test.sh
+
+# The fault suite alone, with its table: two tenants' webhooks through real worker processes
+# while workers are SIGKILLed, PostgreSQL restarts, Redis stops, a provider flaps and hangs,
+# and a local 3-node RabbitMQ cluster loses its queue leader (about 2 minutes; as root, since
+# it restarts the machine's PostgreSQL and Redis). `just test` runs it too, quietly.
+faults: services
+    cargo build -p switchyard --bin switchyard
+    cargo test -p switchyard-tests --test chaos faults -- --test-threads=1 --nocapture
 
 # Dependency checks (cargo-deny): licenses, bans, sources; advisories when the advisory
 # database can be fetched (it comes from GitHub, which our machines cannot reach).

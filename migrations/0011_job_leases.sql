@@ -8,5 +8,9 @@
 CREATE UNLOGGED TABLE job_leases (
     lock_key bigint PRIMARY KEY,
     job_id uuid NOT NULL,
+    -- The copy of the job's message that holds it (the `sy-copy` header): another copy of
+    -- the same job (published twice) waits; the same copy redelivered after a crash takes
+    -- the lease over.
+    copy_id text NOT NULL DEFAULT '',
     until timestamptz NOT NULL
 );

@@ -5,4 +5,5 @@
 mod support;
 
 mod broker_restart;
+mod faults;
 mod redis_outage;

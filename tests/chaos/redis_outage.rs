@@ -15,7 +15,7 @@ fn redis_up() -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"PONG"))
 }
 
-fn start_redis() {
+pub(crate) fn start_redis() {
     let ok = Command::new("redis-server")
         .args([
             "--daemonize",

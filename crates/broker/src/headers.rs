@@ -23,6 +23,10 @@ pub mod names {
     pub const REPLAYED_AT: &str = "sy-replayed-at";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
+    /// Which copy of a job's message this is: set when a message is first published and
+    /// kept through retries and redeliveries. A sender's retry that ingest publishes again
+    /// is another copy of the same job; the worker lets only one copy hold the job.
+    pub const COPY: &str = "sy-copy";
 }
 
 /// Text headers of a message (integers are read as their decimal text).
@@ -70,6 +74,12 @@ impl Headers {
             t.insert(
                 ShortString::from(k.as_str()),
                 AMQPValue::LongString(v.as_str().into()),
+            );
+        }
+        if !self.0.contains_key(names::COPY) {
+            t.insert(
+                ShortString::from(names::COPY),
+                AMQPValue::LongString(uuid::Uuid::new_v4().simple().to_string().into()),
             );
         }
         t

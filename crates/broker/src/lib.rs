@@ -16,7 +16,7 @@ mod topology;
 pub use consume::{Delivery, Drained};
 pub use headers::{Headers, names as header};
 pub use publish::{Exchange, OutgoingMessage, PublishError};
-pub use supervisor::{Broker, BrokerConfig};
+pub use supervisor::{Broker, BrokerConfig, urls};
 pub use topology::Topology;
 
 impl Broker {

@@ -154,16 +154,35 @@ fn backoff(cfg: &BrokerConfig) -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// The broker's addresses: `url` may list a cluster's nodes, comma-separated
+/// (`amqp://u:p@h1:5672/%2f,amqp://u:p@h2:5672/%2f`).
+pub fn urls(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Connect to the first node that answers, starting with a different one each time (so a
+/// fleet does not pile onto the first node of the list, and a node that is down is passed).
 async fn connect(cfg: &BrokerConfig, generation: u64) -> Result<Session, String> {
-    let props =
-        ConnectionProperties::default().with_connection_name(cfg.connection_name.clone().into());
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect(&cfg.url, props),
-    )
-    .await
-    .map_err(|_| "timed out after 10 s".to_owned())?
-    .map_err(|e| e.to_string())?;
+    let nodes = urls(&cfg.url);
+    let mut errors = Vec::new();
+    let mut conn = None;
+    for i in 0..nodes.len() {
+        let url = nodes[(generation as usize + i) % nodes.len()];
+        let props = ConnectionProperties::default()
+            .with_connection_name(cfg.connection_name.clone().into());
+        match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
+            Ok(Ok(c)) => {
+                conn = Some(c);
+                break;
+            }
+            Ok(Err(e)) => errors.push(format!("{}: {e}", redact(url))),
+            Err(_) => errors.push(format!("{}: timed out after 10 s", redact(url))),
+        }
+    }
+    let conn = conn.ok_or_else(|| errors.join("; "))?;
     let setup = async {
         let ch = conn.create_channel().await?;
         cfg.topology.declare(&ch).await?;
@@ -253,7 +272,7 @@ async fn supervise(inner: Arc<Inner>) {
                 let delay = delays.next().unwrap_or(cfg.reconnect_max_delay);
                 // Say it loudly once, then quietly: an operator needs to know, not to be flooded.
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(%error, url = %redact(&cfg.url), attempt = failures, retry_in_ms = delay.as_millis() as u64,
+                    warn!(%error, attempt = failures, retry_in_ms = delay.as_millis() as u64,
                         "cannot connect to RabbitMQ; retrying");
                 }
                 tokio::select! {
@@ -273,6 +292,13 @@ async fn supervise(inner: Arc<Inner>) {
 
 /// The URL without its password, for logs.
 pub(crate) fn redact(url: &str) -> String {
+    if url.contains(',') {
+        return urls(url)
+            .into_iter()
+            .map(redact)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
@@ -292,5 +318,18 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        assert_eq!(
+            super::redact("amqp://u:p@h1:5672/%2f, amqp://u:p@h2:5672/%2f"),
+            "amqp://u:***@h1:5672/%2f,amqp://u:***@h2:5672/%2f"
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_several_urls() {
+        assert_eq!(
+            super::urls("amqp://h1:5672/%2f, amqp://h2:5672/%2f,"),
+            ["amqp://h1:5672/%2f", "amqp://h2:5672/%2f"]
+        );
+        assert_eq!(super::urls("amqp://h1"), ["amqp://h1"]);
     }
 }

@@ -182,6 +182,8 @@ pub struct JobTx {
     /// `None` while parked (see [`JobTx::park`]).
     tx: Option<Transaction<'static, Postgres>>,
     pool: sqlx::PgPool,
+    /// The copy of the job's message being processed (see [`Store::claim`]).
+    copy: String,
     /// The locks this job holds: its source record's at the target, and the record's own
     /// when [`JobTx::lock_record`] took it. Parking leases them.
     locks: Vec<i64>,
@@ -299,10 +301,12 @@ impl JobTx {
             .await?;
         // A statement of its own: its snapshot is taken after the lock was granted.
         let leased: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT until FROM job_leases WHERE lock_key = $1 AND job_id <> $2 AND until > now()",
+            "SELECT until FROM job_leases WHERE lock_key = $1 \
+             AND NOT (job_id = $2 AND copy_id = $3) AND until > now()",
         )
         .bind(key)
         .bind(job)
+        .bind(self.copy.clone())
         .fetch_optional(&mut **self.conn()?)
         .await?;
         if let Some(until) = leased {
@@ -370,14 +374,16 @@ impl JobTx {
         // commit need not wait for the disk.
         sqlx::query(
             "WITH c AS (SELECT set_config('synchronous_commit', 'off', true)) \
-             INSERT INTO job_leases (lock_key, job_id, until) \
-             SELECT k, $2, now() + make_interval(secs => $3::float8 / 1000) \
+             INSERT INTO job_leases (lock_key, job_id, copy_id, until) \
+             SELECT k, $2, $4, now() + make_interval(secs => $3::float8 / 1000) \
              FROM c, unnest($1::bigint[]) k \
-             ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, until = EXCLUDED.until",
+             ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
+               copy_id = EXCLUDED.copy_id, until = EXCLUDED.until",
         )
         .bind(&self.locks)
         .bind(self.job_id)
         .bind(ms as f64)
+        .bind(&self.copy)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -697,7 +703,13 @@ impl Store {
     /// Claim a job for processing: lock its entity at the target, create or update its row,
     /// and read the entity's mapping. Returns [`Claim::Duplicate`] when the job has already
     /// had its effect.
-    pub async fn claim(&self, env: &Envelope) -> Result<Claim> {
+    ///
+    /// A lease on the record held by another job, or by this same job through another copy
+    /// of its message (a sender's retry that ingest published twice), makes the claim
+    /// [`StoreError::Busy`]. Only the same `copy` (the message's `sy-copy` header) takes
+    /// its own lease over: one copy is never processed twice at once, so its lease is left
+    /// from an attempt that crashed.
+    pub async fn claim(&self, env: &Envelope, copy: &str) -> Result<Claim> {
         // BEGIN and the source record's lock at the target in one round trip (the key is a
         // number we computed).
         let lock = ids::entity_lock_key(
@@ -740,14 +752,15 @@ impl Store {
              SELECT j.status, j.attempts, j.started_at, \
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
                {LINKS_SELECT}, \
-               (SELECT until FROM job_leases WHERE lock_key = {lock} AND job_id <> $1 \
-                 AND until > now()) \
+               (SELECT until FROM job_leases WHERE lock_key = {lock} \
+                 AND NOT (job_id = $1 AND copy_id = $16) AND until > now()) \
              FROM j LEFT JOIN s ON true \
              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
                AND t.deleted_at IS NULL"
         );
         let row = bind_envelope(sqlx::query(sqlx::AssertSqlSafe(sql)), env)
             .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
+            .bind(copy)
             .fetch_one(&mut *tx)
             .await?;
         let (status, attempts, started): (String, i32, DateTime<Utc>) =
@@ -800,6 +813,7 @@ impl Store {
         Ok(Claim::Ready(Box::new(JobTx {
             tx: Some(tx),
             pool: self.pool().clone(),
+            copy: copy.to_owned(),
             locks: vec![lock],
             job_id,
             attempts,

@@ -270,8 +270,16 @@ impl Config {
         {
             fail("database_url", "must be a postgres:// URL")?;
         }
-        if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
-            fail("amqp_url", "must be an amqp:// URL")?;
+        let nodes = switchyard_broker::urls(&self.amqp_url);
+        if nodes.is_empty()
+            || nodes
+                .iter()
+                .any(|u| !u.starts_with("amqp://") && !u.starts_with("amqps://"))
+        {
+            fail(
+                "amqp_url",
+                "must be an amqp:// or amqps:// URL, or a cluster's, comma-separated",
+            )?;
         }
         if self.database_max_connections < 2 {
             fail("database_max_connections", "must be at least 2")?;

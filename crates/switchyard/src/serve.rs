@@ -183,6 +183,13 @@ async fn shutdown_signal(stop: CancellationToken) {
 
 /// A URL without its password.
 pub fn redact(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(|u| redact(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];

@@ -95,7 +95,8 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             .get(header::REPLAYED_AT)
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc));
-        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at, d.redelivered))
+        let copy = d.headers.get(header::COPY).unwrap_or_default();
+        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at, d.redelivered, copy))
             .catch_unwind()
             .await;
         let decision = match outcome {
@@ -150,6 +151,7 @@ async fn process(
     env: &Envelope,
     replayed_at: Option<DateTime<Utc>>,
     redelivered: bool,
+    copy: &str,
 ) -> Result<Settle, StoreError> {
     let fault = shared.cfg.fault.clone();
     if let Some(FaultPoint::PanicFor(id)) = &fault
@@ -182,7 +184,7 @@ async fn process(
             why: "every call this worker makes to the integration at once is taken",
         });
     };
-    let mut tx = match shared.store.claim(env).await? {
+    let mut tx = match shared.store.claim(env, copy).await? {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
             return Ok(Settle::Ack);
