@@ -13,7 +13,11 @@ use switchyard_core::{
 use tracing::{Span, info, instrument, warn};
 use uuid::Uuid;
 
+use crate::sources::Source;
 use crate::{ApiError, SharedState};
+use switchyard_core::inbound::InboundEvent;
+use switchyard_core::webhook_auth::Verified;
+use switchyard_store::RouteTarget;
 
 #[instrument(skip_all, fields(integration = %integration, peer = %peer.ip(), event_id, entity, jobs))]
 pub(crate) async fn receive(
@@ -34,6 +38,10 @@ pub(crate) async fn receive(
     result.map(|(_, r)| r)
 }
 
+/// A webhook goes through four stages, each of which may refuse it with a clear error:
+/// authenticate (the integration, its sender, the body and its signature) → parse (the
+/// event the integration's inbound spec reads) → route (the targets that take it) →
+/// enqueue (one durable job per target, once).
 async fn handle(
     state: &SharedState,
     integration: &str,
@@ -41,12 +49,49 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(&'static str, Response), ApiError> {
-    let retry = state.cfg.retry_after_secs;
-    // Logged with the reason; never the secret, never the body.
-    let reject = |status: StatusCode, code: &'static str, message: String| {
-        warn!(%code, %message, "webhook rejected");
-        ApiError::new(status, code, message)
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     };
+    let (source, raw, verified) = authenticate(state, integration, peer, headers, body).await?;
+    let event = parse(&source, &raw, &header, &verified)?;
+    let span = Span::current();
+    span.record("event_id", event.event_id.as_str());
+    span.record("entity", event.entity.as_str());
+    let (targets, skipped) = route(state, &source, &event);
+    if targets.is_empty() {
+        info!(event = %event.event, skipped = skipped.len(), "no route takes this event; nothing to do");
+        return Ok(("no_route", (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "jobs": [],
+                "skipped": skipped,
+                "note": format!("no route from `{}` takes {}.{}", source.name, event.entity, event.event),
+            })),
+        )
+            .into_response()));
+    }
+    enqueue(state, &source, &event, &targets, skipped, &header).await
+}
+
+/// Refuse a webhook: logged with the reason (never the secret, never the body).
+fn reject(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    warn!(%code, %message, "webhook rejected");
+    ApiError::new(status, code, message)
+}
+
+/// The integration exists, takes webhooks from this sender now, and the body (within its
+/// limits) carries a valid signature or key.
+async fn authenticate(
+    state: &SharedState,
+    integration: &str,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(std::sync::Arc<Source>, axum::body::Bytes, Verified), ApiError> {
+    let retry = state.cfg.retry_after_secs;
 
     let id: Uuid = integration.parse().map_err(|_| {
         reject(
@@ -178,8 +223,19 @@ async fn handle(
         .auth
         .verify(&header, &raw, secrets, Utc::now().timestamp())
         .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
+    Ok((source, raw, verified))
+}
 
-    let parsed: Value = serde_json::from_slice(&raw).map_err(|e| {
+/// The event the integration's inbound spec reads from the body: its entity, id, version
+/// and event id (refused: not JSON, missing what the spec needs, NUL characters, event ids
+/// reserved for Switchyard).
+fn parse(
+    source: &Source,
+    raw: &[u8],
+    header: &(dyn Fn(&str) -> Option<String> + Sync),
+    verified: &Verified,
+) -> Result<InboundEvent, ApiError> {
+    let parsed: Value = serde_json::from_slice(raw).map_err(|e| {
         reject(
             StatusCode::BAD_REQUEST,
             "malformed_json",
@@ -190,8 +246,8 @@ async fn handle(
         .inbound
         .normalize(
             &parsed,
-            &raw,
-            &header,
+            raw,
+            header,
             // A scheme that signs no time: the signed content names the event, so a replay
             // under a new delivery id is a duplicate.
             verified
@@ -225,15 +281,16 @@ async fn handle(
             ),
         ));
     }
-    let span = Span::current();
-    span.record("event_id", event.event_id.as_str());
-    span.record("entity", event.entity.as_str());
+    Ok(event)
+}
 
-    let action = if event.is_delete {
-        Action::Delete
-    } else {
-        Action::Upsert
-    };
+/// Every matching route's targets, and those left out with why (a filter, a route that
+/// drops jobs for its inactive target).
+fn route<'s>(
+    state: &SharedState,
+    source: &'s Source,
+    event: &InboundEvent,
+) -> (Vec<&'s RouteTarget>, Vec<Value>) {
     // Every matching route's targets, less those its filter leaves out and, for a route
     // that drops jobs for inactive targets, those targets. Other inactive targets get the
     // job too: the worker holds it until the target is active.
@@ -259,19 +316,25 @@ async fn handle(
     if !skipped.is_empty() {
         state.metrics.skipped(skipped.len());
     }
-    if active.is_empty() {
-        info!(event = %event.event, skipped = skipped.len(), "no route takes this event; nothing to do");
-        return Ok(("no_route", (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "jobs": [],
-                "skipped": skipped,
-                "note": format!("no route from `{}` takes {}.{}", source.name, event.entity, event.event),
-            })),
-        )
-            .into_response()));
-    }
+    (active, skipped)
+}
 
+/// One job per target, published durably once: a re-sent webhook whose jobs exist is
+/// answered without publishing again; a broker that does not confirm is a 503.
+async fn enqueue(
+    state: &SharedState,
+    source: &Source,
+    event: &InboundEvent,
+    active: &[&RouteTarget],
+    skipped: Vec<Value>,
+    header: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(&'static str, Response), ApiError> {
+    let retry = state.cfg.retry_after_secs;
+    let action = if event.is_delete {
+        Action::Delete
+    } else {
+        Action::Upsert
+    };
     let received_at = Utc::now();
     let trace = header("traceparent")
         .filter(|t| valid_traceparent(t))
@@ -305,7 +368,7 @@ async fn handle(
         })
         .collect();
     let job_ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
-    span.record("jobs", job_ids.len());
+    Span::current().record("jobs", job_ids.len());
 
     // A re-sent webhook whose jobs exist is answered without publishing again. If the
     // database cannot say, publish: workers deduplicate by idempotency key.
