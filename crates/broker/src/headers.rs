@@ -27,6 +27,9 @@ pub mod names {
     /// kept through retries and redeliveries. A sender's retry that ingest publishes again
     /// is another copy of the same job; the worker lets only one copy hold the job.
     pub const COPY: &str = "sy-copy";
+    /// How many times in a row the database refused to record this job (an error that is
+    /// neither bad data nor an outage): bounded, then dead-lettered.
+    pub const STORE_FAILURES: &str = "sy-store-failures";
 }
 
 /// Text headers of a message (integers are read as their decimal text).
@@ -94,7 +97,14 @@ mod tests {
     fn round_trips_through_a_field_table() {
         let mut h = Headers::default();
         h.set(names::ATTEMPT, "3").set(names::LAST_ERROR, "timeout");
-        let back = Headers::from_table(Some(&h.to_table()));
+        let mut back = Headers::from_table(Some(&h.to_table()));
+        // A message first published gets its copy id; one that has it keeps it.
+        let copy = back.get(names::COPY).expect("a copy id").to_owned();
+        assert_eq!(
+            Headers::from_table(Some(&back.to_table())).get(names::COPY),
+            Some(copy.as_str())
+        );
+        back.0.remove(names::COPY);
         assert_eq!(back, h);
         assert_eq!(back.attempt(), 3);
         assert_eq!(Headers::default().attempt(), 0);

@@ -95,6 +95,21 @@ pub(crate) fn wait(policy: &RetryPolicy, attempts: u32, age: Duration) -> Option
     }
 }
 
+/// Database errors in a row (neither bad data nor an outage) after which a job is
+/// dead-lettered rather than tried again.
+pub(crate) const MAX_STORE_FAILURES: u32 = 10;
+
+/// The database refused to record a job for the `failures`-th time in a row (1-based):
+/// try again after a growing delay (5 s, doubling, at most 5 minutes), or, past
+/// [`MAX_STORE_FAILURES`], give up (`None`).
+pub(crate) fn after_store_failure(failures: u32) -> Option<Duration> {
+    if failures >= MAX_STORE_FAILURES {
+        return None;
+    }
+    let doubled = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+    Some(Duration::from_secs(doubled.min(300)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +279,14 @@ mod tests {
         assert_eq!(wait(&policy(), 0, Duration::from_secs(61)), None);
         // Attempts made count toward max_attempts; the count never overflows.
         assert_eq!(wait(&policy(), u32::MAX, YOUNG), None);
+    }
+
+    #[test]
+    fn database_refusals_are_retried_a_bounded_number_of_times() {
+        assert_eq!(after_store_failure(1), Some(Duration::from_secs(5)));
+        assert_eq!(after_store_failure(2), Some(Duration::from_secs(10)));
+        assert_eq!(after_store_failure(8), Some(Duration::from_secs(300)));
+        assert_eq!(after_store_failure(MAX_STORE_FAILURES), None);
+        assert_eq!(after_store_failure(u32::MAX), None);
     }
 }

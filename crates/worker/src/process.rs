@@ -47,6 +47,13 @@ enum Settle {
         delay: Duration,
         why: &'static str,
     },
+    /// The database refused to record the job (neither bad data nor an outage), for the
+    /// `failures`-th time in a row: come back after `delay`.
+    StoreRetry {
+        delay: Duration,
+        failures: u32,
+        message: String,
+    },
     /// Leave it unsettled (simulated crash).
     Hold,
 }
@@ -101,7 +108,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             .await;
         let decision = match outcome {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => match store_failure(shared, &env, e).await {
+            Ok(Err(e)) => match store_failure(shared, &env, &d.headers, e).await {
                 Some(s) => s,
                 None => {
                     // Database unreachable: it is back now (or we are stopping); let the
@@ -749,7 +756,12 @@ async fn dead(
 
 /// A database failure while processing. `None`: the database is unreachable, and we waited
 /// until it is back (or we are stopping); the delivery should be requeued.
-async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option<Settle> {
+async fn store_failure(
+    shared: &Shared,
+    env: &Envelope,
+    headers: &Headers,
+    e: StoreError,
+) -> Option<Settle> {
     match e {
         StoreError::Busy { until } => {
             // Usually released within a call's time; a crashed worker's lease lapses.
@@ -802,13 +814,37 @@ async fn store_failure(shared: &Shared, env: &Envelope, e: StoreError) -> Option
             }
         }
         e => {
-            error!(error = %e, "database error while processing; retrying the job in 5 s");
-            Some(Settle::Retry {
-                delay: Duration::from_secs(5),
-                attempts: 0,
-                class: ErrorClass::Transient,
-                message: e.to_string(),
-            })
+            let failures = headers
+                .get(header::STORE_FAILURES)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+                .saturating_add(1);
+            match decide::after_store_failure(failures) {
+                Some(delay) => {
+                    error!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
+                        "database error while processing; retrying the job");
+                    Some(Settle::StoreRetry {
+                        delay,
+                        failures,
+                        message: e.to_string(),
+                    })
+                }
+                None => {
+                    let message = format!(
+                        "gave up: the database refused to record this job {failures} times in a row: {e}"
+                    );
+                    let _ = shared
+                        .store
+                        .mark_dead(env, ErrorClass::Transient, DeadReason::Exhausted, &message)
+                        .await;
+                    error!(%message, "job dead-lettered");
+                    Some(Settle::Dead {
+                        reason: DeadReason::Exhausted,
+                        class: ErrorClass::Transient,
+                        message,
+                    })
+                }
+            }
         }
     }
 }
@@ -819,6 +855,17 @@ async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
         Settle::Later { delay, why } => {
             info!(retry_in_ms = delay.as_millis() as u64, "put back: {why}");
             redelay(shared, env, d, d.headers.clone(), delay).await;
+        }
+        Settle::StoreRetry {
+            delay,
+            failures,
+            message,
+        } => {
+            let mut headers = d.headers.clone();
+            headers
+                .set(header::STORE_FAILURES, failures.to_string())
+                .set(header::LAST_ERROR, clip(&message));
+            redelay(shared, env, d, headers, delay).await;
         }
         Settle::Ack => {
             if let Err(e) = d.ack().await {
