@@ -184,6 +184,8 @@ pub struct JobTx {
     pool: sqlx::PgPool,
     /// The copy of the job's message being processed (see [`Store::claim`]).
     copy: String,
+    /// An earlier attempt of this copy may have called the provider without recording it.
+    interrupted: bool,
     /// The locks this job holds: its source record's at the target, and the record's own
     /// when [`JobTx::lock_record`] took it. Parking leases them.
     locks: Vec<i64>,
@@ -237,6 +239,13 @@ impl JobTx {
     /// Provider calls made for this job before this one.
     pub fn attempts_so_far(&self) -> i32 {
         self.attempts
+    }
+
+    /// Whether an earlier attempt of this job got as far as its provider call without
+    /// recording the outcome (its lease was still there): the call may have had its effect,
+    /// so a create looks the record up first.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
     }
 
     /// The target integration's status, read with the claim (`None`: it is gone).
@@ -753,7 +762,9 @@ impl Store {
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
                {LINKS_SELECT}, \
                (SELECT until FROM job_leases WHERE lock_key = {lock} \
-                 AND NOT (job_id = $1 AND copy_id = $16) AND until > now()) \
+                 AND NOT (job_id = $1 AND copy_id = $16) AND until > now()), \
+               EXISTS (SELECT 1 FROM job_leases WHERE lock_key = {lock} \
+                 AND job_id = $1 AND copy_id = $16) \
              FROM j LEFT JOIN s ON true \
              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
                AND t.deleted_at IS NULL"
@@ -780,6 +791,9 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::Busy { until });
         }
+        // This copy's own lease: an earlier attempt got as far as the provider call and
+        // no further (a crash, the database lost before the outcome was recorded).
+        let interrupted: bool = row.try_get(18)?;
         if let Some(run) = env.sync_run_id {
             let run_status: Option<String> =
                 sqlx::query_scalar("SELECT status FROM sync_runs WHERE id = $1")
@@ -814,6 +828,7 @@ impl Store {
             tx: Some(tx),
             pool: self.pool().clone(),
             copy: copy.to_owned(),
+            interrupted,
             locks: vec![lock],
             job_id,
             attempts,

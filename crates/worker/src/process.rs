@@ -324,7 +324,8 @@ async fn process(
             || !connector.can_create(&env.entity)
             || redelivered
             || replayed_at.is_some()
-            || tx.attempts_so_far() > 0);
+            || tx.attempts_so_far() > 0
+            || tx.interrupted());
     if external.is_none() && env.action == Action::Delete {
         return ignored(
             tx,
