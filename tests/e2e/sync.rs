@@ -287,14 +287,15 @@ async fn cancelling_a_running_sync_skips_its_remaining_jobs() {
     let h = Harness::start().await;
     let (shop, erp) = shop_to_erp(&h, json!({}), None).await;
     serve_pages(&h, 2).await;
-    // The ERP is down: every job fails once and waits 3 s before its next try.
+    // The ERP is down: every job fails once and waits 8 s before its next try (long enough
+    // that the cancel below finds every job waiting, even on a loaded machine).
     h.store
         .update_integration(
             erp,
             &IntegrationPatch {
                 settings: Some({
                     let mut s = h.store.integration(erp).await.unwrap().settings;
-                    s["retry"] = json!({"initial_delay_ms": 3000, "max_delay_ms": 5000, "jitter": "none", "max_attempts": 5});
+                    s["retry"] = json!({"initial_delay_ms": 8000, "max_delay_ms": 10000, "jitter": "none", "max_attempts": 5});
                     s
                 }),
                 ..Default::default()
