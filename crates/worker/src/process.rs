@@ -854,7 +854,8 @@ async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
     match s {
         Settle::Hold => {}
         Settle::Later { delay, why } => {
-            info!(retry_in_ms = delay.as_millis() as u64, "put back: {why}");
+            // Frequent while a provider is slow: not an operator's concern at info level.
+            tracing::debug!(retry_in_ms = delay.as_millis() as u64, "put back: {why}");
             redelay(shared, env, d, d.headers.clone(), delay).await;
         }
         Settle::StoreRetry {
