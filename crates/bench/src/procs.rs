@@ -153,7 +153,8 @@ impl Env {
         env.store_id = v["id"].as_str().context("the store's id")?.to_owned();
         env.cli(&[
             "integrations", "create", "--name", "bench-target", "--provider", "rest",
-            "--status", "active", "--webhook-auth", "none", "--settings",
+            // A target receives no webhooks: its scheme is the default, `disabled`.
+            "--status", "active", "--settings",
             &format!(r#"{{"base_url": "http://{PROVIDER}", "entities": {{"order": {{"create": {{"method": "POST", "path": "/api/orders"}}}}}}}}"#),
         ])?;
         env.cli(&[
