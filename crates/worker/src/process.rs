@@ -125,15 +125,14 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
                     .unwrap_or_else(|| "unknown panic".into());
                 error!(panic = %what, "the handler panicked; dead-lettering the message");
                 let message = format!("the worker panicked while processing this job: {what}");
-                let _ = shared
-                    .store
-                    .mark_dead(&env, ErrorClass::Malformed, DeadReason::Malformed, &message)
-                    .await;
-                Settle::Dead {
-                    reason: DeadReason::Malformed,
-                    class: ErrorClass::Malformed,
+                dead_outside_claim(
+                    shared,
+                    &env,
+                    ErrorClass::Malformed,
+                    DeadReason::Malformed,
                     message,
-                }
+                )
+                .await
             }
         };
         // Settling runs under the guard too: a panic there returns the delivery to its
@@ -173,15 +172,14 @@ async fn process(
         );
         warn!(%message, "dead-lettering");
         // The job's row says so too (unless the id never named an integration at all).
-        let _ = shared
-            .store
-            .mark_dead(env, ErrorClass::Malformed, DeadReason::Malformed, &message)
-            .await;
-        return Ok(Settle::Dead {
-            reason: DeadReason::Malformed,
-            class: ErrorClass::Malformed,
+        return Ok(dead_outside_claim(
+            shared,
+            env,
+            ErrorClass::Malformed,
+            DeadReason::Malformed,
             message,
-        });
+        )
+        .await);
     };
     // The account's share of this worker: a job past it is put back for a moment rather
     // than wait in a slot other tenants' jobs need.
@@ -757,6 +755,24 @@ async fn dead(
 
 /// A database failure while processing. `None`: the database is unreachable, and we waited
 /// until it is back (or we are stopping); the delivery should be requeued.
+/// Dead-letter a job outside a claim (the claim failed or never ran): its row says so too
+/// (created if ingest has not recorded it; a row that cannot be written is left, the dead
+/// letter keeps the job).
+async fn dead_outside_claim(
+    shared: &Shared,
+    env: &Envelope,
+    class: ErrorClass,
+    reason: DeadReason,
+    message: String,
+) -> Settle {
+    let _ = shared.store.mark_dead(env, class, reason, &message).await;
+    Settle::Dead {
+        reason,
+        class,
+        message,
+    }
+}
+
 async fn store_failure(
     shared: &Shared,
     env: &Envelope,
@@ -774,30 +790,32 @@ async fn store_failure(
             })
         }
         StoreError::MappingConflict(message) => {
-            let _ = shared
-                .store
-                .mark_dead(env, ErrorClass::Permanent, DeadReason::Rejected, &message)
-                .await;
             warn!(%message, "job dead-lettered: its outcome conflicts with a recorded mapping");
-            Some(Settle::Dead {
-                reason: DeadReason::Rejected,
-                class: ErrorClass::Permanent,
-                message,
-            })
+            Some(
+                dead_outside_claim(
+                    shared,
+                    env,
+                    ErrorClass::Permanent,
+                    DeadReason::Rejected,
+                    message,
+                )
+                .await,
+            )
         }
         e if e.is_bad_data() => {
             let message = format!("the database refused this job's data: {e}");
             // Its row may not be writable either (the same data); the dead letter keeps it.
-            let _ = shared
-                .store
-                .mark_dead(env, ErrorClass::Malformed, DeadReason::Malformed, &message)
-                .await;
             warn!(error = %e, "job dead-lettered: the database refuses its data");
-            Some(Settle::Dead {
-                reason: DeadReason::Malformed,
-                class: ErrorClass::Malformed,
-                message,
-            })
+            Some(
+                dead_outside_claim(
+                    shared,
+                    env,
+                    ErrorClass::Malformed,
+                    DeadReason::Malformed,
+                    message,
+                )
+                .await,
+            )
         }
         e if e.is_unavailable() => {
             warn!(error = %e, "the database is unreachable; holding the job until it is back");
@@ -834,16 +852,17 @@ async fn store_failure(
                     let message = format!(
                         "gave up: the database refused to record this job {failures} times in a row: {e}"
                     );
-                    let _ = shared
-                        .store
-                        .mark_dead(env, ErrorClass::Transient, DeadReason::Exhausted, &message)
-                        .await;
                     error!(%message, "job dead-lettered");
-                    Some(Settle::Dead {
-                        reason: DeadReason::Exhausted,
-                        class: ErrorClass::Transient,
-                        message,
-                    })
+                    Some(
+                        dead_outside_claim(
+                            shared,
+                            env,
+                            ErrorClass::Transient,
+                            DeadReason::Exhausted,
+                            message,
+                        )
+                        .await,
+                    )
                 }
             }
         }
