@@ -2,6 +2,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder, Row, Transaction};
+use std::time::Duration;
 use switchyard_core::{DeadReason, Envelope, ErrorClass, IntegrationStatus, JobStatus, ids};
 use uuid::Uuid;
 
@@ -189,6 +190,8 @@ pub struct JobTx {
     /// The locks this job holds: its source record's at the target, and the record's own
     /// when [`JobTx::lock_record`] took it. Parking leases them.
     locks: Vec<i64>,
+    /// How many of `locks` have a lease (the claim's; the rest are leased by `park`).
+    leased: usize,
     job_id: Uuid,
     attempts: i32,
     started: DateTime<Utc>,
@@ -373,35 +376,41 @@ impl JobTx {
     /// database connection is held while the provider answers (or does not). Jobs that
     /// need the same locks meanwhile find the lease and come back later
     /// ([`StoreError::Busy`]). [`JobTx::resume`] continues.
-    pub async fn park(&mut self, ttl: std::time::Duration) -> Result<()> {
+    pub async fn park(&mut self, ttl: Duration) -> Result<()> {
         let ms = ttl.as_millis().min(i32::MAX as u128) as i64;
         let mut tx = self
             .tx
             .take()
             .ok_or_else(|| StoreError::Corrupt("a job was parked twice".into()))?;
-        // Losing a lease with a database crash loses nothing a retry cannot redo, so its
-        // commit need not wait for the disk.
-        sqlx::query(
-            "WITH c AS (SELECT set_config('synchronous_commit', 'off', true)) \
+        // The claim leased its own lock; a record locked since (`lock_record`) is leased
+        // now. Losing a lease with a database crash loses nothing a retry cannot redo, so
+        // the commit (the claim's) need not wait for the disk.
+        if self.locks.len() > self.leased {
+            sqlx::query(
+                "WITH c AS (SELECT set_config('synchronous_commit', 'off', true)) \
              INSERT INTO job_leases (lock_key, job_id, copy_id, until) \
              SELECT k, $2, $4, now() + make_interval(secs => $3::float8 / 1000) \
              FROM c, unnest($1::bigint[]) k \
              ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
                copy_id = EXCLUDED.copy_id, until = EXCLUDED.until",
-        )
-        .bind(&self.locks)
-        .bind(self.job_id)
-        .bind(ms as f64)
-        .bind(&self.copy)
-        .execute(&mut *tx)
-        .await?;
+            )
+            .bind(&self.locks)
+            .bind(self.job_id)
+            .bind(ms as f64)
+            .bind(&self.copy)
+            .execute(&mut *tx)
+            .await?;
+            self.leased = self.locks.len();
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// After the provider call: open a new transaction under the job's lock again, to
-    /// record the outcome (which releases the leases).
-    pub async fn resume(&mut self) -> Result<()> {
+    /// After the provider call, for an outcome that needs more than its one statement (a
+    /// sync run's count): a new transaction under the job's lock again. The outcome alone
+    /// needs none: its one statement writes everything and releases the leases atomically,
+    /// and the leases keep every other job away from the record until it has.
+    async fn reopen(&mut self) -> Result<()> {
         if self.tx.is_some() {
             return Ok(());
         }
@@ -521,9 +530,13 @@ impl JobTx {
             } => Some(c),
             _ => None,
         };
+        let counted = settled && env.sync_run_id.is_some();
+        if counted {
+            self.reopen().await?;
+        }
         // Attempt, links, held envelope, conflict and job in one statement (one round
         // trip); a CTE whose flag is false does nothing.
-        sqlx::query(
+        let q = sqlx::query(
             "WITH a AS (\
                INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
                  status_code, error_class, error, request, response) \
@@ -562,7 +575,8 @@ impl JobTx {
                last_error = COALESCE($7, last_error), record_id = COALESCE($26, record_id), \
                finished_at = CASE WHEN $8 THEN now() ELSE NULL END, \
                duration_ms = CASE WHEN $8 THEN $9 ELSE duration_ms END, updated_at = now() \
-             WHERE id = $1",
+             WHERE id = $1 \
+             RETURNING set_config('synchronous_commit', 'on', true)",
         )
         .bind(self.job_id)
         .bind(status.as_str())
@@ -603,10 +617,14 @@ impl JobTx {
         .bind(conflict.map(|c| c.loser_changed_at))
         .bind(conflict.map(|c| c.message.as_str()))
         .bind(kept)
-        .bind(&self.locks)
-        .execute(&mut **self.conn()?)
-        .await
-        .map_err(|e| match StoreError::from(e) {
+        .bind(&self.locks);
+        // Parked (after a provider call): one statement on its own, its own transaction.
+        // Either way the commit waits for the disk (the claim had turned that off).
+        let done = match self.tx.as_mut() {
+            Some(tx) => q.execute(&mut **tx).await,
+            None => q.execute(&self.pool).await,
+        };
+        done.map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) if upsert => StoreError::MappingConflict(format!(
                 "external id `{}` is already linked to another {} at this integration",
                 mapped_to.unwrap_or_default(),
@@ -614,7 +632,7 @@ impl JobTx {
             )),
             other => other,
         })?;
-        if settled && env.sync_run_id.is_some() {
+        if counted {
             let created = self.target.is_none()
                 && matches!(
                     &finish,
@@ -626,7 +644,6 @@ impl JobTx {
             let job = self.job_id;
             crate::sync::count_for_run(self.conn()?, job, status, created).await?;
         }
-        self.conn()?;
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
@@ -718,7 +735,11 @@ impl Store {
     /// [`StoreError::Busy`]. Only the same `copy` (the message's `sy-copy` header) takes
     /// its own lease over: one copy is never processed twice at once, so its lease is left
     /// from an attempt that crashed.
-    pub async fn claim(&self, env: &Envelope, copy: &str) -> Result<Claim> {
+    ///
+    /// The claim also takes this job's lease on its lock, for `lease`, in the same statement
+    /// (see [`JobTx::park`]), and its commit does not wait for the disk: a job that ends
+    /// without a provider call turns the wait back on with its outcome.
+    pub async fn claim(&self, env: &Envelope, copy: &str, lease: Duration) -> Result<Claim> {
         // BEGIN and the source record's lock at the target in one round trip (the key is a
         // number we computed).
         let lock = ids::entity_lock_key(
@@ -757,14 +778,23 @@ impl Store {
              s AS (\
                SELECT * FROM record_links WHERE external_id = $11 AND integration_id = $15 \
                  AND entity = $7 AND tenant = $3 AND {live} \
-               ORDER BY deleted_at DESC NULLS FIRST LIMIT 1) \
+               ORDER BY deleted_at DESC NULLS FIRST LIMIT 1), \
+             o AS (\
+               SELECT until, (job_id = $1 AND copy_id = $16) AS own FROM job_leases \
+               WHERE lock_key = {lock}), \
+             l AS (\
+               INSERT INTO job_leases (lock_key, job_id, copy_id, until) \
+               SELECT {lock}, $1, $16, now() + make_interval(secs => $17::float8 / 1000) FROM j \
+               WHERE j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
+                 AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
+               ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
+                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until) \
              SELECT j.status, j.attempts, j.started_at, \
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
                {LINKS_SELECT}, \
-               (SELECT until FROM job_leases WHERE lock_key = {lock} \
-                 AND NOT (job_id = $1 AND copy_id = $16) AND until > now()), \
-               EXISTS (SELECT 1 FROM job_leases WHERE lock_key = {lock} \
-                 AND job_id = $1 AND copy_id = $16) \
+               (SELECT until FROM o WHERE NOT own AND until > now()), \
+               EXISTS (SELECT 1 FROM o WHERE own), \
+               set_config('synchronous_commit', 'off', true) \
              FROM j LEFT JOIN s ON true \
              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
                AND t.deleted_at IS NULL"
@@ -772,6 +802,7 @@ impl Store {
         let row = bind_envelope(sqlx::query(sqlx::AssertSqlSafe(sql)), env)
             .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
             .bind(copy)
+            .bind(lease.as_millis().min(i32::MAX as u128) as f64)
             .fetch_one(&mut *tx)
             .await?;
         let (status, attempts, started): (String, i32, DateTime<Utc>) =
@@ -801,12 +832,15 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if run_status.as_deref() == Some("cancelled") {
-                // Its run was cancelled while it waited (e.g. between retries): skip it.
+                // Its run was cancelled while it waited (e.g. between retries): skip it,
+                // drop the lease the claim took, and commit waiting for the disk.
                 sqlx::query(
-                    "UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
-                     WHERE id = $1",
+                    "WITH l AS (DELETE FROM job_leases WHERE lock_key = $2 AND job_id = $1) \
+                     UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
+                     WHERE id = $1 RETURNING set_config('synchronous_commit', 'on', true)",
                 )
                 .bind(env.id)
+                .bind(lock)
                 .execute(&mut *tx)
                 .await?;
                 crate::sync::count_for_run(&mut tx, env.id, JobStatus::Skipped, false).await?;
@@ -830,6 +864,7 @@ impl Store {
             copy: copy.to_owned(),
             interrupted,
             locks: vec![lock],
+            leased: 1,
             job_id,
             attempts,
             started,

@@ -127,6 +127,8 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Calls at once to any one integration from one worker (`0`: half of `concurrency`).
     pub max_per_integration: usize,
+    /// How long a job waits for its integration's turn before it is put back (ms).
+    pub turn_wait_ms: u64,
     pub shutdown_grace_secs: u64,
     /// The most pages a sync run reads from one feed before it fails.
     pub sync_max_pages: u64,
@@ -210,6 +212,7 @@ impl Default for WorkerSettings {
             prefetch: 64,
             concurrency: 32,
             max_per_integration: 0,
+            turn_wait_ms: 250,
             shutdown_grace_secs: 30,
             sync_max_pages: 10_000,
         }
@@ -482,6 +485,8 @@ impl Config {
             prefetch: self.worker.prefetch,
             concurrency: self.worker.concurrency,
             max_per_integration: self.worker.max_per_integration,
+            // Capped: a waiting job holds one of the deliveries the broker lets us have.
+            turn_wait: Duration::from_millis(self.worker.turn_wait_ms.min(10_000)),
             // A job's calls (look-up, steps, write, token refresh) each end within the
             // fleet's call timeout; a lease longer than ten of them outlives only a crash.
             lease: Duration::from_millis(self.egress.max_timeout_ms) * 10 + Duration::from_secs(30),

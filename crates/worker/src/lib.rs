@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     /// waiting in a slot every tenant shares: a tenant whose provider hangs holds at most
     /// this many. `0`: half of `concurrency`.
     pub max_per_integration: usize,
+    /// How long a job waits, in arrival order, for its integration's turn before it is put
+    /// back. Waiting keeps jobs in order and the broker quiet while a provider is merely
+    /// busy; the bound keeps a hung provider's jobs from holding every delivery the broker
+    /// lets this worker have.
+    pub turn_wait: Duration,
     /// How long a job may hold its record's lock across its provider calls before another
     /// job may take it (only a crashed worker's job holds one that long).
     pub lease: Duration,
@@ -70,6 +75,7 @@ impl Default for WorkerConfig {
             prefetch: 64,
             concurrency: 32,
             max_per_integration: 0,
+            turn_wait: Duration::from_millis(250),
             lease: Duration::from_secs(630),
             shutdown_grace: Duration::from_secs(30),
             default_retry: RetryPolicy::default(),
@@ -177,12 +183,35 @@ impl Worker {
             let tracker2 = tracker.clone();
             tracker.spawn(async move {
                 while let Some(delivery) = rx.recv().await {
+                    // The integration's turn first, so that a job waiting for one holds no
+                    // slot; a job that must wait does so in its own task, queued in
+                    // arrival order behind the integration's earlier jobs.
+                    let turn = match process::turn(&shared, &delivery).await {
+                        process::Turn::Wait(waiting) => {
+                            let shared = shared.clone();
+                            let permits = permits.clone();
+                            tracker2.spawn(async move {
+                                let turn = tokio::time::timeout(shared.cfg.turn_wait, waiting)
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok);
+                                let Ok(permit) = permits.acquire_owned().await else {
+                                    return;
+                                };
+                                // Without its turn, the job is put back for a moment.
+                                process::handle(&shared, delivery, turn).await;
+                                drop(permit);
+                            });
+                            continue;
+                        }
+                        process::Turn::Now(turn) => turn,
+                    };
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;
                     };
                     let shared = shared.clone();
                     tracker2.spawn(async move {
-                        process::handle(&shared, delivery).await;
+                        process::handle(&shared, delivery, turn).await;
                         drop(permit);
                     });
                 }

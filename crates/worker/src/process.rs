@@ -1,13 +1,17 @@
 //! One delivery, from parse to acknowledgement.
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
 use switchyard_core::{Action, DeadReason, Envelope, ErrorClass, IntegrationStatus, WhenInactive};
 use switchyard_providers::Operation;
 use switchyard_resilience::Admission;
 use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::{Shared, decide, identity};
@@ -58,7 +62,39 @@ enum Settle {
     Hold,
 }
 
-pub(crate) async fn handle(shared: &Shared, d: Delivery) {
+/// A job's turn at its integration (see [`crate::WorkerConfig::max_per_integration`]).
+pub(crate) enum Turn {
+    /// Taken (`Some`), or not needed here (`None`: the job is not due yet, or its
+    /// integration could not be read, and [`process`] sees to it).
+    Now(Option<OwnedSemaphorePermit>),
+    /// Queued behind the integration's earlier jobs; resolves when it is this job's turn.
+    Wait(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>),
+}
+
+/// Take the delivery's turn at its integration, or queue for it (in arrival order: the
+/// semaphore is fair, and the place is taken here, before the caller moves on).
+pub(crate) async fn turn(shared: &Shared, d: &Delivery) -> Turn {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        integration_id: uuid::Uuid,
+    }
+    if due_at(&d.headers).is_some_and(|due| due > Utc::now()) {
+        return Turn::Now(None);
+    }
+    let Ok(t) = serde_json::from_slice::<Target>(&d.body) else {
+        return Turn::Now(None);
+    };
+    let Ok(Some(target)) = shared.connectors.get(t.integration_id).await else {
+        return Turn::Now(None);
+    };
+    let mut waiting = Box::pin(target.permits.clone().acquire_owned());
+    match futures_util::poll!(waiting.as_mut()) {
+        Poll::Ready(p) => Turn::Now(p.ok()),
+        Poll::Pending => Turn::Wait(waiting),
+    }
+}
+
+pub(crate) async fn handle(shared: &Shared, d: Delivery, turn: Option<OwnedSemaphorePermit>) {
     let env = match Envelope::from_slice(&d.body) {
         Ok(env) => env,
         Err(e) => {
@@ -103,9 +139,16 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) {
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc));
         let copy = d.headers.get(header::COPY).unwrap_or_default();
-        let outcome = AssertUnwindSafe(process(shared, &env, replayed_at, d.redelivered, copy))
-            .catch_unwind()
-            .await;
+        let outcome = AssertUnwindSafe(process(
+            shared,
+            &env,
+            replayed_at,
+            d.redelivered,
+            copy,
+            turn,
+        ))
+        .catch_unwind()
+        .await;
         let decision = match outcome {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => match store_failure(shared, &env, &d.headers, e).await {
@@ -158,6 +201,7 @@ async fn process(
     replayed_at: Option<DateTime<Utc>>,
     redelivered: bool,
     copy: &str,
+    turn: Option<OwnedSemaphorePermit>,
 ) -> Result<Settle, StoreError> {
     let fault = shared.cfg.fault.clone();
     if let Some(FaultPoint::PanicFor(id)) = &fault
@@ -181,15 +225,15 @@ async fn process(
         )
         .await);
     };
-    // The account's share of this worker: a job past it is put back for a moment rather
-    // than wait in a slot other tenants' jobs need.
-    let Ok(_turn) = target.permits.clone().try_acquire_owned() else {
+    // The account's share of this worker: a job past it (its wait for a turn ran out) is
+    // put back for a moment rather than wait in a slot other tenants' jobs need.
+    let Some(_turn) = turn.or_else(|| target.permits.clone().try_acquire_owned().ok()) else {
         return Ok(Settle::Later {
             delay: jittered(Duration::from_millis(500)),
             why: "every call this worker makes to the integration at once is taken",
         });
     };
-    let mut tx = match shared.store.claim(env, copy).await? {
+    let mut tx = match shared.store.claim(env, copy, shared.cfg.lease).await? {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
             return Ok(Settle::Ack);
@@ -440,7 +484,8 @@ async fn process(
             message: why,
         });
     }
-    // No database connection waits on the provider: the record's lock becomes a lease.
+    // No database connection waits on the provider: the claim's transaction commits,
+    // leaving the record's lease (the outcome's statement releases it).
     tx.park(shared.cfg.lease).await?;
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
@@ -468,7 +513,6 @@ async fn process(
         shared.crashed.cancel();
         return Ok(Settle::Hold);
     }
-    tx.resume().await?;
     match result {
         Ok(out) => {
             let updated = out.updated;
