@@ -82,12 +82,11 @@ async fn a_validation_error_is_dead_lettered_at_once_with_the_providers_message(
     assert_eq!(job.dead_reason.as_deref(), Some("rejected"));
     assert!(job.last_error.unwrap().contains("total must be positive"));
     assert_eq!(p.count(), 1, "a permanent failure is not retried");
-    let dlq_name = h.topology.dead_letter_queue("rest");
-    eventually("the dead letter is in the DLQ", WAIT, || async {
-        h.queue_depth(&dlq_name).await == 1
+    eventually("the dead letter is kept", WAIT, || async {
+        h.dead_letters().await == 1
     })
     .await;
-    let letters = dlq::list(&h.broker, &dlq::Filter::default(), 10)
+    let letters = dlq::list(&h.store, &dlq::Filter::default(), 10)
         .await
         .unwrap();
     assert_eq!(letters.len(), 1);
@@ -293,9 +292,8 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
     h.wait_status(other_job, "dead", WAIT).await;
     assert_eq!(dead.dead_reason.as_deref(), Some("exhausted"));
     assert_eq!(dead.attempts, 3);
-    let dlq_name = h.topology.dead_letter_queue("rest");
-    eventually("both dead letters are in the DLQ", WAIT, || async {
-        h.queue_depth(&dlq_name).await == 2
+    eventually("both dead letters are kept", WAIT, || async {
+        h.dead_letters().await == 2
     })
     .await;
     let calls_before = p.count();
@@ -315,7 +313,7 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
         (report["matched"].as_u64(), report["moved"].as_u64()),
         (Some(1), Some(0))
     );
-    assert_eq!(h.queue_depth(&dlq_name).await, 2);
+    assert_eq!(h.dead_letters().await, 2);
     let listed: serde_json::Value = h
         .http
         .get(h.url(&format!("/v1/dlq?reason=exhausted&integration_id={erp}")))
@@ -353,7 +351,7 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
     );
     assert_eq!(p.count(), calls_before + 1, "processed once");
     assert_eq!(
-        h.queue_depth(&dlq_name).await,
+        h.dead_letters().await,
         1,
         "the other integration's dead letter stays"
     );
@@ -365,9 +363,12 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
 
     // A dead letter whose job has since succeeded is acknowledged as a duplicate on replay.
     let env = {
-        let letters = h.broker.drain(&dlq_name, 10, 1 << 20).await.unwrap();
-        let body = letters.deliveries[0].body.clone();
-        letters.release().await;
+        let letters = h
+            .store
+            .dead_letters(&dlq::Filter::default(), 10)
+            .await
+            .unwrap();
+        let body = letters[0].body.clone();
         let mut env = switchyard_core::Envelope::from_slice(&body).unwrap();
         env.integration_id = erp;
         env.id = job.id;
@@ -391,6 +392,10 @@ async fn exhausted_jobs_are_dead_lettered_and_replayed_once_the_provider_is_fixe
         }])
         .await
         .unwrap();
+    eventually("the dead letter is kept", WAIT, || async {
+        h.dead_letters().await == 2
+    })
+    .await;
     let r = dlq::replay(
         &h.broker,
         &h.store,
@@ -449,13 +454,12 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
         }])
         .await
         .unwrap();
-    let dlq_name = h.topology.dead_letter_queue("rest");
-    eventually("both are in the DLQ", WAIT, || async {
-        h.queue_depth(&dlq_name).await == 2
+    eventually("both are kept", WAIT, || async {
+        h.dead_letters().await == 2
     })
     .await;
     let letters = dlq::list(
-        &h.broker,
+        &h.store,
         &dlq::Filter {
             reason: Some(switchyard_core::DeadReason::Malformed),
             ..Default::default()
@@ -471,11 +475,11 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
         rate: None,
         actor: "test".into(),
     };
-    let purged = dlq::purge(&h.broker, &h.store, &dlq::Filter::default(), &o)
+    let purged = dlq::purge(&h.store, &dlq::Filter::default(), &o)
         .await
         .unwrap();
     assert_eq!(purged.moved, 2);
-    assert_eq!(h.queue_depth(&dlq_name).await, 0);
+    assert_eq!(h.dead_letters().await, 0);
     h.shutdown().await;
 }
 
@@ -613,72 +617,18 @@ async fn a_tenant_whose_provider_hangs_does_not_stall_the_others() {
     );
 }
 
-/// A dead letter for `integration` of `tenant`, put straight into the dead-letter queue.
-async fn dead_letter(h: &Harness, tenant: &str, integration: uuid::Uuid, n: u32) {
-    let event = format!("dl-{n}");
-    let key = switchyard_core::ids::idempotency_key(
-        None,
-        &event,
-        integration,
-        switchyard_core::Action::Upsert,
-    );
-    let env = switchyard_core::Envelope {
-        v: switchyard_core::ENVELOPE_VERSION,
-        id: switchyard_core::ids::job_id(&key),
-        idempotency_key: key,
-        tenant: tenant.into(),
-        integration_id: integration,
-        provider: "rest".into(),
-        source_integration_id: None,
-        event_id: event,
-        event: "received".into(),
-        entity: "order".into(),
-        action: switchyard_core::Action::Upsert,
-        direction: switchyard_core::Direction::Export,
-        internal_id: format!("o-{n}"),
-        source_version: None,
-        occurred_at: None,
-        received_at: chrono::Utc::now(),
-        payload: order(&format!("o-{n}"), 1, "1.00"),
-        sync_run_id: None,
-        route: Default::default(),
-        trace: None,
-    };
-    let mut headers = Headers::default();
-    headers.set(switchyard_broker::header::DEAD_REASON, "exhausted");
-    h.broker
-        .publish(&[OutgoingMessage {
-            exchange: Exchange::DeadLetters,
-            routing_key: env.routing_key(),
-            message_id: env.id.to_string(),
-            body: env.to_vec(),
-            headers,
-        }])
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn dead_letter_operations_are_bounded_and_check_their_acks() {
-    let h = Harness::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let mut h = Harness::start().await;
     let (mine, theirs) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-    for n in 0..3 {
-        dead_letter(&h, "acme", mine, n).await;
-    }
-    for n in 3..6 {
-        dead_letter(&h, "beta", theirs, n).await;
-    }
-    let dlq_name = h.topology.dead_letter_queue("rest");
-    eventually("six dead letters", WAIT, || async {
-        h.queue_depth(&dlq_name).await == 6
+    h.publish_dead_letters("acme", mine, 0..3).await;
+    h.publish_dead_letters("beta", theirs, 3..6).await;
+    eventually("six dead letters kept", WAIT, || async {
+        h.dead_letters().await == 6
     })
     .await;
-    let acme = dlq::Filter {
-        tenant: Some("acme".into()),
+    let tenant = |t: &str| dlq::Filter {
+        tenant: Some(t.into()),
         ..Default::default()
     };
     let options = |rate: Option<f64>| dlq::Options {
@@ -689,30 +639,52 @@ async fn dead_letter_operations_are_bounded_and_check_their_acks() {
     };
     // An absurd rate is refused, not a panic or a replay that holds messages for ages.
     for rate in [1e-30, 0.0001, f64::NAN, -1.0, 1e12] {
-        let e = dlq::replay(&h.broker, &h.store, &acme, &options(Some(rate)))
+        let e = dlq::replay(&h.broker, &h.store, &tenant("acme"), &options(Some(rate)))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("rate"), "{rate}: {e}");
     }
-    assert_eq!(h.queue_depth(&dlq_name).await, 6, "nothing moved");
-    // A slow replay holds only what it is replaying: another tenant's dead letters stay
-    // ready in the queue meanwhile.
+    assert_eq!(h.dead_letters().await, 6, "nothing moved");
+    // A slow replay holds only what it is replaying: another tenant's dead letters can be
+    // listed, in full, meanwhile.
     let replay = {
-        let (broker, store, acme) = (h.broker.clone(), h.store.clone(), acme.clone());
+        let (broker, store, acme) = (h.broker.clone(), h.store.clone(), tenant("acme"));
         let o = options(Some(2.0));
         tokio::spawn(async move { dlq::replay(&broker, &store, &acme, &o).await })
     };
     eventually(
-        "the other tenant's letters are ready while it runs",
+        "the other tenant's letters are listed while it runs",
         WAIT,
-        || async { !replay.is_finished() && h.queue_depth(&dlq_name).await >= 3 },
+        || async {
+            !replay.is_finished()
+                && dlq::list(&h.store, &tenant("beta"), 100)
+                    .await
+                    .unwrap()
+                    .len()
+                    == 3
+        },
     )
     .await;
     let report = replay.await.unwrap().unwrap();
     assert_eq!((report.matched, report.moved), (3, 3));
-    assert_eq!(h.queue_depth(&dlq_name).await, 3);
+    assert_eq!(
+        dlq::list(&h.store, &tenant("beta"), 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     // An acknowledgement the broker never got is not reported as done.
-    let drained = h.broker.drain(&dlq_name, 10, 1 << 20).await.unwrap();
+    // (The keeper stopped, so the letter stays in the queue.)
+    if let Some(w) = h.worker.take() {
+        w.stop().await.unwrap();
+    }
+    h.publish_dead_letters("beta", theirs, 6..7).await;
+    let drained = h
+        .broker
+        .drain(&h.topology.dead_letter_queue("rest"), 10, 1 << 20)
+        .await
+        .unwrap();
     let first = &drained.deliveries[0];
     drained.close().await;
     assert!(
@@ -720,7 +692,8 @@ async fn dead_letter_operations_are_bounded_and_check_their_acks() {
         "an ack on a closed channel succeeded"
     );
     eventually("the letter is back", WAIT, || async {
-        h.queue_depth(&dlq_name).await == 3
+        h.queue_depth(&h.topology.dead_letter_queue("rest")).await == 1
     })
     .await;
+    h.shutdown().await;
 }

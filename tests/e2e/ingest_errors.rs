@@ -293,11 +293,15 @@ async fn a_nul_character_is_refused_at_ingest_and_a_job_the_database_refuses_is_
         .publish(&[switchyard_broker::OutgoingMessage::job(&env)])
         .await
         .unwrap();
-    let dlq = h.topology.dead_letter_queue("rest");
     crate::support::eventually(
-        "the job reaches the dead-letter queue",
+        "the job is dead-lettered and its dead letter kept",
         Duration::from_secs(20),
-        || async { h.queue_depth(&dlq).await == 1 },
+        || async {
+            let kept = switchyard_ops::dlq::list(&h.store, &Default::default(), 10)
+                .await
+                .unwrap();
+            kept.len() == 1 && kept[0].internal_id.as_deref() == Some("nul\u{fffd}y")
+        },
     )
     .await;
     h.shutdown().await;

@@ -521,9 +521,8 @@ async fn a_tenant_sees_and_replays_only_its_own() {
     let jobs = h.accept(store, "e1", order("ord-1", 1, "1")).await;
     h.wait_status(jobs[0], "dead", Duration::from_secs(15))
         .await;
-    let dlq_name = h.topology.dead_letter_queue("rest");
     crate::support::eventually("dead letter", Duration::from_secs(10), || async {
-        h.queue_depth(&dlq_name).await == 1
+        h.dead_letters().await == 1
     })
     .await;
 
@@ -593,7 +592,55 @@ async fn a_tenant_sees_and_replays_only_its_own() {
             "tenant beta cannot {action} acme's dead letters: {r}"
         );
     }
-    assert_eq!(h.queue_depth(&dlq_name).await, 1);
+    assert_eq!(h.dead_letters().await, 1);
+    h.shutdown().await;
+}
+
+/// A tenant's dead letters are its own to find, however many another tenant has: listing
+/// and replay used to scan the provider's shared dead-letter queue, 10,000 messages at a
+/// time, so a tenant behind another's 10,000 saw none of its own.
+#[tokio::test]
+async fn a_tenants_dead_letters_are_found_however_many_another_tenant_has() {
+    let h = Harness::start().await;
+    let key = "tenant-a-key";
+    h.store
+        .create_api_key("acme", "a", &switchyard_core::ids::secret_digest(key))
+        .await
+        .unwrap();
+    let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    h.publish_dead_letters("beta", theirs, 0..10_000).await;
+    h.publish_dead_letters("acme", mine, 10_000..10_001).await;
+    let queue = h.topology.dead_letter_queue("rest");
+    crate::support::eventually("10,001 dead letters", Duration::from_secs(120), || async {
+        // Kept in the database, or (before it kept them) all in the queue.
+        h.dead_letters().await == 10_001 || h.queue_depth(&queue).await == 10_001
+    })
+    .await;
+    let listed: Value = h
+        .http
+        .get(h.url("/v1/dlq"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let letters = listed["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "acme's one dead letter: {listed}");
+    assert_eq!(letters[0]["tenant"], "acme");
+    let r: Value = h
+        .http
+        .post(h.url("/v1/dlq/replay"))
+        .bearer_auth(key)
+        .json(&json!({"dry_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["matched"], 1, "{r}");
     h.shutdown().await;
 }
 

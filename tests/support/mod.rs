@@ -544,6 +544,72 @@ impl Harness {
             .await
             .expect("queue exists")
     }
+
+    /// Dead letters the workers' keeper has stored.
+    pub async fn dead_letters(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Put a dead letter for `integration` of `tenant` (order `o-{n}`, reason `exhausted`)
+    /// straight on the dead-letter exchange, as a worker would.
+    pub async fn publish_dead_letters(
+        &self,
+        tenant: &str,
+        integration: Uuid,
+        ns: std::ops::Range<u32>,
+    ) {
+        let messages: Vec<_> = ns.map(|n| dead_letter(tenant, integration, n)).collect();
+        for chunk in messages.chunks(500) {
+            self.broker
+                .publish(chunk)
+                .await
+                .expect("dead letters published");
+        }
+    }
+}
+
+fn dead_letter(tenant: &str, integration: Uuid, n: u32) -> switchyard_broker::OutgoingMessage {
+    let event = format!("dl-{n}");
+    let key = switchyard_core::ids::idempotency_key(
+        None,
+        &event,
+        integration,
+        switchyard_core::Action::Upsert,
+    );
+    let env = switchyard_core::Envelope {
+        v: switchyard_core::ENVELOPE_VERSION,
+        id: switchyard_core::ids::job_id(&key),
+        idempotency_key: key,
+        tenant: tenant.into(),
+        integration_id: integration,
+        provider: "rest".into(),
+        source_integration_id: None,
+        event_id: event,
+        event: "received".into(),
+        entity: "order".into(),
+        action: switchyard_core::Action::Upsert,
+        direction: Direction::Export,
+        internal_id: format!("o-{n}"),
+        source_version: None,
+        occurred_at: None,
+        received_at: chrono::Utc::now(),
+        payload: order(&format!("o-{n}"), 1, "1.00"),
+        sync_run_id: None,
+        route: Default::default(),
+        trace: None,
+    };
+    let mut headers = switchyard_broker::Headers::default();
+    headers.set(switchyard_broker::header::DEAD_REASON, "exhausted");
+    switchyard_broker::OutgoingMessage {
+        exchange: switchyard_broker::Exchange::DeadLetters,
+        routing_key: env.routing_key(),
+        message_id: env.id.to_string(),
+        body: env.to_vec(),
+        headers,
+    }
 }
 
 /// Call the management API with a bearer token: (status, JSON body or null).

@@ -40,7 +40,7 @@ fn error(e: DlqError, retry: u32) -> ApiError {
         DlqError::UnknownProvider(..) => {
             ApiError::new(StatusCode::BAD_REQUEST, "unknown_provider", e.to_string())
         }
-        DlqError::Broker(_) | DlqError::Publish(_) => {
+        DlqError::Publish(_) => {
             ApiError::unavailable("broker_unavailable", format!("{e}; retry later"), retry)
         }
         DlqError::Store(s) => ApiError::from_store(s, retry),
@@ -69,7 +69,7 @@ pub(crate) async fn list(
         since: q.since,
         until: q.until,
     };
-    let rows = dlq::list(&state.broker, &filter, q.limit.unwrap_or(100))
+    let rows = dlq::list(&state.store, &filter, q.limit.unwrap_or(100))
         .await
         .map_err(|e| error(e, state.cfg.retry_after_secs))?;
     Ok(Json(json!({"dead_letters": rows})))
@@ -97,7 +97,7 @@ async fn act(
     let r = if replay {
         dlq::replay(&state.broker, &state.store, &b.filter, &o).await
     } else {
-        dlq::purge(&state.broker, &state.store, &b.filter, &o).await
+        dlq::purge(&state.store, &b.filter, &o).await
     }
     .map_err(|e| error(e, state.cfg.retry_after_secs))?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))

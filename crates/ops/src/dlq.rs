@@ -1,33 +1,22 @@
-//! Dead letters: each provider's dead-letter queue holds the messages, with their reason and
-//! last error in `sy-*` headers; the jobs table holds their history. Filters apply to the
-//! messages themselves, so a message whose body cannot be read (reason `malformed`) can be
-//! listed and purged too.
+//! Dead letters. A message a worker gives up on (or the broker, at its delivery limit) goes to
+//! its provider's dead-letter queue, with its reason and last error in `sy-*` headers; the
+//! workers' keeper ([`keep`]) moves it from there into Postgres (`dead_letters`), where each
+//! tenant's are found by an index, apart from every other tenant's. The jobs table holds
+//! their history. A message whose body cannot be read (reason `malformed`) is kept too, with
+//! no tenant: the admin can list and purge it.
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::Duration;
 use switchyard_broker::{
-    Broker, BrokerError, Delivery, Exchange, OutgoingMessage, PublishError, header,
+    Broker, Delivery, Exchange, Headers, OutgoingMessage, PublishError, header,
 };
-use switchyard_core::{DeadReason, Envelope};
-use switchyard_store::{Store, StoreError};
+use switchyard_core::Envelope;
+use switchyard_store::{DeadLetterRow, Store, StoreError};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 /// Which dead letters. Every field narrows the selection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Filter {
-    pub provider: Option<String>,
-    pub tenant: Option<String>,
-    pub integration_id: Option<Uuid>,
-    pub entity: Option<String>,
-    pub reason: Option<DeadReason>,
-    pub job_id: Option<Uuid>,
-    /// Dead-lettered at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Dead-lettered before.
-    pub until: Option<DateTime<Utc>>,
-}
+pub use switchyard_store::DeadLetterFilter as Filter;
 
 /// One dead letter, as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -62,8 +51,6 @@ pub struct Report {
 pub enum DlqError {
     #[error("`{0}` has no dead-letter queue; providers with one: {1}")]
     UnknownProvider(String, String),
-    #[error("the message broker: {0}")]
-    Broker(#[from] BrokerError),
     #[error("the message broker refused a replayed message: {0}")]
     Publish(#[from] PublishError),
     #[error(transparent)]
@@ -75,13 +62,6 @@ pub enum DlqError {
 /// Replays per second an operator may ask for: slower would hold the messages it is
 /// replaying for hours; faster is what the broker's confirms allow anyway (no `rate`).
 pub const RATE_RANGE: std::ops::RangeInclusive<f64> = 0.1..=10_000.0;
-
-/// The most bytes of dead letters held at once while scanning one queue.
-const SCAN_MAX_BYTES: usize = 64 << 20;
-
-/// How long a rate-limited replay holds the messages it has taken before it returns the
-/// rest and takes the next ones.
-const HOLD_FOR: Duration = Duration::from_secs(10);
 
 impl Options {
     /// Check the options before anything is taken from a queue.
@@ -114,197 +94,215 @@ pub struct Options {
     pub actor: String,
 }
 
-/// Messages held at once while scanning one queue.
-const SCAN_MAX: u16 = 10_000;
+/// How many dead letters a replay takes at once when no rate is asked for.
+const BATCH: usize = 100;
 
-fn view(d: &Delivery, provider: &str) -> (DeadLetter, Option<Envelope>) {
+/// What the keeper stores for a message from `provider`'s dead-letter queue.
+pub fn letter(d: &Delivery, provider: &str) -> DeadLetterRow {
     let env = Envelope::from_slice(&d.body).ok();
-    let h = |name: &str| d.headers.get(name).map(str::to_owned);
-    let dl = DeadLetter {
-        job_id: env
-            .as_ref()
-            .map(|e| e.id)
-            .or_else(|| d.message_id.as_deref().and_then(|m| m.parse().ok())),
+    // Postgres text cannot hold NUL; a provider's error text might.
+    let text = |v: &str| v.replace('\0', "\u{fffd}");
+    let h = |name: &str| d.headers.get(name).map(text);
+    let job_id = env
+        .as_ref()
+        .map(|e| e.id)
+        .or_else(|| d.message_id.as_deref().and_then(|m| m.parse().ok()));
+    DeadLetterRow {
+        id: 0,
         provider: provider.to_owned(),
-        tenant: env.as_ref().map(|e| e.tenant.clone()),
+        message_id: d
+            .message_id
+            .clone()
+            .filter(|m| !m.is_empty())
+            .map(|m| text(&m))
+            .unwrap_or_else(|| Uuid::new_v4().to_string()),
+        job_id,
+        tenant: env.as_ref().map(|e| text(&e.tenant)),
         integration_id: env.as_ref().map(|e| e.integration_id),
-        entity: env.as_ref().map(|e| e.entity.clone()),
-        internal_id: env.as_ref().map(|e| e.internal_id.clone()),
+        entity: env.as_ref().map(|e| text(&e.entity)),
+        internal_id: env.as_ref().map(|e| text(&e.internal_id)),
         // A message the broker dead-lettered itself (delivery limit) has no reason of ours.
-        reason: h(header::DEAD_REASON).or_else(|| Some("delivery_limit".to_owned())),
+        reason: h(header::DEAD_REASON).unwrap_or_else(|| "delivery_limit".to_owned()),
         error_class: h(header::LAST_ERROR_CLASS),
         error: h(header::LAST_ERROR),
         attempts: h(header::ATTEMPT),
         first_received: h(header::FIRST_RECEIVED),
+        replays: h(header::REPLAYS),
         dead_at: h(header::DEAD_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc)),
-        replays: h(header::REPLAYS),
-    };
-    (dl, env)
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
+        routing_key: text(&d.routing_key),
+        headers: serde_json::Value::Object(
+            d.headers
+                .0
+                .iter()
+                .map(|(k, v)| (text(k), serde_json::Value::String(text(v))))
+                .collect(),
+        ),
+        body: d.body.clone(),
+    }
 }
 
-fn matches(f: &Filter, dl: &DeadLetter) -> bool {
-    let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
-    eq(&f.tenant, &dl.tenant)
-        && eq(&f.entity, &dl.entity)
-        && (f.integration_id.is_none() || f.integration_id == dl.integration_id)
-        && (f.job_id.is_none() || f.job_id == dl.job_id)
-        && (f.reason.is_none() || f.reason.map(|r| r.as_str().to_owned()) == dl.reason)
-        && (f.since.is_none() || dl.dead_at.is_some_and(|t| Some(t) >= f.since))
-        && (f.until.is_none() || dl.dead_at.is_some_and(|t| Some(t) < f.until))
+/// Keep a message from `provider`'s dead-letter queue in Postgres, then acknowledge it. If
+/// it cannot be stored, it stays in the queue (the caller retries).
+pub async fn keep(store: &Store, d: &Delivery, provider: &str) -> Result<(), StoreError> {
+    let row = letter(d, provider);
+    store.keep_dead_letter(&row).await?;
+    if let Err(e) = d.ack().await {
+        // Stored; the broker delivers it again and it replaces itself.
+        warn!(error = %e, message_id = %row.message_id, "kept a dead letter but could not acknowledge it");
+    }
+    Ok(())
 }
 
-fn providers(broker: &Broker, f: &Filter) -> Result<Vec<String>, DlqError> {
-    let all = &broker.topology().providers;
+fn view(r: DeadLetterRow) -> DeadLetter {
+    DeadLetter {
+        job_id: r.job_id,
+        provider: r.provider,
+        tenant: r.tenant,
+        integration_id: r.integration_id,
+        entity: r.entity,
+        internal_id: r.internal_id,
+        reason: Some(r.reason),
+        error_class: r.error_class,
+        error: r.error,
+        attempts: r.attempts,
+        first_received: r.first_received,
+        dead_at: Some(r.dead_at),
+        replays: r.replays,
+    }
+}
+
+fn check_provider(f: &Filter) -> Result<(), DlqError> {
     match &f.provider {
-        None => Ok(all.clone()),
-        Some(p) if all.contains(p) => Ok(vec![p.clone()]),
-        Some(p) => Err(DlqError::UnknownProvider(p.clone(), all.join(", "))),
+        Some(p) if !switchyard_providers::info(p).is_some_and(|i| i.is_target) => {
+            Err(DlqError::UnknownProvider(
+                p.clone(),
+                switchyard_providers::target_providers().join(", "),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
 /// The dead letters that match, oldest first, at most `limit`.
-pub async fn list(broker: &Broker, f: &Filter, limit: usize) -> Result<Vec<DeadLetter>, DlqError> {
-    let mut out = Vec::new();
-    for p in providers(broker, f)? {
-        let drained = broker
-            .drain(
-                &broker.topology().dead_letter_queue(&p),
-                SCAN_MAX,
-                SCAN_MAX_BYTES,
-            )
-            .await?;
-        for d in &drained.deliveries {
-            let (dl, _) = view(d, &p);
-            if matches(f, &dl) && out.len() < limit {
-                out.push(dl);
-            }
-        }
-        drained.release().await;
-    }
-    Ok(out)
+pub async fn list(store: &Store, f: &Filter, limit: usize) -> Result<Vec<DeadLetter>, DlqError> {
+    check_provider(f)?;
+    Ok(store
+        .dead_letters(f, limit)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect())
 }
 
-/// Put matching dead letters back on the jobs exchange with fresh attempts. Each job's row
-/// is reset first (only if it is still dead: a job that succeeded meanwhile stays
-/// succeeded, and its replay is acknowledged by the worker as a duplicate), then the message
-/// is republished (confirmed), then removed from the dead-letter queue.
+/// Put matching dead letters back on the jobs exchange with fresh attempts, oldest first.
+/// Each batch is taken under a row lock (a concurrent replay skips it), republished
+/// (confirmed), and then removed with its jobs reset (a job that succeeded meanwhile stays
+/// succeeded, and its replay is acknowledged by the worker as a duplicate). If publishing
+/// fails, the batch stays where it was.
 pub async fn replay(
     broker: &Broker,
     store: &Store,
     f: &Filter,
     o: &Options,
 ) -> Result<Report, DlqError> {
-    act(broker, store, f, o, Action::Replay).await
+    o.validate()?;
+    check_provider(f)?;
+    let mut report = Report::new("replay", o.dry_run);
+    if o.dry_run {
+        for r in store.dead_letters(f, o.limit).await? {
+            report.add(r.job_id);
+        }
+        return finish(store, f, o, report).await;
+    }
+    let pause = o.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let batch = if pause.is_some() { 1 } else { BATCH };
+    // Dead letters left (a body no version can read): not taken again. Nor are dead
+    // letters kept after the replay began (a replayed job that died again).
+    let mut skip = Vec::new();
+    let upto = store.newest_dead_letter().await?;
+    while report.matched < o.limit {
+        let taken = store
+            .take_dead_letters(f, (o.limit - report.matched).min(batch), &skip, upto)
+            .await?;
+        if taken.rows.is_empty() {
+            break;
+        }
+        let mut messages = Vec::new();
+        let mut moved = Vec::new();
+        for r in &taken.rows {
+            report.add(r.job_id);
+            match republished(r) {
+                Ok(m) => {
+                    messages.push(m);
+                    moved.push(r.id);
+                }
+                Err(why) => {
+                    report.failed.push(why);
+                    skip.push(r.id);
+                }
+            }
+        }
+        // If the broker refuses, nothing is removed: they are all still dead letters.
+        broker.publish(&messages).await?;
+        taken.replayed(&moved).await?;
+        report.moved += moved.len();
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    finish(store, f, o, report).await
 }
 
 /// Remove matching dead letters for good (their jobs stay `dead`, marked purged).
-pub async fn purge(
-    broker: &Broker,
-    store: &Store,
-    f: &Filter,
-    o: &Options,
-) -> Result<Report, DlqError> {
-    act(broker, store, f, o, Action::Purge).await
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Replay,
-    Purge,
-}
-
-impl Action {
-    fn name(self) -> &'static str {
-        match self {
-            Action::Replay => "replay",
-            Action::Purge => "purge",
-        }
-    }
-}
-
-/// Scan every selected dead-letter queue, apply `action` to each match (up to the limit),
-/// and record what was done. Messages that do not match are returned to their queue at
-/// once, so an operation holds only what it is working on; a rate-limited replay works in
-/// rounds of what it replays in [`HOLD_FOR`], returning the rest between rounds.
-async fn act(
-    broker: &Broker,
-    store: &Store,
-    f: &Filter,
-    o: &Options,
-    action: Action,
-) -> Result<Report, DlqError> {
+pub async fn purge(store: &Store, f: &Filter, o: &Options) -> Result<Report, DlqError> {
     o.validate()?;
-    let mut report = Report {
-        action: action.name(),
-        dry_run: o.dry_run,
-        matched: 0,
-        moved: 0,
-        job_ids: vec![],
-        failed: vec![],
-    };
-    let pause = match action {
-        Action::Replay => o.rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-        Action::Purge => None,
-    };
-    // A dry run takes nothing, so one round sees everything.
-    let round = match pause {
-        Some(p) if !o.dry_run => ((HOLD_FOR.as_secs_f64() / p.as_secs_f64()) as usize).max(1),
-        _ => o.limit,
-    };
-    for p in providers(broker, f)? {
-        let queue = broker.topology().dead_letter_queue(&p);
-        // Messages seen and left (a replay that failed): not taken again.
-        let mut seen = std::collections::HashSet::new();
-        while report.matched < o.limit {
-            let drained = broker.drain(&queue, SCAN_MAX, SCAN_MAX_BYTES).await?;
-            let want = round.min(o.limit - report.matched);
-            let mut chosen = Vec::new();
-            for d in &drained.deliveries {
-                let (dl, env) = view(d, &p);
-                let key = d.message_id.clone().unwrap_or_default();
-                if chosen.len() < want && matches(f, &dl) && seen.insert(key) {
-                    chosen.push((d, dl, env));
-                } else if let Err(e) = d.requeue().await {
-                    warn!(error = %e, "could not return a dead letter early; it returns when the scan ends");
-                }
-            }
-            let took = chosen.len();
-            for (d, dl, env) in chosen {
-                report.matched += 1;
-                if let Some(id) = dl.job_id {
-                    report.job_ids.push(id);
-                }
-                if o.dry_run {
-                    continue;
-                }
-                let moved = match action {
-                    Action::Replay => replay_one(broker, store, d, env, &mut report.failed).await?,
-                    Action::Purge => {
-                        d.ack().await?;
-                        if let Some(id) = dl.job_id {
-                            store.mark_purged(id).await?;
-                        }
-                        true
-                    }
-                };
-                if moved {
-                    report.moved += 1;
-                    if let Some(pause) = pause {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-            }
-            drained.release().await;
-            if took < want || o.dry_run {
-                break;
-            }
+    check_provider(f)?;
+    let mut report = Report::new("purge", o.dry_run);
+    if o.dry_run {
+        for r in store.dead_letters(f, o.limit).await? {
+            report.add(r.job_id);
+        }
+    } else {
+        for job in store.purge_dead_letters(f, o.limit).await? {
+            report.add(job);
+            report.moved += 1;
         }
     }
+    finish(store, f, o, report).await
+}
+
+impl Report {
+    fn new(action: &'static str, dry_run: bool) -> Report {
+        Report {
+            action,
+            dry_run,
+            matched: 0,
+            moved: 0,
+            job_ids: vec![],
+            failed: vec![],
+        }
+    }
+
+    fn add(&mut self, job: Option<Uuid>) {
+        self.matched += 1;
+        if let Some(id) = job {
+            self.job_ids.push(id);
+        }
+    }
+}
+
+/// Record what was done.
+async fn finish(
+    store: &Store,
+    f: &Filter,
+    o: &Options,
+    report: Report,
+) -> Result<Report, DlqError> {
     store
         .record_dlq_action(
-            action.name(),
+            report.action,
             &o.actor,
             &serde_json::to_value(f).unwrap_or_default(),
             o.dry_run,
@@ -313,29 +311,28 @@ async fn act(
             &report.job_ids,
         )
         .await?;
-    info!(actor = %o.actor, action = action.name(), matched = report.matched, moved = report.moved,
+    info!(actor = %o.actor, action = report.action, matched = report.matched, moved = report.moved,
         dry_run = o.dry_run, "dead letters handled");
     Ok(report)
 }
 
-/// Reset the job, republish the message with fresh attempts, remove the dead letter.
-/// `Ok(false)` (and a line in `failed`) when the message cannot be replayed.
-async fn replay_one(
-    broker: &Broker,
-    store: &Store,
-    d: &Delivery,
-    env: Option<Envelope>,
-    failed: &mut Vec<String>,
-) -> Result<bool, DlqError> {
-    let Some(env) = env else {
-        failed.push(format!(
-            "message {:?}: its body is not an envelope this version can process; purge it instead",
-            d.message_id
+/// The message that replays a dead letter, with fresh attempts; `Err` says why it cannot be
+/// replayed.
+fn republished(r: &DeadLetterRow) -> Result<OutgoingMessage, String> {
+    let Ok(env) = Envelope::from_slice(&r.body) else {
+        return Err(format!(
+            "message {}: its body is not an envelope this version can process; purge it instead",
+            r.message_id
         ));
-        return Ok(false);
     };
-    store.reset_for_replay(env.id).await?;
-    let mut headers = d.headers.clone();
+    let mut headers = Headers::default();
+    if let Some(map) = r.headers.as_object() {
+        for (k, v) in map {
+            if let Some(v) = v.as_str() {
+                headers.set(k, v);
+            }
+        }
+    }
     for h in [header::DEAD_REASON, header::DEAD_AT, header::DUE_AT] {
         headers.0.remove(h);
     }
@@ -348,18 +345,11 @@ async fn replay_one(
         .set(header::ATTEMPT, "0")
         .set(header::REPLAYS, replays.to_string())
         .set(header::REPLAYED_AT, Utc::now().to_rfc3339());
-    broker
-        .publish(&[OutgoingMessage {
-            exchange: Exchange::Jobs,
-            routing_key: env.routing_key(),
-            message_id: env.id.to_string(),
-            body: d.body.clone(),
-            headers,
-        }])
-        .await?;
-    if let Err(e) = d.ack().await {
-        // Republished but still in the DLQ: a later replay is acknowledged as a duplicate.
-        warn!(error = %e, job_id = %env.id, "replayed, but could not remove the dead letter");
-    }
-    Ok(true)
+    Ok(OutgoingMessage {
+        exchange: Exchange::Jobs,
+        routing_key: env.routing_key(),
+        message_id: env.id.to_string(),
+        body: r.body.clone(),
+        headers,
+    })
 }

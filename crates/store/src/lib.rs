@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod api_keys;
+mod dead_letters;
 mod identity;
 mod integrations;
 mod jobs;
@@ -13,6 +14,7 @@ mod oauth;
 mod sync;
 
 pub use api_keys::ApiKey;
+pub use dead_letters::{DeadLetterFilter, DeadLetterRow, TakenDeadLetters};
 pub use identity::{Conflict, HeldJob, LinkView, NewConflict, RecordView};
 pub use integrations::{
     Integration, NewIntegration, NewRoute, RouteTarget, RouteTargetView, RouteView,

@@ -1617,7 +1617,7 @@ pub async fn dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
         match cmd {
             DlqCmd::List { filter, limit, json } => {
                 let f = dlq_filter(&store, filter).await?;
-                let rows = dlq::list(&broker, &f, limit).await?;
+                let rows = dlq::list(&store, &f, limit).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
@@ -1639,7 +1639,7 @@ pub async fn dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
             }
             DlqCmd::Show { job } => {
                 let f = dlq::Filter { job_id: Some(job), ..Default::default() };
-                let letters = dlq::list(&broker, &f, 1).await?;
+                let letters = dlq::list(&store, &f, 1).await?;
                 let row = store.job(job).await?;
                 let attempts = store.job_attempts(job).await?;
                 println!("{}", serde_json::to_string_pretty(&json!({
@@ -1660,7 +1660,7 @@ pub async fn dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
                 }
                 let f = dlq_filter(&store, filter).await?;
                 let o = dlq::Options { dry_run, limit, rate: None, actor: actor() };
-                let r = dlq::purge(&broker, &store, &f, &o).await?;
+                let r = dlq::purge(&store, &f, &o).await?;
                 print_report(&r);
             }
         }

@@ -13,6 +13,7 @@
 mod connectors;
 mod decide;
 mod identity;
+mod keeper;
 mod process;
 mod sync;
 
@@ -214,6 +215,20 @@ impl Worker {
                         process::handle(&shared, delivery, turn).await;
                         drop(permit);
                     });
+                }
+            });
+        }
+        for provider in &shared.cfg.providers {
+            // Dead letters, into the database, where each tenant's are kept apart.
+            let mut rx = shared.broker.consume(
+                topology.dead_letter_queue(provider),
+                16,
+                consume_stop.clone(),
+            );
+            let (shared, provider) = (shared.clone(), provider.clone());
+            tracker.spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    keeper::keep(&shared, &provider, d).await;
                 }
             });
         }
