@@ -347,7 +347,8 @@ async fn deployment(h: &Harness, provider: &Provider) -> Vec<(&'static str, Uuid
 }
 
 /// Two `switchyard worker` processes of `h`'s deployment, on the broker at `amqp`.
-async fn start_workers(h: &Harness, amqp: &str, name: &str) -> Workers {
+/// `extra`: environment that overrides the defaults.
+async fn start_workers(h: &Harness, amqp: &str, name: &str, extra: &[(&str, &str)]) -> Workers {
     use secrecy::ExposeSecret;
     let bin = std::env::var("SWITCHYARD_BIN")
         .unwrap_or_else(|_| format!("{}/../target/debug/switchyard", env!("CARGO_MANIFEST_DIR")));
@@ -389,6 +390,11 @@ async fn start_workers(h: &Harness, amqp: &str, name: &str) -> Workers {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
     .collect();
     let mut workers = Workers {
         bin,
@@ -424,10 +430,12 @@ enum Fault {
 }
 
 fn cluster(args: &[&str]) -> Option<String> {
-    let script = format!(
-        "{}/../scripts/rabbit-cluster.sh",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    script("rabbit-cluster.sh", args)
+}
+
+/// Run one of the project's scripts; its output if it succeeded.
+fn script(name: &str, args: &[&str]) -> Option<String> {
+    let script = format!("{}/../scripts/{name}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(script).args(args).output().ok()?;
     out.status
         .success()
@@ -566,7 +574,7 @@ async fn a_stream_of_jobs_survives_killed_workers_and_restarted_services() {
     .await;
     let provider = Provider::default();
     let sources = deployment(&h, &provider).await;
-    let mut workers = start_workers(&h, &amqp_url(), "local").await;
+    let mut workers = start_workers(&h, &amqp_url(), "local", &[]).await;
     let mut rows: Vec<Row> = Vec::new();
     let mut baseline_b = 0.0;
     let phases = [
@@ -616,7 +624,7 @@ async fn a_stream_of_jobs_survives_killed_workers_and_restarted_services() {
     assert!(h.broker.wait_connected(Duration::from_secs(60)).await);
     let provider = Provider::default();
     let sources = deployment(&h, &provider).await;
-    let mut workers = start_workers(&h, &nodes, "cluster").await;
+    let mut workers = start_workers(&h, &nodes, "cluster", &[]).await;
     let queue: &'static str = Box::leak(h.topology.queue("rest").into_boxed_str());
     let row = run_phase(
         &h,
@@ -670,4 +678,77 @@ async fn a_stream_of_jobs_survives_killed_workers_and_restarted_services() {
             r.phase
         );
     }
+}
+
+/// TLS to RabbitMQ and Redis, end to end: worker processes given `amqps://` and `rediss://`
+/// URLs, and told to trust a private CA through `SSL_CERT_FILE` (as an operator would), carry
+/// a stream of jobs; the broker says every one of their connections is TLS, and the breaker's
+/// state is in the Redis that listens only for TLS.
+#[tokio::test]
+async fn workers_reach_rabbitmq_and_redis_over_tls() {
+    let ca = tokio::task::spawn_blocking(|| script("tls-services.sh", &["start"]))
+        .await
+        .unwrap()
+        .expect("the TLS RabbitMQ node and Redis did not start (scripts/tls-services.sh start)");
+    let providers = switchyard_providers::target_providers();
+    let providers: Vec<&str> = providers.iter().map(String::as_str).collect();
+    // The test's own ingest publishes over the node's plain port; the workers speak TLS.
+    let h = Harness::with(Options {
+        worker: false,
+        amqp_url: "amqp://guest:guest@127.0.0.1:5690/%2f".into(),
+        ..Options::with_providers(&providers)
+    })
+    .await;
+    assert!(h.broker.wait_connected(Duration::from_secs(30)).await);
+    let provider = Provider::default();
+    let sources = deployment(&h, &provider).await;
+    let mut workers = start_workers(
+        &h,
+        "amqps://guest:guest@localhost:5691/%2f",
+        "tls",
+        &[
+            ("SWITCHYARD_REDIS_URL", "rediss://localhost:6390"),
+            ("SSL_CERT_FILE", &ca),
+        ],
+    )
+    .await;
+    let sent = send_phase(&h, &sources, "tls").await;
+    let jobs: Vec<Uuid> = sent.jobs.values().flatten().copied().collect();
+    recover(&h, &jobs).await;
+    let done = succeeded(&h, &jobs).await;
+    let connections = script("tls-services.sh", &["ssl-connections"]).unwrap_or_default();
+    let redis_keys = Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            &ca,
+            "-h",
+            "localhost",
+            "-p",
+            "6390",
+            "dbsize",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    workers.stop();
+    h.shutdown().await;
+    script("tls-services.sh", &["stop"]);
+
+    assert!(!jobs.is_empty());
+    assert_eq!(
+        done,
+        jobs.len(),
+        "every job succeeded through the TLS broker"
+    );
+    let ssl: Vec<&str> = connections.lines().map(str::trim).collect();
+    // The test's own (plain) connection, and at least one per worker process.
+    assert!(
+        ssl.iter().filter(|s| **s == "true").count() >= 2,
+        "the workers' broker connections are TLS: {connections:?}"
+    );
+    assert!(
+        redis_keys.parse::<u64>().is_ok_and(|n| n > 0),
+        "the workers kept their breaker state in the TLS-only Redis (keys: {redis_keys:?})"
+    );
 }
