@@ -1237,6 +1237,12 @@ impl RestConnector {
         } else {
             key.to_owned()
         };
+        if l.path.contains("{key}") && dots_only(&key) {
+            return Err(ProviderError::new(
+                ErrorClass::Permanent,
+                format!("the look-up key `{key}` cannot go in a URL path"),
+            ));
+        }
         let path = l.path.replace("{key}", &encode_segment(&key));
         let mut url = url::Url::parse(&self.url(&path, "", None)).map_err(|err| {
             ProviderError::new(
@@ -2062,16 +2068,18 @@ fn check_ids(op: &Operation<'_>) -> Result<(), ProviderError> {
             ..
         } => &[internal_id, external_id],
     };
-    match ids
-        .iter()
-        .find(|id| !id.is_empty() && id.bytes().all(|b| b == b'.'))
-    {
+    match ids.iter().find(|id| dots_only(id)) {
         Some(id) => Err(ProviderError::new(
             ErrorClass::Permanent,
             format!("the id `{id}` cannot go in a URL path"),
         )),
         None => Ok(()),
     }
+}
+
+/// `.`, `..`, …: a path segment URLs read (even encoded) as a step in place or up.
+fn dots_only(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b == b'.')
 }
 
 /// A call's outcome with every secret in `secrets` (and its URL-encoded form) replaced by
@@ -2616,6 +2624,46 @@ mod tests {
             .map(|r| r.url.path().to_owned())
             .collect();
         assert_eq!(paths, ["/api/orders/a%2F..%2Fb"]);
+    }
+
+    /// A look-up key goes where an id would, so a key of dots only must not climb out of
+    /// the look-up's path either (in a query value it is harmless).
+    #[tokio::test]
+    async fn a_lookup_key_of_dots_stays_inside_its_path_segment() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(404))
+            .mount(&server)
+            .await;
+        let in_path = |base: &str| {
+            RestConnector::new(
+                Manifest::parse(&with_lookup(
+                    base,
+                    json!({"path": "/api/orders/by-reference/{key}", "key_pointer": "/id"}),
+                ))
+                .unwrap(),
+                Credentials::from_json(&json!({"token": "t0k"})).unwrap(),
+                crate::http_client(),
+                None,
+            )
+            .unwrap()
+        };
+        let c = in_path(&server.uri());
+        for key in ["..", "."] {
+            let e = c.lookup("order", &json!({"id": key})).await.unwrap_err();
+            assert_eq!(e.class, ErrorClass::Permanent, "{key}");
+            assert!(
+                e.message.contains("cannot go in a URL path"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(
+            server.received_requests().await.unwrap().is_empty(),
+            "no request climbed the path"
+        );
+        let found = c.lookup("order", &json!({"id": "a.b"})).await.unwrap();
+        assert_eq!(found.external_id, None);
     }
 
     static NO_BODY: Value = Value::Null;
