@@ -644,6 +644,70 @@ async fn a_tenants_dead_letters_are_found_however_many_another_tenant_has() {
     h.shutdown().await;
 }
 
+/// Behind the operator's reverse proxy, a sender is the address `X-Forwarded-For` names: the
+/// rightmost hop that is not a trusted proxy, so a sender cannot slip an allowed address in
+/// front. From a peer that is not a trusted proxy the header counts for nothing.
+#[tokio::test]
+async fn the_allowlist_reads_x_forwarded_for_only_from_trusted_proxies() {
+    for trusted in [true, false] {
+        let h = Harness::with(Options {
+            worker: false,
+            trusted_proxies: if trusted {
+                vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        })
+        .await;
+        let mut policy = WebhookPolicy::new(WebhookAuth::api_keys([crate::support::API_KEY]));
+        policy.allowed_cidrs = vec!["203.0.113.0/24".parse().unwrap()];
+        let walled = h
+            .integration_full(
+                "acme",
+                "walled",
+                "webhook",
+                json!({}),
+                json!({"entity": {"value": "order"}}),
+                None,
+                policy,
+                &[],
+            )
+            .await;
+        let erp = h.rest_target("erp", "orders", json!({})).await;
+        h.route(walled, &[erp]).await;
+        let body = order("o", 1, "1").to_string();
+        for (n, (forwarded, allowed)) in [
+            ("203.0.113.7", true),
+            ("198.51.100.1, 203.0.113.7", true),
+            // The sender wrote the first hop; the proxy added the second.
+            ("203.0.113.7, 198.51.100.1", false),
+            ("not an address", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (st, v) = post(
+                &h,
+                walled,
+                body.as_bytes(),
+                &[
+                    ("x-api-key".into(), crate::support::API_KEY.into()),
+                    ("x-forwarded-for".into(), forwarded.into()),
+                    ("x-event-id".into(), format!("e-{n}")),
+                ],
+            )
+            .await;
+            let want = if allowed && trusted { 202 } else { 403 };
+            assert_eq!(
+                st, want,
+                "X-Forwarded-For {forwarded} (proxy trusted: {trusted}): {v}"
+            );
+        }
+        h.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn senders_outside_the_allowlist_are_refused_and_bodies_over_the_integrations_limit_too() {
     let h = Harness::with(Options {

@@ -116,6 +116,8 @@ pub struct Options {
     /// by default: quorum queues are heavy to create and delete, and a queue per built-in
     /// connector in every test wore the test broker out.
     pub providers: Vec<String>,
+    /// Ingest's trusted reverse proxies (`X-Forwarded-For`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -131,6 +133,7 @@ impl Default for Options {
             },
             max_body_bytes: 64 * 1024,
             providers: vec!["rest".into()],
+            trusted_proxies: vec![],
         }
     }
 }
@@ -235,6 +238,7 @@ impl Harness {
                 oauth_redirect_uri: None,
                 header_read_timeout: Duration::from_millis(500),
                 body_timeout: Duration::from_millis(500),
+                trusted_proxies: opts.trusted_proxies.clone(),
                 ..IngestConfig::default()
             },
             store.clone(),
