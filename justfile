@@ -28,8 +28,8 @@ test: services
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace --exclude switchyard-tests
-    cargo test -p switchyard-tests --test e2e
     cargo build -p switchyard --bin switchyard
+    cargo test -p switchyard-tests --test e2e
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
     scripts/demo-test.sh
 

@@ -396,3 +396,72 @@ async fn statistics_mappings_and_job_pages() {
     assert_eq!(st, 404);
     h.shutdown().await;
 }
+
+/// The CLI and the HTTP API create integrations alike (issue 13): one key format, one
+/// spelling of each scheme, and the same generated credential when none is given — an API key,
+/// a basic-auth password, a Standard Webhooks secret — shown once, under one name, and
+/// accepted by ingest.
+#[tokio::test]
+async fn the_cli_and_the_api_create_integrations_alike() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let key = |k: &str| {
+        k.len() == 51
+            && k.starts_with("sy_")
+            && k[3..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let secret = |s: &str| s.starts_with("whsec_") && s.len() > 20;
+    type Check<'a> = &'a dyn Fn(&str) -> bool;
+    let cases: [(&str, &str, Check<'_>); 3] = [
+        ("api_key", "webhook_api_key", &key),
+        ("basic", "webhook_password", &key),
+        ("standard_webhooks", "webhook_secret", &secret),
+    ];
+    for (scheme, field, looks_right) in cases {
+        let (st, http) = call(
+            &h,
+            reqwest::Method::POST,
+            "/v1/integrations",
+            ADMIN_TOKEN,
+            Some(json!({"tenant": "acme", "name": format!("http-{scheme}"),
+                        "provider": "webhook", "webhook_auth": {"scheme": scheme}})),
+        )
+        .await;
+        assert_eq!(st, 201, "{scheme} over HTTP: {http}");
+        let (ok, out, err) = h
+            .cli(&[
+                "integrations",
+                "create",
+                "--tenant",
+                "acme",
+                "--name",
+                &format!("cli-{scheme}"),
+                "--provider",
+                "webhook",
+                "--webhook-auth",
+                scheme,
+                "--json",
+            ])
+            .await;
+        assert!(ok, "{scheme} with the CLI: {err}");
+        let cli: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        for (by, v) in [("HTTP", &http), ("CLI", &cli)] {
+            let shown = v[field].as_str().unwrap_or_default();
+            assert!(
+                looks_right(shown),
+                "{scheme} by {by}: `{field}` is {shown:?} in {v}"
+            );
+            assert_eq!(v["webhook_auth"], scheme, "{scheme} by {by}: {v}");
+        }
+        assert_eq!(
+            http.as_object().unwrap().keys().collect::<Vec<_>>(),
+            cli.as_object().unwrap().keys().collect::<Vec<_>>(),
+            "{scheme}: the same fields by either"
+        );
+    }
+}

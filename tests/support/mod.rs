@@ -549,6 +549,48 @@ impl Harness {
             .expect("queue exists")
     }
 
+    /// Run the `switchyard` CLI (the debug build) against this harness's database, broker
+    /// and vault key: (success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        use secrecy::ExposeSecret;
+        let bin = std::env::var("SWITCHYARD_BIN").unwrap_or_else(|_| {
+            format!("{}/../target/debug/switchyard", env!("CARGO_MANIFEST_DIR"))
+        });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} is missing: `cargo build -p switchyard` first (`just test` does)"
+        );
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWITCHYARD_DATABASE_URL", &self.db_url)
+            .env("SWITCHYARD_AMQP_URL", amqp_url())
+            .env("SWITCHYARD_QUEUE_PREFIX", &self.topology.prefix)
+            .env(
+                "SWITCHYARD_BROKER__DELAY_PREFIX",
+                &self.topology.delay_prefix,
+            )
+            .env(
+                "SWITCHYARD_BROKER__DELAY_LEVELS",
+                self.topology.delay_levels.to_string(),
+            )
+            .env(
+                "SWITCHYARD_VAULT_KEYS",
+                TEST_VAULT_KEY.get().expect("vault key").expose_secret(),
+            )
+            .env("SWITCHYARD_LOG_FORMAT", "text");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("the CLI's task")
+            .expect("running the switchyard CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Dead letters the workers' keeper has stored.
     pub async fn dead_letters(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM dead_letters")

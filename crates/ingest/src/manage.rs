@@ -6,12 +6,9 @@ use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_ops::integrations as ops;
-use switchyard_store::{
-    Integration, IntegrationFilter, IntegrationPatch, JobQuery, NewIntegration,
-};
+use switchyard_store::{Integration, IntegrationFilter, IntegrationPatch, JobQuery};
 use uuid::Uuid;
 
 use crate::jobs::{Principal, authorize};
@@ -117,8 +114,10 @@ pub(crate) struct CreateBody {
     inbound: Value,
     /// Goes in, never comes out.
     credentials: Option<Value>,
-    /// `{"scheme": "api_key"}` (a key is generated and returned once, the default),
-    /// `{"scheme": "none"}`, or a signing scheme with `webhook_secrets`.
+    /// `{"scheme": "api_key"}` (a key is generated and returned once, the default for a
+    /// `webhook` sender), `{"scheme": "basic", "username": …}` (a password is generated),
+    /// `{"scheme": "standard_webhooks"}` (a secret is generated unless `webhook_secrets`
+    /// gives one), another signing scheme with `webhook_secrets`, `none` or `disabled`.
     webhook_auth: Option<Value>,
     webhook_secrets: Option<Vec<String>>,
     /// When it syncs on its own (see `core::schedule`).
@@ -147,101 +146,38 @@ pub(crate) async fn create(
         (Principal::Admin, Some(t)) => t,
         (Principal::Admin, None) => return Err(bad("tenant", "required with the admin token")),
     };
-    // A connector's documented limits, unless the integration sets its own.
-    let settings = switchyard_providers::with_defaults(&b.provider, &b.settings);
-    ops::validate(
-        &b.name,
-        &b.provider,
-        &b.entities,
-        &settings,
-        &b.inbound,
-        b.credentials.as_ref(),
-    )
-    .map_err(|e| bad(&e.field, e.reason))?;
-    if let Some(s) = &b.schedule {
-        ops::validate_schedule(s).map_err(|e| bad(&e.field, e.reason))?;
-    }
-    let id = Uuid::now_v7();
-    let mut shown_key = None;
-    // Only a webhook sender gets webhook credentials by default; any other integration
-    // receives webhooks only when it is given a scheme.
-    let auth = match b.webhook_auth {
-        None if b.provider == "webhook" => json!({"scheme": "api_key"}),
-        None => json!({"scheme": "disabled"}),
-        Some(v) => v,
-    };
-    let policy = if auth.get("scheme").and_then(Value::as_str) == Some("api_key")
-        && auth.get("key_sha256").is_none()
-    {
-        let key = format!("sy_{}", Uuid::new_v4().simple());
-        let p = WebhookPolicy::new(WebhookAuth::api_keys([key.as_str()]));
-        shown_key = Some(key);
-        p
-    } else {
-        serde_json::from_value::<WebhookPolicy>(auth)
-            .map_err(|e| bad("webhook_auth", e.to_string()))?
-    };
-    let secrets = b.webhook_secrets.unwrap_or_default();
-    policy.validate(&secrets).map_err(|(f, why)| bad(&f, why))?;
-    // A tenant's target becomes active once its connection test passed (`…/test`, then
-    // `…/activate`); an operator may skip that.
-    let is_target = switchyard_providers::info(&b.provider).is_some_and(|p| p.is_target);
-    if matches!(who, Principal::Tenant(_))
-        && is_target
-        && b.status == Some(IntegrationStatus::Active)
-    {
-        return Err(bad(
-            "status",
-            "a target becomes active after its connection test passes: create it, then POST /v1/integrations/{id}/test and /activate",
-        ));
-    }
-    let seal = |e: switchyard_vault::VaultError| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
-            format!("cannot encrypt secrets: {e}"),
-        )
-    };
-    let credentials = match &b.credentials {
-        Some(c) => Some(ops::seal_credentials(&state.cfg.keyring, id, c).map_err(seal)?),
-        None => None,
-    };
-    let webhook_secrets = if secrets.is_empty() {
-        None
-    } else {
-        let aad = switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets);
-        let s = state
-            .cfg
-            .keyring
-            .seal(json!(secrets).to_string().as_bytes(), &aad)
-            .map_err(seal)?;
-        Some(switchyard_store::SealedCredentials {
-            key_id: s.key_id,
-            bytes: s.bytes,
-        })
-    };
-    let created = state
-        .store
-        .create_integration(&NewIntegration {
-            id,
+    let created = ops::create(
+        &state.store,
+        &state.cfg.keyring,
+        ops::CreateRequest {
             tenant,
             name: b.name,
             provider: b.provider,
-            status: b.status.unwrap_or(IntegrationStatus::Inactive),
-            direction: b.direction.unwrap_or(Direction::Export),
+            status: b.status,
+            direction: b.direction,
             entities: b.entities,
-            settings,
+            settings: b.settings,
             inbound: b.inbound,
-            webhook_auth: serde_json::to_value(&policy).unwrap_or_default(),
-            credentials,
-            webhook_secrets,
+            credentials: b.credentials,
+            webhook_auth: b.webhook_auth,
+            webhook_secrets: b.webhook_secrets.unwrap_or_default(),
             schedule: b.schedule,
-        })
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let mut v = ops::view(&created);
-    if let Some(k) = shown_key {
-        v["webhook_api_key"] = json!(k);
+            by_tenant: matches!(who, Principal::Tenant(_)),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ops::CreateError::Invalid(e) => bad(&e.field, e.reason),
+        ops::CreateError::Vault(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            format!("cannot encrypt secrets: {e}"),
+        ),
+        ops::CreateError::Store(e) => state.store_error(e),
+    })?;
+    let mut v = ops::view(&created.integration);
+    if let Some(g) = &created.generated {
+        v[g.field()] = json!(g.value());
     }
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }

@@ -3,8 +3,9 @@
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::sync::Arc;
-use switchyard_core::IntegrationStatus;
 use switchyard_core::inbound::InboundSpec;
+use switchyard_core::webhook_auth::WebhookPolicy;
+use switchyard_core::{Direction, IntegrationStatus};
 use switchyard_providers::{Credentials, HttpClient};
 use switchyard_resilience::{BreakerPolicy, RetryPolicy, settings};
 use switchyard_store::{Integration, SealedCredentials, SecretKind, Store, StoreError};
@@ -341,4 +342,237 @@ mod tests {
             .is_ok()
         );
     }
+}
+
+/// A credential the hub made for an integration's webhooks, shown once to whoever created
+/// it (by the CLI and the HTTP API alike, under [`Generated::field`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// An API key, sent as `X-API-Key`.
+    ApiKey(String),
+    /// A basic-auth password.
+    Password(String),
+    /// A Standard Webhooks signing secret (`whsec_…`), to give the sender.
+    Secret(String),
+}
+
+impl Generated {
+    /// The field it is shown under.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Generated::ApiKey(_) => "webhook_api_key",
+            Generated::Password(_) => "webhook_password",
+            Generated::Secret(_) => "webhook_secret",
+        }
+    }
+
+    pub fn value(&self) -> &str {
+        match self {
+            Generated::ApiKey(v) | Generated::Password(v) | Generated::Secret(v) => v,
+        }
+    }
+
+    /// What it is, for a person.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Generated::ApiKey(_) => "webhook API key (send it as X-API-Key)",
+            Generated::Password(_) => "webhook basic-auth password",
+            Generated::Secret(_) => "webhook signing secret (give it to the sender)",
+        }
+    }
+}
+
+/// A new API key or password: `sy_` and 48 hex digits (24 random bytes).
+pub fn generate_key() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    format!("sy_{}", hex::encode(b))
+}
+
+/// A new Standard Webhooks secret: `whsec_` and the base64 of 32 random bytes.
+pub fn generate_signing_secret() -> String {
+    let key = Keyring::generate("k");
+    format!("whsec_{}", key.expose_secret().trim_start_matches("k:"))
+}
+
+/// The webhook policy `auth` asks for (a JSON object with a `scheme`; `None`: an API key for
+/// a `webhook` sender, no webhooks for anything else), with the credential it lacks made
+/// here: an API key without `key_sha256`, a basic-auth password without `password_sha256`,
+/// a Standard Webhooks secret when `secrets` holds none (added to them). Validated with the
+/// secrets, which a signing scheme needs.
+pub fn webhook_policy(
+    provider: &str,
+    auth: Option<Value>,
+    secrets: &mut Vec<String>,
+) -> Result<(WebhookPolicy, Option<Generated>), FieldError> {
+    let mut auth = auth.unwrap_or_else(|| {
+        let scheme = if provider == "webhook" {
+            "api_key"
+        } else {
+            "disabled"
+        };
+        serde_json::json!({ "scheme": scheme })
+    });
+    let obj = auth
+        .as_object_mut()
+        .ok_or_else(|| field("webhook_auth", "must be an object with a `scheme`"))?;
+    let scheme = obj
+        .get("scheme")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let digest = |s: &str| serde_json::json!([switchyard_core::ids::secret_digest(s)]);
+    let generated = match scheme.as_str() {
+        "api_key" if !obj.contains_key("key_sha256") => {
+            let key = generate_key();
+            obj.insert("key_sha256".into(), digest(&key));
+            Some(Generated::ApiKey(key))
+        }
+        "basic" if !obj.contains_key("password_sha256") => {
+            let password = generate_key();
+            obj.insert("password_sha256".into(), digest(&password));
+            obj.entry("username").or_insert_with(|| "webhook".into());
+            Some(Generated::Password(password))
+        }
+        "standard_webhooks" if secrets.is_empty() => {
+            let secret = generate_signing_secret();
+            secrets.push(secret.clone());
+            Some(Generated::Secret(secret))
+        }
+        _ => None,
+    };
+    let policy: WebhookPolicy =
+        serde_json::from_value(auth).map_err(|e| field("webhook_auth", e.to_string()))?;
+    if policy.auth.needs_secrets() && secrets.is_empty() {
+        return Err(field(
+            "webhook_secrets",
+            format!("`{scheme}` signs webhooks with a secret: give the sender's secret(s)"),
+        ));
+    }
+    policy
+        .validate(secrets)
+        .map_err(|(f, why)| field(&f, why))?;
+    Ok((policy, generated))
+}
+
+/// Seal an integration's webhook signing secrets.
+pub fn seal_webhook_secrets(
+    keyring: &Keyring,
+    id: Uuid,
+    secrets: &[String],
+) -> Result<SealedCredentials, VaultError> {
+    let sealed = keyring.seal(
+        Value::from(secrets.to_vec()).to_string().as_bytes(),
+        &aad(id, SecretKind::WebhookSecrets),
+    )?;
+    Ok(SealedCredentials {
+        key_id: sealed.key_id,
+        bytes: sealed.bytes,
+    })
+}
+
+/// An integration to create, asked the same way by the CLI and the HTTP API.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub tenant: String,
+    pub name: String,
+    /// A provider, or a built-in connector by name.
+    pub provider: String,
+    /// Default `inactive`.
+    pub status: Option<IntegrationStatus>,
+    /// Default `export`.
+    pub direction: Option<Direction>,
+    pub entities: Vec<String>,
+    pub settings: Value,
+    pub inbound: Value,
+    /// Goes in (sealed), never comes out.
+    pub credentials: Option<Value>,
+    /// The webhook policy (see [`webhook_policy`]).
+    pub webhook_auth: Option<Value>,
+    pub webhook_secrets: Vec<String>,
+    pub schedule: Option<Value>,
+    /// Asked with a tenant's key: a target becomes active only after its connection test.
+    pub by_tenant: bool,
+}
+
+/// A created integration and the credential made for it, if any (shown once).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub integration: Integration,
+    pub generated: Option<Generated>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("invalid integration: {0}")]
+    Invalid(#[from] FieldError),
+    #[error("cannot encrypt its secrets: {0}")]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Create an integration: validate everything (naming the field at fault), give a
+/// connector's documented limits unless the integration sets its own, make the webhook
+/// credential it lacks, seal credentials and secrets, and store it.
+pub async fn create(
+    store: &Store,
+    keyring: &Keyring,
+    r: CreateRequest,
+) -> Result<Created, CreateError> {
+    let settings = switchyard_providers::with_defaults(&r.provider, &r.settings);
+    validate(
+        &r.name,
+        &r.provider,
+        &r.entities,
+        &settings,
+        &r.inbound,
+        r.credentials.as_ref(),
+    )?;
+    if let Some(s) = &r.schedule {
+        validate_schedule(s)?;
+    }
+    let mut secrets = r.webhook_secrets;
+    let (policy, generated) = webhook_policy(&r.provider, r.webhook_auth, &mut secrets)?;
+    let is_target = switchyard_providers::info(&r.provider).is_some_and(|p| p.is_target);
+    if r.by_tenant && is_target && r.status == Some(IntegrationStatus::Active) {
+        return Err(field(
+            "status",
+            "a target becomes active after its connection test passes: create it, then test and activate it",
+        )
+        .into());
+    }
+    let id = Uuid::now_v7();
+    let credentials = r
+        .credentials
+        .as_ref()
+        .map(|c| seal_credentials(keyring, id, c))
+        .transpose()?;
+    let webhook_secrets = if secrets.is_empty() {
+        None
+    } else {
+        Some(seal_webhook_secrets(keyring, id, &secrets)?)
+    };
+    let integration = store
+        .create_integration(&switchyard_store::NewIntegration {
+            id,
+            tenant: r.tenant,
+            name: r.name,
+            provider: r.provider,
+            status: r.status.unwrap_or(IntegrationStatus::Inactive),
+            direction: r.direction.unwrap_or(Direction::Export),
+            entities: r.entities,
+            settings,
+            inbound: r.inbound,
+            webhook_auth: serde_json::to_value(&policy).unwrap_or_default(),
+            credentials,
+            webhook_secrets,
+            schedule: r.schedule,
+        })
+        .await?;
+    Ok(Created {
+        integration,
+        generated,
+    })
 }

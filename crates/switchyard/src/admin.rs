@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::io::Read;
 use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
-use switchyard_store::{Integration, JobFilter, NewIntegration, SealedCredentials, Store};
+use switchyard_store::{Integration, JobFilter, Store};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -98,7 +98,7 @@ pub enum IntegrationsCmd {
 pub enum SecretsCmd {
     /// Fingerprints of the active secrets (or API keys).
     List { integration: String },
-    /// Add a secret (signing schemes: read from --file; api-key: a new key is generated
+    /// Add a secret (signing schemes: read from --file; api_key: a new key is generated
     /// and shown once). Old and new are both accepted until the old one is removed.
     Add {
         integration: String,
@@ -142,15 +142,13 @@ pub struct CreateArgs {
     /// encrypted with the vault's active key and never shown again.
     #[arg(long)]
     credentials_file: Option<String>,
-    /// How its webhooks authenticate: api-key (a key is generated and shown once), basic,
-    /// standard-webhooks, stripe, shopify, woocommerce, github, hmac (with --webhook-hmac),
-    /// none (anyone may send), or disabled (it receives no webhooks). Default: api-key for
-    /// the `webhook` provider, disabled for any other (give a scheme to a target that also
-    /// sends webhooks, e.g. an ERP in a two-way sync).
-    #[arg(long)]
-    webhook_auth: Option<String>,
+    /// How its webhooks authenticate. Default: api_key for the `webhook` provider, disabled
+    /// for any other (give a scheme to a target that also sends webhooks, e.g. an ERP in a
+    /// two-way sync).
+    #[arg(long, value_enum)]
+    webhook_auth: Option<Scheme>,
     /// The signing secrets of a signing scheme, one per line (several while rotating). For
-    /// standard-webhooks without a file a `whsec_` secret is generated and shown once.
+    /// standard_webhooks without a file a `whsec_` secret is generated and shown once.
     #[arg(long)]
     webhook_secret_file: Option<String>,
     /// The generic HMAC scheme's settings, e.g.
@@ -461,7 +459,7 @@ pub async fn api_keys(cfg: &Config, cmd: ApiKeysCmd) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
         ApiKeysCmd::Create { tenant, name } => {
-            let key = random_key();
+            let key = switchyard_ops::integrations::generate_key();
             store
                 .create_api_key(&tenant, &name, &switchyard_core::ids::secret_digest(&key))
                 .await?;
@@ -552,31 +550,6 @@ async fn resolve_id(store: &Store, reference: Option<&str>) -> anyhow::Result<Op
     })
 }
 
-/// 32 random bytes in base64: the key of a `whsec_` secret (the vault's key generator makes
-/// exactly that).
-fn base64_key() -> String {
-    let key = switchyard_vault::Keyring::generate("k");
-    key.expose_secret().trim_start_matches("k:").to_owned()
-}
-
-fn seal_webhook_secrets(
-    cfg: &Config,
-    id: Uuid,
-    secrets: &[String],
-) -> anyhow::Result<SealedCredentials> {
-    let keyring = cfg.keyring()?;
-    let sealed = keyring
-        .seal(
-            serde_json::to_string(secrets)?.as_bytes(),
-            &switchyard_ops::keys::aad(id, switchyard_store::SecretKind::WebhookSecrets),
-        )
-        .context("cannot encrypt the webhook secrets")?;
-    Ok(SealedCredentials {
-        key_id: sealed.key_id,
-        bytes: sealed.bytes,
-    })
-}
-
 fn fingerprint(secret: &str) -> String {
     switchyard_core::ids::secret_digest(secret)[..12].to_owned()
 }
@@ -593,7 +566,7 @@ pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> an
         match cmd {
             SecretsCmd::List { .. } => key_sha256.iter().for_each(|d| println!("{}", &d[..12])),
             SecretsCmd::Add { .. } => {
-                let key = random_key();
+                let key = switchyard_ops::integrations::generate_key();
                 key_sha256.push(switchyard_core::ids::secret_digest(&key));
                 println!(
                     "new webhook API key, shown once: {key} (fingerprint {})",
@@ -669,7 +642,9 @@ pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> an
         }
     }
     if action > 0 {
-        let sealed = seal_webhook_secrets(cfg, i.id, &secrets)?;
+        let sealed =
+            switchyard_ops::integrations::seal_webhook_secrets(&cfg.keyring()?, i.id, &secrets)
+                .context("cannot encrypt the webhook secrets")?;
         store
             .set_sealed(
                 i.id,
@@ -683,22 +658,89 @@ pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> an
     Ok(())
 }
 
-fn random_key() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 24];
-    rand::rng().fill_bytes(&mut b);
-    format!(
-        "sy_{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
+/// The webhook policy the create flags ask for, as the HTTP API takes it.
+fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
+    let Some(scheme) = a.webhook_auth else {
+        if a.allow_ips.is_empty() && a.max_body_bytes.is_none() {
+            return Ok(None);
+        }
+        bail!("--allow-ip and --max-body-bytes go with --webhook-auth");
+    };
+    let mut v = json!({"scheme": scheme.as_str()});
+    match scheme {
+        Scheme::Hmac => {
+            let spec = read_json(
+                "webhook-hmac",
+                a.webhook_hmac
+                    .as_deref()
+                    .context("--webhook-hmac is required with --webhook-auth hmac")?,
+            )?;
+            let Value::Object(spec) = spec else {
+                bail!("--webhook-hmac: must be a JSON object");
+            };
+            v.as_object_mut().expect("an object").extend(spec);
+        }
+        Scheme::Basic => v["username"] = json!(a.basic_user),
+        _ => {}
+    }
+    if !a.allow_ips.is_empty() {
+        v["allowed_cidrs"] = json!(a.allow_ips);
+    }
+    if let Some(n) = a.max_body_bytes {
+        v["max_body_bytes"] = json!(n);
+    }
+    Ok(Some(v))
 }
 
-fn integration_json(i: &Integration, cfg: &Config) -> Value {
-    let mut v = switchyard_ops::integrations::view(i);
-    if v["webhook_auth"] != json!("disabled") {
-        v["webhook_url"] = json!(format!("http://{}/v1/webhooks/{}", cfg.listen, i.id));
+/// A field error, named by the flag that sets it.
+fn cli_field(e: &switchyard_ops::integrations::FieldError) -> String {
+    let flag = match e.field.as_str() {
+        "webhook_secrets" => "--webhook-secret-file",
+        "webhook_auth.max_body_bytes" => "--max-body-bytes",
+        f if f.starts_with("webhook_auth") => "--webhook-auth",
+        _ => return e.to_string(),
+    };
+    format!("{flag}: {}", e.reason)
+}
+
+/// How an integration's webhooks authenticate (the HTTP API's `webhook_auth.scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Scheme {
+    /// An `X-API-Key` header; a key is generated and shown once.
+    ApiKey,
+    /// HTTP Basic (user from --basic-user); a password is generated and shown once.
+    Basic,
+    /// Standard Webhooks signatures; without --webhook-secret-file a `whsec_` secret is
+    /// generated and shown once.
+    StandardWebhooks,
+    Stripe,
+    Shopify,
+    Woocommerce,
+    Github,
+    /// A generic HMAC signature (settings in --webhook-hmac).
+    Hmac,
+    /// Anyone may send (only with --allow-ip).
+    None,
+    /// It receives no webhooks.
+    Disabled,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::ApiKey => "api_key",
+            Scheme::Basic => "basic",
+            Scheme::StandardWebhooks => "standard_webhooks",
+            Scheme::Stripe => "stripe",
+            Scheme::Shopify => "shopify",
+            Scheme::Woocommerce => "woocommerce",
+            Scheme::Github => "github",
+            Scheme::Hmac => "hmac",
+            Scheme::None => "none",
+            Scheme::Disabled => "disabled",
+        }
     }
-    v
 }
 
 pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<()> {
@@ -722,34 +764,20 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     .context("--settings must be a JSON object")?;
                 obj.insert(k.trim().to_owned(), json!(v));
             }
-            let settings = switchyard_providers::with_defaults(&provider, &settings);
             let inbound = read_json("inbound", &a.inbound)?;
             let schedule = a
                 .schedule
                 .as_deref()
                 .map(|s| read_json("schedule", s))
                 .transpose()?;
-            if let Some(s) = &schedule {
-                switchyard_ops::integrations::validate_schedule(s)
-                    .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
-            }
-            let credentials_json = match &a.credentials_file {
+            let credentials = match &a.credentials_file {
                 None => None,
                 Some(path) => Some(read_json(
                     "credentials-file",
                     &format!("{}{path}", if path == "-" { "" } else { "@" }),
                 )?),
             };
-            switchyard_ops::integrations::validate(
-                &a.name,
-                &provider,
-                &a.entities,
-                &settings,
-                &inbound,
-                credentials_json.as_ref(),
-            )
-            .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
-            let mut secrets: Vec<String> = match &a.webhook_secret_file {
+            let webhook_secrets: Vec<String> = match &a.webhook_secret_file {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("--webhook-secret-file: cannot read {path}"))?
                     .lines()
@@ -759,139 +787,57 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     .collect(),
                 None => Vec::new(),
             };
-            let mut shown = None;
-            let scheme = a.webhook_auth.clone().unwrap_or_else(|| {
-                if provider == "webhook" {
-                    "api-key"
-                } else {
-                    "disabled"
-                }
-                .to_owned()
-            });
-            let webhook_auth = match scheme.as_str() {
-                "api-key" => {
-                    let key = random_key();
-                    let auth = WebhookAuth::api_keys([key.as_str()]);
-                    shown = Some(("webhook API key (send it as X-API-Key)", key));
-                    auth
-                }
-                "basic" => {
-                    let password = random_key();
-                    let auth = WebhookAuth::Basic {
-                        username: a.basic_user.clone(),
-                        password_sha256: vec![switchyard_core::ids::secret_digest(&password)],
-                    };
-                    shown = Some(("webhook basic-auth password", password));
-                    auth
-                }
-                "none" => WebhookAuth::None,
-                "disabled" => WebhookAuth::Disabled,
-                "standard-webhooks" => {
-                    if secrets.is_empty() {
-                        let secret = format!("whsec_{}", base64_key());
-                        secrets.push(secret.clone());
-                        shown = Some(("webhook signing secret (give it to the sender)", secret));
-                    }
-                    WebhookAuth::StandardWebhooks {
-                        tolerance_secs: 300,
-                    }
-                }
-                "stripe" => WebhookAuth::Stripe {
-                    tolerance_secs: 300,
-                },
-                "shopify" => WebhookAuth::Shopify,
-                "woocommerce" => WebhookAuth::Woocommerce,
-                "github" => WebhookAuth::Github,
-                "hmac" => {
-                    let spec = read_json(
-                        "webhook-hmac",
-                        a.webhook_hmac
-                            .as_deref()
-                            .context("--webhook-hmac is required with --webhook-auth hmac")?,
-                    )?;
-                    WebhookAuth::Hmac(
-                        serde_json::from_value(spec)
-                            .map_err(|e| anyhow::anyhow!("--webhook-hmac: {e}"))?,
-                    )
-                }
-                other => bail!("--webhook-auth: `{other}` is not a scheme; see --help"),
-            };
-            if webhook_auth.needs_secrets() && secrets.is_empty() {
-                bail!(
-                    "--webhook-secret-file: `{scheme}` signs webhooks with a secret: give the sender's secret(s), one per line"
-                );
-            }
-            let mut policy = WebhookPolicy::new(webhook_auth);
-            for cidr in &a.allow_ips {
-                policy.allowed_cidrs.push(cidr.parse().with_context(|| {
-                    format!("--allow-ip: `{cidr}` is not a CIDR (e.g. 203.0.113.0/24)")
-                })?);
-            }
-            policy.max_body_bytes = a.max_body_bytes;
-            if let Err((field, why)) = policy.validate(&secrets) {
-                let flag = match field.as_str() {
-                    "webhook_secrets" => "--webhook-secret-file",
-                    "webhook_auth.max_body_bytes" => "--max-body-bytes",
-                    _ => "--webhook-auth",
-                };
-                bail!("{flag}: {why}");
-            }
-            let id = Uuid::now_v7();
-            let webhook_secrets = if secrets.is_empty() {
-                None
-            } else {
-                Some(seal_webhook_secrets(cfg, id, &secrets)?)
-            };
-            let credentials = match &credentials_json {
-                None => None,
-                Some(value) => Some(
-                    switchyard_ops::integrations::seal_credentials(&cfg.keyring()?, id, value)
-                        .context("--credentials-file: cannot encrypt the credentials")?,
-                ),
-            };
-            let created = store
-                .create_integration(&NewIntegration {
-                    id,
+            let webhook_auth = webhook_auth_json(&a)?;
+            let created = switchyard_ops::integrations::create(
+                &store,
+                &cfg.keyring()?,
+                switchyard_ops::integrations::CreateRequest {
                     tenant: a.tenant,
                     name: a.name,
-                    provider: provider.clone(),
-                    status,
-                    direction,
+                    provider,
+                    status: Some(status),
+                    direction: Some(direction),
                     entities: a.entities,
                     settings,
                     inbound,
-                    webhook_auth: serde_json::to_value(&policy)?,
                     credentials,
+                    webhook_auth,
                     webhook_secrets,
                     schedule,
-                })
-                .await?;
+                    by_tenant: false,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                switchyard_ops::integrations::CreateError::Invalid(e) => {
+                    anyhow::anyhow!("invalid integration: {}", cli_field(&e))
+                }
+                e => e.into(),
+            })?;
+            let i = &created.integration;
             if a.json {
-                let mut v = integration_json(&created, cfg);
-                if let Some((_, k)) = &shown {
-                    v["webhook_api_key"] = json!(k);
+                let mut v = switchyard_ops::integrations::view(i);
+                if let Some(g) = &created.generated {
+                    v[g.field()] = json!(g.value());
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "created integration {}/{} ({})",
-                    created.tenant, created.name, created.id
-                );
-                if policy.auth != WebhookAuth::Disabled {
-                    println!(
-                        "  webhook URL: http://{}/v1/webhooks/{}",
-                        cfg.listen, created.id
-                    );
+                println!("created integration {}/{} ({})", i.tenant, i.name, i.id);
+                if i.webhook_auth.get("scheme").and_then(Value::as_str) != Some("disabled") {
+                    println!("  webhook URL: http://{}/v1/webhooks/{}", cfg.listen, i.id);
                 }
-                if let Some((what, k)) = shown {
-                    println!("  {what}, shown once: {k}");
+                if let Some(g) = &created.generated {
+                    println!("  {}, shown once: {}", g.describe(), g.value());
                 }
             }
         }
         IntegrationsCmd::List { tenant, json } => {
             let list = store.list_integrations(tenant.as_deref()).await?;
             if json {
-                let v: Vec<Value> = list.iter().map(|i| integration_json(i, cfg)).collect();
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(switchyard_ops::integrations::view)
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
@@ -977,7 +923,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&integration_json(&updated, cfg))?
+                serde_json::to_string_pretty(&switchyard_ops::integrations::view(&updated))?
             );
         }
         IntegrationsCmd::Delete { integration } => {
@@ -1083,7 +1029,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
         }
         IntegrationsCmd::Show { integration } => {
             let i = resolve(&store, &integration).await?;
-            let mut v = integration_json(&i, cfg);
+            let mut v = switchyard_ops::integrations::view(&i);
             v["routes"] = serde_json::to_value(store.routes(i.id).await?)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
