@@ -465,3 +465,201 @@ async fn the_cli_and_the_api_create_integrations_alike() {
         );
     }
 }
+
+/// Webhook secrets rotate the same over HTTP and with the CLI (issue 13): list, add, remove
+/// by fingerprint, each front door seeing the other's changes; a signing secret added is
+/// accepted and one removed is refused; an API key is generated and shown once; the last
+/// one cannot be removed; another tenant sees nothing.
+#[tokio::test]
+async fn webhook_secrets_rotate_alike_over_http_and_with_the_cli() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let fp = |s: &str| switchyard_core::ids::secret_digest(s)[..12].to_owned();
+    let (st, shop) = call(
+        &h,
+        reqwest::Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(
+            json!({"tenant": "acme", "name": "shop", "provider": "webhook", "status": "active",
+                    "inbound": {"entity": {"value": "order"}},
+                    "webhook_auth": {"scheme": "shopify"},
+                    "webhook_secrets": ["shopify-secret-one"]}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{shop}");
+    let id = shop["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/integrations/{id}/webhook-secrets");
+    let http_list = || async {
+        let (st, v) = call(&h, reqwest::Method::GET, &path, ADMIN_TOKEN, None).await;
+        assert_eq!(st, 200, "{v}");
+        v["fingerprints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let hr = &h;
+    let cli = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = hr.cli(&args).await;
+        assert!(ok, "{args:?}: {err}");
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let cmd = |verb: &str, rest: &[&str]| {
+        let mut v: Vec<String> = ["integrations", "webhook-secrets", verb, id.as_str()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        v.extend(rest.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    assert_eq!(http_list().await, [fp("shopify-secret-one")]);
+    assert_eq!(cli(cmd("list", &[])).await, [fp("shopify-secret-one")]);
+
+    // Added with the CLI, seen over HTTP; added over HTTP, seen by the CLI.
+    let file = std::env::temp_dir().join(format!("secret-{id}"));
+    std::fs::write(&file, "shopify-secret-two\n").unwrap();
+    cli(cmd("add", &["--file", file.to_str().unwrap()])).await;
+    let (st, v) = call(
+        &h,
+        reqwest::Method::POST,
+        &path,
+        ADMIN_TOKEN,
+        Some(json!({"secret": "shopify-secret-three"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let all = [
+        fp("shopify-secret-one"),
+        fp("shopify-secret-two"),
+        fp("shopify-secret-three"),
+    ];
+    assert_eq!(http_list().await, all);
+    assert_eq!(cli(cmd("list", &[])).await, all);
+
+    // Removed over HTTP and with the CLI; the last one stays.
+    let (st, v) = call(
+        &h,
+        reqwest::Method::DELETE,
+        &format!("{path}/{}", fp("shopify-secret-one")),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    cli(cmd("remove", &["--fingerprint", &fp("shopify-secret-two")])).await;
+    assert_eq!(http_list().await, [fp("shopify-secret-three")]);
+    let (st, v) = call(
+        &h,
+        reqwest::Method::DELETE,
+        &format!("{path}/{}", fp("shopify-secret-three")),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 422, "the last secret stays: {v}");
+    let signed = |secret: &str| {
+        let body = order("o-1", 1, "1").to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        h.http
+            .post(h.url(&format!("/v1/webhooks/{id}")))
+            .header("content-type", "application/json")
+            .header("x-shopify-hmac-sha256", sig)
+            .header("x-shopify-webhook-id", format!("d-{secret}"))
+            .body(body)
+            .send()
+    };
+    // (Ingest caches an integration for 100 ms here.)
+    crate::support::eventually(
+        "the removed secret is refused",
+        Duration::from_secs(5),
+        || async { signed("shopify-secret-one").await.unwrap().status() == 401 },
+    )
+    .await;
+    assert_ne!(signed("shopify-secret-three").await.unwrap().status(), 401);
+
+    // API keys are generated, by either door, and shown once.
+    let (st, sender) = call(
+        &h,
+        reqwest::Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(
+            json!({"tenant": "acme", "name": "sender", "provider": "webhook", "status": "active"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{sender}");
+    let sid = sender["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
+        &h,
+        reqwest::Method::POST,
+        &format!("/v1/integrations/{sid}/webhook-secrets"),
+        ADMIN_TOKEN,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let http_key = v["webhook_api_key"].as_str().unwrap().to_owned();
+    let out = cli(vec![
+        "integrations".into(),
+        "webhook-secrets".into(),
+        "add".into(),
+        sid.clone(),
+    ])
+    .await;
+    let cli_key = out
+        .iter()
+        .find_map(|l| l.split("shown once: ").nth(1))
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .to_owned();
+    for key in [&http_key, &cli_key] {
+        assert!(key.starts_with("sy_") && key.len() == 51, "{key}");
+        let st = h
+            .http
+            .post(h.url(&format!("/v1/webhooks/{sid}")))
+            .header("content-type", "application/json")
+            .header("x-api-key", key.as_str())
+            .body(order("o-2", 1, "1").to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_ne!(st, 401, "{key} is accepted");
+    }
+    let (st, v) = call(
+        &h,
+        reqwest::Method::GET,
+        &format!("/v1/integrations/{sid}/webhook-secrets"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["fingerprints"].as_array().unwrap().len(), 3, "{v}");
+    assert!(!v.to_string().contains(&http_key), "never shown again");
+
+    // Another tenant's key finds nothing.
+    h.store
+        .create_api_key(
+            "beta",
+            "b",
+            &switchyard_core::ids::secret_digest("beta-key"),
+        )
+        .await
+        .unwrap();
+    let (st, _) = call(&h, reqwest::Method::GET, &path, "beta-key", None).await;
+    assert_eq!(st, 404);
+    let _ = std::fs::remove_file(file);
+    h.shutdown().await;
+}

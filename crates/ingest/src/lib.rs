@@ -162,6 +162,14 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
                 .delete(manage::delete),
         )
         .route("/v1/integrations/{id}/test", post(manage::test))
+        .route(
+            "/v1/integrations/{id}/webhook-secrets",
+            get(manage::webhook_secrets).post(manage::add_webhook_secret),
+        )
+        .route(
+            "/v1/integrations/{id}/webhook-secrets/{fingerprint}",
+            axum::routing::delete(manage::remove_webhook_secret),
+        )
         .route("/v1/integrations/{id}/activate", post(manage::activate))
         .route("/v1/integrations/{id}/deactivate", post(manage::deactivate))
         .route("/v1/integrations/{id}/stats", get(manage::stats))

@@ -662,3 +662,84 @@ pub(crate) async fn events(
         .map_err(|e| state.store_error(e))?;
     Ok(Json(json!({"events": events})))
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddSecretBody {
+    /// The sender's new signing secret (signing schemes); left out for `api_key` and
+    /// `basic`, whose new key or password is generated and returned once.
+    secret: Option<String>,
+}
+
+fn secrets_error(state: &SharedState, e: ops::SecretsError) -> ApiError {
+    match e {
+        ops::SecretsError::Invalid(e) => bad(&e.field, e.reason),
+        ops::SecretsError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        ops::SecretsError::Changed => ApiError::new(StatusCode::CONFLICT, "changed", e.to_string()),
+        ops::SecretsError::Vault(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            e.to_string(),
+        ),
+        ops::SecretsError::Store(e) => state.store_error(e),
+    }
+}
+
+fn secrets_json(s: &ops::WebhookSecrets) -> Value {
+    let mut v = json!({"scheme": s.scheme, "fingerprints": s.fingerprints});
+    if let Some(g) = &s.generated {
+        v[g.field()] = json!(g.value());
+    }
+    v
+}
+
+/// `GET /v1/integrations/{id}/webhook-secrets`: fingerprints of what its webhooks are
+/// accepted with (never the secrets).
+pub(crate) async fn webhook_secrets(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let s = ops::webhook_secrets(&state.cfg.keyring, &i).map_err(|e| secrets_error(&state, e))?;
+    Ok(Json(secrets_json(&s)))
+}
+
+/// `POST /v1/integrations/{id}/webhook-secrets`: accept another secret (or a generated API
+/// key or password, returned once); the old ones stay accepted until removed.
+pub(crate) async fn add_webhook_secret(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Result<Json<AddSecretBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let b = body(b)?;
+    let i = visible(&state, &who, &raw).await?;
+    let change = ops::SecretChange::Add {
+        secrets: b.secret.into_iter().collect(),
+    };
+    let s = ops::change_webhook_secrets(&state.store, &state.cfg.keyring, &i, change)
+        .await
+        .map_err(|e| secrets_error(&state, e))?;
+    Ok(Json(secrets_json(&s)))
+}
+
+/// `DELETE /v1/integrations/{id}/webhook-secrets/{fingerprint}`: stop accepting one (never
+/// the last).
+pub(crate) async fn remove_webhook_secret(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path((raw, fingerprint)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let who = authorize(&state, &headers).await?;
+    let i = visible(&state, &who, &raw).await?;
+    let change = ops::SecretChange::Remove { fingerprint };
+    let s = ops::change_webhook_secrets(&state.store, &state.cfg.keyring, &i, change)
+        .await
+        .map_err(|e| secrets_error(&state, e))?;
+    Ok(Json(secrets_json(&s)))
+}

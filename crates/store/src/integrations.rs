@@ -334,13 +334,19 @@ impl Store {
     }
 
     /// Replace how an integration's webhooks are authenticated.
-    pub async fn set_webhook_auth(&self, id: Uuid, policy: &Value) -> Result<()> {
-        sqlx::query("UPDATE integrations SET webhook_auth = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(policy)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Replace an integration's webhook policy if it is still `expect` (compare-and-set):
+    /// `false` when it changed meanwhile.
+    pub async fn set_webhook_auth(&self, id: Uuid, policy: &Value, expect: &Value) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE integrations SET webhook_auth = $2, updated_at = now() \
+             WHERE id = $1 AND webhook_auth = $3 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(policy)
+        .bind(expect)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// An integration that has not been deleted.

@@ -4,7 +4,6 @@ use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::io::Read;
-use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_store::{Integration, JobFilter, Store};
 use uuid::Uuid;
@@ -550,110 +549,46 @@ async fn resolve_id(store: &Store, reference: Option<&str>) -> anyhow::Result<Op
     })
 }
 
-fn fingerprint(secret: &str) -> String {
-    switchyard_core::ids::secret_digest(secret)[..12].to_owned()
-}
-
 pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> anyhow::Result<()> {
-    let (reference, action) = match &cmd {
-        SecretsCmd::List { integration } => (integration, 0),
-        SecretsCmd::Add { integration, .. } => (integration, 1),
-        SecretsCmd::Remove { integration, .. } => (integration, 2),
-    };
-    let i = resolve(store, reference).await?;
-    let mut policy: WebhookPolicy = serde_json::from_value(i.webhook_auth.clone())?;
-    if let WebhookAuth::ApiKey { key_sha256 } = &mut policy.auth {
-        match cmd {
-            SecretsCmd::List { .. } => key_sha256.iter().for_each(|d| println!("{}", &d[..12])),
-            SecretsCmd::Add { .. } => {
-                let key = switchyard_ops::integrations::generate_key();
-                key_sha256.push(switchyard_core::ids::secret_digest(&key));
-                println!(
-                    "new webhook API key, shown once: {key} (fingerprint {})",
-                    fingerprint(&key)
-                );
-            }
-            SecretsCmd::Remove { fingerprint: f, .. } => {
-                let before = key_sha256.len();
-                key_sha256.retain(|d| !d.starts_with(&f));
-                if key_sha256.len() == before {
-                    bail!("no API key with fingerprint {f}");
-                }
-                if key_sha256.is_empty() {
-                    bail!("that is the last API key; add a new one first");
-                }
-            }
-        }
-        if action > 0 {
-            store
-                .set_webhook_auth(i.id, &serde_json::to_value(&policy)?)
-                .await?;
-            println!("done; ingest picks it up within seconds");
-        }
-        return Ok(());
-    }
-    if !policy.auth.needs_secrets() {
-        bail!("this integration's webhook scheme has no secrets to rotate");
-    }
+    use switchyard_ops::integrations::{self as ops, SecretChange};
     let keyring = cfg.keyring()?;
-    let aad = switchyard_ops::keys::aad(i.id, switchyard_store::SecretKind::WebhookSecrets);
-    let mut secrets: Vec<String> = match &i.webhook_secrets {
-        None => Vec::new(),
-        Some(s) => serde_json::from_slice(
-            keyring
-                .open(
-                    &switchyard_vault::Sealed {
-                        key_id: s.key_id.clone(),
-                        bytes: s.bytes.clone(),
-                    },
-                    &aad,
-                )?
-                .expose_secret(),
-        )?,
+    let (reference, change) = match cmd {
+        SecretsCmd::List { integration } => (integration, None),
+        SecretsCmd::Add { integration, file } => {
+            let secrets = match file {
+                None => Vec::new(),
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("--file: cannot read {path}"))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            (integration, Some(SecretChange::Add { secrets }))
+        }
+        SecretsCmd::Remove {
+            integration,
+            fingerprint,
+        } => (integration, Some(SecretChange::Remove { fingerprint })),
     };
-    match cmd {
-        SecretsCmd::List { .. } => secrets.iter().for_each(|s| println!("{}", fingerprint(s))),
-        SecretsCmd::Add { file, .. } => {
-            let path = file.context("--file: the new secret, one per line")?;
-            let added: Vec<String> = std::fs::read_to_string(&path)
-                .with_context(|| format!("--file: cannot read {path}"))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if added.is_empty() {
-                bail!("--file: {path} holds no secret");
-            }
-            for s in &added {
-                println!("added secret {}", fingerprint(s));
-            }
-            secrets.extend(added);
-        }
-        SecretsCmd::Remove { fingerprint: f, .. } => {
-            let before = secrets.len();
-            secrets.retain(|s| !fingerprint(s).starts_with(&f));
-            if secrets.len() == before {
-                bail!("no secret with fingerprint {f}");
-            }
-            if secrets.is_empty() {
-                bail!("that is the last secret; add the new one first");
-            }
-        }
+    let i = resolve(store, &reference).await?;
+    let now = match change {
+        None => ops::webhook_secrets(&keyring, &i)?,
+        Some(change) => ops::change_webhook_secrets(store, &keyring, &i, change)
+            .await
+            .map_err(|e| match e {
+                ops::SecretsError::Invalid(f) if f.field == "secret" => {
+                    anyhow::anyhow!("--file: {}", f.reason)
+                }
+                e => e.into(),
+            })?,
+    };
+    for f in &now.fingerprints {
+        println!("{f}");
     }
-    if action > 0 {
-        let sealed =
-            switchyard_ops::integrations::seal_webhook_secrets(&cfg.keyring()?, i.id, &secrets)
-                .context("cannot encrypt the webhook secrets")?;
-        store
-            .set_sealed(
-                i.id,
-                switchyard_store::SecretKind::WebhookSecrets,
-                Some(&sealed),
-                None,
-            )
-            .await?;
-        println!("done; ingest picks it up within seconds");
+    if let Some(g) = &now.generated {
+        println!("new {}, shown once: {}", g.describe(), g.value());
     }
     Ok(())
 }
