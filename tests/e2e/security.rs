@@ -1067,3 +1067,49 @@ async fn the_store_connects_to_postgres_over_tls_when_asked() {
             .unwrap();
     assert!(encrypted, "the connection is not encrypted");
 }
+
+/// An inactive integration tells only an authenticated sender that it is inactive: anyone
+/// else learns nothing about it (not its name, not its status) and gets the 401 any wrong
+/// credential gets.
+#[tokio::test]
+async fn an_inactive_integration_answers_unauthenticated_senders_401_not_its_status() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (st, v) = crate::support::call(
+        &h,
+        reqwest::Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(
+            json!({"tenant": "acme", "name": "quiet-shop", "provider": "webhook",
+                    "inbound": {"entity": {"value": "order"}}}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (id, key) = (
+        v["id"].as_str().unwrap().parse::<Uuid>().unwrap(),
+        v["webhook_api_key"].as_str().unwrap().to_owned(),
+    );
+    let body = order("o-1", 1, "1").to_string();
+    let (st, v) = post(
+        &h,
+        id,
+        body.as_bytes(),
+        &[("x-api-key".into(), "wrong".into())],
+    )
+    .await;
+    assert_eq!(st, 401, "{v}");
+    assert!(
+        !v.to_string().contains("quiet-shop") && !v.to_string().contains("inactive"),
+        "{v}"
+    );
+    let (st, v) = post(&h, id, body.as_bytes(), &[]).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = post(&h, id, body.as_bytes(), &[("x-api-key".into(), key)]).await;
+    assert_eq!((st, code(&v)), (409, "integration_inactive"), "{v}");
+    h.shutdown().await;
+}

@@ -117,9 +117,9 @@ async fn authenticate(
         return Err(reject(
             StatusCode::FORBIDDEN,
             f.code(),
+            // Not its name: the caller has proved nothing.
             format!(
-                "integration `{}` does not receive webhooks; give it a webhook authentication scheme to accept them",
-                source.name
+                "integration {id} does not receive webhooks; give it a webhook authentication scheme to accept them"
             ),
         ));
     }
@@ -129,19 +129,6 @@ async fn authenticate(
             StatusCode::FORBIDDEN,
             "ip_not_allowed",
             format!("{sender} may not send webhooks to this integration"),
-        ));
-    }
-    if !matches!(
-        source.status,
-        IntegrationStatus::Active | IntegrationStatus::Testing
-    ) {
-        return Err(reject(
-            StatusCode::CONFLICT,
-            "integration_inactive",
-            format!(
-                "integration `{}` is {}; activate it to accept webhooks",
-                source.name, source.status
-            ),
         ));
     }
 
@@ -223,6 +210,20 @@ async fn authenticate(
         .auth
         .verify(&header, &raw, secrets, Utc::now().timestamp())
         .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
+    // Only a sender that proved itself learns the integration's name and status.
+    if !matches!(
+        source.status,
+        IntegrationStatus::Active | IntegrationStatus::Testing
+    ) {
+        return Err(reject(
+            StatusCode::CONFLICT,
+            "integration_inactive",
+            format!(
+                "integration `{}` is {}; activate it to accept webhooks",
+                source.name, source.status
+            ),
+        ));
+    }
     Ok((source, raw, verified))
 }
 
