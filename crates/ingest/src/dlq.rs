@@ -1,12 +1,12 @@
 //! `/v1/dlq`: list, replay and purge dead letters (admin token).
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_ops::dlq::{self, DlqError, Filter, Options};
 
-use crate::jobs::authorize;
+use crate::jobs::{Caller, Principal};
 use crate::{ApiError, SharedState};
 
 #[derive(Debug, Deserialize)]
@@ -52,10 +52,9 @@ fn error(e: DlqError, retry: u32) -> ApiError {
 
 pub(crate) async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers).await?;
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let filter = Filter {
@@ -77,11 +76,10 @@ pub(crate) async fn list(
 
 async fn act(
     state: SharedState,
-    headers: HeaderMap,
+    who: Principal,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
     replay: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers).await?;
     let Json(mut b) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
     if let Some(t) = who.tenant() {
@@ -105,16 +103,16 @@ async fn act(
 
 pub(crate) async fn replay(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(state, headers, body, true).await
+    act(state, who, body, true).await
 }
 
 pub(crate) async fn purge(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(state, headers, body, false).await
+    act(state, who, body, false).await
 }

@@ -1,7 +1,7 @@
 //! The management API for routes (list, add, remove a route or a target), records (look a
 //! record up by any system's id for it) and conflicts. Tenant keys see their tenant only.
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,7 +9,7 @@ use switchyard_core::{ConflictPolicy, RouteOptions, WhenInactive};
 use switchyard_ops::routes::{RouteError, RouteRequest};
 use uuid::Uuid;
 
-use crate::jobs::authorize;
+use crate::jobs::Caller;
 use crate::manage::{ApiResult, bad, body, id, query, visible};
 use crate::{ApiError, SharedState};
 
@@ -23,10 +23,9 @@ pub(crate) struct RoutesQuery {
 /// `GET /v1/routes?source=`: the routes from an integration, with their options.
 pub(crate) async fn list_routes(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     q: Result<Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let q = query(q)?;
     let source = visible(&state, &who, &q.source).await?;
     let routes = state
@@ -69,10 +68,9 @@ fn empty_object() -> Value {
 /// `POST /v1/routes`: add a route (or targets and options to an existing one).
 pub(crate) async fn add_route(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     b: Result<Json<RouteBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = authorize(&state, &headers).await?;
     let b = body(b)?;
     let source = visible(&state, &who, &b.source)
         .await
@@ -134,20 +132,18 @@ async fn visible_route(
 /// `GET /v1/routes/{id}`.
 pub(crate) async fn show_route(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     Ok(Json(json!(visible_route(&state, &who, &raw).await?)))
 }
 
 /// `DELETE /v1/routes/{id}`: the route and all its targets; jobs already made go on.
 pub(crate) async fn remove_route(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let who = authorize(&state, &headers).await?;
     let route = visible_route(&state, &who, &raw).await?;
     state
         .store
@@ -160,10 +156,9 @@ pub(crate) async fn remove_route(
 /// `DELETE /v1/routes/{id}/targets/{target}`: one target; the route goes with its last.
 pub(crate) async fn remove_route_target(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((raw, target)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let route = visible_route(&state, &who, &raw).await?;
     let target = id(&target)?;
     let gone = state
@@ -188,10 +183,9 @@ pub(crate) struct RecordQuery {
 /// id in every system it has reached.
 pub(crate) async fn find_record(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     q: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let q = query(q)?;
     let i = visible(&state, &who, &q.integration).await?;
     let record = state
@@ -211,10 +205,9 @@ pub(crate) async fn find_record(
 /// `GET /v1/records/{id}`.
 pub(crate) async fn show_record(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let record = state
         .store
         .record(id(&raw)?)
@@ -237,10 +230,9 @@ pub(crate) struct ConflictQuery {
 /// `GET /v1/conflicts?integration=&tenant=&limit=`: newest first.
 pub(crate) async fn conflicts(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     q: Result<Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let q = query(q)?;
     let integration: Option<Uuid> = match &q.integration {
         Some(raw) => Some(visible(&state, &who, raw).await?.id),
@@ -257,10 +249,8 @@ pub(crate) async fn conflicts(
 
 /// `GET /v1/connectors`: the provider kinds Switchyard can connect to.
 pub(crate) async fn connectors(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
+    _: Caller,
 ) -> ApiResult<Json<Value>> {
-    authorize(&state, &headers).await?;
     Ok(Json(
         json!({"connectors": switchyard_providers::providers()}),
     ))
@@ -268,11 +258,9 @@ pub(crate) async fn connectors(
 
 /// `GET /v1/connectors/{name}`: one connector's settings, credentials, limits and entities.
 pub(crate) async fn connector(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
+    _: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    authorize(&state, &headers).await?;
     let kind = switchyard_providers::kind(&name)
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.reason))?;
     Ok(Json(kind.describe()))

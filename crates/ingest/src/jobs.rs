@@ -70,10 +70,9 @@ pub(crate) async fn authorize(
 
 pub(crate) async fn show(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers).await?;
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -97,4 +96,46 @@ pub(crate) async fn show(
         .await
         .map_err(|e| ApiError::from_store(e, retry))?;
     Ok(Json(json!({"job": job, "attempts": attempts})))
+}
+
+/// The caller of a management endpoint, authenticated (`401` otherwise): a handler that
+/// takes it needs no authorization lines of its own.
+pub(crate) struct Caller(pub(crate) Principal);
+
+impl axum::extract::FromRequestParts<SharedState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &SharedState,
+    ) -> Result<Self, ApiError> {
+        authorize(state, &parts.headers).await.map(Caller)
+    }
+}
+
+/// The integration the path's `{id}` names, if the caller may see it (`404` otherwise, the
+/// same for another tenant's as for none), with the caller.
+pub(crate) struct Visible {
+    pub(crate) who: Principal,
+    pub(crate) integration: switchyard_store::Integration,
+}
+
+impl axum::extract::FromRequestParts<SharedState> for Visible {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &SharedState,
+    ) -> Result<Self, ApiError> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+        let raw = params
+            .iter()
+            .find_map(|(k, v)| (k == "id").then(|| v.to_owned()))
+            .ok_or_else(|| ApiError::not_found("no integration in the path".to_owned()))?;
+        let integration = crate::manage::visible(state, &who, &raw).await?;
+        Ok(Visible { who, integration })
+    }
 }

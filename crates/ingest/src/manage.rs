@@ -1,7 +1,7 @@
 //! The management API: integrations, their statistics and mappings, and jobs. Bearer auth;
 //! a tenant's key sees only its tenant (another tenant's integration or job is a 404).
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -11,7 +11,8 @@ use switchyard_ops::integrations as ops;
 use switchyard_store::{Integration, IntegrationFilter, IntegrationPatch, JobQuery};
 use uuid::Uuid;
 
-use crate::jobs::{Principal, authorize};
+use crate::jobs::Principal;
+use crate::jobs::{Caller, Visible};
 use crate::{ApiError, SharedState};
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
@@ -74,10 +75,9 @@ pub(crate) struct ListQuery {
 
 pub(crate) async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let q = query(q)?;
     let f = IntegrationFilter {
         tenant: who.tenant().map(str::to_owned).or(q.tenant),
@@ -130,10 +130,9 @@ fn empty_object() -> Value {
 
 pub(crate) async fn create(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     b: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let who = authorize(&state, &headers).await?;
     let b = body(b)?;
     let tenant = match (&who, b.tenant) {
         (Principal::Tenant(t), Some(asked)) if *t != asked => {
@@ -184,11 +183,8 @@ pub(crate) async fn create(
 
 pub(crate) async fn show(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let mut v = ops::view(&i);
     v["routes"] = serde_json::to_value(
         state
@@ -215,12 +211,9 @@ pub(crate) struct UpdateBody {
 
 pub(crate) async fn update(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
     b: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let b = body(b)?;
     if let Some(s) = &b.schedule {
         ops::validate_schedule(s).map_err(|e| bad(&e.field, e.reason))?;
@@ -286,11 +279,8 @@ pub(crate) async fn update(
 
 pub(crate) async fn delete(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<StatusCode> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     state
         .store
         .delete_integration(i.id)
@@ -301,11 +291,8 @@ pub(crate) async fn delete(
 
 pub(crate) async fn test(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let out = ops::test_connection(
         &state.store,
         state.cfg.keyring.clone(),
@@ -319,12 +306,9 @@ pub(crate) async fn test(
 
 async fn set_status(
     state: SharedState,
-    headers: HeaderMap,
-    raw: String,
+    i: Integration,
     status: IntegrationStatus,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let retry = state.cfg.retry_after_secs;
     state
         .store
@@ -342,13 +326,13 @@ async fn set_status(
 /// Activate; the jobs held while it was not active are released, in the order they came.
 pub(crate) async fn activate(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible {
+        who,
+        integration: i,
+    }: Visible,
 ) -> ApiResult<Json<Value>> {
     // A tenant's target goes live once its connection test passed (`testing`); `inactive`
     // and `error` ones are tested first.
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let is_target = switchyard_providers::info(&i.provider).is_some_and(|p| p.is_target);
     if matches!(who, Principal::Tenant(_))
         && is_target
@@ -366,7 +350,7 @@ pub(crate) async fn activate(
             ),
         ));
     }
-    let mut v = set_status(state.clone(), headers, raw, IntegrationStatus::Active).await?;
+    let mut v = set_status(state.clone(), i, IntegrationStatus::Active).await?;
     let id: Uuid = v["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -385,10 +369,9 @@ pub(crate) async fn activate(
 
 pub(crate) async fn deactivate(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<Value>> {
-    set_status(state, headers, raw, IntegrationStatus::Inactive).await
+    set_status(state, i, IntegrationStatus::Inactive).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,12 +383,9 @@ pub(crate) struct StatsQuery {
 
 pub(crate) async fn stats(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
     q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let hours = query(q)?.hours.unwrap_or(24).clamp(1, 24 * 90);
     let since = Utc::now() - chrono::Duration::hours(hours);
     let s = state
@@ -429,12 +409,9 @@ pub(crate) struct MappingQuery {
 
 pub(crate) async fn mappings(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
     q: Result<Query<MappingQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let q = query(q)?;
     let retry = state.cfg.retry_after_secs;
     let err = |e| ApiError::from_store(e, retry);
@@ -473,11 +450,9 @@ pub(crate) async fn mappings(
 
 pub(crate) async fn delete_mapping(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path((raw, entity, internal_id)): Path<(String, String, String)>,
+    Visible { integration: i, .. }: Visible,
+    Path((_, entity, internal_id)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     state
         .store
         .delete_mapping(i.id, &entity, &internal_id)
@@ -500,10 +475,9 @@ pub(crate) struct JobsQuery {
 
 pub(crate) async fn jobs(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let q = query(q)?;
     let page = state
         .store
@@ -535,13 +509,13 @@ pub(crate) struct SyncBody {
 /// `POST /v1/integrations/{id}/sync`: start a sync now.
 pub(crate) async fn sync(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible {
+        who,
+        integration: i,
+    }: Visible,
     b: Option<Json<SyncBody>>,
 ) -> ApiResult<Response> {
     use switchyard_ops::sync::{SyncError, SyncRequest, start};
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let b = b.map(|Json(b)| b).unwrap_or_default();
     if let Some(bad_entity) = b
         .entities
@@ -588,12 +562,9 @@ pub(crate) struct RunsQuery {
 /// `GET /v1/integrations/{id}/sync-runs`: newest first.
 pub(crate) async fn sync_runs(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
     q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let q = query(q)?;
     let runs = state
         .store
@@ -624,20 +595,18 @@ async fn visible_run(
 /// `GET /v1/sync-runs/{id}`
 pub(crate) async fn sync_run(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     Ok(Json(json!(visible_run(&state, &who, &raw).await?)))
 }
 
 /// `POST /v1/sync-runs/{id}/cancel`: no further page; jobs not yet started are skipped.
 pub(crate) async fn cancel_sync_run(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let run = visible_run(&state, &who, &raw).await?;
     let run = state
         .store
@@ -650,11 +619,8 @@ pub(crate) async fn cancel_sync_run(
 /// `GET /v1/integrations/{id}/events`: newest first (e.g. `auto_disabled`).
 pub(crate) async fn events(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let events = state
         .store
         .integration_events(i.id, 100)
@@ -699,11 +665,8 @@ fn secrets_json(s: &ops::WebhookSecrets) -> Value {
 /// accepted with (never the secrets).
 pub(crate) async fn webhook_secrets(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let s = ops::webhook_secrets(&state.cfg.keyring, &i).map_err(|e| secrets_error(&state, e))?;
     Ok(Json(secrets_json(&s)))
 }
@@ -712,13 +675,10 @@ pub(crate) async fn webhook_secrets(
 /// key or password, returned once); the old ones stay accepted until removed.
 pub(crate) async fn add_webhook_secret(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+    Visible { integration: i, .. }: Visible,
     b: Result<Json<AddSecretBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
     let b = body(b)?;
-    let i = visible(&state, &who, &raw).await?;
     let change = ops::SecretChange::Add {
         secrets: b.secret.into_iter().collect(),
     };
@@ -732,11 +692,9 @@ pub(crate) async fn add_webhook_secret(
 /// the last).
 pub(crate) async fn remove_webhook_secret(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path((raw, fingerprint)): Path<(String, String)>,
+    Visible { integration: i, .. }: Visible,
+    Path((_, fingerprint)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let who = authorize(&state, &headers).await?;
-    let i = visible(&state, &who, &raw).await?;
     let change = ops::SecretChange::Remove { fingerprint };
     let s = ops::change_webhook_secrets(&state.store, &state.cfg.keyring, &i, change)
         .await
