@@ -663,3 +663,225 @@ async fn webhook_secrets_rotate_alike_over_http_and_with_the_cli() {
     let _ = std::fs::remove_file(file);
     h.shutdown().await;
 }
+
+/// Every change lands in the audit log with who made it — over HTTP with the admin token or
+/// a tenant's key, with the CLI — and no audit entry, nor any answer of `/v1/audit`, holds
+/// a secret (issue 13).
+#[tokio::test]
+async fn every_change_lands_in_the_audit_log_and_none_holds_a_secret() {
+    use reqwest::Method;
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let token = "SECRET-provider-token-9f3a";
+    let tenant_key = "acme-tenant-key-SECRET-77";
+    let admin = |m: Method, path: String, body: Option<Value>| {
+        let h = &h;
+        async move {
+            let (st, v) = call(h, m.clone(), &path, ADMIN_TOKEN, body).await;
+            assert!(st < 300, "{m} {path}: {st} {v}");
+            v
+        }
+    };
+    // An operator, over HTTP.
+    let erp = admin(
+        Method::POST,
+        "/v1/integrations".into(),
+        Some(json!({"tenant": "acme", "name": "erp", "provider": "rest",
+            "settings": {"base_url": "https://erp.example.com", "auth": {"type": "bearer"},
+                         "entities": {"order": {"create": {"method": "POST", "path": "/orders"}}}},
+            "credentials": {"token": token}})),
+    )
+    .await;
+    let erp_id = erp["id"].as_str().unwrap().to_owned();
+    let shop = admin(
+        Method::POST,
+        "/v1/integrations".into(),
+        Some(
+            json!({"tenant": "acme", "name": "shop", "provider": "webhook",
+                    "webhook_auth": {"scheme": "standard_webhooks"}}),
+        ),
+    )
+    .await;
+    let shop_id = shop["id"].as_str().unwrap().to_owned();
+    let signing_secret = shop["webhook_secret"].as_str().unwrap().to_owned();
+    admin(
+        Method::PATCH,
+        format!("/v1/integrations/{erp_id}"),
+        Some(json!({"entities": ["order"], "credentials": {"token": "SECRET-rotated-token-41"}})),
+    )
+    .await;
+    admin(
+        Method::POST,
+        format!("/v1/integrations/{erp_id}/activate"),
+        None,
+    )
+    .await;
+    let added = admin(
+        Method::POST,
+        format!("/v1/integrations/{shop_id}/webhook-secrets"),
+        Some(json!({"secret": "whsec_U0VDUkVULW5ldy1zaWduaW5nLXNlY3JldA=="})),
+    )
+    .await;
+    assert_eq!(added["fingerprints"].as_array().unwrap().len(), 2);
+    let route = admin(
+        Method::POST,
+        "/v1/routes".into(),
+        Some(json!({"source": shop_id, "entity": "order", "targets": [erp_id]})),
+    )
+    .await;
+    let route_id = route["id"]
+        .as_str()
+        .or(route["route"]["id"].as_str())
+        .unwrap()
+        .to_owned();
+    admin(
+        Method::DELETE,
+        format!("/v1/routes/{route_id}/targets/{erp_id}"),
+        None,
+    )
+    .await;
+    admin(
+        Method::POST,
+        "/v1/dlq/replay".into(),
+        Some(json!({"dry_run": true})),
+    )
+    .await;
+    // An operator, with the CLI.
+    let (ok, out, err) = h
+        .cli(&["api-keys", "create", "--tenant", "acme", "--name", "ci"])
+        .await;
+    assert!(ok, "{err}");
+    let cli_key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sy_"))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .to_owned();
+    let (ok, _, err) = h
+        .cli(&["api-keys", "revoke", "--tenant", "acme", "--name", "ci"])
+        .await;
+    assert!(ok, "{err}");
+    // A tenant, with its key.
+    h.store
+        .create_api_key(
+            "acme",
+            "t",
+            &switchyard_core::ids::secret_digest(tenant_key),
+        )
+        .await
+        .unwrap();
+    let (st, mine) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        tenant_key,
+        Some(json!({"name": "tenant-made", "provider": "webhook"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{mine}");
+    let tenant_made_key = mine["webhook_api_key"].as_str().unwrap().to_owned();
+    admin(Method::DELETE, format!("/v1/integrations/{erp_id}"), None).await;
+    // Another tenant's change, which acme must not see.
+    admin(
+        Method::POST,
+        "/v1/integrations".into(),
+        Some(json!({"tenant": "beta", "name": "theirs", "provider": "webhook"})),
+    )
+    .await;
+
+    let log = admin(Method::GET, "/v1/audit?limit=1000".into(), None).await;
+    let entries = log["entries"].as_array().unwrap();
+    let has = |action: &str, actor_prefix: &str, object: &str| {
+        entries.iter().any(|e| {
+            e["action"] == action
+                && e["actor"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(actor_prefix)
+                && (object.is_empty() || e["object_id"] == object)
+        })
+    };
+    for (action, actor, object) in [
+        ("integration.create", "api:admin", erp_id.as_str()),
+        ("integration.create", "api:admin", shop_id.as_str()),
+        ("integration.update", "api:admin", erp_id.as_str()),
+        ("route.create", "api:admin", route_id.as_str()),
+        ("route_target.create", "api:admin", route_id.as_str()),
+        ("route_target.delete", "api:admin", route_id.as_str()),
+        ("dlq_action.create", "api:admin", ""),
+        ("api_key.create", "cli:", ""),
+        ("api_key.revoke", "cli:", ""),
+        (
+            "integration.create",
+            "api:tenant:acme",
+            mine["id"].as_str().unwrap(),
+        ),
+        ("integration.delete", "api:admin", erp_id.as_str()),
+    ] {
+        assert!(
+            has(action, actor, object),
+            "no {action} by {actor} on {object:?} in {log:#}"
+        );
+    }
+    // What changed is there: the entities and the status, and that the credentials and the
+    // webhook secrets changed — not what they are.
+    let erp_updates: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "integration.update" && e["object_id"] == erp_id.as_str())
+        .collect();
+    assert!(
+        erp_updates
+            .iter()
+            .any(|e| e["changes"]["entities"]["to"] == json!(["order"])
+                && e["changes"]["credentials"] == "changed"),
+        "{erp_updates:#?}"
+    );
+    assert!(
+        erp_updates
+            .iter()
+            .any(|e| e["changes"]["status"]["to"] == "active"),
+        "{erp_updates:#?}"
+    );
+    assert!(
+        has("integration.update", "api:admin", &shop_id),
+        "the secret rotation"
+    );
+    let text = log.to_string();
+    for secret in [
+        token,
+        "SECRET-rotated-token-41",
+        signing_secret.as_str(),
+        "whsec_U0VDUkVULW5ldy1zaWduaW5nLXNlY3JldA==",
+        cli_key.as_str(),
+        tenant_key,
+        tenant_made_key.as_str(),
+        &switchyard_core::ids::secret_digest(&cli_key),
+        &switchyard_core::ids::secret_digest(&tenant_made_key),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the audit log holds a secret: {secret}"
+        );
+    }
+    let rows: String = sqlx::query_scalar("SELECT string_agg(changes::text, ' ') FROM audit_log")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert!(!rows.contains(token) && !rows.contains(&cli_key));
+
+    // A tenant sees its own things' changes only; the CLI reads the same log.
+    let (st, theirs) = call(&h, Method::GET, "/v1/audit?tenant=beta", tenant_key, None).await;
+    assert_eq!(st, 200);
+    let seen = theirs["entries"].as_array().unwrap();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|e| e["tenant"] == "acme"),
+        "{theirs:#}"
+    );
+    let (ok, out, err) = h.cli(&["audit", "--limit", "1000", "--json"]).await;
+    assert!(ok, "{err}");
+    let cli_log: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli_log.as_array().unwrap().len(), entries.len());
+    h.shutdown().await;
+}

@@ -248,19 +248,14 @@ pub(crate) async fn conflicts(
 }
 
 /// `GET /v1/connectors`: the provider kinds Switchyard can connect to.
-pub(crate) async fn connectors(
-    _: Caller,
-) -> ApiResult<Json<Value>> {
+pub(crate) async fn connectors(_: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({"connectors": switchyard_providers::providers()}),
     ))
 }
 
 /// `GET /v1/connectors/{name}`: one connector's settings, credentials, limits and entities.
-pub(crate) async fn connector(
-    _: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub(crate) async fn connector(_: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let kind = switchyard_providers::kind(&name)
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.reason))?;
     Ok(Json(kind.describe()))

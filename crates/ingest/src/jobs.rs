@@ -109,6 +109,10 @@ impl axum::extract::FromRequestParts<SharedState> for Caller {
         parts: &mut axum::http::request::Parts,
         state: &SharedState,
     ) -> Result<Self, ApiError> {
+        // Authenticated already by `name_the_actor`, or not at all yet.
+        if let Some(who) = parts.extensions.get::<Principal>() {
+            return Ok(Caller(who.clone()));
+        }
         authorize(state, &parts.headers).await.map(Caller)
     }
 }
@@ -137,5 +141,28 @@ impl axum::extract::FromRequestParts<SharedState> for Visible {
             .ok_or_else(|| ApiError::not_found("no integration in the path".to_owned()))?;
         let integration = crate::manage::visible(state, &who, &raw).await?;
         Ok(Visible { who, integration })
+    }
+}
+
+/// Management requests: the caller is authenticated once, here, and named as the actor of
+/// the changes the request makes (the audit log). A request that fails authentication goes
+/// on to its handler, whose [`Caller`] answers it.
+pub(crate) async fn name_the_actor(
+    State(state): State<SharedState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let management = path.starts_with("/v1/") && !path.starts_with("/v1/webhooks/");
+    if !management || !req.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    match authorize(&state, req.headers()).await {
+        Ok(who) => {
+            let actor = who.actor();
+            req.extensions_mut().insert(who);
+            switchyard_store::ACTOR.scope(actor, next.run(req)).await
+        }
+        Err(_) => next.run(req).await,
     }
 }

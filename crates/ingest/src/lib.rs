@@ -3,6 +3,7 @@
 //! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod batch;
 mod client;
 mod dlq;
@@ -205,6 +206,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/oauth/callback", get(oauth::callback))
         .route("/v1/sync-runs/{id}", get(manage::sync_run))
         .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))
@@ -212,6 +214,10 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            jobs::name_the_actor,
+        ))
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

@@ -22,7 +22,8 @@ impl Store {
         name: &str,
         key_sha256: &str,
     ) -> Result<ApiKey> {
-        sqlx::query_as(
+        let mut tx = self.begin_audited().await?;
+        let key = sqlx::query_as(
             "INSERT INTO api_keys (id, tenant, name, key_sha256) VALUES ($1, $2, $3, $4) \
              RETURNING id, tenant, name, created_at, revoked_at",
         )
@@ -30,14 +31,16 @@ impl Store {
         .bind(tenant)
         .bind(name)
         .bind(key_sha256)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
                 "tenant `{tenant}` already has an API key named `{name}`"
             )),
             other => other,
-        })
+        })?;
+        tx.commit().await?;
+        Ok(key)
     }
 
     /// The tenant an active key belongs to.
@@ -61,18 +64,20 @@ impl Store {
     }
 
     pub async fn revoke_api_key(&self, tenant: &str, name: &str) -> Result<()> {
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query(
             "UPDATE api_keys SET revoked_at = now() WHERE tenant = $1 AND name = $2 AND revoked_at IS NULL",
         )
         .bind(tenant)
         .bind(name)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "active API key `{name}` of tenant `{tenant}`"
             )));
         }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -217,6 +217,7 @@ pub struct NewRoute<'a> {
 
 impl Store {
     pub async fn create_integration(&self, new: &NewIntegration) -> Result<Integration> {
+        let mut tx = self.begin_audited().await?;
         let parts = |c: &Option<SealedCredentials>| match c {
             Some(c) => (Some(c.key_id.clone()), Some(c.bytes.clone())),
             None => (None, None),
@@ -245,7 +246,7 @@ impl Store {
             .bind(wbytes)
             .bind(wkey_id)
             .bind(new.schedule.as_ref())
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -254,6 +255,7 @@ impl Store {
                 )),
                 other => other,
             })?;
+        tx.commit().await?;
         Ok(row.into())
     }
 
@@ -267,6 +269,7 @@ impl Store {
         sealed: Option<&SealedCredentials>,
         expect: Option<&SealedCredentials>,
     ) -> Result<bool> {
+        let mut tx = self.begin_audited().await?;
         let (col, key_col) = kind.columns();
         // With `expect`, a compare-and-set on the stored bytes themselves: a value changed
         // since it was read (even under the same key) is left alone.
@@ -280,8 +283,9 @@ impl Store {
             .bind(sealed.map(|s| s.key_id.clone()))
             .bind(expect.map(|s| s.bytes.clone()))
             .bind(expect.map(|s| s.key_id.clone()))
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -337,6 +341,7 @@ impl Store {
     /// Replace an integration's webhook policy if it is still `expect` (compare-and-set):
     /// `false` when it changed meanwhile.
     pub async fn set_webhook_auth(&self, id: Uuid, policy: &Value, expect: &Value) -> Result<bool> {
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query(
             "UPDATE integrations SET webhook_auth = $2, updated_at = now() \
              WHERE id = $1 AND webhook_auth = $3 AND deleted_at IS NULL",
@@ -344,8 +349,9 @@ impl Store {
         .bind(id)
         .bind(policy)
         .bind(expect)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -409,7 +415,7 @@ impl Store {
     /// Add a route from `source` for (`entity`, `event`) to `targets`, or add targets to the
     /// route that already exists for that pair.
     pub async fn add_route(&self, r: &NewRoute<'_>) -> Result<Uuid> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_audited().await?;
         let route_id: Uuid = sqlx::query_scalar(
             "INSERT INTO routes (id, source_integration_id, entity, event, filter, conflict, \
                when_inactive, link_existing, route_values) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -446,20 +452,22 @@ impl Store {
 
     /// Remove a route with all its targets; jobs already made keep going.
     pub async fn remove_route(&self, route: Uuid) -> Result<()> {
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query("DELETE FROM routes WHERE id = $1")
             .bind(route)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("route {route}")));
         }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Remove one target from a route; the route goes too when it was its last target.
     /// Returns whether the route itself was removed.
     pub async fn remove_route_target(&self, route: Uuid, target: Uuid) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query(
             "DELETE FROM route_targets WHERE route_id = $1 AND target_integration_id = $2",
         )

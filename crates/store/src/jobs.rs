@@ -944,7 +944,8 @@ impl Store {
         moved: usize,
         job_ids: &[Uuid],
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.begin_audited().await?;
+        let id = sqlx::query_scalar(
             "INSERT INTO dlq_actions (action, actor, filter, dry_run, matched, moved, job_ids)              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(action)
@@ -954,8 +955,10 @@ impl Store {
         .bind(matched as i32)
         .bind(moved as i32)
         .bind(job_ids)
-        .fetch_one(self.pool())
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     pub async fn job(&self, id: Uuid) -> Result<JobRow> {

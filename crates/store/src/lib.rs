@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod api_keys;
+mod audit;
 mod dead_letters;
 mod identity;
 mod integrations;
@@ -14,6 +15,7 @@ mod oauth;
 mod sync;
 
 pub use api_keys::ApiKey;
+pub use audit::{AuditEntry, AuditFilter};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, TakenDeadLetters};
 pub use identity::{Conflict, HeldJob, LinkView, NewConflict, RecordView};
 pub use integrations::{
@@ -29,6 +31,13 @@ pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
+
+tokio::task_local! {
+    /// Who makes the changes in this task — an operator's request (`api:admin`,
+    /// `api:tenant:acme`) or command (`cli:root`) — for the audit log. Set it with
+    /// `ACTOR.scope(who, future)`; changes made outside one are the system's.
+    pub static ACTOR: String;
+}
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, migrate::Migrator};
@@ -202,6 +211,19 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A transaction whose changes the audit log (migration 0013) attributes to [`ACTOR`],
+    /// or to `system` outside an operator's request or command.
+    pub(crate) async fn begin_audited(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        if let Ok(actor) = ACTOR.try_with(Clone::clone) {
+            sqlx::query("SELECT set_config('switchyard.actor', $1, true)")
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     pub async fn close(&self) {

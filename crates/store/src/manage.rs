@@ -96,6 +96,7 @@ impl Store {
     }
 
     pub async fn update_integration(&self, id: Uuid, p: &IntegrationPatch) -> Result<Integration> {
+        let mut tx = self.begin_audited().await?;
         let (key_id, bytes) = match &p.credentials {
             Some(c) => (Some(c.key_id.clone()), Some(c.bytes.clone())),
             None => (None, None),
@@ -119,7 +120,7 @@ impl Store {
         .bind(p.schedule.as_ref())
         .bind(bytes)
         .bind(key_id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -131,6 +132,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("integration {id}")));
         }
+        tx.commit().await?;
         self.integration(id).await
     }
 
@@ -141,6 +143,7 @@ impl Store {
         status: IntegrationStatus,
         error: Option<&str>,
     ) -> Result<()> {
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query(
             "UPDATE integrations SET status = $2, last_error = COALESCE($3, last_error), updated_at = now() \
              WHERE id = $1 AND deleted_at IS NULL",
@@ -148,27 +151,30 @@ impl Store {
         .bind(id)
         .bind(status.as_str())
         .bind(error)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("integration {id}")));
         }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Soft delete: the integration stops receiving and sending; its jobs, attempts and
     /// mappings stay for audit, and its name becomes free.
     pub async fn delete_integration(&self, id: Uuid) -> Result<()> {
+        let mut tx = self.begin_audited().await?;
         let r = sqlx::query(
             "UPDATE integrations SET deleted_at = now(), status = 'inactive', updated_at = now() \
              WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("integration {id}")));
         }
+        tx.commit().await?;
         Ok(())
     }
 

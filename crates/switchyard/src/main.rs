@@ -63,6 +63,9 @@ enum Command {
     /// Tenants' API keys for the management API.
     #[command(subcommand)]
     ApiKeys(admin::ApiKeysCmd),
+    /// Who changed what, and when: integrations, credentials, secrets, routes, API keys,
+    /// dead-letter actions (never a secret's value).
+    Audit(admin::AuditArgs),
     /// Vault keys.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
@@ -97,23 +100,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config::Config::load(cli.config.as_deref())?;
     // Where providers may be called (validated by `load`).
     switchyard_providers::egress::configure(cfg.egress.policy().map_err(|e| anyhow::anyhow!(e))?);
-    match cli.command {
-        Command::Ingest => serve::run(cfg, serve::Services::Ingest).await,
-        Command::Worker => serve::run(cfg, serve::Services::Worker).await,
-        Command::Scheduler => serve::run(cfg, serve::Services::Scheduler).await,
-        Command::All => serve::run(cfg, serve::Services::All).await,
-        Command::Migrate => serve::migrate(&cfg).await,
-        Command::Integrations(cmd) => admin::integrations(&cfg, cmd).await,
-        Command::Routes(cmd) => admin::routes(&cfg, cmd).await,
-        Command::Jobs(cmd) => admin::jobs(&cfg, cmd).await,
-        Command::Mappings(cmd) => admin::mappings(&cfg, cmd).await,
-        Command::Records(cmd) => admin::records(&cfg, cmd).await,
-        Command::Conflicts(cmd) => admin::conflicts(&cfg, cmd).await,
+    let command = match cli.command {
+        Command::Ingest => return serve::run(cfg, serve::Services::Ingest).await,
+        Command::Worker => return serve::run(cfg, serve::Services::Worker).await,
+        Command::Scheduler => return serve::run(cfg, serve::Services::Scheduler).await,
+        Command::All => return serve::run(cfg, serve::Services::All).await,
+        Command::Migrate => return serve::migrate(&cfg).await,
+        other => other,
+    };
+    // An operator's command: its changes are the operator's in the audit log.
+    switchyard_store::ACTOR
+        .scope(admin::actor(), admin_command(&cfg, command))
+        .await
+}
+
+async fn admin_command(cfg: &config::Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest
+        | Command::Worker
+        | Command::Scheduler
+        | Command::All
+        | Command::Migrate => unreachable!("services are run above"),
+        Command::Audit(args) => admin::audit(cfg, args).await,
+        Command::Integrations(cmd) => admin::integrations(cfg, cmd).await,
+        Command::Routes(cmd) => admin::routes(cfg, cmd).await,
+        Command::Jobs(cmd) => admin::jobs(cfg, cmd).await,
+        Command::Mappings(cmd) => admin::mappings(cfg, cmd).await,
+        Command::Records(cmd) => admin::records(cfg, cmd).await,
+        Command::Conflicts(cmd) => admin::conflicts(cfg, cmd).await,
         Command::Connectors(cmd) => admin::connectors(cmd),
-        Command::Sync(cmd) => admin::sync(&cfg, cmd).await,
-        Command::Dlq(cmd) => admin::dlq(&cfg, cmd).await,
-        Command::ApiKeys(cmd) => admin::api_keys(&cfg, cmd).await,
-        Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(&cfg).await,
+        Command::Sync(cmd) => admin::sync(cfg, cmd).await,
+        Command::Dlq(cmd) => admin::dlq(cfg, cmd).await,
+        Command::ApiKeys(cmd) => admin::api_keys(cfg, cmd).await,
+        Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(cfg).await,
         Command::Keys(admin::KeysCmd::Generate { .. }) => unreachable!("handled above"),
     }
 }
