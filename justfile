@@ -29,7 +29,7 @@ test: services
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace --exclude switchyard-tests
     cargo build -p switchyard --bin switchyard
-    cargo test -p switchyard-tests --test e2e
+    scripts/e2e.sh
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
     scripts/demo-test.sh
 

@@ -25,6 +25,10 @@ use wiremock::MockServer;
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The vault key every harness uses (`k1`), for tests that rotate it.
+/// Quorum queues are declared and deleted by one harness at a time: the local RabbitMQ
+/// (3.10) has stopped answering under many concurrent declarations and deletions.
+static TOPOLOGY_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub static TEST_VAULT_KEY: std::sync::OnceLock<SecretString> = std::sync::OnceLock::new();
 pub const API_KEY: &str = "test-webhook-key";
 
@@ -215,9 +219,11 @@ impl Harness {
         };
         let key = TEST_VAULT_KEY.get_or_init(|| Keyring::generate("k1"));
         let keyring = Arc::new(Keyring::parse(key, None).expect("keyring"));
+        let changing = TOPOLOGY_CHANGES.lock().await;
         let broker = Broker::start(BrokerConfig::new(opts.amqp_url.clone(), topology.clone()));
         if opts.amqp_url == amqp_url() {
             let connected = broker.wait_connected(Duration::from_secs(60)).await;
+            drop(changing);
             assert!(
                 connected,
                 "RabbitMQ is not reachable at {}: start it with `rabbitmq-server -detached` (or `just services`)",
@@ -278,11 +284,13 @@ impl Harness {
         cfg.guard = Arc::new(
             switchyard_resilience::Guard::shared(&redis_url(), &self.topology.prefix).unwrap(),
         );
+        let changing = TOPOLOGY_CHANGES.lock().await;
         let broker = Broker::start(BrokerConfig::new(
             self.amqp_url.clone(),
             self.topology.clone(),
         ));
         broker.wait_connected(Duration::from_secs(60)).await;
+        drop(changing);
         let worker = Worker::new(
             cfg,
             self.store.clone(),
@@ -314,7 +322,10 @@ impl Harness {
         if let Some(i) = self.ingest.take() {
             let _ = i.await;
         }
-        let _ = self.broker.delete_topology().await;
+        {
+            let _changing = TOPOLOGY_CHANGES.lock().await;
+            let _ = self.broker.delete_topology().await;
+        }
         self.broker.shutdown().await;
         self.store.close().await;
         drop_database(&self.db_name).await;
