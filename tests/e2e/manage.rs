@@ -885,3 +885,128 @@ async fn every_change_lands_in_the_audit_log_and_none_holds_a_secret() {
     assert_eq!(cli_log.as_array().unwrap().len(), entries.len());
     h.shutdown().await;
 }
+
+/// Tenants' API keys are managed over HTTP as with the CLI (issue 13), with the admin token
+/// only: the same key format, each door sees and revokes the other's keys, a revoked key is
+/// refused at once, and a listing never shows a key.
+#[tokio::test]
+async fn api_keys_are_managed_alike_over_http_and_with_the_cli_by_the_admin_only() {
+    use reqwest::Method;
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (st, made) = call(
+        &h,
+        Method::POST,
+        "/v1/api-keys",
+        ADMIN_TOKEN,
+        Some(json!({"tenant": "acme", "name": "http-made"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{made}");
+    let http_key = made["api_key"].as_str().unwrap().to_owned();
+    let (ok, out, err) = h
+        .cli(&[
+            "api-keys", "create", "--tenant", "acme", "--name", "cli-made",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let cli_key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sy_"))
+        .unwrap()
+        .to_owned();
+    for key in [&http_key, &cli_key] {
+        assert!(
+            key.len() == 51 && key[3..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        let (st, _) = call(&h, Method::GET, "/v1/integrations", key, None).await;
+        assert_eq!(st, 200, "{key} works");
+    }
+    let (st, listed) = call(
+        &h,
+        Method::GET,
+        "/v1/api-keys?tenant=acme",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let names: Vec<&str> = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cli-made", "http-made"]);
+    assert!(!listed.to_string().contains(&http_key) && !listed.to_string().contains(&cli_key));
+    let (ok, out, _) = h.cli(&["api-keys", "list", "--tenant", "acme"]).await;
+    assert!(
+        ok && out.contains("http-made") && out.contains("cli-made"),
+        "{out}"
+    );
+    // A tenant's key cannot manage keys, not even its own tenant's.
+    for (m, path, body) in [
+        (Method::GET, "/v1/api-keys", None),
+        (
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"tenant": "acme", "name": "more"})),
+        ),
+        (Method::DELETE, "/v1/api-keys/acme/cli-made", None),
+    ] {
+        let (st, v) = call(&h, m, path, &http_key, body).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (403, Some("admin_only")),
+            "{path}"
+        );
+    }
+    let (st, v) = call(
+        &h,
+        Method::POST,
+        "/v1/api-keys",
+        ADMIN_TOKEN,
+        Some(json!({"tenant": "acme", "name": "Not Valid"})),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    // Each door revokes the other's.
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        "/v1/api-keys/acme/cli-made",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (ok, _, err) = h
+        .cli(&[
+            "api-keys",
+            "revoke",
+            "--tenant",
+            "acme",
+            "--name",
+            "http-made",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    for key in [&http_key, &cli_key] {
+        let (st, _) = call(&h, Method::GET, "/v1/integrations", key, None).await;
+        assert_eq!(st, 401, "{key} is revoked");
+    }
+    let (st, _) = call(
+        &h,
+        Method::DELETE,
+        "/v1/api-keys/acme/cli-made",
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "already revoked");
+    h.shutdown().await;
+}

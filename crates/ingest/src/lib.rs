@@ -3,6 +3,7 @@
 //! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
 
+mod api_keys;
 mod audit;
 mod batch;
 mod client;
@@ -207,6 +208,11 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .route("/v1/sync-runs/{id}", get(manage::sync_run))
         .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route(
+            "/v1/api-keys/{tenant}/{name}",
+            axum::routing::delete(api_keys::revoke),
+        )
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))

@@ -2,6 +2,7 @@
 //! dead letters; re-encrypting secrets under a new vault key; starting batch syncs. Used by the CLI (`switchyard dlq …`) and the HTTP API (`/v1/dlq`).
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod dlq;
 pub mod held;
 pub mod integrations;

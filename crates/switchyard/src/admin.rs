@@ -524,10 +524,9 @@ pub async fn api_keys(cfg: &Config, cmd: ApiKeysCmd) -> anyhow::Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
         ApiKeysCmd::Create { tenant, name } => {
-            let key = switchyard_ops::integrations::generate_key();
-            store
-                .create_api_key(&tenant, &name, &switchyard_core::ids::secret_digest(&key))
-                .await?;
+            let key = switchyard_ops::api_keys::create(&store, &tenant, &name)
+                .await?
+                .plaintext;
             println!("API key `{name}` of tenant `{tenant}`, shown once: {key}");
             println!("use it as: Authorization: Bearer {key}");
         }
