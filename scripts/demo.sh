@@ -94,7 +94,7 @@ rest_target demo-warehouse shipments '{"token": "demo-erp-token"}' --status acti
 # earlier keys retired), so this run never needs a key an earlier run kept.
 if exists demo-store; then
   old_keys=$("$BIN" integrations webhook-secrets list demo-store)
-  STORE_KEY=$("$BIN" integrations webhook-secrets add demo-store | sed -n 's/^new webhook API key, shown once: \([^ ]*\) .*/\1/p')
+  STORE_KEY=$("$BIN" integrations webhook-secrets add demo-store | sed -n 's/.*shown once: \(sy_[0-9a-f]*\).*/\1/p')
   for fp in $old_keys; do "$BIN" integrations webhook-secrets remove demo-store --fingerprint "$fp" >/dev/null; done
   echo "demo-store: a fresh webhook API key (earlier ones retired)"
 else
