@@ -911,27 +911,6 @@ impl Store {
         Ok(())
     }
 
-    /// Make a dead job processable again: fresh attempts, its history kept. A job that is no
-    /// longer dead (it succeeded meanwhile) is left alone, so its replay is a duplicate.
-    pub async fn reset_for_replay(&self, id: Uuid) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = 0, replays = replays + 1,              dead_reason = NULL, finished_at = NULL, purged_at = NULL, updated_at = now()              WHERE id = $1 AND status = 'dead'",
-        )
-        .bind(id)
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Note that a dead job's message was purged from its dead-letter queue.
-    pub async fn mark_purged(&self, id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE jobs SET purged_at = now(), updated_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
     /// Record an operator's replay or purge.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_dlq_action(
