@@ -184,6 +184,7 @@ impl Worker {
             let tracker2 = tracker.clone();
             tracker.spawn(async move {
                 while let Some(delivery) = rx.recv().await {
+                    let delivery = process::Job::read(delivery);
                     // The integration's turn first, so that a job waiting for one holds no
                     // slot; a job that must wait does so in its own task, queued in
                     // arrival order behind the integration's earlier jobs.

@@ -73,18 +73,14 @@ pub(crate) enum Turn {
 
 /// Take the delivery's turn at its integration, or queue for it (in arrival order: the
 /// semaphore is fair, and the place is taken here, before the caller moves on).
-pub(crate) async fn turn(shared: &Shared, d: &Delivery) -> Turn {
-    #[derive(serde::Deserialize)]
-    struct Target {
-        integration_id: uuid::Uuid,
-    }
-    if due_at(&d.headers).is_some_and(|due| due > Utc::now()) {
+pub(crate) async fn turn(shared: &Shared, job: &Job) -> Turn {
+    if due_at(&job.d.headers).is_some_and(|due| due > Utc::now()) {
         return Turn::Now(None);
     }
-    let Ok(t) = serde_json::from_slice::<Target>(&d.body) else {
+    let Ok(env) = &job.env else {
         return Turn::Now(None);
     };
-    let Ok(Some(target)) = shared.connectors.get(t.integration_id).await else {
+    let Ok(Some(target)) = shared.connectors.get(env.integration_id).await else {
         return Turn::Now(None);
     };
     let mut waiting = Box::pin(target.permits.clone().acquire_owned());
@@ -94,8 +90,23 @@ pub(crate) async fn turn(shared: &Shared, d: &Delivery) -> Turn {
     }
 }
 
-pub(crate) async fn handle(shared: &Shared, d: Delivery, turn: Option<OwnedSemaphorePermit>) {
-    let env = match Envelope::from_slice(&d.body) {
+/// A delivery and its envelope, read once (the consumer needs the integration for the
+/// job's turn, the handler everything).
+pub(crate) struct Job {
+    d: Delivery,
+    env: Result<Envelope, String>,
+}
+
+impl Job {
+    pub(crate) fn read(d: Delivery) -> Job {
+        let env = Envelope::from_slice(&d.body).map_err(|e| e.to_string());
+        Job { d, env }
+    }
+}
+
+pub(crate) async fn handle(shared: &Shared, job: Job, turn: Option<OwnedSemaphorePermit>) {
+    let Job { d, env } = job;
+    let env = match env {
         Ok(env) => env,
         Err(e) => {
             warn!(routing_key = %d.routing_key, message_id = ?d.message_id, error = %e,
@@ -105,7 +116,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery, turn: Option<OwnedSemap
                 &mut headers,
                 DeadReason::Malformed,
                 ErrorClass::Malformed,
-                &e.to_string(),
+                &e,
             );
             publish_then_ack(
                 shared,
