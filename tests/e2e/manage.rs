@@ -1010,3 +1010,98 @@ async fn api_keys_are_managed_alike_over_http_and_with_the_cli_by_the_admin_only
     assert_eq!(st, 404, "already revoked");
     h.shutdown().await;
 }
+
+/// Changing an integration goes through one `ops::integrations::update` from both doors
+/// (issue 13): the same refusals, naming the same field — credentials must be given again
+/// when the provider's address changes — and the same result.
+#[tokio::test]
+async fn the_cli_and_the_api_update_integrations_alike() {
+    use reqwest::Method;
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let settings = |base: &str| {
+        json!({"base_url": base, "auth": {"type": "bearer"},
+               "entities": {"order": {"create": {"method": "POST", "path": "/orders"}}}})
+    };
+    let mut ids = Vec::new();
+    for name in ["by-http", "by-cli"] {
+        let (st, v) = call(
+            &h,
+            Method::POST,
+            "/v1/integrations",
+            ADMIN_TOKEN,
+            Some(json!({"tenant": "acme", "name": name, "provider": "rest",
+                        "settings": settings("https://erp.example.com"),
+                        "credentials": {"token": "t-1"}})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let moved = settings("https://elsewhere.example.net").to_string();
+    // Refused alike: the credentials would follow the provider to a new address.
+    let (st, v) = call(
+        &h,
+        Method::PATCH,
+        &format!("/v1/integrations/{}", ids[0]),
+        ADMIN_TOKEN,
+        Some(json!({"settings": settings("https://elsewhere.example.net")})),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    let http_error = v["error"]["message"].as_str().unwrap().to_owned();
+    let (ok, _, cli_error) = h
+        .cli(&["integrations", "update", &ids[1], "--settings", &moved])
+        .await;
+    assert!(!ok);
+    let field = http_error.split(':').next().unwrap();
+    assert!(
+        cli_error.contains(field),
+        "the CLI names the same field as the API ({field}): {cli_error}"
+    );
+    // Accepted alike, with the credentials given again.
+    let creds = std::env::temp_dir().join(format!("creds-{}", ids[1]));
+    std::fs::write(&creds, r#"{"token": "t-2"}"#).unwrap();
+    let (st, http) = call(
+        &h,
+        Method::PATCH,
+        &format!("/v1/integrations/{}", ids[0]),
+        ADMIN_TOKEN,
+        Some(
+            json!({"settings": settings("https://elsewhere.example.net"),
+                    "entities": ["order"], "credentials": {"token": "t-2"}}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{http}");
+    let (ok, out, err) = h
+        .cli(&[
+            "integrations",
+            "update",
+            &ids[1],
+            "--settings",
+            &moved,
+            "--entities",
+            "order",
+            "--credentials-file",
+            creds.to_str().unwrap(),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for key in [
+        "settings",
+        "entities",
+        "has_credentials",
+        "status",
+        "webhook_auth",
+    ] {
+        assert_eq!(http[key], cli[key], "{key}");
+    }
+    assert_eq!(cli["settings"]["base_url"], "https://elsewhere.example.net");
+    let _ = std::fs::remove_file(creds);
+    h.shutdown().await;
+}

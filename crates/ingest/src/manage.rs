@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_ops::integrations as ops;
-use switchyard_store::{Integration, IntegrationFilter, IntegrationPatch, JobQuery};
+use switchyard_store::{Integration, IntegrationFilter, JobQuery};
 use uuid::Uuid;
 
 use crate::jobs::Principal;
@@ -128,6 +128,19 @@ fn empty_object() -> Value {
     json!({})
 }
 
+/// An integration change refused: the field at fault (422), the vault (503), the store.
+fn change_error(state: &SharedState, e: ops::CreateError) -> ApiError {
+    match e {
+        ops::CreateError::Invalid(e) => bad(&e.field, e.reason),
+        ops::CreateError::Vault(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            format!("cannot encrypt secrets: {e}"),
+        ),
+        ops::CreateError::Store(e) => state.store_error(e),
+    }
+}
+
 pub(crate) async fn create(
     State(state): State<SharedState>,
     Caller(who): Caller,
@@ -165,15 +178,7 @@ pub(crate) async fn create(
         },
     )
     .await
-    .map_err(|e| match e {
-        ops::CreateError::Invalid(e) => bad(&e.field, e.reason),
-        ops::CreateError::Vault(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
-            format!("cannot encrypt secrets: {e}"),
-        ),
-        ops::CreateError::Store(e) => state.store_error(e),
-    })?;
+    .map_err(|e| change_error(&state, e))?;
     let mut v = ops::view(&created.integration);
     if let Some(g) = &created.generated {
         v[g.field()] = json!(g.value());
@@ -215,65 +220,22 @@ pub(crate) async fn update(
     b: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
-    if let Some(s) = &b.schedule {
-        ops::validate_schedule(s).map_err(|e| bad(&e.field, e.reason))?;
-    }
-    // Validate the integration as it will be.
-    let name = b.name.clone().unwrap_or_else(|| i.name.clone());
-    let entities = b.entities.clone().unwrap_or_else(|| i.entities.clone());
-    let settings = b.settings.clone().unwrap_or_else(|| i.settings.clone());
-    let inbound = b.inbound.clone().unwrap_or_else(|| i.inbound.clone());
-    ops::validate(
-        &name,
-        &i.provider,
-        &entities,
-        &settings,
-        &inbound,
-        b.credentials.as_ref(),
+    let updated = ops::update(
+        &state.store,
+        &state.cfg.keyring,
+        &i,
+        ops::UpdateRequest {
+            name: b.name,
+            direction: b.direction,
+            entities: b.entities,
+            settings: b.settings,
+            inbound: b.inbound,
+            credentials: b.credentials,
+            schedule: b.schedule,
+        },
     )
-    .map_err(|e| bad(&e.field, e.reason))?;
-    let rescoped = ops::check_credentials_scope(
-        &i.provider,
-        &i.settings,
-        &settings,
-        i.credentials.is_some(),
-        b.credentials.is_some(),
-    )
-    .map_err(|e| bad(&e.field, e.reason))?;
-    let credentials = match &b.credentials {
-        Some(c) => Some(
-            ops::seal_credentials(&state.cfg.keyring, i.id, c).map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "vault_unavailable",
-                    format!("cannot encrypt: {e}"),
-                )
-            })?,
-        ),
-        None => None,
-    };
-    let patch = IntegrationPatch {
-        name: b.name,
-        direction: b.direction,
-        entities: b.entities,
-        settings: b.settings,
-        inbound: b.inbound,
-        schedule: b.schedule,
-        credentials,
-    };
-    let updated = state
-        .store
-        .update_integration(i.id, &patch)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if rescoped {
-        // Tokens bought for the old place are not sent to the new one.
-        state
-            .store
-            .clear_oauth_token(i.id)
-            .await
-            .map_err(|e| state.store_error(e))?;
-    }
+    .await
+    .map_err(|e| change_error(&state, e))?;
     Ok(Json(ops::view(&updated)))
 }
 

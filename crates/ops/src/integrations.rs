@@ -783,3 +783,67 @@ pub async fn change_webhook_secrets(
         generated: None,
     })
 }
+
+/// A change to an integration, asked the same way by the CLI and the HTTP API; what is
+/// left out stays as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    pub name: Option<String>,
+    pub direction: Option<Direction>,
+    pub entities: Option<Vec<String>>,
+    pub settings: Option<Value>,
+    pub inbound: Option<Value>,
+    /// Goes in (sealed), never comes out.
+    pub credentials: Option<Value>,
+    pub schedule: Option<Value>,
+}
+
+/// Change integration `i`: the integration as it will be is validated (naming the field at
+/// fault); credentials must be given again when the place they are sent to changes (and
+/// the OAuth tokens bought for the old place are dropped); new credentials are sealed.
+pub async fn update(
+    store: &Store,
+    keyring: &Keyring,
+    i: &Integration,
+    r: UpdateRequest,
+) -> Result<Integration, CreateError> {
+    if let Some(s) = &r.schedule {
+        validate_schedule(s)?;
+    }
+    let settings = r.settings.as_ref().unwrap_or(&i.settings);
+    validate(
+        r.name.as_deref().unwrap_or(&i.name),
+        &i.provider,
+        r.entities.as_deref().unwrap_or(&i.entities),
+        settings,
+        r.inbound.as_ref().unwrap_or(&i.inbound),
+        r.credentials.as_ref(),
+    )?;
+    let rescoped = check_credentials_scope(
+        &i.provider,
+        &i.settings,
+        settings,
+        i.credentials.is_some(),
+        r.credentials.is_some(),
+    )?;
+    let credentials = r
+        .credentials
+        .as_ref()
+        .map(|c| seal_credentials(keyring, i.id, c))
+        .transpose()?;
+    let patch = switchyard_store::IntegrationPatch {
+        name: r.name,
+        direction: r.direction,
+        entities: r.entities,
+        settings: r.settings,
+        inbound: r.inbound,
+        schedule: r.schedule,
+        credentials,
+    };
+    let updated = store.update_integration(i.id, &patch).await?;
+    if rescoped {
+        // Tokens bought for the old place are not sent to the new one.
+        store.clear_oauth_token(i.id).await?;
+    }
+    Ok(updated)
+}

@@ -864,13 +864,6 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             schedule,
         } => {
             let i = resolve(&store, &integration).await?;
-            let schedule = schedule.map(|s| read_json("schedule", &s)).transpose()?;
-            if let Some(s) = &schedule {
-                switchyard_ops::integrations::validate_schedule(s)
-                    .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
-            }
-            let settings = settings.map(|s| read_json("settings", &s)).transpose()?;
-            let inbound = inbound.map(|s| read_json("inbound", &s)).transpose()?;
             let credentials = credentials_file
                 .map(|p| {
                     read_json(
@@ -879,48 +872,27 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
                     )
                 })
                 .transpose()?;
-            switchyard_ops::integrations::validate(
-                name.as_deref().unwrap_or(&i.name),
-                &i.provider,
-                entities.as_deref().unwrap_or(&i.entities),
-                settings.as_ref().unwrap_or(&i.settings),
-                inbound.as_ref().unwrap_or(&i.inbound),
-                credentials.as_ref(),
-            )
-            .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
-            let rescoped = switchyard_ops::integrations::check_credentials_scope(
-                &i.provider,
-                &i.settings,
-                settings.as_ref().unwrap_or(&i.settings),
-                i.credentials.is_some(),
-                credentials.is_some(),
-            )
-            .map_err(|e| anyhow::anyhow!("invalid integration: {e} (--credentials-file)"))?;
-            let sealed = match &credentials {
-                Some(c) => Some(switchyard_ops::integrations::seal_credentials(
-                    &cfg.keyring()?,
-                    i.id,
-                    c,
-                )?),
-                None => None,
-            };
-            let patch = switchyard_store::IntegrationPatch {
+            let request = switchyard_ops::integrations::UpdateRequest {
                 name,
                 direction: direction
                     .map(|d| d.parse())
                     .transpose()
                     .context("--direction")?,
                 entities,
-                settings,
-                inbound,
-                schedule,
-                credentials: sealed,
+                settings: settings.map(|s| read_json("settings", &s)).transpose()?,
+                inbound: inbound.map(|s| read_json("inbound", &s)).transpose()?,
+                credentials,
+                schedule: schedule.map(|s| read_json("schedule", &s)).transpose()?,
             };
-            let updated = store.update_integration(i.id, &patch).await?;
-            if rescoped {
-                // Tokens bought for the old place are not sent to the new one.
-                store.clear_oauth_token(i.id).await?;
-            }
+            let updated =
+                switchyard_ops::integrations::update(&store, &cfg.keyring()?, &i, request)
+                    .await
+                    .map_err(|e| match e {
+                        switchyard_ops::integrations::CreateError::Invalid(e) => {
+                            anyhow::anyhow!("invalid integration: {e}")
+                        }
+                        e => e.into(),
+                    })?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&switchyard_ops::integrations::view(&updated))?
