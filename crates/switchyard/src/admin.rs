@@ -666,7 +666,11 @@ fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
         }
         bail!("--allow-ip and --max-body-bytes go with --webhook-auth");
     };
-    let mut v = json!({"scheme": scheme.as_str()});
+    // The choice's name is the API's spelling (snake_case).
+    let name = clap::ValueEnum::to_possible_value(&scheme)
+        .map(|p| p.get_name().to_owned())
+        .context("--webhook-auth")?;
+    let mut v = json!({"scheme": name});
     match scheme {
         Scheme::Hmac => {
             let spec = read_json(
@@ -724,23 +728,6 @@ pub enum Scheme {
     None,
     /// It receives no webhooks.
     Disabled,
-}
-
-impl Scheme {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scheme::ApiKey => "api_key",
-            Scheme::Basic => "basic",
-            Scheme::StandardWebhooks => "standard_webhooks",
-            Scheme::Stripe => "stripe",
-            Scheme::Shopify => "shopify",
-            Scheme::Woocommerce => "woocommerce",
-            Scheme::Github => "github",
-            Scheme::Hmac => "hmac",
-            Scheme::None => "none",
-            Scheme::Disabled => "disabled",
-        }
-    }
 }
 
 pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<()> {
