@@ -223,7 +223,7 @@ pub async fn replay(
     let mut skip = Vec::new();
     let upto = store.newest_dead_letter().await?;
     while report.matched < o.limit {
-        let taken = store
+        let mut taken = store
             .take_dead_letters(f, (o.limit - report.matched).min(batch), &skip, upto)
             .await?;
         if taken.rows.is_empty() {
@@ -244,9 +244,11 @@ pub async fn replay(
                 }
             }
         }
-        // If the broker refuses, nothing is removed: they are all still dead letters.
+        // Reset first, under the rows' locks, so that a worker taking a republished job
+        // waits for it; if the broker refuses, the transaction is dropped and nothing moved.
+        taken.remove(&moved).await?;
         broker.publish(&messages).await?;
-        taken.replayed(&moved).await?;
+        taken.commit().await?;
         report.moved += moved.len();
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;

@@ -91,10 +91,12 @@ pub struct TakenDeadLetters {
 }
 
 impl TakenDeadLetters {
-    /// Remove those of them with these ids, which the caller has republished, and reset
-    /// their jobs for fresh attempts (a job that is no longer dead is left as it is).
-    /// Commits; the others are left as they were.
-    pub async fn replayed(mut self, ids: &[i64]) -> Result<()> {
+    /// Remove those of them with these ids, and reset their jobs for fresh attempts (a job
+    /// that is no longer dead is left as it is), in the transaction: call it before
+    /// republishing them, so that a worker taking a republished job waits for the reset
+    /// (its row is locked until [`TakenDeadLetters::commit`]). The others are left as they
+    /// were.
+    pub async fn remove(&mut self, ids: &[i64]) -> Result<()> {
         let jobs: Vec<Uuid> = self
             .rows
             .iter()
@@ -111,6 +113,12 @@ impl TakenDeadLetters {
         .bind(&jobs)
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    /// Commit what [`TakenDeadLetters::remove`] did (once the messages are republished);
+    /// dropped instead, it is undone.
+    pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
     }
