@@ -1117,3 +1117,236 @@ async fn an_inactive_integration_answers_unauthenticated_senders_401_not_its_sta
     assert_eq!((st, code(&v)), (409, "integration_inactive"), "{v}");
     h.shutdown().await;
 }
+
+/// Every operation in the served OpenAPI description, called with one tenant's key and
+/// another tenant's ids (its integrations, route, job, record, mapping, sync run, webhook
+/// secret, API key, dead letter) in the path, the query and the body: each is refused or
+/// answers the caller's own things only, and afterwards the other tenant's things are as
+/// they were, with no change of theirs in the audit log. An operation added later is walked
+/// too; a path parameter this test does not know fails it until taught.
+#[tokio::test]
+async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
+    use crate::support::call;
+    use reqwest::Method;
+    let h = Harness::start().await;
+    let digest = switchyard_core::ids::secret_digest;
+    let thief = "beta-walks-every-route";
+    h.store
+        .create_api_key("beta", "walk", &digest(thief))
+        .await
+        .unwrap();
+    // The victim, acme: a store routed to an ERP; one order reached the ERP (a mapping and a
+    // record), one died (a dead letter); a sync run; an API key.
+    h.store
+        .create_api_key("acme", "ops", &digest("acme-ops-key"))
+        .await
+        .unwrap();
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "erp-1"})))
+        .up_to_n_times(1)
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
+        .mount(&h.provider)
+        .await;
+    let done = h.accept(store, "e1", order("ord-1", 1, "1")).await[0];
+    h.wait_status(done, "succeeded", Duration::from_secs(15))
+        .await;
+    let dead = h.accept(store, "e2", order("ord-2", 1, "1")).await[0];
+    h.wait_status(dead, "dead", Duration::from_secs(15)).await;
+    crate::support::eventually("the dead letter", Duration::from_secs(10), || async {
+        h.dead_letters().await == 1
+    })
+    .await;
+    let admin = |path: String| {
+        let h = &h;
+        async move {
+            let (st, v) = call(h, Method::GET, &path, ADMIN_TOKEN, None).await;
+            assert_eq!(st, 200, "{path}: {v}");
+            v
+        }
+    };
+    let route = admin(format!("/v1/routes?source={store}")).await["routes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let record = admin(format!(
+        "/v1/records?integration={store}&entity=order&id=ord-1"
+    ))
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let internal =
+        admin(format!("/v1/integrations/{erp}/mappings")).await["mappings"][0]["internal_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let fingerprint =
+        admin(format!("/v1/integrations/{store}/webhook-secrets")).await["fingerprints"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let run = h
+        .store
+        .create_run(
+            &switchyard_store::NewRun {
+                id: Uuid::now_v7(),
+                integration_id: erp,
+                tenant: "acme".into(),
+                trigger: "manual",
+                slot: None,
+                started_by: "test".into(),
+                direction: "import".into(),
+                entities: vec!["order".into()],
+                watermark_to: chrono::Utc::now(),
+                full: true,
+                plan: Vec::new(),
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string();
+    let acme_things = [
+        format!("/v1/integrations/{store}"),
+        format!("/v1/integrations/{erp}"),
+        format!("/v1/integrations/{store}/webhook-secrets"),
+        format!("/v1/integrations/{erp}/mappings"),
+        format!("/v1/integrations/{erp}/events"),
+        format!("/v1/routes/{route}"),
+        format!("/v1/records/{record}"),
+        format!("/v1/jobs/{done}"),
+        format!("/v1/jobs/{dead}"),
+        format!("/v1/sync-runs/{run}"),
+        "/v1/dlq?tenant=acme".into(),
+        "/v1/api-keys?tenant=acme".into(),
+    ];
+    let mut before = Vec::new();
+    for p in &acme_things {
+        before.push(admin(p.clone()).await);
+    }
+
+    let (st, spec) = call(&h, Method::GET, "/openapi.json", thief, None).await;
+    assert_eq!(st, 200);
+    let foreign: Vec<String> = [
+        store.to_string(),
+        erp.to_string(),
+        route.clone(),
+        record.clone(),
+        done.to_string(),
+        dead.to_string(),
+        run.clone(),
+        fingerprint.clone(),
+        internal.clone(),
+        "erp-1".into(),
+        "\"acme\"".into(),
+    ]
+    .into();
+    let mut walked = 0;
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        // Not a tenant's: senders' webhooks (their own authentication), the provider's OAuth
+        // redirect (a single-use state), health, and the connector catalogue.
+        if template.starts_with("/v1/webhooks/")
+            || template == "/v1/oauth/callback"
+            || template.starts_with("/v1/connectors")
+            || !template.starts_with("/v1/")
+        {
+            continue;
+        }
+        let mut path = template.clone();
+        while let Some(open) = path.find('{') {
+            let close = path[open..].find('}').unwrap() + open;
+            let param = &path[open + 1..close];
+            let value = match param {
+                "id" if template.starts_with("/v1/integrations/") => erp.to_string(),
+                "id" if template.starts_with("/v1/routes/") => route.clone(),
+                "id" if template.starts_with("/v1/jobs/") => dead.to_string(),
+                "id" if template.starts_with("/v1/records/") => record.clone(),
+                "id" if template.starts_with("/v1/sync-runs/") => run.clone(),
+                "target" => erp.to_string(),
+                "tenant" => "acme".into(),
+                "name" => "ops".into(),
+                "fingerprint" => fingerprint.clone(),
+                "entity" => "order".into(),
+                "internal_id" => internal.clone(),
+                other => panic!("teach this test another tenant's `{other}` for {template}"),
+            };
+            path.replace_range(open..=close, &value);
+        }
+        for (verb, op) in item.as_object().unwrap() {
+            let m = match verb.as_str() {
+                "get" => Method::GET,
+                "post" => Method::POST,
+                "patch" => Method::PATCH,
+                "put" => Method::PUT,
+                "delete" => Method::DELETE,
+                _ => continue,
+            };
+            let mut query = Vec::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] != "query" {
+                    continue;
+                }
+                let v = match p["name"].as_str().unwrap() {
+                    "tenant" => "acme".to_owned(),
+                    "source" => store.to_string(),
+                    "integration" | "integration_id" => erp.to_string(),
+                    "job_id" => dead.to_string(),
+                    "entity" => "order".into(),
+                    "id" => "ord-1".into(),
+                    _ => continue,
+                };
+                query.push(format!("{}={v}", p["name"].as_str().unwrap()));
+            }
+            let url = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{}", query.join("&"))
+            };
+            let body = op
+                .get("requestBody")
+                .map(|_| match (verb.as_str(), template.as_str()) {
+                    ("post", "/v1/integrations") => {
+                        json!({"tenant": "acme", "name": "planted", "provider": "webhook"})
+                    }
+                    ("post", "/v1/routes") => {
+                        json!({"source": store, "entity": "order", "targets": [erp]})
+                    }
+                    ("post", "/v1/api-keys") => json!({"tenant": "acme", "name": "planted"}),
+                    ("post", p) if p.starts_with("/v1/dlq/") => {
+                        json!({"filter": {"tenant": "acme"}})
+                    }
+                    ("patch", _) => json!({"name": "taken"}),
+                    _ => json!({}),
+                });
+            let (st, answer) = call(&h, m.clone(), &url, thief, body).await;
+            walked += 1;
+            assert!(
+                matches!(st, 200..=299 | 403 | 404 | 422),
+                "{m} {url}: {st} {answer}"
+            );
+            if (200..300).contains(&st) {
+                let text = answer.to_string();
+                for f in &foreign {
+                    assert!(
+                        !text.contains(f.as_str()),
+                        "{m} {url} answered acme's {f}: {text}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(walked >= 37, "only {walked} operations walked");
+
+    for (p, was) in acme_things.iter().zip(before) {
+        assert_eq!(admin(p.clone()).await, was, "{p} changed");
+    }
+    let audit = admin("/v1/audit?tenant=acme&actor=api:tenant:beta".into()).await;
+    assert_eq!(audit["entries"], json!([]), "{audit}");
+    h.shutdown().await;
+}

@@ -35,7 +35,7 @@ string_enum!(
 
 /// The options a route gives each of its jobs (carried in the envelope, so a job keeps the
 /// options it was routed with).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteOptions {
     #[serde(default)]
     pub conflict: ConflictPolicy,

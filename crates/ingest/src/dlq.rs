@@ -2,36 +2,54 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Json;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use switchyard_ops::dlq::{self, DlqError, Filter, Options};
+use serde::{Deserialize, Serialize};
+use switchyard_ops::dlq::{self, DeadLetter, DlqError, Filter, Options, Report};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::jobs::{Caller, Principal};
+use crate::openapi::Errors;
 use crate::{ApiError, SharedState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetterList {
+    dead_letters: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// The target's provider.
     provider: Option<String>,
+    /// Only this tenant's (admin token only; a tenant's key sees its own).
     tenant: Option<String>,
     integration_id: Option<uuid::Uuid>,
     entity: Option<String>,
     reason: Option<switchyard_core::DeadReason>,
     job_id: Option<uuid::Uuid>,
+    /// Dead-lettered at or after.
     since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Dead-lettered before.
     until: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionBody {
+    /// Which dead letters (every field narrows it; a tenant's key is held to its own).
     #[serde(default)]
     filter: Filter,
+    /// Say what would be done, and do nothing.
     #[serde(default)]
     dry_run: bool,
+    /// At most this many (default 1000).
+    #[schema(minimum = 1)]
     limit: Option<usize>,
     /// Replays per second at most.
+    #[schema(exclusive_minimum = 0.0)]
     rate: Option<f64>,
 }
 
@@ -50,11 +68,15 @@ fn error(e: DlqError, retry: u32) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/v1/dlq", tag = "dead letters",
+    summary = "List dead letters, newest first",
+    params(ListQuery),
+    responses((status = 200, body = DeadLetterList), Errors))]
 pub(crate) async fn list(
     State(state): State<SharedState>,
     Caller(who): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let filter = Filter {
@@ -71,7 +93,7 @@ pub(crate) async fn list(
     let rows = dlq::list(&state.store, &filter, q.limit.unwrap_or(100))
         .await
         .map_err(|e| error(e, state.cfg.retry_after_secs))?;
-    Ok(Json(json!({"dead_letters": rows})))
+    Ok(Json(DeadLetterList { dead_letters: rows }))
 }
 
 async fn act(
@@ -79,7 +101,7 @@ async fn act(
     who: Principal,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
     replay: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Report>, ApiError> {
     let Json(mut b) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
     if let Some(t) = who.tenant() {
@@ -98,21 +120,31 @@ async fn act(
         dlq::purge(&state.store, &b.filter, &o).await
     }
     .map_err(|e| error(e, state.cfg.retry_after_secs))?;
-    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+    Ok(Json(r))
 }
 
+#[utoipa::path(post, path = "/v1/dlq/replay", tag = "dead letters",
+    summary = "Replay dead letters",
+    description = "Each one's job is reset and sent again to its queue; `dry_run` says which would be.",
+    request_body = ActionBody,
+    responses((status = 200, body = Report), Errors))]
 pub(crate) async fn replay(
     State(state): State<SharedState>,
     Caller(who): Caller,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Report>, ApiError> {
     act(state, who, body, true).await
 }
 
+#[utoipa::path(post, path = "/v1/dlq/purge", tag = "dead letters",
+    summary = "Purge dead letters",
+    description = "Gone for good (their jobs stay `dead`); `dry_run` says which would be.",
+    request_body = ActionBody,
+    responses((status = 200, body = Report), Errors))]
 pub(crate) async fn purge(
     State(state): State<SharedState>,
     Caller(who): Caller,
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Report>, ApiError> {
     act(state, who, body, false).await
 }

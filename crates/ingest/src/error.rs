@@ -51,6 +51,15 @@ impl ApiError {
             StoreError::Conflict(msg) | StoreError::MappingConflict(msg) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", msg)
             }
+            // A value the database refused: the caller's input.
+            e if e.is_bad_data() => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                match e.bad_data_code().as_deref() {
+                    Some("22021") => "text cannot contain NUL (\\u0000) characters".to_owned(),
+                    _ => format!("a value in the request cannot be used: {e}"),
+                },
+            ),
             e if e.is_unavailable() => {
                 error!(error = %e, "database unavailable");
                 ApiError::unavailable(

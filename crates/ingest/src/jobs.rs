@@ -2,11 +2,19 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Json;
-use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use switchyard_store::{JobAttempt, JobRow};
 use uuid::Uuid;
 
+use crate::openapi::Errors;
 use crate::{ApiError, SharedState};
+
+/// A job, with each attempt and the provider's answer to it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct JobDetail {
+    job: JobRow,
+    attempts: Vec<JobAttempt>,
+}
 
 /// Who is calling the management API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +76,15 @@ pub(crate) async fn authorize(
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    summary = "A job, with its attempts",
+    params(("id" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, body = JobDetail), Errors))]
 pub(crate) async fn show(
     State(state): State<SharedState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobDetail>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -95,7 +107,7 @@ pub(crate) async fn show(
         .job_attempts(id)
         .await
         .map_err(|e| ApiError::from_store(e, retry))?;
-    Ok(Json(json!({"job": job, "attempts": attempts})))
+    Ok(Json(JobDetail { job, attempts }))
 }
 
 /// The caller of a management endpoint, authenticated (`401` otherwise): a handler that

@@ -2,6 +2,8 @@
 //! route target, publishes them with publisher confirms and answers `202` only once the
 //! broker has confirmed every one. Also serves job lookups and health.
 #![forbid(unsafe_code)]
+// utoipa's `path` macro names parameter types by their full path.
+#![allow(unused_qualifications)]
 
 mod api_keys;
 mod audit;
@@ -14,6 +16,7 @@ mod jobs;
 mod manage;
 mod metrics;
 mod oauth;
+mod openapi;
 pub(crate) mod sources;
 mod webhooks;
 
@@ -23,9 +26,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::{get, post};
+use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,73 +155,25 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         broker,
         admin_digest,
     });
-    Router::new()
-        .route("/v1/webhooks/{integration}", post(webhooks::receive))
-        .route("/v1/jobs", get(manage::jobs))
-        .route("/v1/jobs/{id}", get(jobs::show))
-        .route("/v1/integrations", get(manage::list).post(manage::create))
+    let (routes, spec) = api().split_for_parts();
+    let spec_json = bytes::Bytes::from(spec.to_pretty_json().expect("the spec serializes"));
+    routes
         .route(
-            "/v1/integrations/{id}",
-            get(manage::show)
-                .patch(manage::update)
-                .delete(manage::delete),
+            "/openapi.json",
+            get(move || {
+                let body = spec_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
         )
-        .route("/v1/integrations/{id}/test", post(manage::test))
-        .route(
-            "/v1/integrations/{id}/webhook-secrets",
-            get(manage::webhook_secrets).post(manage::add_webhook_secret),
-        )
-        .route(
-            "/v1/integrations/{id}/webhook-secrets/{fingerprint}",
-            axum::routing::delete(manage::remove_webhook_secret),
-        )
-        .route("/v1/integrations/{id}/activate", post(manage::activate))
-        .route("/v1/integrations/{id}/deactivate", post(manage::deactivate))
-        .route("/v1/integrations/{id}/stats", get(manage::stats))
-        .route("/v1/integrations/{id}/mappings", get(manage::mappings))
-        .route(
-            "/v1/integrations/{id}/mappings/{entity}/{internal_id}",
-            axum::routing::delete(manage::delete_mapping),
-        )
-        .route("/v1/integrations/{id}/sync", post(manage::sync))
-        .route("/v1/integrations/{id}/sync-runs", get(manage::sync_runs))
-        .route("/v1/integrations/{id}/events", get(manage::events))
-        .route(
-            "/v1/routes",
-            get(identity::list_routes).post(identity::add_route),
-        )
-        .route(
-            "/v1/routes/{id}",
-            get(identity::show_route).delete(identity::remove_route),
-        )
-        .route(
-            "/v1/routes/{id}/targets/{target}",
-            axum::routing::delete(identity::remove_route_target),
-        )
-        .route("/v1/records", get(identity::find_record))
-        .route("/v1/records/{id}", get(identity::show_record))
-        .route("/v1/conflicts", get(identity::conflicts))
-        .route("/v1/connectors", get(identity::connectors))
-        .route("/v1/connectors/{name}", get(identity::connector))
-        .route(
-            "/v1/integrations/{id}/oauth/authorize",
-            post(oauth::authorize),
-        )
-        .route("/v1/oauth/callback", get(oauth::callback))
-        .route("/v1/sync-runs/{id}", get(manage::sync_run))
-        .route("/v1/sync-runs/{id}/cancel", post(manage::cancel_sync_run))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
-        .route(
-            "/v1/api-keys/{tenant}/{name}",
-            axum::routing::delete(api_keys::revoke),
-        )
-        .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/replay", post(dlq::replay))
-        .route("/v1/dlq/purge", post(dlq::purge))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/readyz", get(readyz))
+        .merge({
+            use utoipa_scalar::Servable;
+            utoipa_scalar::Scalar::with_url("/docs", spec)
+        })
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -228,6 +183,59 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Every endpoint, with its description: a handler's `#[utoipa::path]` says its path,
+/// method, parameters and answers, and `routes!` serves it there (one place, not two).
+fn api() -> utoipa_axum::router::OpenApiRouter<SharedState> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(webhooks::receive))
+        .routes(routes!(manage::list, manage::create))
+        .routes(routes!(manage::show, manage::update, manage::delete))
+        .routes(routes!(manage::test))
+        .routes(routes!(manage::webhook_secrets, manage::add_webhook_secret))
+        .routes(routes!(manage::remove_webhook_secret))
+        .routes(routes!(manage::activate))
+        .routes(routes!(manage::deactivate))
+        .routes(routes!(manage::stats))
+        .routes(routes!(manage::events))
+        .routes(routes!(oauth::authorize))
+        .routes(routes!(oauth::callback))
+        .routes(routes!(manage::mappings))
+        .routes(routes!(manage::delete_mapping))
+        .routes(routes!(manage::sync))
+        .routes(routes!(manage::sync_runs))
+        .routes(routes!(manage::sync_run))
+        .routes(routes!(manage::cancel_sync_run))
+        .routes(routes!(manage::jobs))
+        .routes(routes!(jobs::show))
+        .routes(routes!(identity::list_routes, identity::add_route))
+        .routes(routes!(identity::show_route, identity::remove_route))
+        .routes(routes!(identity::remove_route_target))
+        .routes(routes!(identity::find_record))
+        .routes(routes!(identity::show_record))
+        .routes(routes!(identity::conflicts))
+        .routes(routes!(identity::connectors))
+        .routes(routes!(identity::connector))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::replay))
+        .routes(routes!(dlq::purge))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(audit::list))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::render))
+}
+
+/// The API's description, as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    api()
+        .into_openapi()
+        .to_pretty_json()
+        .expect("the spec serializes")
 }
 
 /// The ingest service bound to its listener.
@@ -335,13 +343,39 @@ impl IngestApp {
     }
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok` while the process serves.
+    status: &'static str,
+}
+
+/// Whether the process is up (nothing else is checked).
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// `ready`, `degraded` (Redis down: breakers and limits go per process) or `not_ready`.
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Checks {
+    broker: String,
+    database: String,
+    redis: String,
 }
 
 /// Ready when the broker is connected and the database answers. Redis being down does not
 /// stop the fleet (breakers and limits go per process), so it makes the answer `degraded`,
 /// still 200.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, body = Readiness, description = "Ready, or degraded"),
+        (status = 503, body = Readiness, description = "Not ready: the broker or the database is down")))]
 async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     let broker_ok = state.broker.is_connected();
     let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
@@ -360,18 +394,24 @@ async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
         (true, Some(false)) => "degraded",
         (true, _) => "ready",
     };
-    let body = json!({
-        "status": status,
-        "checks": {
-            "broker": if broker_ok { "ok" } else { "down: not connected" },
-            "database": db_check,
-            "redis": match redis {
+    let body = Readiness {
+        status,
+        checks: Checks {
+            broker: if broker_ok {
+                "ok"
+            } else {
+                "down: not connected"
+            }
+            .to_owned(),
+            database: db_check,
+            redis: match redis {
                 None => "not configured: breakers and rate limits are per process",
                 Some(true) => "ok",
                 Some(false) => "down: breakers and rate limits are per process until it is back",
-            },
-        }
-    });
+            }
+            .to_owned(),
+        },
+    };
     let status = if ready {
         StatusCode::OK
     } else {

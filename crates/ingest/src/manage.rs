@@ -4,16 +4,89 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_core::{Direction, IntegrationStatus, JobStatus};
 use switchyard_ops::integrations as ops;
+use switchyard_ops::integrations::IntegrationView;
 use switchyard_store::{Integration, IntegrationFilter, JobQuery};
+use switchyard_store::{IntegrationEvent, JobPage, Mapping, RouteView, Stats, SyncRun};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::jobs::Principal;
 use crate::jobs::{Caller, Visible};
+use crate::openapi::Errors;
 use crate::{ApiError, SharedState};
+
+/// The integration named in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by `Visible`; here to describe the path.
+pub(crate) struct IntegrationId {
+    /// The integration's id.
+    id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IntegrationList {
+    integrations: Vec<IntegrationView>,
+}
+
+/// An integration with the routes from it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IntegrationDetail {
+    #[serde(flatten)]
+    integration: IntegrationView,
+    routes: Vec<RouteView>,
+}
+
+/// An activated integration, with the held jobs it released.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Activated {
+    #[serde(flatten)]
+    integration: IntegrationView,
+    /// Jobs held while it was inactive, now released in order.
+    released_jobs: u64,
+    /// Why they could not be released yet (the scheduler releases them later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatsView {
+    integration: Uuid,
+    window_hours: i64,
+    since: DateTime<Utc>,
+    stats: Stats,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MappingList {
+    mappings: Vec<Mapping>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SyncRunList {
+    sync_runs: Vec<SyncRun>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EventList {
+    events: Vec<IntegrationEvent>,
+}
+
+/// What an integration's webhooks are accepted with: fingerprints, and what this request
+/// generated (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SecretsView {
+    /// The scheme (`api_key`, `basic`, `standard_webhooks`…).
+    scheme: String,
+    /// One per accepted secret, to name it in a removal.
+    fingerprints: Vec<String>,
+    #[serde(flatten)]
+    generated: ops::Shown,
+}
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
@@ -27,6 +100,14 @@ pub(crate) fn bad(field: &str, reason: impl Into<String>) -> ApiError {
 
 pub(crate) fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
     b.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
+}
+
+/// A body that may be left out (no `Content-Type`): its default then.
+pub(crate) fn optional_body<T: Default>(
+    b: Result<Option<Json<T>>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<T> {
+    b.map(|b| b.map(|Json(v)| v).unwrap_or_default())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
 }
 
@@ -65,19 +146,26 @@ pub(crate) async fn visible(
     Ok(i)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only this tenant's (admin token only; a tenant's key sees its own).
     tenant: Option<String>,
     provider: Option<String>,
     status: Option<IntegrationStatus>,
 }
 
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations",
+    summary = "List integrations",
+    description = "A tenant's key sees its own; the admin token sees all, or a tenant's with `tenant`.",
+    params(ListQuery),
+    responses((status = 200, body = IntegrationList), Errors))]
 pub(crate) async fn list(
     State(state): State<SharedState>,
     Caller(who): Caller,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IntegrationList>> {
     let q = query(q)?;
     let f = IntegrationFilter {
         tenant: who.tenant().map(str::to_owned).or(q.tenant),
@@ -89,12 +177,12 @@ pub(crate) async fn list(
         .find_integrations(&f)
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(
-        json!({"integrations": list.iter().map(ops::view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(IntegrationList {
+        integrations: list.iter().map(ops::view).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     tenant: Option<String>,
@@ -141,6 +229,11 @@ fn change_error(state: &SharedState, e: ops::CreateError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/integrations", tag = "integrations",
+    summary = "Create an integration",
+    description = "A generated webhook API key, password or signing secret is answered once, in its own field.",
+    request_body = CreateBody,
+    responses((status = 201, body = IntegrationView), Errors))]
 pub(crate) async fn create(
     State(state): State<SharedState>,
     Caller(who): Caller,
@@ -179,30 +272,30 @@ pub(crate) async fn create(
     )
     .await
     .map_err(|e| change_error(&state, e))?;
-    let mut v = ops::view(&created.integration);
-    if let Some(g) = &created.generated {
-        v[g.field()] = json!(g.value());
-    }
+    let v = ops::view(&created.integration).with_generated(created.generated.as_ref());
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations",
+    summary = "Show an integration, with its routes",
+    params(IntegrationId),
+    responses((status = 200, body = IntegrationDetail), Errors))]
 pub(crate) async fn show(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
-) -> ApiResult<Json<Value>> {
-    let mut v = ops::view(&i);
-    v["routes"] = serde_json::to_value(
-        state
-            .store
-            .routes(i.id)
-            .await
-            .map_err(|e| state.store_error(e))?,
-    )
-    .unwrap_or_default();
-    Ok(Json(v))
+) -> ApiResult<Json<IntegrationDetail>> {
+    let routes = state
+        .store
+        .routes(i.id)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(IntegrationDetail {
+        integration: ops::view(&i),
+        routes,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateBody {
     name: Option<String>,
@@ -214,11 +307,17 @@ pub(crate) struct UpdateBody {
     schedule: Option<Value>,
 }
 
+#[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations",
+    summary = "Change an integration",
+    description = "Only the fields given change; `credentials` replaces the stored ones.",
+    params(IntegrationId),
+    request_body = UpdateBody,
+    responses((status = 200, body = IntegrationView), Errors))]
 pub(crate) async fn update(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     b: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IntegrationView>> {
     let b = body(b)?;
     let updated = ops::update(
         &state.store,
@@ -239,6 +338,10 @@ pub(crate) async fn update(
     Ok(Json(ops::view(&updated)))
 }
 
+#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations",
+    summary = "Delete an integration",
+    params(IntegrationId),
+    responses((status = 204, description = "Deleted"), Errors))]
 pub(crate) async fn delete(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
@@ -251,10 +354,15 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/test", tag = "integrations",
+    summary = "Test its connection",
+    description = "Calls the provider with the stored credentials; a target in `testing` can then be activated.",
+    params(IntegrationId),
+    responses((status = 200, body = ops::TestOutcome), Errors))]
 pub(crate) async fn test(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ops::TestOutcome>> {
     let out = ops::test_connection(
         &state.store,
         state.cfg.keyring.clone(),
@@ -263,14 +371,14 @@ pub(crate) async fn test(
     )
     .await
     .map_err(|e| state.store_error(e))?;
-    Ok(Json(serde_json::to_value(out).unwrap_or_default()))
+    Ok(Json(out))
 }
 
 async fn set_status(
     state: SharedState,
     i: Integration,
     status: IntegrationStatus,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<IntegrationView> {
     let retry = state.cfg.retry_after_secs;
     state
         .store
@@ -282,9 +390,14 @@ async fn set_status(
         .integration(i.id)
         .await
         .map_err(|e| ApiError::from_store(e, retry))?;
-    Ok(Json(ops::view(&i)))
+    Ok(ops::view(&i))
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/activate", tag = "integrations",
+    summary = "Activate it",
+    description = "The jobs held while it was not active are released, in the order they came.",
+    params(IntegrationId),
+    responses((status = 200, body = Activated), Errors))]
 /// Activate; the jobs held while it was not active are released, in the order they came.
 pub(crate) async fn activate(
     State(state): State<SharedState>,
@@ -292,7 +405,7 @@ pub(crate) async fn activate(
         who,
         integration: i,
     }: Visible,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Activated>> {
     // A tenant's target goes live once its connection test passed (`testing`); `inactive`
     // and `error` ones are tested first.
     let is_target = switchyard_providers::info(&i.provider).is_some_and(|p| p.is_target);
@@ -312,42 +425,61 @@ pub(crate) async fn activate(
             ),
         ));
     }
-    let mut v = set_status(state.clone(), i, IntegrationStatus::Active).await?;
-    let id: Uuid = v["id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_default();
-    match switchyard_ops::held::release(&state.store, &state.broker, id).await {
-        Ok(n) => v["released_jobs"] = json!(n),
+    let id = i.id;
+    let integration = set_status(state.clone(), i, IntegrationStatus::Active).await?;
+    let (released_jobs, release_error) = match switchyard_ops::held::release(
+        &state.store,
+        &state.broker,
+        id,
+    )
+    .await
+    {
+        Ok(n) => (n, None),
         Err(e) => {
             // Still held: the scheduler releases them once the broker takes them.
             tracing::warn!(integration = %id, error = %e, "activated, but its held jobs could not be released yet");
-            v["released_jobs"] = json!(0);
-            v["release_error"] = json!(e.to_string());
+            (0, Some(e.to_string()))
         }
-    }
-    Ok(v)
+    };
+    Ok(Json(Activated {
+        integration,
+        released_jobs,
+        release_error,
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/deactivate", tag = "integrations",
+    summary = "Deactivate it",
+    description = "Its webhooks are refused and jobs for it are held (or dropped, as each route says).",
+    params(IntegrationId),
+    responses((status = 200, body = IntegrationView), Errors))]
 pub(crate) async fn deactivate(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
-) -> ApiResult<Json<Value>> {
-    set_status(state, i, IntegrationStatus::Inactive).await
+) -> ApiResult<Json<IntegrationView>> {
+    set_status(state, i, IntegrationStatus::Inactive)
+        .await
+        .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatsQuery {
-    /// The window, in hours (default 24).
+    /// The window, in hours (default 24, 1 to 2160).
+    #[param(minimum = 1, maximum = 2160)]
     hours: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/stats", tag = "integrations",
+    summary = "Its jobs' outcomes over a window",
+    params(IntegrationId, StatsQuery),
+    responses((status = 200, body = StatsView), Errors))]
 pub(crate) async fn stats(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StatsView>> {
     let hours = query(q)?.hours.unwrap_or(24).clamp(1, 24 * 90);
     let since = Utc::now() - chrono::Duration::hours(hours);
     let s = state
@@ -355,25 +487,39 @@ pub(crate) async fn stats(
         .stats(i.id, since)
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(
-        json!({"integration": i.id, "window_hours": hours, "since": since, "stats": s}),
-    ))
+    Ok(Json(StatsView {
+        integration: i.id,
+        window_hours: hours,
+        since,
+        stats: s,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MappingQuery {
+    /// The entity; required with `internal_id` or `external_id`.
     entity: Option<String>,
+    /// Switchyard's id for the record.
     internal_id: Option<String>,
+    /// The integration's id for the record.
     external_id: Option<String>,
+    /// For a list: how many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/mappings", tag = "records",
+    summary = "Its id mappings",
+    description = "By `entity` and `internal_id` or `external_id`, or a list (`limit`, at most 1000).",
+    params(IntegrationId, MappingQuery),
+    responses((status = 200, body = MappingList), Errors))]
 pub(crate) async fn mappings(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     q: Result<Query<MappingQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MappingList>> {
     let q = query(q)?;
     let retry = state.cfg.retry_after_secs;
     let err = |e| ApiError::from_store(e, retry);
@@ -407,9 +553,16 @@ pub(crate) async fn mappings(
             .await
             .map_err(err)?,
     };
-    Ok(Json(json!({"mappings": rows})))
+    Ok(Json(MappingList { mappings: rows }))
 }
 
+#[utoipa::path(delete, path = "/v1/integrations/{id}/mappings/{entity}/{internal_id}", tag = "records",
+    summary = "Forget one mapping",
+    description = "The next job for the record creates it again at the target.",
+    params(IntegrationId,
+        ("entity" = String, Path, description = "The entity (`customer`, `invoice`…)"),
+        ("internal_id" = String, Path, description = "The record's internal id")),
+    responses((status = 204, description = "Forgotten"), Errors))]
 pub(crate) async fn delete_mapping(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
@@ -423,23 +576,35 @@ pub(crate) async fn delete_mapping(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobsQuery {
+    /// The target integration.
     integration_id: Option<Uuid>,
     entity: Option<String>,
     status: Option<JobStatus>,
+    /// Received at or after.
     since: Option<DateTime<Utc>>,
+    /// Received before.
     until: Option<DateTime<Utc>>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Jobs per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    summary = "Search jobs",
+    description = "Newest first, a page at a time: pass `next_cursor` back as `cursor`.",
+    params(JobsQuery),
+    responses((status = 200, body = JobPage), Errors))]
 pub(crate) async fn jobs(
     State(state): State<SharedState>,
     Caller(who): Caller,
     q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobPage>> {
     let q = query(q)?;
     let page = state
         .store
@@ -455,10 +620,10 @@ pub(crate) async fn jobs(
         })
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+    Ok(Json(page))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SyncBody {
     /// Only these entities.
@@ -468,6 +633,12 @@ pub(crate) struct SyncBody {
     full: bool,
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/sync", tag = "syncs",
+    summary = "Start a sync now",
+    description = "Answers at once with the run; follow it at `GET /v1/sync-runs/{id}`.",
+    params(IntegrationId),
+    request_body(content = Option<SyncBody>, description = "Optional: which entities, and whether in full."),
+    responses((status = 202, body = SyncRun), Errors))]
 /// `POST /v1/integrations/{id}/sync`: start a sync now.
 pub(crate) async fn sync(
     State(state): State<SharedState>,
@@ -475,10 +646,10 @@ pub(crate) async fn sync(
         who,
         integration: i,
     }: Visible,
-    b: Option<Json<SyncBody>>,
+    b: Result<Option<Json<SyncBody>>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     use switchyard_ops::sync::{SyncError, SyncRequest, start};
-    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let b = optional_body(b)?;
     if let Some(bad_entity) = b
         .entities
         .iter()
@@ -499,7 +670,7 @@ pub(crate) async fn sync(
         now: Utc::now(),
     };
     match start(&state.store, &state.broker, &i, req).await {
-        Ok(Some(run)) => Ok((StatusCode::ACCEPTED, Json(json!(run))).into_response()),
+        Ok(Some(run)) => Ok((StatusCode::ACCEPTED, Json(run)).into_response()),
         Ok(None) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "sync_exists",
@@ -515,25 +686,32 @@ pub(crate) async fn sync(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunsQuery {
+    /// How many (default 20, at most 200).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/sync-runs", tag = "syncs",
+    summary = "Its sync runs, newest first",
+    params(IntegrationId, RunsQuery),
+    responses((status = 200, body = SyncRunList), Errors))]
 /// `GET /v1/integrations/{id}/sync-runs`: newest first.
 pub(crate) async fn sync_runs(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SyncRunList>> {
     let q = query(q)?;
     let runs = state
         .store
         .sync_runs(i.id, q.limit.unwrap_or(20))
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(json!({"sync_runs": runs})))
+    Ok(Json(SyncRunList { sync_runs: runs }))
 }
 
 /// The run, if the caller may see it.
@@ -554,44 +732,58 @@ async fn visible_run(
     Ok(run)
 }
 
+#[utoipa::path(get, path = "/v1/sync-runs/{id}", tag = "syncs",
+    summary = "A sync run and its progress",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses((status = 200, body = SyncRun), Errors))]
 /// `GET /v1/sync-runs/{id}`
 pub(crate) async fn sync_run(
     State(state): State<SharedState>,
     Caller(who): Caller,
     Path(raw): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(visible_run(&state, &who, &raw).await?)))
+) -> ApiResult<Json<SyncRun>> {
+    Ok(Json(visible_run(&state, &who, &raw).await?))
 }
 
+#[utoipa::path(post, path = "/v1/sync-runs/{id}/cancel", tag = "syncs",
+    summary = "Cancel a sync run",
+    description = "No further page is read; its jobs not yet started are skipped.",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses((status = 200, body = SyncRun), Errors))]
 /// `POST /v1/sync-runs/{id}/cancel`: no further page; jobs not yet started are skipped.
 pub(crate) async fn cancel_sync_run(
     State(state): State<SharedState>,
     Caller(who): Caller,
     Path(raw): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SyncRun>> {
     let run = visible_run(&state, &who, &raw).await?;
     let run = state
         .store
         .cancel_run(run.id, &who.actor())
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(json!(run)))
+    Ok(Json(run))
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/events", tag = "integrations",
+    summary = "Its events, newest first",
+    description = "Status changes made by Switchyard itself (`auto_disabled`…), reauthorizations.",
+    params(IntegrationId),
+    responses((status = 200, body = EventList), Errors))]
 /// `GET /v1/integrations/{id}/events`: newest first (e.g. `auto_disabled`).
 pub(crate) async fn events(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let events = state
         .store
         .integration_events(i.id, 100)
         .await
         .map_err(|e| state.store_error(e))?;
-    Ok(Json(json!({"events": events})))
+    Ok(Json(EventList { events }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddSecretBody {
     /// The sender's new signing secret (signing schemes); left out for `api_key` and
@@ -615,31 +807,42 @@ fn secrets_error(state: &SharedState, e: ops::SecretsError) -> ApiError {
     }
 }
 
-fn secrets_json(s: &ops::WebhookSecrets) -> Value {
-    let mut v = json!({"scheme": s.scheme, "fingerprints": s.fingerprints});
-    if let Some(g) = &s.generated {
-        v[g.field()] = json!(g.value());
+fn secrets_json(s: &ops::WebhookSecrets) -> SecretsView {
+    SecretsView {
+        scheme: s.scheme.clone(),
+        fingerprints: s.fingerprints.clone(),
+        generated: ops::Shown::from(s.generated.as_ref()),
     }
-    v
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/webhook-secrets", tag = "integrations",
+    summary = "What its webhooks are accepted with",
+    description = "Fingerprints only, never the secrets.",
+    params(IntegrationId),
+    responses((status = 200, body = SecretsView), Errors))]
 /// `GET /v1/integrations/{id}/webhook-secrets`: fingerprints of what its webhooks are
 /// accepted with (never the secrets).
 pub(crate) async fn webhook_secrets(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretsView>> {
     let s = ops::webhook_secrets(&state.cfg.keyring, &i).map_err(|e| secrets_error(&state, e))?;
     Ok(Json(secrets_json(&s)))
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/webhook-secrets", tag = "integrations",
+    summary = "Accept another webhook secret",
+    description = "For a rotation: the old ones stay accepted until removed. For `api_key` and `basic`, a new key or password is generated and answered once.",
+    params(IntegrationId),
+    request_body = AddSecretBody,
+    responses((status = 200, body = SecretsView), Errors))]
 /// `POST /v1/integrations/{id}/webhook-secrets`: accept another secret (or a generated API
 /// key or password, returned once); the old ones stay accepted until removed.
 pub(crate) async fn add_webhook_secret(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     b: Result<Json<AddSecretBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretsView>> {
     let b = body(b)?;
     let change = ops::SecretChange::Add {
         secrets: b.secret.into_iter().collect(),
@@ -650,13 +853,18 @@ pub(crate) async fn add_webhook_secret(
     Ok(Json(secrets_json(&s)))
 }
 
+#[utoipa::path(delete, path = "/v1/integrations/{id}/webhook-secrets/{fingerprint}", tag = "integrations",
+    summary = "Stop accepting one webhook secret",
+    description = "Never the last one.",
+    params(IntegrationId, ("fingerprint" = String, Path, description = "As listed")),
+    responses((status = 200, body = SecretsView), Errors))]
 /// `DELETE /v1/integrations/{id}/webhook-secrets/{fingerprint}`: stop accepting one (never
 /// the last).
 pub(crate) async fn remove_webhook_secret(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
     Path((_, fingerprint)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretsView>> {
     let change = ops::SecretChange::Remove { fingerprint };
     let s = ops::change_webhook_secrets(&state.store, &state.cfg.keyring, &i, change)
         .await

@@ -66,6 +66,9 @@ impl Metrics {
     }
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub(crate) async fn render(State(state): State<SharedState>) -> impl IntoResponse {
     let mut out = Vec::new();
     let encoder = TextEncoder::new();

@@ -5,14 +5,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use switchyard_ops::oauth::{self, OAuthFlowError};
+use switchyard_ops::oauth::{self, Consent, OAuthFlowError};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::jobs::authorize as authorize_caller;
 use crate::manage::{ApiResult, visible};
+use crate::openapi::Errors;
 use crate::{ApiError, SharedState};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuthorizeBody {
     /// Where the provider sends the user back; default: this service's callback.
@@ -36,15 +37,21 @@ fn flow_error(state: &SharedState, e: OAuthFlowError) -> ApiError {
 }
 
 /// `POST /v1/integrations/{id}/oauth/authorize`: the consent URL to open.
+#[utoipa::path(post, path = "/v1/integrations/{id}/oauth/authorize", tag = "integrations",
+    summary = "Connect with OAuth2: the consent URL to open",
+    description = "Open `authorize_url` in a browser; the provider sends the user back to `/v1/oauth/callback`, which stores the tokens.",
+    params(crate::manage::IntegrationId),
+    request_body(content = Option<AuthorizeBody>, description = "Optional: where the provider sends the user back."),
+    responses((status = 200, body = Consent), Errors))]
 pub(crate) async fn authorize(
     State(state): State<SharedState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    b: Option<Json<AuthorizeBody>>,
-) -> ApiResult<Json<Value>> {
+    b: Result<Option<Json<AuthorizeBody>>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Consent>> {
     let who = authorize_caller(&state, &headers).await?;
     let i = visible(&state, &who, &raw).await?;
-    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let b = crate::manage::optional_body(b)?;
     let redirect = match (b.redirect_uri, &state.cfg.oauth_redirect_uri) {
         (Some(r), _) => r,
         (None, Some(r)) => r.clone(),
@@ -59,12 +66,15 @@ pub(crate) async fn authorize(
     let consent = oauth::begin(&state.store, &state.cfg.keyring, &i, &redirect)
         .await
         .map_err(|e| flow_error(&state, e))?;
-    Ok(Json(json!(consent)))
+    Ok(Json(consent))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CallbackQuery {
+    /// The single-use state the consent URL carried.
     state: Option<String>,
+    /// The authorization code to exchange.
     code: Option<String>,
     /// The provider's refusal (`access_denied`), per RFC 6749 §4.1.2.1.
     error: Option<String>,
@@ -72,6 +82,16 @@ pub(crate) struct CallbackQuery {
 }
 
 /// `GET /v1/oauth/callback?state=&code=`: the provider's redirect after consent.
+#[utoipa::path(get, path = "/v1/oauth/callback", tag = "integrations",
+    summary = "Where the provider sends the user back after consent",
+    description = "Opened by the user's browser, not called by clients: answers a page saying whether the integration is connected. Its `state` says which integration; no bearer token.",
+    security(()),
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "Connected", content_type = "text/html", body = String),
+        (status = 400, description = "Not connected: the provider refused, or the answer was not valid", content_type = "text/html", body = String),
+        (status = 502, description = "Not connected: the code exchange failed", content_type = "text/html", body = String),
+        (status = 503, description = "Not connected: the database or vault is unavailable", content_type = "text/html", body = String)))]
 pub(crate) async fn callback(
     State(state): State<SharedState>,
     q: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,

@@ -4,7 +4,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchyard_broker::{OutgoingMessage, PublishError};
 use switchyard_core::{
     Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, RouteFilter, WhenInactive,
@@ -13,12 +13,53 @@ use switchyard_core::{
 use tracing::{Span, info, instrument, warn};
 use uuid::Uuid;
 
+use crate::openapi::ErrorBody;
 use crate::sources::Source;
 use crate::{ApiError, SharedState};
 use switchyard_core::inbound::InboundEvent;
 use switchyard_core::webhook_auth::Verified;
 use switchyard_store::RouteTarget;
 
+/// The webhook is durable: its jobs are in the broker, one per target that takes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
+    /// One job per target, by id (the same ids when the event was sent before).
+    jobs: Vec<Uuid>,
+    /// The event was sent before; nothing new was queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    /// Targets whose route did not take the event, and why.
+    skipped: Vec<Skipped>,
+    /// Why nothing was queued, when no route takes the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Skipped {
+    /// The target integration's name.
+    target: String,
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/{integration}", tag = "webhooks",
+    summary = "Send an event",
+    description = "Authenticated as the integration says (an API key, basic auth, a signature scheme, an IP allowlist), not by a bearer token. `202` only once the event's jobs are durable in the broker; a retried event (the same event id) is answered with the same job ids and queued once.",
+    security(()),
+    params(("integration" = Uuid, Path, description = "The sending integration's id")),
+    request_body(content = Object, description = "The sender's event, as its inbound spec reads it; at most the configured size (1 MiB by default)."),
+    responses(
+        (status = 202, body = Accepted),
+        (status = 400, body = ErrorBody, description = "The body is not valid JSON, or holds a NUL character"),
+        (status = 401, body = ErrorBody, description = "Not authenticated as the integration's sender"),
+        (status = 403, body = ErrorBody, description = "Webhooks are disabled for it, or its allowlist refuses the sender"),
+        (status = 404, body = ErrorBody, description = "No such integration"),
+        (status = 408, body = ErrorBody, description = "The body came too slowly"),
+        (status = 409, body = ErrorBody, description = "The integration is not active"),
+        (status = 413, body = ErrorBody, description = "The body is larger than allowed"),
+        (status = 415, body = ErrorBody, description = "Not JSON"),
+        (status = 422, body = ErrorBody, description = "The event lacks what its inbound spec reads (its id, entity…)"),
+        (status = 503, body = ErrorBody, description = "The broker or database is unavailable; retry after `Retry-After`")))]
 #[instrument(skip_all, fields(integration = %integration, peer = %peer.ip(), event_id, entity, jobs))]
 pub(crate) async fn receive(
     State(state): State<SharedState>,
@@ -63,15 +104,22 @@ async fn handle(
     let (targets, skipped) = route(state, &source, &event);
     if targets.is_empty() {
         info!(event = %event.event, skipped = skipped.len(), "no route takes this event; nothing to do");
-        return Ok(("no_route", (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "jobs": [],
-                "skipped": skipped,
-                "note": format!("no route from `{}` takes {}.{}", source.name, event.entity, event.event),
-            })),
-        )
-            .into_response()));
+        return Ok((
+            "no_route",
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    jobs: Vec::new(),
+                    duplicate: None,
+                    skipped,
+                    note: Some(format!(
+                        "no route from `{}` takes {}.{}",
+                        source.name, event.entity, event.event
+                    )),
+                }),
+            )
+                .into_response(),
+        ));
     }
     enqueue(state, &source, &event, &targets, skipped, &header).await
 }
@@ -291,12 +339,12 @@ fn route<'s>(
     state: &SharedState,
     source: &'s Source,
     event: &InboundEvent,
-) -> (Vec<&'s RouteTarget>, Vec<Value>) {
+) -> (Vec<&'s RouteTarget>, Vec<Skipped>) {
     // Every matching route's targets, less those its filter leaves out and, for a route
     // that drops jobs for inactive targets, those targets. Other inactive targets get the
     // job too: the worker holds it until the target is active.
     let mut active = Vec::new();
-    let mut skipped: Vec<Value> = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     for t in source
         .targets
         .iter()
@@ -306,10 +354,18 @@ fn route<'s>(
             .map_err(|e| format!("the route's filter is not valid: {e}"))
             .and_then(|f| f.check(&event.payload));
         if let Err(reason) = filtered {
-            skipped.push(json!({"target": t.target_name, "reason": reason}));
+            skipped.push(Skipped {
+                target: t.target_name.clone(),
+                reason,
+            });
         } else if t.status != IntegrationStatus::Active && t.when_inactive == WhenInactive::Drop {
-            skipped.push(json!({"target": t.target_name,
-                "reason": format!("the target is {} and the route drops jobs for inactive targets", t.status)}));
+            skipped.push(Skipped {
+                target: t.target_name.clone(),
+                reason: format!(
+                    "the target is {} and the route drops jobs for inactive targets",
+                    t.status
+                ),
+            });
         } else {
             active.push(t);
         }
@@ -327,7 +383,7 @@ async fn enqueue(
     source: &Source,
     event: &InboundEvent,
     active: &[&RouteTarget],
-    skipped: Vec<Value>,
+    skipped: Vec<Skipped>,
     header: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(&'static str, Response), ApiError> {
     let retry = state.cfg.retry_after_secs;
@@ -391,7 +447,12 @@ async fn enqueue(
             "duplicate",
             (
                 StatusCode::ACCEPTED,
-                Json(json!({"jobs": job_ids, "duplicate": true, "skipped": skipped})),
+                Json(Accepted {
+                    jobs: job_ids,
+                    duplicate: Some(true),
+                    skipped,
+                    note: None,
+                }),
             )
                 .into_response(),
         ));
@@ -427,7 +488,12 @@ async fn enqueue(
         "accepted",
         (
             StatusCode::ACCEPTED,
-            Json(json!({"jobs": job_ids, "duplicate": false, "skipped": skipped})),
+            Json(Accepted {
+                jobs: job_ids,
+                duplicate: Some(false),
+                skipped,
+                note: None,
+            }),
         )
             .into_response(),
     ))
@@ -493,6 +559,7 @@ fn new_traceparent() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn json_content_types() {

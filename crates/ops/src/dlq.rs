@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub use switchyard_store::DeadLetterFilter as Filter;
 
 /// One dead letter, as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub job_id: Option<Uuid>,
     pub provider: String,
@@ -36,7 +36,7 @@ pub struct DeadLetter {
     pub replays: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub action: &'static str,
     pub dry_run: bool,

@@ -39,7 +39,7 @@ pub enum OAuthFlowError {
 }
 
 /// A consent flow under way.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Consent {
     /// Open this to consent.
     pub authorize_url: String,

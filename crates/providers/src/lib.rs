@@ -245,7 +245,7 @@ pub struct ChangedPage {
 }
 
 /// A provider the registry knows.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct ProviderInfo {
     pub name: &'static str,
     /// Jobs can target it (it has a work queue and a connector); otherwise it only sends

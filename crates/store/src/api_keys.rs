@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{Result, Store, StoreError};
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub tenant: String,

@@ -8,7 +8,7 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use crate::{Result, Store};
 
 /// One change: who, when, what (secrets only as `"changed"`).
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,

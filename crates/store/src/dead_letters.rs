@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{Result, Store};
 
 /// Which dead letters. Every field narrows the selection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterFilter {
     pub provider: Option<String>,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{Result, Store, StoreError};
 
 /// One system's id for a record.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
     pub integration_id: Uuid,
     /// `None` for the tenant's own ids (events without a source integration).
@@ -27,7 +27,7 @@ pub struct LinkView {
 }
 
 /// A record with its id in every system it has reached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecordView {
     pub id: Uuid,
     pub tenant: String,
@@ -38,7 +38,7 @@ pub struct RecordView {
 }
 
 /// Two systems changed one record at about the same time; `winner`'s change was kept.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub id: i64,
     pub tenant: String,

@@ -181,7 +181,7 @@ impl RouteTarget {
 }
 
 /// A route's target, for display.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RouteTargetView {
     pub id: Uuid,
     pub name: String,
@@ -189,7 +189,7 @@ pub struct RouteTargetView {
 }
 
 /// A route with its targets and options, for display.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RouteView {
     pub id: Uuid,
     pub source_id: Uuid,

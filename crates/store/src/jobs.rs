@@ -14,7 +14,7 @@ pub struct QueuedJob<'a> {
     pub envelope: &'a Envelope,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: Uuid,
     pub tenant: String,
@@ -51,7 +51,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, tenant, integration_id, source_integra
      external_id, dead_reason, last_error_class, last_error, received_at, started_at, \
      finished_at, duration_ms, created_at, updated_at, record_id";
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct JobAttempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,

@@ -83,8 +83,19 @@ impl StoreError {
     /// Whether the database refused the data itself (SQLSTATE class 22: a NUL in text, a
     /// number out of range): trying again cannot help.
     pub fn is_bad_data(&self) -> bool {
-        matches!(self, StoreError::Database(sqlx::Error::Database(db))
-            if db.code().is_some_and(|c| c.starts_with("22")))
+        self.bad_data_code().is_some()
+    }
+
+    /// The SQLSTATE of a value the database refused (class 22, "data exception"): `22021`
+    /// for text holding a NUL character, `22003` for a number out of range…
+    pub fn bad_data_code(&self) -> Option<String> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .filter(|c| c.starts_with("22"))
+                .map(|c| c.into_owned()),
+            _ => None,
+        }
     }
 
     /// Whether the database could not be reached at all (as opposed to refusing a query).

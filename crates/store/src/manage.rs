@@ -31,7 +31,7 @@ pub struct IntegrationFilter {
 }
 
 /// An integration's figures over a window.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total: i64,
     pub succeeded: i64,
@@ -52,7 +52,7 @@ pub struct Stats {
 }
 
 /// A page of jobs, newest first, and the cursor for the next one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobRow>,
     pub next_cursor: Option<String>,

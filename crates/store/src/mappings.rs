@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{Result, Store};
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Mapping {
     pub integration_id: Uuid,
     pub entity: String,

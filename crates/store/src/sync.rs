@@ -15,7 +15,7 @@ use crate::{Result, Store, StoreError};
 
 /// One source the pager reads: an integration that can list its changed records of one
 /// entity, and the integrations those records go to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Feed {
     pub source: Uuid,
     pub source_name: String,
@@ -23,7 +23,7 @@ pub struct Feed {
     pub targets: Vec<Uuid>,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct SyncRun {
     pub id: Uuid,
     pub integration_id: Uuid,
@@ -81,7 +81,7 @@ pub struct NewRun {
 }
 
 /// An event in an integration's history (`auto_disabled`, …).
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct IntegrationEvent {
     pub id: i64,
     pub kind: String,

@@ -803,10 +803,8 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
             })?;
             let i = &created.integration;
             if a.json {
-                let mut v = switchyard_ops::integrations::view(i);
-                if let Some(g) = &created.generated {
-                    v[g.field()] = json!(g.value());
-                }
+                let v = switchyard_ops::integrations::view(i)
+                    .with_generated(created.generated.as_ref());
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("created integration {}/{} ({})", i.tenant, i.name, i.id);
@@ -821,7 +819,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
         IntegrationsCmd::List { tenant, json } => {
             let list = store.list_integrations(tenant.as_deref()).await?;
             if json {
-                let v: Vec<Value> = list
+                let v: Vec<_> = list
                     .iter()
                     .map(switchyard_ops::integrations::view)
                     .collect();
@@ -988,7 +986,7 @@ pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<
         }
         IntegrationsCmd::Show { integration } => {
             let i = resolve(&store, &integration).await?;
-            let mut v = switchyard_ops::integrations::view(&i);
+            let mut v = serde_json::to_value(switchyard_ops::integrations::view(&i))?;
             v["routes"] = serde_json::to_value(store.routes(i.id).await?)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }

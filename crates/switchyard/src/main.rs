@@ -33,6 +33,8 @@ enum Command {
     All,
     /// Apply pending database migrations.
     Migrate,
+    /// Print the HTTP API's description (OpenAPI 3.1, as served at `/openapi.json`).
+    Openapi,
     /// Create, list and inspect integrations.
     #[command(subcommand)]
     Integrations(admin::IntegrationsCmd),
@@ -97,6 +99,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         admin::keys_generate(id);
         return Ok(());
     }
+    if let Command::Openapi = &cli.command {
+        println!("{}", switchyard_ingest::openapi_json());
+        return Ok(());
+    }
     let cfg = config::Config::load(cli.config.as_deref())?;
     // Where providers may be called (validated by `load`).
     switchyard_providers::egress::configure(cfg.egress.policy().map_err(|e| anyhow::anyhow!(e))?);
@@ -120,7 +126,8 @@ async fn admin_command(cfg: &config::Config, command: Command) -> anyhow::Result
         | Command::Worker
         | Command::Scheduler
         | Command::All
-        | Command::Migrate => unreachable!("services are run above"),
+        | Command::Migrate
+        | Command::Openapi => unreachable!("services are run above"),
         Command::Audit(args) => admin::audit(cfg, args).await,
         Command::Integrations(cmd) => admin::integrations(cfg, cmd).await,
         Command::Routes(cmd) => admin::routes(cfg, cmd).await,
