@@ -60,7 +60,8 @@ done
 if [ "$failed" = 0 ]; then
   echo '{"token": "t"}' > target/demo-test/token.json
   settings='{"base_url": "http://169.254.169.254/latest", "auth": {"type": "bearer"}, "entities": {"order": {"create": {"method": "POST", "path": "/x"}}}}'
-  if refused=$(SWITCHYARD_VAULT_KEYS=$(cat "$DEMO_RUN/vault.key") target/debug/switchyard integrations create \
+  if refused=$(SWITCHYARD_URL=http://127.0.0.1:$DEMO_PORT SWITCHYARD_TOKEN=$(cat "$DEMO_RUN/admin.token") \
+      target/debug/switchyard integrations create \
       --name metadata-probe --provider rest --settings "$settings" \
       --credentials-file target/demo-test/token.json 2>&1); then
     echo "demo-test: a provider at 169.254.169.254 was accepted"; failed=1

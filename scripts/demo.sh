@@ -46,6 +46,16 @@ stop_pid "$RUN/switchyard.pid"; stop_pid "$RUN/mock.pid"; sleep 0.5
 
 "$MOCK" > "$RUN/mock-provider.log" 2>&1 & echo $! > "$RUN/mock.pid"
 
+"$BIN" all > "$RUN/switchyard.log" 2>&1 & echo $! > "$RUN/switchyard.pid"
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "switchyard did not become ready; see $RUN/switchyard.log"; tail -20 "$RUN/switchyard.log"; exit 1; }
+echo "switchyard is ready on http://127.0.0.1:$PORT (log: $RUN/switchyard.log)"
+# The CLI is a client of the API: it needs the URL and a token, nothing else.
+export SWITCHYARD_URL=http://127.0.0.1:$PORT SWITCHYARD_TOKEN=$SWITCHYARD_ADMIN_TOKEN
+
 exists() { "$BIN" integrations show "default/$1" >/dev/null 2>&1; }
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
@@ -98,21 +108,13 @@ if exists demo-store; then
   for fp in $old_keys; do "$BIN" integrations webhook-secrets remove demo-store --fingerprint "$fp" >/dev/null; done
   echo "demo-store: a fresh webhook API key (earlier ones retired)"
 else
-  created=$("$BIN" integrations create --name demo-store --provider webhook --status active --json \
+  created=$("$BIN" integrations create --name demo-store --provider webhook --status active --output json \
     --inbound '{"entity": {"value": "order"}, "event_id": {"header": "X-Event-Id"}, "version": {"pointer": "/version"}}')
   STORE_KEY=$(json_field webhook_api_key <<<"$created")
   "$BIN" routes add --from demo-store --entity order --to demo-erp --to demo-warehouse
 fi
 [ -n "$STORE_KEY" ] || { echo "demo: could not get a webhook API key for demo-store" >&2; exit 1; }
-STORE_ID=$("$BIN" integrations show default/demo-store | json_field id)
-
-"$BIN" all > "$RUN/switchyard.log" 2>&1 & echo $! > "$RUN/switchyard.pid"
-for _ in $(seq 1 60); do
-  curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.5
-done
-curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "switchyard did not become ready; see $RUN/switchyard.log"; tail -20 "$RUN/switchyard.log"; exit 1; }
-echo "switchyard is ready on http://127.0.0.1:$PORT (log: $RUN/switchyard.log)"
+STORE_ID=$("$BIN" integrations show default/demo-store --output json | json_field id)
 URL="http://127.0.0.1:$PORT/v1/webhooks/$STORE_ID"
 
 : > "$RUN/demo-jobs.txt"
@@ -157,10 +159,11 @@ fi
 echo "\$ switchyard integrations test demo-shop";     "$BIN" integrations test demo-shop
 echo "\$ switchyard integrations activate demo-shop"; "$BIN" integrations activate demo-shop
 echo "\$ switchyard integrations update demo-shop --schedule '{\"every\": \"daily\", \"at\": \"02:30\", \"timezone\": \"Europe/Lisbon\"}'"
-"$BIN" integrations update demo-shop --schedule '{"every": "daily", "at": "02:30", "timezone": "Europe/Lisbon"}' \
+"$BIN" integrations update demo-shop --schedule '{"every": "daily", "at": "02:30", "timezone": "Europe/Lisbon"}' --output json \
   | python3 -c 'import json,sys; d=json.load(sys.stdin); print("  schedule:", json.dumps(d["schedule"]))'
 echo "\$ switchyard sync start demo-shop --wait"
-"$BIN" sync start demo-shop --wait | tee "$RUN/demo-sync.txt"
+# (A run that does not succeed exits non-zero; the check below says why.)
+"$BIN" sync start demo-shop --wait | tee "$RUN/demo-sync.txt" || true
 SYNC_RUN=$(sed -n 's/^sync run \([0-9a-f-]*\) started.*/\1/p' "$RUN/demo-sync.txt")
 echo "\$ switchyard sync runs demo-shop";              "$BIN" sync runs demo-shop --limit 3
 echo "\$ switchyard mappings show demo-erp --entity order --internal-id 503"
@@ -177,10 +180,11 @@ Switchyard keeps running (pid $(cat "$RUN/switchyard.pid")); its log is $RUN/swi
 Next steps:
   # send a webhook as demo-store (this run's key):
   curl -XPOST $URL -H 'content-type: application/json' -H 'x-api-key: $STORE_KEY' -H 'x-event-id: try-$run' -d '{"id": "ord-try-$run", "version": 1, "customer": {"email": "you@example.com"}, "totals": {"grand_total": "9.99"}}'
-  # the CLI needs the demo's settings:
-  export SWITCHYARD_DATABASE_URL=$SWITCHYARD_DATABASE_URL SWITCHYARD_EGRESS__ALLOW=$SWITCHYARD_EGRESS__ALLOW SWITCHYARD_VAULT_KEYS=\$(cat $RUN/vault.key)
+  # the CLI is a client of the API: it needs the URL and a token (here, the admin token):
+  export SWITCHYARD_URL=$SWITCHYARD_URL SWITCHYARD_TOKEN=\$(cat $RUN/admin.token)
   $BIN jobs list --limit 5          # what happened to it
   $BIN dlq list                     # dead letters, if any
+  open http://127.0.0.1:$PORT/docs  # the API, browsable (its description: /openapi.json)
   curl -H "authorization: Bearer \$(cat $RUN/admin.token)" http://127.0.0.1:$PORT/v1/integrations   # the management API
   just down                                         # stop everything
 EOF

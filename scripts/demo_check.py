@@ -15,7 +15,7 @@ FINAL = {"succeeded", "dead", "stale", "skipped"}
 
 
 def cli(binary, *args):
-    out = subprocess.run([binary, *args], capture_output=True, text=True)
+    out = subprocess.run([binary, *args, "--output", "json"], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"`switchyard {' '.join(args)}` failed: {out.stderr.strip()}")
     return json.loads(out.stdout)
@@ -61,7 +61,7 @@ def main():
             f"processed, {run['failed']} failed" + (f"; {run['error']}" if run.get("error") else "")
         )
     # Whatever else this run set off (e.g. a sync job) must not be dead either.
-    for j in cli(a.bin, "jobs", "list", "--status", "dead", "--limit", "100", "--json"):
+    for j in cli(a.bin, "jobs", "list", "--status", "dead", "--limit", "100")["jobs"]:
         if j["created_at"] >= a.since and j["id"] not in jobs:
             problems.append(
                 f"job {j['id']} ({j['entity']} {j['internal_id']}) is dead: {j.get('last_error')}"

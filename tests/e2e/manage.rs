@@ -445,7 +445,8 @@ async fn the_cli_and_the_api_create_integrations_alike() {
                 "webhook",
                 "--webhook-auth",
                 scheme,
-                "--json",
+                "--output",
+                "json",
             ])
             .await;
         assert!(ok, "{scheme} with the CLI: {err}");
@@ -811,8 +812,9 @@ async fn every_change_lands_in_the_audit_log_and_none_holds_a_secret() {
         ("route_target.create", "api:admin", route_id.as_str()),
         ("route_target.delete", "api:admin", route_id.as_str()),
         ("dlq_action.create", "api:admin", ""),
-        ("api_key.create", "cli:", ""),
-        ("api_key.revoke", "cli:", ""),
+        // The CLI is a client of the API: its changes are its token's.
+        ("api_key.create", "api:admin", ""),
+        ("api_key.revoke", "api:admin", ""),
         (
             "integration.create",
             "api:tenant:acme",
@@ -879,10 +881,12 @@ async fn every_change_lands_in_the_audit_log_and_none_holds_a_secret() {
         !seen.is_empty() && seen.iter().all(|e| e["tenant"] == "acme"),
         "{theirs:#}"
     );
-    let (ok, out, err) = h.cli(&["audit", "--limit", "1000", "--json"]).await;
+    let (ok, out, err) = h
+        .cli(&["audit", "--limit", "1000", "--output", "json"])
+        .await;
     assert!(ok, "{err}");
     let cli_log: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(cli_log.as_array().unwrap().len(), entries.len());
+    assert_eq!(cli_log["entries"].as_array().unwrap().len(), entries.len());
     h.shutdown().await;
 }
 
@@ -1088,6 +1092,8 @@ async fn the_cli_and_the_api_update_integrations_alike() {
             "order",
             "--credentials-file",
             creds.to_str().unwrap(),
+            "--output",
+            "json",
         ])
         .await;
     assert!(ok, "{err}");
@@ -1138,4 +1144,157 @@ async fn text_with_nul_characters_is_refused_with_400_not_a_server_error() {
             );
         }
     }
+}
+
+/// Every resource reads the same through both doors (issue 13): the CLI, run with only a
+/// URL and a token in its environment, prints with `--output json` what the API answers.
+/// A tenant's key gets its own view through the CLI too, and another tenant's integration
+/// is as absent there as over HTTP.
+#[tokio::test]
+async fn every_resource_reads_the_same_through_the_cli_and_the_api() {
+    use reqwest::Method;
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "erp-1"})))
+        .up_to_n_times(1)
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
+        .mount(&h.provider)
+        .await;
+    let done = h.accept(store, "e1", order("ord-1", 1, "1")).await[0];
+    h.wait_status(done, "succeeded", Duration::from_secs(15))
+        .await;
+    let dead = h.accept(store, "e2", order("ord-2", 1, "1")).await[0];
+    h.wait_status(dead, "dead", Duration::from_secs(15)).await;
+    crate::support::eventually("the dead letter", Duration::from_secs(10), || async {
+        h.dead_letters().await == 1
+    })
+    .await;
+    let tenant_key = "acme-reads-alike";
+    h.store
+        .create_api_key(
+            "acme",
+            "reader",
+            &switchyard_core::ids::secret_digest(tenant_key),
+        )
+        .await
+        .unwrap();
+    h.store
+        .create_api_key(
+            "beta",
+            "other",
+            &switchyard_core::ids::secret_digest("beta-reads-alike"),
+        )
+        .await
+        .unwrap();
+
+    let (s, e) = (store.to_string(), erp.to_string());
+    let pairs: Vec<(Vec<&str>, String)> = vec![
+        (vec!["integrations", "list"], "/v1/integrations".into()),
+        (
+            vec!["integrations", "show", "acme/erp"],
+            format!("/v1/integrations/{e}"),
+        ),
+        (
+            vec!["integrations", "show", &s],
+            format!("/v1/integrations/{s}"),
+        ),
+        (
+            vec!["integrations", "events", "acme/erp"],
+            format!("/v1/integrations/{e}/events"),
+        ),
+        (
+            vec!["integrations", "webhook-secrets", "list", "acme/store"],
+            format!("/v1/integrations/{s}/webhook-secrets"),
+        ),
+        (
+            vec!["routes", "list", "acme/store"],
+            format!("/v1/routes?source={s}"),
+        ),
+        (
+            vec!["jobs", "list", "--integration", "acme/erp"],
+            format!("/v1/jobs?integration_id={e}&limit=50"),
+        ),
+        (
+            vec!["mappings", "list", "acme/erp"],
+            format!("/v1/integrations/{e}/mappings?limit=100"),
+        ),
+        (
+            vec![
+                "records",
+                "show",
+                "--in",
+                "acme/store",
+                "--entity",
+                "order",
+                "--id",
+                "ord-1",
+            ],
+            format!("/v1/records?integration={s}&entity=order&id=ord-1"),
+        ),
+        (vec!["dlq", "list"], "/v1/dlq?limit=100".into()),
+        (vec!["conflicts", "list"], "/v1/conflicts?limit=50".into()),
+        (vec!["connectors", "list"], "/v1/connectors".into()),
+        (
+            vec!["connectors", "show", "rest"],
+            "/v1/connectors/rest".into(),
+        ),
+        (vec!["api-keys", "list"], "/v1/api-keys".into()),
+        (vec!["audit"], "/v1/audit?limit=50".into()),
+    ];
+    let done_s = done.to_string();
+    let mut pairs = pairs;
+    pairs.push((vec!["jobs", "show", &done_s], format!("/v1/jobs/{done}")));
+    for (args, path) in &pairs {
+        let mut argv = args.clone();
+        argv.extend(["--output", "json"]);
+        let (ok, out, err) = h.cli(&argv).await;
+        assert!(ok, "{args:?}: {err}");
+        let cli: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        let (st, http) = call(&h, Method::GET, path, ADMIN_TOKEN, None).await;
+        assert_eq!(st, 200, "{path}: {http}");
+        assert_eq!(cli, http, "{args:?} and GET {path} differ");
+    }
+    // A replay's dry run, through both.
+    let (ok, out, err) = h
+        .cli(&["dlq", "replay", "--dry-run", "--output", "json"])
+        .await;
+    assert!(ok, "{err}");
+    let (st, http) = call(
+        &h,
+        Method::POST,
+        "/v1/dlq/replay",
+        ADMIN_TOKEN,
+        Some(json!({"dry_run": true})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), http);
+    assert_eq!(http["matched"], 1, "{http}");
+
+    // A tenant's key: its own view, through both; another tenant's things are absent.
+    let (ok, out, err) = h
+        .cli_as(tenant_key, &["integrations", "list", "--output", "json"])
+        .await;
+    assert!(ok, "{err}");
+    let (_, http) = call(&h, Method::GET, "/v1/integrations", tenant_key, None).await;
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), http);
+    let (ok, _, err) = h
+        .cli_as("beta-reads-alike", &["integrations", "show", &e])
+        .await;
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = h
+        .cli_as("beta-reads-alike", &["integrations", "show", "erp"])
+        .await;
+    assert!(!ok && err.contains("no integration `erp`"), "{err}");
+    // Without a token, or with a wrong one, it says what to do.
+    let (ok, _, err) = h.cli_as("", &["integrations", "list"]).await;
+    assert!(!ok && err.contains("SWITCHYARD_TOKEN"), "{err}");
+    let (ok, _, err) = h.cli_as("nope", &["integrations", "list"]).await;
+    assert!(!ok && err.contains("--token"), "{err}");
+    h.shutdown().await;
 }

@@ -1274,6 +1274,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
                 "fingerprint" => fingerprint.clone(),
                 "entity" => "order".into(),
                 "internal_id" => internal.clone(),
+                "flow" => "0".repeat(64),
                 other => panic!("teach this test another tenant's `{other}` for {template}"),
             };
             path.replace_range(open..=close, &value);

@@ -701,3 +701,51 @@ async fn a_feed_whose_pages_never_end_fails_the_run_at_the_page_limit() {
     let why = run.error.unwrap_or_default();
     assert!(why.contains("4 pages"), "{why}");
 }
+
+/// The CLI, as an API client, starts a sync and waits for it with its progress: it exits
+/// zero when the run succeeds and non-zero, naming the status, when it fails (issue 13).
+#[tokio::test]
+async fn the_cli_waits_for_a_sync_and_exits_non_zero_when_it_fails() {
+    let h = Harness::start().await;
+    let (shop, _erp) = shop_to_erp(
+        &h,
+        json!({"initial_delay_ms": 20, "max_attempts": 1, "jitter": "none"}),
+        None,
+    )
+    .await;
+    serve_pages(&h, 2).await;
+    let creates = erp_creates(&h).await;
+    let (ok, out, err) = h.cli(&["sync", "start", &shop.to_string(), "--wait"]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    let (ok, out, _) = h
+        .cli(&["sync", "runs", "acme/shop", "--output", "json"])
+        .await;
+    assert!(ok);
+    let (_, http) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{shop}/sync-runs?limit=20"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), http);
+    assert_eq!(http["sync_runs"][0]["total"], 6, "{http}");
+
+    // The shop's list now fails: the run fails, and so does the command.
+    drop(creates);
+    h.provider.reset().await;
+    Mock::given(method("GET"))
+        .and(path(ORDERS))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"message": "Database down"})))
+        .mount(&h.provider)
+        .await;
+    let (ok, out, err) = h
+        .cli(&["sync", "start", "acme/shop", "--full", "--wait"])
+        .await;
+    assert!(!ok, "a failed run exits non-zero: {out}");
+    assert!(err.contains("ended failed"), "{err}");
+    assert!(out.contains("Database down"), "the table shows why: {out}");
+    h.shutdown().await;
+}

@@ -560,10 +560,15 @@ impl Harness {
             .expect("queue exists")
     }
 
-    /// Run the `switchyard` CLI (the debug build) against this harness's database, broker
-    /// and vault key: (success, stdout, stderr).
+    /// Run the `switchyard` CLI (the debug build) as an operator would from another machine:
+    /// with only this harness's URL and the admin token in its environment (no database, no
+    /// broker, no vault key): (success, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        use secrecy::ExposeSecret;
+        self.cli_as(ADMIN_TOKEN, args).await
+    }
+
+    /// [`Harness::cli`] with another token (a tenant's API key).
+    pub async fn cli_as(&self, token: &str, args: &[&str]) -> (bool, String, String) {
         let bin = std::env::var("SWITCHYARD_BIN").unwrap_or_else(|_| {
             format!("{}/../target/debug/switchyard", env!("CARGO_MANIFEST_DIR"))
         });
@@ -575,22 +580,8 @@ impl Harness {
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SWITCHYARD_DATABASE_URL", &self.db_url)
-            .env("SWITCHYARD_AMQP_URL", amqp_url())
-            .env("SWITCHYARD_QUEUE_PREFIX", &self.topology.prefix)
-            .env(
-                "SWITCHYARD_BROKER__DELAY_PREFIX",
-                &self.topology.delay_prefix,
-            )
-            .env(
-                "SWITCHYARD_BROKER__DELAY_LEVELS",
-                self.topology.delay_levels.to_string(),
-            )
-            .env(
-                "SWITCHYARD_VAULT_KEYS",
-                TEST_VAULT_KEY.get().expect("vault key").expose_secret(),
-            )
-            .env("SWITCHYARD_LOG_FORMAT", "text");
+            .env("SWITCHYARD_URL", self.url(""))
+            .env("SWITCHYARD_TOKEN", token);
         let out = tokio::task::spawn_blocking(move || cmd.output())
             .await
             .expect("the CLI's task")

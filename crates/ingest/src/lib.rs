@@ -203,6 +203,7 @@ fn api() -> utoipa_axum::router::OpenApiRouter<SharedState> {
         .routes(routes!(manage::events))
         .routes(routes!(oauth::authorize))
         .routes(routes!(oauth::callback))
+        .routes(routes!(oauth::flow))
         .routes(routes!(manage::mappings))
         .routes(routes!(manage::delete_mapping))
         .routes(routes!(manage::sync))

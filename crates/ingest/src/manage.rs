@@ -154,6 +154,8 @@ pub(crate) struct ListQuery {
     tenant: Option<String>,
     provider: Option<String>,
     status: Option<IntegrationStatus>,
+    /// Only the one with this name (within `tenant`, or within each tenant).
+    name: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/integrations", tag = "integrations",
@@ -171,6 +173,7 @@ pub(crate) async fn list(
         tenant: who.tenant().map(str::to_owned).or(q.tenant),
         provider: q.provider,
         status: q.status,
+        name: q.name,
     };
     let list = state
         .store

@@ -69,6 +69,33 @@ pub(crate) async fn authorize(
     Ok(Json(consent))
 }
 
+/// How a consent flow ended.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct FlowOutcome {
+    flow: String,
+    /// None while the user has not come back; `connected`, or why not.
+    outcome: Option<String>,
+}
+
+/// `GET /v1/integrations/{id}/oauth/flows/{flow}`: whether the user came back, and how.
+#[utoipa::path(get, path = "/v1/integrations/{id}/oauth/flows/{flow}", tag = "integrations",
+    summary = "How a consent flow ended",
+    description = "Poll it after opening the consent URL: `outcome` is null until the provider sends the user back.",
+    params(crate::manage::IntegrationId, ("flow" = String, Path, description = "The `flow` answered with the consent URL")),
+    responses((status = 200, body = FlowOutcome), Errors))]
+pub(crate) async fn flow(
+    State(state): State<SharedState>,
+    crate::jobs::Visible { integration: i, .. }: crate::jobs::Visible,
+    Path((_, flow)): Path<(String, String)>,
+) -> ApiResult<Json<FlowOutcome>> {
+    let outcome = state
+        .store
+        .oauth_flow_outcome(i.id, &flow)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(FlowOutcome { flow, outcome }))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CallbackQuery {

@@ -28,6 +28,7 @@ pub struct IntegrationFilter {
     pub tenant: Option<String>,
     pub provider: Option<String>,
     pub status: Option<IntegrationStatus>,
+    pub name: Option<String>,
 }
 
 /// An integration's figures over a window.
@@ -92,6 +93,7 @@ impl Store {
             .into_iter()
             .filter(|i| f.provider.as_ref().is_none_or(|p| *p == i.provider))
             .filter(|i| f.status.is_none_or(|s| s == i.status))
+            .filter(|i| f.name.as_ref().is_none_or(|n| *n == i.name))
             .collect())
     }
 

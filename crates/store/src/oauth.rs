@@ -139,6 +139,23 @@ impl Store {
     }
 
     /// How a consent flow ended, once it has (for `integrations connect`, which waits).
+    /// How integration `integration`'s consent flow `state_sha256` ended; `NotFound` when it
+    /// has no such flow.
+    pub async fn oauth_flow_outcome(
+        &self,
+        integration: Uuid,
+        state_sha256: &str,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT outcome FROM oauth_states WHERE state_sha256 = $1 AND integration_id = $2",
+        )
+        .bind(state_sha256)
+        .bind(integration)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("consent flow {state_sha256}")))
+    }
+
     pub async fn oauth_state_outcome(&self, state_sha256: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
             "SELECT outcome FROM oauth_states WHERE state_sha256 = $1",

@@ -1,15 +1,27 @@
-//! Operator commands: integrations, routes, jobs, mappings, keys.
+//! Operator commands. Each is a client of the management API (`--url`, `--token`): an
+//! operator needs a token, not the database. Only bootstrap commands (`migrate`, `keys`)
+//! open the database.
 use anyhow::{Context, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::io::Read;
-use switchyard_core::{Direction, IntegrationStatus, JobStatus};
-use switchyard_store::{Integration, JobFilter, Store};
+use switchyard_core::{DeadReason, Direction, IntegrationStatus, JobStatus};
 use uuid::Uuid;
 
+use crate::client::{Api, Refused, str_of};
 use crate::config::Config;
+use crate::output::{self, Output};
 use crate::serve::open_store;
+
+/// The values of one of Switchyard's enumerations, as `--help` lists them.
+fn choices<T: Copy + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> PossibleValuesParser {
+    PossibleValuesParser::new(all.iter().map(move |v| name(*v)))
+}
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationsCmd {
@@ -20,12 +32,13 @@ pub enum IntegrationsCmd {
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long)]
-        json: bool,
+        provider: Option<String>,
+        #[arg(long, value_parser = choices(IntegrationStatus::ALL, IntegrationStatus::as_str))]
+        status: Option<String>,
     },
-    /// Show one integration (by id, or as tenant/name) as JSON. Credentials are never shown.
-    Show {
-        integration: String,
-    },
+    /// Show one integration (by id, tenant/name, or name), with its routes. Credentials are
+    /// never shown.
+    Show { integration: String },
     /// Rotate an integration's webhook secrets or API keys without downtime: add the new
     /// one, let the sender switch, then remove the old one by its fingerprint.
     #[command(subcommand)]
@@ -42,7 +55,7 @@ pub enum IntegrationsCmd {
         inbound: Option<String>,
         #[arg(long, value_delimiter = ',')]
         entities: Option<Vec<String>>,
-        #[arg(long)]
+        #[arg(long, value_parser = choices(Direction::ALL, Direction::as_str))]
         direction: Option<String>,
         /// A JSON file with the new credentials, or - for stdin.
         #[arg(long)]
@@ -54,37 +67,30 @@ pub enum IntegrationsCmd {
     },
     /// What happened to it that an operator should know (e.g. moved to `error` after
     /// failed syncs), newest first.
-    Events {
-        integration: String,
-    },
+    Events { integration: String },
     /// Soft-delete: it stops sending and receiving; its jobs and mappings stay for audit.
-    Delete {
-        integration: String,
-    },
+    Delete { integration: String },
     /// Call the provider with its settings and credentials: success moves `inactive` to
     /// `testing`; failure moves it to `error` with the message (an active one stays active).
-    Test {
-        integration: String,
-    },
+    Test { integration: String },
     /// Connect an OAuth2 integration: prints the consent URL, then waits (up to ten minutes)
-    /// until the provider sends the user back to Switchyard's callback (`switchyard all` or
-    /// `ingest` must be running and reachable at SWITCHYARD_PUBLIC_URL).
+    /// until the provider sends the user back to Switchyard's callback.
     Connect {
         integration: String,
-        /// Where the provider sends the user back (default: SWITCHYARD_PUBLIC_URL, else
-        /// http://<listen>, + /v1/oauth/callback).
+        /// Where the provider sends the user back (default: Switchyard's own callback, at
+        /// SWITCHYARD_PUBLIC_URL where it is set).
         #[arg(long)]
         redirect_uri: Option<String>,
         /// Print the URL and return without waiting.
         #[arg(long)]
         no_wait: bool,
     },
-    Activate {
-        integration: String,
-    },
-    Deactivate {
-        integration: String,
-    },
+    /// Activate: its webhooks are taken, and the jobs held while it was not active are
+    /// released in the order they came.
+    Activate { integration: String },
+    /// Deactivate: its webhooks are refused; jobs for it are held (or dropped, as each route
+    /// says).
+    Deactivate { integration: String },
     /// Totals, success rate, last sync and last error, average and p95 duration.
     Stats {
         integration: String,
@@ -163,10 +169,10 @@ pub struct CreateArgs {
     /// Largest webhook body accepted for this integration.
     #[arg(long)]
     max_body_bytes: Option<usize>,
-    /// `inactive` until tested and activated (as the management API does), or `active`.
-    #[arg(long, default_value = "inactive")]
+    /// `inactive` until tested and activated, or `active` at once.
+    #[arg(long, default_value = "inactive", value_parser = choices(IntegrationStatus::ALL, IntegrationStatus::as_str))]
     status: String,
-    #[arg(long, default_value = "export")]
+    #[arg(long, default_value = "export", value_parser = choices(Direction::ALL, Direction::as_str))]
     direction: String,
     /// Comma-separated entities this integration syncs (orders, products, …).
     #[arg(long, value_delimiter = ',')]
@@ -175,8 +181,6 @@ pub struct CreateArgs {
     /// "0 */6 * * *", "timezone": "Europe/Paris"}' (inline JSON or @FILE).
     #[arg(long)]
     schedule: Option<String>,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,7 +195,7 @@ pub enum SyncCmd {
         /// Read every record, not only those changed since the last successful sync.
         #[arg(long)]
         full: bool,
-        /// Wait for the run to end, printing its progress.
+        /// Wait for the run to end, with its progress; exits non-zero unless it succeeds.
         #[arg(long)]
         wait: bool,
     },
@@ -201,7 +205,7 @@ pub enum SyncCmd {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
-    /// One sync run, with its counts, as JSON.
+    /// One sync run, with its counts.
     Show { run: Uuid },
     /// Cancel a run: no further page is read; its jobs that have not started are skipped.
     Cancel { run: Uuid },
@@ -269,21 +273,19 @@ pub enum RoutesCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCmd {
-    /// Show a job with its attempts, as JSON.
+    /// Show a job with its attempts.
     Show { id: Uuid },
     /// List jobs, newest first.
     List {
         /// Target integration (id or tenant/name).
         #[arg(long)]
         integration: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_parser = choices(JobStatus::ALL, JobStatus::as_str))]
         status: Option<String>,
         #[arg(long)]
         entity: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -360,8 +362,6 @@ pub enum MappingsCmd {
         entity: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -377,8 +377,7 @@ pub struct DlqFilterArgs {
     integration: Option<String>,
     #[arg(long)]
     entity: Option<String>,
-    /// exhausted, rejected, auth or malformed.
-    #[arg(long)]
+    #[arg(long, value_parser = choices(DeadReason::ALL, DeadReason::as_str))]
     reason: Option<String>,
     #[arg(long)]
     job: Option<Uuid>,
@@ -392,18 +391,17 @@ pub struct DlqFilterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCmd {
-    /// List dead letters, oldest first.
+    /// List dead letters, newest first.
     List {
         #[command(flatten)]
         filter: DlqFilterArgs,
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Show one dead job: its dead letter, its row and every attempt.
     Show { job: Uuid },
-    /// Put dead letters back to work with fresh attempts (their history is kept).
+    /// Put dead letters back to work with fresh attempts (their history is kept). Exits
+    /// non-zero when some could not be replayed.
     Replay {
         #[command(flatten)]
         filter: DlqFilterArgs,
@@ -449,51 +447,6 @@ pub struct AuditArgs {
     since: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long, default_value_t = 50)]
     limit: i64,
-    #[arg(long)]
-    json: bool,
-}
-
-/// `switchyard audit`: the newest changes first.
-pub async fn audit(cfg: &Config, a: AuditArgs) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    let entries = store
-        .audit(
-            &switchyard_store::AuditFilter {
-                tenant: a.tenant,
-                actor: a.actor,
-                action: a.action,
-                object: a.object,
-                since: a.since,
-                ..Default::default()
-            },
-            a.limit,
-        )
-        .await?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
-        return Ok(());
-    }
-    println!(
-        "{:<20} {:<18} {:<10} {:<22} {:<36} CHANGED",
-        "AT", "ACTOR", "TENANT", "ACTION", "OBJECT"
-    );
-    for e in &entries {
-        let fields: Vec<&str> = e
-            .changes
-            .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        println!(
-            "{:<20} {:<18} {:<10} {:<22} {:<36} {}",
-            e.at.format("%Y-%m-%d %H:%M:%S"),
-            e.actor,
-            e.tenant.as_deref().unwrap_or("-"),
-            e.action,
-            e.object_id,
-            fields.join(", ")
-        );
-    }
-    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -518,33 +471,6 @@ pub enum ApiKeysCmd {
         #[arg(long)]
         name: String,
     },
-}
-
-pub async fn api_keys(cfg: &Config, cmd: ApiKeysCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    match cmd {
-        ApiKeysCmd::Create { tenant, name } => {
-            let key = switchyard_ops::api_keys::create(&store, &tenant, &name)
-                .await?
-                .plaintext;
-            println!("API key `{name}` of tenant `{tenant}`, shown once: {key}");
-            println!("use it as: Authorization: Bearer {key}");
-        }
-        ApiKeysCmd::List { tenant } => {
-            for k in store.list_api_keys(tenant.as_deref()).await? {
-                let state = match k.revoked_at {
-                    Some(t) => format!("revoked {}", t.format("%Y-%m-%d %H:%M")),
-                    None => "active".into(),
-                };
-                println!("{:<16} {:<20} {}", k.tenant, k.name, state);
-            }
-        }
-        ApiKeysCmd::Revoke { tenant, name } => {
-            store.revoke_api_key(&tenant, &name).await?;
-            println!("revoked API key `{name}` of tenant `{tenant}`");
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -598,66 +524,6 @@ fn read_json(what: &str, arg: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("--{what}: not valid JSON"))
 }
 
-async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Integration> {
-    if let Ok(id) = reference.parse::<Uuid>() {
-        return Ok(store.integration(id).await?);
-    }
-    let (tenant, name) = reference.split_once('/').unwrap_or(("default", reference));
-    Ok(store.integration_by_name(tenant, name).await?)
-}
-
-/// The id of an integration named by an optional option.
-async fn resolve_id(store: &Store, reference: Option<&str>) -> anyhow::Result<Option<Uuid>> {
-    Ok(match reference {
-        Some(r) => Some(resolve(store, r).await?.id),
-        None => None,
-    })
-}
-
-pub async fn webhook_secrets(cfg: &Config, store: &Store, cmd: SecretsCmd) -> anyhow::Result<()> {
-    use switchyard_ops::integrations::{self as ops, SecretChange};
-    let keyring = cfg.keyring()?;
-    let (reference, change) = match cmd {
-        SecretsCmd::List { integration } => (integration, None),
-        SecretsCmd::Add { integration, file } => {
-            let secrets = match file {
-                None => Vec::new(),
-                Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("--file: cannot read {path}"))?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            };
-            (integration, Some(SecretChange::Add { secrets }))
-        }
-        SecretsCmd::Remove {
-            integration,
-            fingerprint,
-        } => (integration, Some(SecretChange::Remove { fingerprint })),
-    };
-    let i = resolve(store, &reference).await?;
-    let now = match change {
-        None => ops::webhook_secrets(&keyring, &i)?,
-        Some(change) => ops::change_webhook_secrets(store, &keyring, &i, change)
-            .await
-            .map_err(|e| match e {
-                ops::SecretsError::Invalid(f) if f.field == "secret" => {
-                    anyhow::anyhow!("--file: {}", f.reason)
-                }
-                e => e.into(),
-            })?,
-    };
-    for f in &now.fingerprints {
-        println!("{f}");
-    }
-    if let Some(g) = &now.generated {
-        println!("new {}, shown once: {}", g.describe(), g.value());
-    }
-    Ok(())
-}
-
 /// The webhook policy the create flags ask for, as the HTTP API takes it.
 fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
     let Some(scheme) = a.webhook_auth else {
@@ -696,17 +562,6 @@ fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
     Ok(Some(v))
 }
 
-/// A field error, named by the flag that sets it.
-fn cli_field(e: &switchyard_ops::integrations::FieldError) -> String {
-    let flag = match e.field.as_str() {
-        "webhook_secrets" => "--webhook-secret-file",
-        "webhook_auth.max_body_bytes" => "--max-body-bytes",
-        f if f.starts_with("webhook_auth") => "--webhook-auth",
-        _ => return e.to_string(),
-    };
-    format!("{flag}: {}", e.reason)
-}
-
 /// How an integration's webhooks authenticate (the HTTP API's `webhook_auth.scheme`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -730,376 +585,6 @@ pub enum Scheme {
     Disabled,
 }
 
-pub async fn integrations(cfg: &Config, cmd: IntegrationsCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    match cmd {
-        IntegrationsCmd::Create(a) => {
-            let status: IntegrationStatus = a.status.parse().context("--status")?;
-            let direction: Direction = a.direction.parse().context("--direction")?;
-            let provider = a
-                .connector
-                .clone()
-                .or(a.provider.clone())
-                .context("give --provider or --connector")?;
-            let mut settings = read_json("settings", &a.settings)?;
-            for kv in &a.setting {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--setting {kv}: write it KEY=VALUE"))?;
-                let obj = settings
-                    .as_object_mut()
-                    .context("--settings must be a JSON object")?;
-                obj.insert(k.trim().to_owned(), json!(v));
-            }
-            let inbound = read_json("inbound", &a.inbound)?;
-            let schedule = a
-                .schedule
-                .as_deref()
-                .map(|s| read_json("schedule", s))
-                .transpose()?;
-            let credentials = match &a.credentials_file {
-                None => None,
-                Some(path) => Some(read_json(
-                    "credentials-file",
-                    &format!("{}{path}", if path == "-" { "" } else { "@" }),
-                )?),
-            };
-            let webhook_secrets: Vec<String> = match &a.webhook_secret_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("--webhook-secret-file: cannot read {path}"))?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                None => Vec::new(),
-            };
-            let webhook_auth = webhook_auth_json(&a)?;
-            let created = switchyard_ops::integrations::create(
-                &store,
-                &cfg.keyring()?,
-                switchyard_ops::integrations::CreateRequest {
-                    tenant: a.tenant,
-                    name: a.name,
-                    provider,
-                    status: Some(status),
-                    direction: Some(direction),
-                    entities: a.entities,
-                    settings,
-                    inbound,
-                    credentials,
-                    webhook_auth,
-                    webhook_secrets,
-                    schedule,
-                    by_tenant: false,
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                switchyard_ops::integrations::CreateError::Invalid(e) => {
-                    anyhow::anyhow!("invalid integration: {}", cli_field(&e))
-                }
-                e => e.into(),
-            })?;
-            let i = &created.integration;
-            if a.json {
-                let v = switchyard_ops::integrations::view(i)
-                    .with_generated(created.generated.as_ref());
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("created integration {}/{} ({})", i.tenant, i.name, i.id);
-                if i.webhook_auth.get("scheme").and_then(Value::as_str) != Some("disabled") {
-                    println!("  webhook URL: http://{}/v1/webhooks/{}", cfg.listen, i.id);
-                }
-                if let Some(g) = &created.generated {
-                    println!("  {}, shown once: {}", g.describe(), g.value());
-                }
-            }
-        }
-        IntegrationsCmd::List { tenant, json } => {
-            let list = store.list_integrations(tenant.as_deref()).await?;
-            if json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(switchyard_ops::integrations::view)
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<36}  {:<12} {:<20} {:<8} {:<8}",
-                    "ID", "TENANT", "NAME", "PROVIDER", "STATUS"
-                );
-                for i in list {
-                    println!(
-                        "{:<36}  {:<12} {:<20} {:<8} {:<8}",
-                        i.id, i.tenant, i.name, i.provider, i.status
-                    );
-                }
-            }
-        }
-        IntegrationsCmd::WebhookSecrets(cmd) => webhook_secrets(cfg, &store, cmd).await?,
-        IntegrationsCmd::Update {
-            integration,
-            name,
-            settings,
-            inbound,
-            entities,
-            direction,
-            credentials_file,
-            schedule,
-        } => {
-            let i = resolve(&store, &integration).await?;
-            let credentials = credentials_file
-                .map(|p| {
-                    read_json(
-                        "credentials-file",
-                        &format!("{}{p}", if p == "-" { "" } else { "@" }),
-                    )
-                })
-                .transpose()?;
-            let request = switchyard_ops::integrations::UpdateRequest {
-                name,
-                direction: direction
-                    .map(|d| d.parse())
-                    .transpose()
-                    .context("--direction")?,
-                entities,
-                settings: settings.map(|s| read_json("settings", &s)).transpose()?,
-                inbound: inbound.map(|s| read_json("inbound", &s)).transpose()?,
-                credentials,
-                schedule: schedule.map(|s| read_json("schedule", &s)).transpose()?,
-            };
-            let updated =
-                switchyard_ops::integrations::update(&store, &cfg.keyring()?, &i, request)
-                    .await
-                    .map_err(|e| match e {
-                        switchyard_ops::integrations::CreateError::Invalid(e) => {
-                            anyhow::anyhow!("invalid integration: {e}")
-                        }
-                        e => e.into(),
-                    })?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&switchyard_ops::integrations::view(&updated))?
-            );
-        }
-        IntegrationsCmd::Delete { integration } => {
-            let i = resolve(&store, &integration).await?;
-            store.delete_integration(i.id).await?;
-            println!(
-                "deleted {}/{} (its jobs and mappings are kept)",
-                i.tenant, i.name
-            );
-        }
-        IntegrationsCmd::Test { integration } => {
-            let i = resolve(&store, &integration).await?;
-            let out = switchyard_ops::integrations::test_connection(
-                &store,
-                std::sync::Arc::new(cfg.keyring()?),
-                switchyard_providers::http_client(),
-                &i,
-            )
-            .await?;
-            let verdict = if out.ok { "ok" } else { "FAILED" };
-            println!(
-                "test {verdict}: {} (status now {})",
-                out.message, out.status
-            );
-            if !out.ok {
-                bail!("the connection test failed");
-            }
-        }
-        IntegrationsCmd::Connect {
-            integration,
-            redirect_uri,
-            no_wait,
-        } => {
-            let i = resolve(&store, &integration).await?;
-            let redirect = redirect_uri.unwrap_or_else(|| cfg.oauth_redirect_uri());
-            let consent = switchyard_ops::oauth::begin(&store, &cfg.keyring()?, &i, &redirect)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "Open this page and allow access (the link works once, for 10 minutes):\n\n  {}\n",
-                consent.authorize_url
-            );
-            if no_wait {
-                return Ok(());
-            }
-            println!("waiting for the provider to send you back to {redirect} …");
-            let deadline = consent.expires_at;
-            loop {
-                if let Some(outcome) = switchyard_ops::oauth::outcome(&store, &consent.flow).await?
-                {
-                    if outcome == "connected" {
-                        let now = store.integration(i.id).await?;
-                        println!("connected: {}/{} is {}", now.tenant, now.name, now.status);
-                        break;
-                    }
-                    bail!("not connected: {outcome}");
-                }
-                if chrono::Utc::now() > deadline {
-                    bail!(
-                        "the consent link expired unused; run `switchyard integrations connect {}` again",
-                        i.name
-                    );
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-        IntegrationsCmd::Activate { integration } => {
-            let i = resolve(&store, &integration).await?;
-            store
-                .set_status(i.id, IntegrationStatus::Active, None)
-                .await?;
-            println!("{}/{} is active", i.tenant, i.name);
-            let held = store.count_held(i.id).await?;
-            if held > 0 {
-                let broker = connect_broker(cfg).await?;
-                let released = switchyard_ops::held::release(&store, &broker, i.id).await;
-                broker.shutdown().await;
-                match released {
-                    Ok(n) => println!("released {n} held job(s), in the order they arrived"),
-                    Err(e) => bail!(
-                        "{held} job(s) are still held ({e}); the scheduler releases them, or run `switchyard integrations activate` again"
-                    ),
-                }
-            }
-        }
-        IntegrationsCmd::Deactivate { integration } => {
-            let i = resolve(&store, &integration).await?;
-            store
-                .set_status(i.id, IntegrationStatus::Inactive, None)
-                .await?;
-            println!("{}/{} is inactive", i.tenant, i.name);
-        }
-        IntegrationsCmd::Stats { integration, hours } => {
-            let i = resolve(&store, &integration).await?;
-            let since = chrono::Utc::now() - chrono::Duration::hours(hours.clamp(1, 24 * 90));
-            let s = store.stats(i.id, since).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &json!({"integration": i.name, "window_hours": hours, "stats": s})
-                )?
-            );
-        }
-        IntegrationsCmd::Show { integration } => {
-            let i = resolve(&store, &integration).await?;
-            let mut v = serde_json::to_value(switchyard_ops::integrations::view(&i))?;
-            v["routes"] = serde_json::to_value(store.routes(i.id).await?)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        IntegrationsCmd::Events { integration } => {
-            let i = resolve(&store, &integration).await?;
-            let events = store.integration_events(i.id, 100).await?;
-            if events.is_empty() {
-                println!("no events for {}/{}", i.tenant, i.name);
-            }
-            for e in events {
-                println!(
-                    "{}  {:<14} {}",
-                    e.created_at.format("%Y-%m-%d %H:%M:%S"),
-                    e.kind,
-                    e.message
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_run(run: &switchyard_store::SyncRun) {
-    println!(
-        "{}  {:<9} {:<8} pages {:>3}  jobs {:>5}  processed {:>5}  created {:>5}  updated {:>5}  failed {:>4}  skipped {:>4}{}",
-        run.id,
-        run.status,
-        run.trigger,
-        run.pages,
-        run.total,
-        run.processed,
-        run.created,
-        run.updated,
-        run.failed,
-        run.skipped,
-        run.error
-            .as_deref()
-            .map(|e| format!("\n    error: {e}"))
-            .unwrap_or_default()
-    );
-}
-
-pub async fn sync(cfg: &Config, cmd: SyncCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    match cmd {
-        SyncCmd::Start {
-            integration,
-            entities,
-            full,
-            wait,
-        } => {
-            let i = resolve(&store, &integration).await?;
-            let broker = connect_broker(cfg).await?;
-            let req = switchyard_ops::sync::SyncRequest {
-                trigger: "manual",
-                slot: None,
-                started_by: actor(),
-                entities,
-                full,
-                now: chrono::Utc::now(),
-            };
-            let started = switchyard_ops::sync::start(&store, &broker, &i, req).await;
-            broker.shutdown().await;
-            let run = match started {
-                Ok(Some(run)) => run,
-                Ok(None) => bail!("this sync has already been started"),
-                Err(e) => bail!("{e}"),
-            };
-            println!(
-                "sync run {} started for {}/{} ({} direction, entities: {}); watch it with `switchyard sync show {}`",
-                run.id,
-                i.tenant,
-                i.name,
-                run.direction,
-                run.entities.join(", "),
-                run.id
-            );
-            if wait {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let r = store.sync_run(run.id).await?;
-                    print_run(&r);
-                    if !matches!(r.status.as_str(), "pending" | "running") {
-                        break;
-                    }
-                }
-            }
-        }
-        SyncCmd::Runs { integration, limit } => {
-            let i = resolve(&store, &integration).await?;
-            let runs = store.sync_runs(i.id, limit).await?;
-            if runs.is_empty() {
-                println!("no sync runs for {}/{} yet", i.tenant, i.name);
-            }
-            for r in &runs {
-                print_run(r);
-            }
-        }
-        SyncCmd::Show { run } => {
-            let r = store.sync_run(run).await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-        }
-        SyncCmd::Cancel { run } => {
-            let r = store.cancel_run(run, &actor()).await?;
-            println!(
-                "sync run {} cancelled: {} of {} jobs skipped, the rest finished or finishing",
-                r.id, r.skipped, r.total
-            );
-        }
-    }
-    Ok(())
-}
-
 /// `--value NAME=VALUE` pairs: a value that reads as JSON (a number, true, false) is that;
 /// anything else is text.
 fn route_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
@@ -1118,8 +603,779 @@ fn route_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Valu
         .collect()
 }
 
-pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
+/// `switchyard audit`: the newest changes first.
+pub async fn audit(api: &Api, out: Output, a: AuditArgs) -> anyhow::Result<()> {
+    let mut q = vec![("limit", a.limit.to_string())];
+    for (k, v) in [
+        ("tenant", a.tenant),
+        ("actor", a.actor),
+        ("action", a.action),
+        ("object", a.object),
+        ("since", a.since.map(|t| t.to_rfc3339())),
+    ] {
+        if let Some(v) = v {
+            q.push((k, v));
+        }
+    }
+    let page = api.get("/v1/audit", &q).await?;
+    if out == Output::Json {
+        output::json(&page);
+        return Ok(());
+    }
+    let rows = page["entries"].as_array().into_iter().flatten().map(|e| {
+        let changed: Vec<&str> = e["changes"]
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        vec![
+            short_time(&e["at"]),
+            str_of(&e["actor"]),
+            str_of(&e["tenant"]),
+            str_of(&e["action"]),
+            str_of(&e["object_id"]),
+            changed.join(", "),
+        ]
+    });
+    output::table(
+        &["AT", "ACTOR", "TENANT", "ACTION", "OBJECT", "CHANGED"],
+        rows,
+    );
+    Ok(())
+}
+
+/// An RFC 3339 time from the API, to the second.
+fn short_time(v: &Value) -> String {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn api_keys(api: &Api, out: Output, cmd: ApiKeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeysCmd::Create { tenant, name } => {
+            let made = api
+                .post("/v1/api-keys", &json!({"tenant": tenant, "name": name}))
+                .await?;
+            if out == Output::Json {
+                output::json(&made);
+                return Ok(());
+            }
+            let key = str_of(&made["api_key"]);
+            println!("API key `{name}` of tenant `{tenant}`, shown once: {key}");
+            println!("use it as: Authorization: Bearer {key}");
+        }
+        ApiKeysCmd::List { tenant } => {
+            let q: Vec<_> = tenant.into_iter().map(|t| ("tenant", t)).collect();
+            let keys = api.get("/v1/api-keys", &q).await?;
+            if out == Output::Json {
+                output::json(&keys);
+                return Ok(());
+            }
+            let rows = keys["api_keys"].as_array().into_iter().flatten().map(|k| {
+                vec![
+                    str_of(&k["tenant"]),
+                    str_of(&k["name"]),
+                    short_time(&k["created_at"]),
+                    match k["revoked_at"] {
+                        Value::Null => "active".into(),
+                        ref t => format!("revoked {}", short_time(t)),
+                    },
+                ]
+            });
+            output::table(&["TENANT", "NAME", "CREATED", "STATE"], rows);
+        }
+        ApiKeysCmd::Revoke { tenant, name } => {
+            let gone = api
+                .delete(&format!("/v1/api-keys/{}/{}", seg(&tenant), seg(&name)))
+                .await?;
+            if out == Output::Json {
+                output::json(&gone);
+            } else {
+                println!("revoked API key `{name}` of tenant `{tenant}`");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A file's non-empty lines (secrets, one per line).
+fn lines_of(flag: &str, path: &str) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: cannot read {path}"))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A JSON file, or `-` for stdin.
+fn json_file(flag: &str, path: &str) -> anyhow::Result<Value> {
+    read_json(
+        flag,
+        &format!("{}{path}", if path == "-" { "" } else { "@" }),
+    )
+}
+
+/// A refusal whose message names an API field, named by the flag that sets it.
+fn with_flags(e: anyhow::Error) -> anyhow::Error {
+    let Some(r) = e.downcast_ref::<Refused>() else {
+        return e;
+    };
+    let (field, reason) = r.message.split_once(": ").unwrap_or(("", &r.message));
+    let flag = match field {
+        "webhook_secrets" => "--webhook-secret-file",
+        "webhook_auth.max_body_bytes" => "--max-body-bytes",
+        f if f.starts_with("webhook_auth") => "--webhook-auth",
+        _ => return anyhow::anyhow!("invalid integration: {}", r.message),
+    };
+    anyhow::anyhow!("invalid integration: {flag}: {reason}")
+}
+
+pub async fn webhook_secrets(api: &Api, out: Output, cmd: SecretsCmd) -> anyhow::Result<()> {
+    let now = match cmd {
+        SecretsCmd::List { integration } => {
+            let id = api.integration_id(&integration).await?;
+            api.get(&format!("/v1/integrations/{id}/webhook-secrets"), &[])
+                .await?
+        }
+        SecretsCmd::Add { integration, file } => {
+            let id = api.integration_id(&integration).await?;
+            let body = match file {
+                None => json!({}),
+                Some(path) => match lines_of("--file", &path)?.as_slice() {
+                    [one] => json!({"secret": one}),
+                    _ => bail!("--file: give one secret (one line)"),
+                },
+            };
+            api.post(&format!("/v1/integrations/{id}/webhook-secrets"), &body)
+                .await
+                .map_err(|e| match e.downcast_ref::<Refused>() {
+                    Some(r) if r.message.starts_with("secret: ") => {
+                        anyhow::anyhow!("--file: {}", &r.message["secret: ".len()..])
+                    }
+                    _ => e,
+                })?
+        }
+        SecretsCmd::Remove {
+            integration,
+            fingerprint,
+        } => {
+            let id = api.integration_id(&integration).await?;
+            api.delete(&format!(
+                "/v1/integrations/{id}/webhook-secrets/{}",
+                seg(&fingerprint)
+            ))
+            .await?
+        }
+    };
+    if out == Output::Json {
+        output::json(&now);
+        return Ok(());
+    }
+    for f in now["fingerprints"].as_array().into_iter().flatten() {
+        println!("{}", str_of(f));
+    }
+    print_generated(&now, "new ");
+    Ok(())
+}
+
+/// A key, password or secret the request generated: shown once.
+fn print_generated(v: &Value, prefix: &str) {
+    for (field, what) in [
+        ("webhook_api_key", "webhook API key (send it as X-API-Key)"),
+        ("webhook_password", "webhook basic-auth password"),
+        (
+            "webhook_secret",
+            "webhook signing secret (give it to the sender)",
+        ),
+    ] {
+        if let Some(value) = v[field].as_str() {
+            println!("{prefix}{what}, shown once: {value}");
+        }
+    }
+}
+
+pub async fn integrations(api: &Api, out: Output, cmd: IntegrationsCmd) -> anyhow::Result<()> {
+    let print = |v: &Value, keys: &[&str]| {
+        if out == Output::Json {
+            output::json(v)
+        } else {
+            output::fields(v, keys)
+        }
+    };
+    match cmd {
+        IntegrationsCmd::Create(a) => {
+            let provider = a
+                .connector
+                .clone()
+                .or(a.provider.clone())
+                .context("give --provider or --connector")?;
+            let mut settings = read_json("settings", &a.settings)?;
+            for kv in &a.setting {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--setting {kv}: write it KEY=VALUE"))?;
+                let obj = settings
+                    .as_object_mut()
+                    .context("--settings must be a JSON object")?;
+                obj.insert(k.trim().to_owned(), json!(v));
+            }
+            let mut body = json!({
+                "tenant": a.tenant,
+                "name": a.name,
+                "provider": provider,
+                "status": a.status,
+                "direction": a.direction,
+                "entities": a.entities,
+                "settings": settings,
+                "inbound": read_json("inbound", &a.inbound)?,
+            });
+            if let Some(s) = &a.schedule {
+                body["schedule"] = read_json("schedule", s)?;
+            }
+            if let Some(path) = &a.credentials_file {
+                body["credentials"] = json_file("credentials-file", path)?;
+            }
+            if let Some(path) = &a.webhook_secret_file {
+                body["webhook_secrets"] = json!(lines_of("--webhook-secret-file", path)?);
+            }
+            if let Some(w) = webhook_auth_json(&a)? {
+                body["webhook_auth"] = w;
+            }
+            let made = api
+                .post("/v1/integrations", &body)
+                .await
+                .map_err(with_flags)?;
+            if out == Output::Json {
+                output::json(&made);
+                return Ok(());
+            }
+            println!(
+                "created integration {}/{} ({})",
+                str_of(&made["tenant"]),
+                str_of(&made["name"]),
+                str_of(&made["id"])
+            );
+            if let Some(path) = made["webhook_path"].as_str() {
+                println!("  webhook URL: {}{path}", api.base());
+            }
+            print_generated(&made, "  ");
+        }
+        IntegrationsCmd::List {
+            tenant,
+            provider,
+            status,
+        } => {
+            let q: Vec<(&str, String)> = [
+                ("tenant", tenant),
+                ("provider", provider),
+                ("status", status),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            let list = api.get("/v1/integrations", &q).await?;
+            if out == Output::Json {
+                output::json(&list);
+                return Ok(());
+            }
+            let rows = list["integrations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    vec![
+                        str_of(&i["id"]),
+                        str_of(&i["tenant"]),
+                        str_of(&i["name"]),
+                        str_of(&i["provider"]),
+                        str_of(&i["status"]),
+                        str_of(&i["last_error"]),
+                    ]
+                });
+            output::table(
+                &["ID", "TENANT", "NAME", "PROVIDER", "STATUS", "LAST ERROR"],
+                rows,
+            );
+        }
+        IntegrationsCmd::WebhookSecrets(cmd) => webhook_secrets(api, out, cmd).await?,
+        IntegrationsCmd::Update {
+            integration,
+            name,
+            settings,
+            inbound,
+            entities,
+            direction,
+            credentials_file,
+            schedule,
+        } => {
+            let id = api.integration_id(&integration).await?;
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(d) = direction {
+                body["direction"] = json!(d);
+            }
+            if let Some(e) = entities {
+                body["entities"] = json!(e);
+            }
+            if let Some(s) = settings {
+                body["settings"] = read_json("settings", &s)?;
+            }
+            if let Some(s) = inbound {
+                body["inbound"] = read_json("inbound", &s)?;
+            }
+            if let Some(p) = credentials_file {
+                body["credentials"] = json_file("credentials-file", &p)?;
+            }
+            if let Some(s) = schedule {
+                body["schedule"] = read_json("schedule", &s)?;
+            }
+            let updated = api
+                .patch(&format!("/v1/integrations/{id}"), &body)
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid integration: {e}"))?;
+            print(&updated, INTEGRATION_FIELDS);
+        }
+        IntegrationsCmd::Delete { integration } => {
+            let i = api.integration(&integration).await?;
+            api.delete(&format!("/v1/integrations/{}", str_of(&i["id"])))
+                .await?;
+            if out == Output::Json {
+                output::json(&json!({"deleted": i["id"]}));
+            } else {
+                println!(
+                    "deleted {}/{} (its jobs and mappings are kept)",
+                    str_of(&i["tenant"]),
+                    str_of(&i["name"])
+                );
+            }
+        }
+        IntegrationsCmd::Test { integration } => {
+            let id = api.integration_id(&integration).await?;
+            let r = api
+                .post(&format!("/v1/integrations/{id}/test"), &json!({}))
+                .await?;
+            let ok = r["ok"].as_bool() == Some(true);
+            if out == Output::Json {
+                output::json(&r);
+            } else {
+                println!(
+                    "test {}: {} (status now {})",
+                    if ok { "ok" } else { "FAILED" },
+                    str_of(&r["message"]),
+                    str_of(&r["status"])
+                );
+            }
+            if !ok {
+                bail!("the connection test failed");
+            }
+        }
+        IntegrationsCmd::Connect {
+            integration,
+            redirect_uri,
+            no_wait,
+        } => {
+            let id = api.integration_id(&integration).await?;
+            let body = match redirect_uri {
+                Some(r) => json!({"redirect_uri": r}),
+                None => json!({}),
+            };
+            let consent = api
+                .post(&format!("/v1/integrations/{id}/oauth/authorize"), &body)
+                .await?;
+            println!(
+                "Open this page and allow access (the link works once, for 10 minutes):\n\n  {}\n",
+                str_of(&consent["authorize_url"])
+            );
+            if no_wait {
+                return Ok(());
+            }
+            let flow = str_of(&consent["flow"]);
+            let deadline = consent["expires_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::minutes(10));
+            let spinner = indicatif::ProgressBar::new_spinner()
+                .with_message("waiting for the provider to send you back …");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            loop {
+                let f = api
+                    .get(&format!("/v1/integrations/{id}/oauth/flows/{flow}"), &[])
+                    .await?;
+                if let Some(outcome) = f["outcome"].as_str() {
+                    spinner.finish_and_clear();
+                    if outcome != "connected" {
+                        bail!("not connected: {outcome}");
+                    }
+                    let now = api.get(&format!("/v1/integrations/{id}"), &[]).await?;
+                    println!(
+                        "connected: {}/{} is {}",
+                        str_of(&now["tenant"]),
+                        str_of(&now["name"]),
+                        str_of(&now["status"])
+                    );
+                    break;
+                }
+                if chrono::Utc::now() > deadline {
+                    spinner.finish_and_clear();
+                    bail!(
+                        "the consent link expired unused; run `switchyard integrations connect {integration}` again"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        IntegrationsCmd::Activate { integration } => {
+            let id = api.integration_id(&integration).await?;
+            let v = api
+                .post(&format!("/v1/integrations/{id}/activate"), &json!({}))
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            println!(
+                "{}/{} is {}",
+                str_of(&v["tenant"]),
+                str_of(&v["name"]),
+                str_of(&v["status"])
+            );
+            let released = v["released_jobs"].as_u64().unwrap_or(0);
+            if released > 0 {
+                println!("released {released} held job(s), in the order they arrived");
+            }
+            if let Some(e) = v["release_error"].as_str() {
+                bail!(
+                    "its held jobs are still held ({e}); the scheduler releases them, or run `switchyard integrations activate` again"
+                );
+            }
+        }
+        IntegrationsCmd::Deactivate { integration } => {
+            let id = api.integration_id(&integration).await?;
+            let v = api
+                .post(&format!("/v1/integrations/{id}/deactivate"), &json!({}))
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+            } else {
+                println!(
+                    "{}/{} is {}",
+                    str_of(&v["tenant"]),
+                    str_of(&v["name"]),
+                    str_of(&v["status"])
+                );
+            }
+        }
+        IntegrationsCmd::Stats { integration, hours } => {
+            let id = api.integration_id(&integration).await?;
+            let v = api
+                .get(
+                    &format!("/v1/integrations/{id}/stats"),
+                    &[("hours", hours.clamp(1, 24 * 90).to_string())],
+                )
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+            } else {
+                println!("the last {} hour(s):", str_of(&v["window_hours"]));
+                let keys: Vec<String> = v["stats"]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                output::fields(&v["stats"], &keys);
+            }
+        }
+        IntegrationsCmd::Show { integration } => {
+            let i = api.integration(&integration).await?;
+            // By id, the answer carries the routes; by name, ask again by id.
+            let i = if i.get("routes").is_some() {
+                i
+            } else {
+                api.get(&format!("/v1/integrations/{}", str_of(&i["id"])), &[])
+                    .await?
+            };
+            if out == Output::Json {
+                output::json(&i);
+                return Ok(());
+            }
+            output::fields(&i, INTEGRATION_FIELDS);
+            print_routes(&i["routes"]);
+        }
+        IntegrationsCmd::Events { integration } => {
+            let id = api.integration_id(&integration).await?;
+            let v = api
+                .get(&format!("/v1/integrations/{id}/events"), &[])
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows = v["events"].as_array().into_iter().flatten().map(|e| {
+                vec![
+                    short_time(&e["created_at"]),
+                    str_of(&e["kind"]),
+                    str_of(&e["message"]),
+                ]
+            });
+            output::table(&["AT", "EVENT", "MESSAGE"], rows);
+        }
+    }
+    Ok(())
+}
+
+/// What `integrations show` lists, in this order.
+const INTEGRATION_FIELDS: &[&str] = &[
+    "id",
+    "tenant",
+    "name",
+    "provider",
+    "status",
+    "direction",
+    "entities",
+    "webhook_auth",
+    "webhook_path",
+    "has_credentials",
+    "schedule",
+    "next_sync_at",
+    "last_sync_at",
+    "sync_failures",
+    "last_error",
+    "settings",
+    "inbound",
+    "created_at",
+    "updated_at",
+];
+
+fn print_routes(routes: &Value) {
+    let rows = routes.as_array().into_iter().flatten().map(|r| {
+        let targets: Vec<String> = r["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{} ({})", str_of(&t["name"]), str_of(&t["status"])))
+            .collect();
+        let filter = match &r["filter"] {
+            Value::Object(o) if o.is_empty() => "-".to_owned(),
+            f => f.to_string(),
+        };
+        let mut options = vec![
+            format!("conflicts: {}", str_of(&r["conflict"])),
+            format!("inactive target: {}", str_of(&r["when_inactive"])),
+        ];
+        if r["link_existing"] == json!(true) {
+            options.push("links existing records".into());
+        }
+        if matches!(&r["values"], Value::Object(o) if !o.is_empty()) {
+            options.push(format!("values: {}", r["values"]));
+        }
+        vec![
+            str_of(&r["id"]),
+            format!("{}.{}", str_of(&r["entity"]), str_of(&r["event"])),
+            targets.join(", "),
+            filter,
+            options.join("; "),
+        ]
+    });
+    output::table(&["ROUTE", "EVENTS", "TO", "FILTER", "OPTIONS"], rows);
+}
+
+fn run_row(r: &Value) -> Vec<String> {
+    let n = |k: &str| str_of(&r[k]);
+    vec![
+        n("id"),
+        n("status"),
+        n("trigger"),
+        n("pages"),
+        n("total"),
+        n("processed"),
+        n("created"),
+        n("updated"),
+        n("failed"),
+        n("skipped"),
+        n("error"),
+    ]
+}
+
+const RUN_COLUMNS: &[&str] = &[
+    "RUN",
+    "STATUS",
+    "TRIGGER",
+    "PAGES",
+    "JOBS",
+    "PROCESSED",
+    "CREATED",
+    "UPDATED",
+    "FAILED",
+    "SKIPPED",
+    "ERROR",
+];
+
+pub async fn sync(api: &Api, out: Output, cmd: SyncCmd) -> anyhow::Result<()> {
+    match cmd {
+        SyncCmd::Start {
+            integration,
+            entities,
+            full,
+            wait,
+        } => {
+            let i = api.integration(&integration).await?;
+            let mut body = json!({"full": full});
+            if let Some(e) = entities {
+                body["entities"] = json!(e);
+            }
+            let run = api
+                .post(
+                    &format!("/v1/integrations/{}/sync", str_of(&i["id"])),
+                    &body,
+                )
+                .await?;
+            let id = str_of(&run["id"]);
+            if !wait {
+                if out == Output::Json {
+                    output::json(&run);
+                } else {
+                    println!(
+                        "sync run {id} started for {}/{} ({} direction, entities: {}); watch it with `switchyard sync show {id}`",
+                        str_of(&i["tenant"]),
+                        str_of(&i["name"]),
+                        str_of(&run["direction"]),
+                        run["entities"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(str_of)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                }
+                return Ok(());
+            }
+            if out == Output::Table {
+                println!(
+                    "sync run {id} started for {}/{}",
+                    str_of(&i["tenant"]),
+                    str_of(&i["name"])
+                );
+            }
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {pos}/{len} jobs",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            if out == Output::Json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let last = loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let r = api.get(&format!("/v1/sync-runs/{id}"), &[]).await?;
+                bar.set_length(r["total"].as_u64().unwrap_or(0));
+                bar.set_position(r["processed"].as_u64().unwrap_or(0));
+                bar.set_message(format!(
+                    "{}, page {}",
+                    str_of(&r["status"]),
+                    str_of(&r["pages"])
+                ));
+                bar.tick();
+                if !matches!(r["status"].as_str(), Some("pending" | "running")) {
+                    break r;
+                }
+            };
+            bar.finish_and_clear();
+            if out == Output::Json {
+                output::json(&last);
+            } else {
+                output::table(RUN_COLUMNS, [run_row(&last)]);
+            }
+            let status = str_of(&last["status"]);
+            if status != "succeeded" {
+                bail!("sync run {id} ended {status}");
+            }
+        }
+        SyncCmd::Runs { integration, limit } => {
+            let id = api.integration_id(&integration).await?;
+            let runs = api
+                .get(
+                    &format!("/v1/integrations/{id}/sync-runs"),
+                    &[("limit", limit.to_string())],
+                )
+                .await?;
+            if out == Output::Json {
+                output::json(&runs);
+            } else {
+                output::table(
+                    RUN_COLUMNS,
+                    runs["sync_runs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(run_row),
+                );
+            }
+        }
+        SyncCmd::Show { run } => {
+            let r = api.get(&format!("/v1/sync-runs/{run}"), &[]).await?;
+            if out == Output::Json {
+                output::json(&r);
+            } else {
+                output::fields(
+                    &r,
+                    &[
+                        "id",
+                        "integration_id",
+                        "status",
+                        "trigger",
+                        "started_by",
+                        "direction",
+                        "entities",
+                        "pages",
+                        "total",
+                        "processed",
+                        "created",
+                        "updated",
+                        "failed",
+                        "skipped",
+                        "error",
+                        "created_at",
+                        "finished_at",
+                    ],
+                );
+            }
+        }
+        SyncCmd::Cancel { run } => {
+            let r = api
+                .post(&format!("/v1/sync-runs/{run}/cancel"), &json!({}))
+                .await?;
+            if out == Output::Json {
+                output::json(&r);
+            } else {
+                println!(
+                    "sync run {} cancelled: {} of {} jobs skipped, the rest finished or finishing",
+                    str_of(&r["id"]),
+                    str_of(&r["skipped"]),
+                    str_of(&r["total"])
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn routes(api: &Api, out: Output, cmd: RoutesCmd) -> anyhow::Result<()> {
     match cmd {
         RoutesCmd::Add {
             from,
@@ -1128,11 +1384,11 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
             targets,
             options,
         } => {
-            let source = resolve(&store, &from).await.context("--from")?;
-            let mut resolved = Vec::new();
+            let source = api.integration_id(&from).await.context("--from")?;
+            let mut ids = Vec::new();
             for t in &targets {
-                resolved.push(
-                    resolve(&store, t)
+                ids.push(
+                    api.integration_id(t)
                         .await
                         .with_context(|| format!("--to {t}"))?,
                 );
@@ -1141,63 +1397,41 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
                 Some(f) => read_json("filter", f)?,
                 None => json!({}),
             };
-            let request = switchyard_ops::routes::RouteRequest {
-                source: &source,
-                entity: &entity,
-                event: &event,
-                targets: &resolved,
-                filter: &filter,
-                options: switchyard_core::RouteOptions {
-                    conflict: options.conflict,
-                    when_inactive: options.when_inactive,
-                    link_existing: options.link_existing,
-                    values: route_values(&options.values)?,
-                },
-            };
-            let (route, warnings) = switchyard_ops::routes::add_checked(&store, &request)
+            let body = json!({
+                "source": source,
+                "entity": entity,
+                "event": event,
+                "targets": ids,
+                "filter": filter,
+                "conflict": options.conflict,
+                "when_inactive": options.when_inactive,
+                "link_existing": options.link_existing,
+                "values": route_values(&options.values)?,
+            });
+            let route = api
+                .post("/v1/routes", &body)
                 .await
                 .map_err(|e| anyhow::anyhow!("invalid route: {e}"))?;
-            for w in &warnings {
-                eprintln!("warning: {w}");
+            for w in route["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", str_of(w));
             }
-            println!(
-                "route {route}: {}/{} {entity}.{event} → {}",
-                source.tenant,
-                source.name,
-                targets.join(", ")
-            );
+            if out == Output::Json {
+                output::json(&route);
+            } else {
+                println!(
+                    "route {}: {from} {entity}.{event} → {}",
+                    str_of(&route["id"]),
+                    targets.join(", ")
+                );
+            }
         }
         RoutesCmd::List { integration } => {
-            let source = resolve(&store, &integration).await?;
-            let routes = store.routes(source.id).await?;
-            if routes.is_empty() {
-                println!("no routes from {}/{}", source.tenant, source.name);
-            }
-            for r in routes {
-                let names: Vec<String> = r
-                    .targets
-                    .iter()
-                    .map(|t| format!("{} ({})", t.name, t.status))
-                    .collect();
-                println!("{}  {}.{} → {}", r.id, r.entity, r.event, names.join(", "));
-                let filter = if r.filter == json!({}) {
-                    "none".to_owned()
-                } else {
-                    r.filter.to_string()
-                };
-                println!(
-                    "    filter: {filter}; conflicts: {}; while a target is inactive: {}{}",
-                    r.conflict,
-                    r.when_inactive,
-                    if r.link_existing {
-                        "; links existing records"
-                    } else {
-                        ""
-                    }
-                );
-                if r.values != json!({}) {
-                    println!("    values: {}", r.values);
-                }
+            let source = api.integration_id(&integration).await?;
+            let routes = api.get("/v1/routes", &[("source", source)]).await?;
+            if out == Output::Json {
+                output::json(&routes);
+            } else {
+                print_routes(&routes["routes"]);
             }
         }
         RoutesCmd::Remove {
@@ -1206,33 +1440,31 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
             event,
             target,
         } => {
-            let source = resolve(&store, &from).await.context("--from")?;
-            let route = store
-                .routes(source.id)
-                .await?
+            let source = api.integration_id(&from).await.context("--from")?;
+            let routes = api.get("/v1/routes", &[("source", source)]).await?;
+            let route = routes["routes"]
+                .as_array()
                 .into_iter()
-                .find(|r| r.entity == entity && r.event == event)
-                .with_context(|| {
-                    format!(
-                        "no route from {}/{} for {entity}.{event}",
-                        source.tenant, source.name
-                    )
-                })?;
+                .flatten()
+                .find(|r| r["entity"] == json!(entity) && r["event"] == json!(event))
+                .with_context(|| format!("no route from {from} for {entity}.{event}"))?;
+            let route_id = str_of(&route["id"]);
             match target {
                 None => {
-                    store.remove_route(route.id).await?;
-                    println!("removed route {}: {entity}.{event}", route.id);
+                    api.delete(&format!("/v1/routes/{route_id}")).await?;
+                    println!("removed route {route_id}: {entity}.{event}");
                 }
                 Some(t) => {
-                    let target = resolve(&store, &t)
+                    let target = api
+                        .integration_id(&t)
                         .await
                         .with_context(|| format!("--to {t}"))?;
-                    let gone = store.remove_route_target(route.id, target.id).await?;
+                    let r = api
+                        .delete(&format!("/v1/routes/{route_id}/targets/{target}"))
+                        .await?;
                     println!(
-                        "removed {} from route {}{}",
-                        target.name,
-                        route.id,
-                        if gone {
+                        "removed {t} from route {route_id}{}",
+                        if r["route_removed"] == json!(true) {
                             " (its last target: the route is gone too)"
                         } else {
                             ""
@@ -1245,157 +1477,242 @@ pub async fn routes(cfg: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn jobs(cfg: &Config, cmd: JobsCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
+fn print_job(v: &Value) {
+    output::fields(
+        &v["job"],
+        &[
+            "id",
+            "tenant",
+            "integration_id",
+            "entity",
+            "action",
+            "internal_id",
+            "external_id",
+            "status",
+            "attempts",
+            "last_error",
+            "received_at",
+            "updated_at",
+        ],
+    );
+    let rows = v["attempts"].as_array().into_iter().flatten().map(|a| {
+        vec![
+            str_of(&a["attempt"]),
+            short_time(&a["started_at"]),
+            str_of(&a["outcome"]),
+            str_of(&a["http_status"]),
+            str_of(&a["duration_ms"]),
+            str_of(&a["error"]),
+        ]
+    });
+    output::table(&["TRY", "AT", "OUTCOME", "HTTP", "MS", "ERROR"], rows);
+}
+
+pub async fn jobs(api: &Api, out: Output, cmd: JobsCmd) -> anyhow::Result<()> {
     match cmd {
         JobsCmd::Show { id } => {
-            let job = store.job(id).await?;
-            let attempts = store.job_attempts(id).await?;
-            let v = json!({"job": job, "attempts": attempts});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let v = api.get(&format!("/v1/jobs/{id}"), &[]).await?;
+            if out == Output::Json {
+                output::json(&v);
+            } else {
+                print_job(&v);
+            }
         }
         JobsCmd::List {
             integration,
             status,
             entity,
             limit,
-            json,
         } => {
-            let integration_id = resolve_id(&store, integration.as_deref()).await?;
-            let status = match status {
-                Some(s) => Some(s.parse::<JobStatus>().context("--status")?),
-                None => None,
-            };
-            let rows = store
-                .list_jobs(&JobFilter {
-                    integration_id,
-                    status,
-                    entity,
-                    limit,
-                })
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<36}  {:<9} {:<8} {:<14} {:>3} {:<20} ERROR",
-                    "JOB", "STATUS", "ENTITY", "INTERNAL ID", "TRY", "EXTERNAL ID"
-                );
-                for j in rows {
-                    println!(
-                        "{:<36}  {:<9} {:<8} {:<20} {:>3} {:<20} {}",
-                        j.id,
-                        j.status,
-                        j.entity,
-                        j.internal_id,
-                        j.attempts,
-                        j.external_id.unwrap_or_default(),
-                        j.last_error.unwrap_or_default()
-                    );
-                }
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(i) = integration {
+                q.push(("integration_id", api.integration_id(&i).await?));
             }
+            if let Some(s) = status {
+                q.push(("status", s));
+            }
+            if let Some(e) = entity {
+                q.push(("entity", e));
+            }
+            let page = api.get("/v1/jobs", &q).await?;
+            if out == Output::Json {
+                output::json(&page);
+                return Ok(());
+            }
+            let rows = page["jobs"].as_array().into_iter().flatten().map(|j| {
+                vec![
+                    str_of(&j["id"]),
+                    str_of(&j["status"]),
+                    str_of(&j["entity"]),
+                    str_of(&j["internal_id"]),
+                    str_of(&j["attempts"]),
+                    str_of(&j["external_id"]),
+                    str_of(&j["last_error"]),
+                ]
+            });
+            output::table(
+                &[
+                    "JOB",
+                    "STATUS",
+                    "ENTITY",
+                    "INTERNAL ID",
+                    "TRY",
+                    "EXTERNAL ID",
+                    "ERROR",
+                ],
+                rows,
+            );
         }
     }
     Ok(())
 }
 
-pub async fn records(cfg: &Config, cmd: RecordsCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    match cmd {
-        RecordsCmd::Show {
-            integration,
-            entity,
-            id,
-            to,
-        } => {
-            let i = resolve(&store, &integration).await.context("--in")?;
-            let Some(record) = store
-                .find_record(Some(&i.tenant), i.id, &entity, &id)
-                .await?
-            else {
-                bail!(
-                    "{}/{} has no {entity} `{id}` that Switchyard knows of",
-                    i.tenant,
-                    i.name
-                );
-            };
-            match to {
-                Some(t) => {
-                    let target = resolve(&store, &t).await.context("--to")?;
-                    match record.links.iter().find(|l| l.integration_id == target.id) {
-                        Some(l) => println!("{}", l.external_id),
-                        None => bail!(
-                            "{}/{}'s {entity} `{id}` has not reached {}/{}",
-                            i.tenant,
-                            i.name,
-                            target.tenant,
-                            target.name
-                        ),
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&record)?),
+pub async fn records(api: &Api, out: Output, cmd: RecordsCmd) -> anyhow::Result<()> {
+    let RecordsCmd::Show {
+        integration,
+        entity,
+        id,
+        to,
+    } = cmd;
+    let source = api.integration(&integration).await.context("--in")?;
+    let record = api
+        .get(
+            "/v1/records",
+            &[
+                ("integration", str_of(&source["id"])),
+                ("entity", entity.clone()),
+                ("id", id.clone()),
+            ],
+        )
+        .await?;
+    match to {
+        Some(t) => {
+            let target = api.integration_id(&t).await.context("--to")?;
+            match record["links"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["integration_id"] == json!(target))
+            {
+                Some(l) => println!("{}", str_of(&l["external_id"])),
+                None => bail!("{integration}'s {entity} `{id}` has not reached {t}"),
             }
+        }
+        None if out == Output::Json => output::json(&record),
+        None => {
+            output::fields(&record, &["id", "tenant", "entity", "created_at"]);
+            let rows = record["links"].as_array().into_iter().flatten().map(|l| {
+                vec![
+                    str_of(&l["integration_name"]),
+                    str_of(&l["integration_id"]),
+                    str_of(&l["external_id"]),
+                    str_of(&l["last_source_version"]),
+                    short_time(&l["last_synced_at"]),
+                ]
+            });
+            output::table(
+                &["IN", "INTEGRATION", "ITS ID", "VERSION", "LAST SYNCED"],
+                rows,
+            );
         }
     }
     Ok(())
 }
 
-pub fn connectors(cmd: ConnectorsCmd) -> anyhow::Result<()> {
+pub async fn connectors(api: &Api, out: Output, cmd: ConnectorsCmd) -> anyhow::Result<()> {
     match cmd {
         ConnectorsCmd::List => {
-            for p in switchyard_providers::providers() {
-                println!(
-                    "{:<18} {:<7} {}",
-                    p.name,
-                    if p.is_target { "target" } else { "source" },
-                    p.description
-                );
+            let v = api.get("/v1/connectors", &[]).await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
             }
+            let rows = v["connectors"].as_array().into_iter().flatten().map(|p| {
+                vec![
+                    str_of(&p["name"]),
+                    if p["is_target"] == json!(true) {
+                        "target".into()
+                    } else {
+                        "source".into()
+                    },
+                    str_of(&p["description"]),
+                ]
+            });
+            output::table(&["NAME", "KIND", "DESCRIPTION"], rows);
         }
         ConnectorsCmd::Show { name } => {
-            let k = switchyard_providers::kind(&name).map_err(|_| {
-                anyhow::anyhow!("no provider `{name}`; `switchyard connectors list` lists them")
-            })?;
-            println!("{}", serde_json::to_string_pretty(&k.describe())?);
+            let v = api
+                .get(&format!("/v1/connectors/{}", seg(&name)), &[])
+                .await
+                .map_err(|e| match e.downcast_ref::<Refused>() {
+                    Some(r) if r.status == 404 => anyhow::anyhow!(
+                        "no provider `{name}`; `switchyard connectors list` lists them"
+                    ),
+                    _ => e,
+                })?;
+            output::json(&v);
         }
     }
     Ok(())
 }
 
-pub async fn conflicts(cfg: &Config, cmd: ConflictsCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
-    match cmd {
-        ConflictsCmd::List {
-            integration,
-            tenant,
-            limit,
-        } => {
-            let integration = resolve_id(&store, integration.as_deref()).await?;
-            let rows = store
-                .conflicts(tenant.as_deref(), integration, limit)
-                .await?;
-            if rows.is_empty() {
-                println!("no conflicts");
-            }
-            for c in rows {
-                println!(
-                    "{}  {} record {}  {}  winner {} loser {}\n    {}",
-                    c.created_at.format("%Y-%m-%d %H:%M:%S"),
-                    c.entity,
-                    c.record_id,
-                    c.policy,
-                    c.winner_integration,
-                    c.loser_integration,
-                    c.message
-                );
-            }
-        }
+pub async fn conflicts(api: &Api, out: Output, cmd: ConflictsCmd) -> anyhow::Result<()> {
+    let ConflictsCmd::List {
+        integration,
+        tenant,
+        limit,
+    } = cmd;
+    let mut q = vec![("limit", limit.to_string())];
+    if let Some(i) = integration {
+        q.push(("integration", api.integration_id(&i).await?));
     }
+    if let Some(t) = tenant {
+        q.push(("tenant", t));
+    }
+    let v = api.get("/v1/conflicts", &q).await?;
+    if out == Output::Json {
+        output::json(&v);
+        return Ok(());
+    }
+    let rows = v["conflicts"].as_array().into_iter().flatten().map(|c| {
+        vec![
+            short_time(&c["created_at"]),
+            str_of(&c["entity"]),
+            str_of(&c["record_id"]),
+            str_of(&c["policy"]),
+            str_of(&c["winner_integration"]),
+            str_of(&c["loser_integration"]),
+            str_of(&c["message"]),
+        ]
+    });
+    output::table(
+        &["AT", "ENTITY", "RECORD", "POLICY", "WINNER", "LOSER", "WHY"],
+        rows,
+    );
     Ok(())
 }
 
-pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
-    let store = open_store(cfg).await?;
+fn mapping_rows(v: &Value) -> impl Iterator<Item = Vec<String>> + '_ {
+    v["mappings"].as_array().into_iter().flatten().map(|m| {
+        vec![
+            str_of(&m["entity"]),
+            str_of(&m["internal_id"]),
+            str_of(&m["external_id"]),
+            str_of(&m["last_source_version"]),
+            short_time(&m["last_synced_at"]),
+        ]
+    })
+}
+
+const MAPPING_COLUMNS: &[&str] = &[
+    "ENTITY",
+    "INTERNAL ID",
+    "EXTERNAL ID",
+    "VERSION",
+    "LAST SYNCED",
+];
+
+pub async fn mappings(api: &Api, out: Output, cmd: MappingsCmd) -> anyhow::Result<()> {
     match cmd {
         MappingsCmd::Show {
             integration,
@@ -1403,17 +1720,23 @@ pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
             internal_id,
             external_id,
         } => {
-            let i = resolve(&store, &integration).await?;
-            let m = match (internal_id, external_id) {
-                (Some(internal), _) => store.mapping(i.id, &entity, &internal).await?,
-                (None, Some(external)) => {
-                    store.mapping_by_external(i.id, &entity, &external).await?
-                }
+            let id = api.integration_id(&integration).await?;
+            let mut q = vec![("entity", entity)];
+            match (internal_id, external_id) {
+                (Some(i), _) => q.push(("internal_id", i)),
+                (None, Some(e)) => q.push(("external_id", e)),
                 (None, None) => unreachable!("clap requires one"),
-            };
-            match m {
-                Some(m) => println!("{}", serde_json::to_string_pretty(&m)?),
-                None => bail!("no such mapping"),
+            }
+            let v = api
+                .get(&format!("/v1/integrations/{id}/mappings"), &q)
+                .await?;
+            if v["mappings"].as_array().is_none_or(Vec::is_empty) {
+                bail!("no such mapping");
+            }
+            if out == Output::Json {
+                output::json(&v["mappings"][0]);
+            } else {
+                output::table(MAPPING_COLUMNS, mapping_rows(&v));
             }
         }
         MappingsCmd::Delete {
@@ -1421,91 +1744,71 @@ pub async fn mappings(cfg: &Config, cmd: MappingsCmd) -> anyhow::Result<()> {
             entity,
             internal_id,
         } => {
-            let i = resolve(&store, &integration).await?;
-            store.delete_mapping(i.id, &entity, &internal_id).await?;
-            println!("forgot {entity} `{internal_id}` at {}/{}", i.tenant, i.name);
+            let id = api.integration_id(&integration).await?;
+            api.delete(&format!(
+                "/v1/integrations/{id}/mappings/{}/{}",
+                seg(&entity),
+                seg(&internal_id)
+            ))
+            .await?;
+            println!("forgot {entity} `{internal_id}` at {integration}");
         }
         MappingsCmd::List {
             integration,
             entity,
             limit,
-            json,
         } => {
-            let i = resolve(&store, &integration).await?;
-            let rows = store.list_mappings(i.id, entity.as_deref(), limit).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+            let id = api.integration_id(&integration).await?;
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(e) = entity {
+                q.push(("entity", e));
+            }
+            let v = api
+                .get(&format!("/v1/integrations/{id}/mappings"), &q)
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
             } else {
-                println!(
-                    "{:<10} {:<20} {:<36} {:>8}  LAST SYNCED",
-                    "ENTITY", "INTERNAL ID", "EXTERNAL ID", "VERSION"
-                );
-                for m in rows {
-                    println!(
-                        "{:<10} {:<20} {:<36} {:>8}  {}",
-                        m.entity,
-                        m.internal_id,
-                        m.external_id,
-                        m.last_source_version
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        m.last_synced_at.format("%Y-%m-%d %H:%M:%S")
-                    );
-                }
+                output::table(MAPPING_COLUMNS, mapping_rows(&v));
             }
         }
     }
     Ok(())
 }
 
-async fn dlq_filter(
-    store: &Store,
-    a: DlqFilterArgs,
-) -> anyhow::Result<switchyard_ops::dlq::Filter> {
-    let time =
-        |what: &str, v: Option<String>| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
-            v.map(|t| {
-                chrono::DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .with_context(|| format!("--{what}: `{t}` is not an RFC 3339 time"))
-            })
-            .transpose()
-        };
-    Ok(switchyard_ops::dlq::Filter {
-        provider: a.provider,
-        tenant: a.tenant,
-        integration_id: match a.integration {
-            Some(r) => Some(resolve(store, &r).await.context("--integration")?.id),
-            None => None,
-        },
-        entity: a.entity,
-        reason: a
-            .reason
-            .map(|r| r.parse())
-            .transpose()
-            .context("--reason")?,
-        job_id: a.job,
-        since: time("since", a.since)?,
-        until: time("until", a.until)?,
-    })
-}
-
-async fn connect_broker(cfg: &Config) -> anyhow::Result<switchyard_broker::Broker> {
-    let broker = switchyard_broker::Broker::start(cfg.broker_config("cli"));
-    if !broker
-        .wait_connected(std::time::Duration::from_secs(10))
-        .await
-    {
-        broker.shutdown().await;
-        bail!(
-            "cannot reach RabbitMQ at {} (is it running? `just services` starts it)",
-            crate::serve::redact(&cfg.amqp_url)
-        );
+/// The dead-letter filter, as the API takes it.
+async fn dlq_filter(api: &Api, a: DlqFilterArgs) -> anyhow::Result<Value> {
+    let time = |what: &str, v: Option<String>| -> anyhow::Result<Option<String>> {
+        v.map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.to_rfc3339())
+                .with_context(|| format!("--{what}: `{t}` is not an RFC 3339 time"))
+        })
+        .transpose()
+    };
+    let integration = match a.integration {
+        Some(r) => Some(api.integration_id(&r).await.context("--integration")?),
+        None => None,
+    };
+    let mut f = serde_json::Map::new();
+    for (k, v) in [
+        ("provider", a.provider),
+        ("tenant", a.tenant),
+        ("integration_id", integration),
+        ("entity", a.entity),
+        ("reason", a.reason),
+        ("job_id", a.job.map(|j| j.to_string())),
+        ("since", time("since", a.since)?),
+        ("until", time("until", a.until)?),
+    ] {
+        if let Some(v) = v {
+            f.insert(k.to_owned(), json!(v));
+        }
     }
-    Ok(broker)
+    Ok(Value::Object(f))
 }
 
-/// Who runs this command, for the audit log and dead-letter actions: `cli:` and the user.
+/// Who runs a bootstrap command, for the audit log: `cli:` and the user.
 pub fn actor() -> String {
     format!(
         "cli:{}",
@@ -1513,89 +1816,141 @@ pub fn actor() -> String {
     )
 }
 
-pub async fn dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
-    use switchyard_ops::dlq;
-    let store = open_store(cfg).await?;
-    let broker = connect_broker(cfg).await?;
-    let result = async {
-        match cmd {
-            DlqCmd::List { filter, limit, json } => {
-                let f = dlq_filter(&store, filter).await?;
-                let rows = dlq::list(&store, &f, limit).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+pub async fn dlq(api: &Api, out: Output, cmd: DlqCmd) -> anyhow::Result<()> {
+    match cmd {
+        DlqCmd::List { filter, limit } => {
+            let f = dlq_filter(api, filter).await?;
+            let mut q: Vec<(&str, String)> = f
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), str_of(v)))
+                .collect();
+            q.push(("limit", limit.to_string()));
+            let v = api.get("/v1/dlq", &q).await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows = v["dead_letters"].as_array().into_iter().flatten().map(|d| {
+                vec![
+                    str_of(&d["job_id"]),
+                    str_of(&d["provider"]),
+                    str_of(&d["entity"]),
+                    str_of(&d["internal_id"]),
+                    str_of(&d["reason"]),
+                    short_time(&d["dead_at"]),
+                    str_of(&d["error"]),
+                ]
+            });
+            output::table(
+                &[
+                    "JOB",
+                    "PROVIDER",
+                    "ENTITY",
+                    "INTERNAL ID",
+                    "REASON",
+                    "DEAD AT",
+                    "ERROR",
+                ],
+                rows,
+            );
+        }
+        DlqCmd::Show { job } => {
+            let letters = api.get("/v1/dlq", &[("job_id", job.to_string())]).await?;
+            let row = api.get(&format!("/v1/jobs/{job}"), &[]).await?;
+            let letter = letters["dead_letters"][0].clone();
+            if out == Output::Json {
+                output::json(&json!({
+                    "dead_letter": letter,
+                    "job": row["job"],
+                    "attempts": row["attempts"],
+                }));
+            } else {
+                if letter.is_null() {
+                    println!("no dead letter for job {job}");
                 } else {
-                    println!("{:<36}  {:<9} {:<8} {:<20} {:<10} {:<20} ERROR", "JOB", "PROVIDER", "ENTITY", "INTERNAL ID", "REASON", "DEAD AT");
-                    for d in &rows {
-                        println!(
-                            "{:<36}  {:<9} {:<8} {:<20} {:<10} {:<20} {}",
-                            d.job_id.map(|j| j.to_string()).unwrap_or_else(|| "?".into()),
-                            d.provider,
-                            d.entity.clone().unwrap_or_default(),
-                            d.internal_id.clone().unwrap_or_default(),
-                            d.reason.clone().unwrap_or_default(),
-                            d.dead_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
-                            d.error.clone().unwrap_or_default()
-                        );
-                    }
-                    println!("{} dead letter(s)", rows.len());
+                    output::fields(
+                        &letter,
+                        &[
+                            "reason",
+                            "error_class",
+                            "error",
+                            "attempts",
+                            "dead_at",
+                            "replays",
+                        ],
+                    );
                 }
-            }
-            DlqCmd::Show { job } => {
-                let f = dlq::Filter { job_id: Some(job), ..Default::default() };
-                let letters = dlq::list(&store, &f, 1).await?;
-                let row = store.job(job).await?;
-                let attempts = store.job_attempts(job).await?;
-                println!("{}", serde_json::to_string_pretty(&json!({
-                    "dead_letter": letters.first(),
-                    "job": row,
-                    "attempts": attempts,
-                }))?);
-            }
-            DlqCmd::Replay { filter, dry_run, limit, rate } => {
-                let f = dlq_filter(&store, filter).await?;
-                let o = dlq::Options { dry_run, limit, rate, actor: actor() };
-                let r = dlq::replay(&broker, &store, &f, &o).await?;
-                print_report(&r);
-            }
-            DlqCmd::Purge { filter, dry_run, limit, yes } => {
-                if !dry_run && !yes {
-                    bail!("purging deletes dead letters for good: add --yes (or look first with --dry-run)");
-                }
-                let f = dlq_filter(&store, filter).await?;
-                let o = dlq::Options { dry_run, limit, rate: None, actor: actor() };
-                let r = dlq::purge(&store, &f, &o).await?;
-                print_report(&r);
+                print_job(&row);
             }
         }
-        Ok::<_, anyhow::Error>(())
+        DlqCmd::Replay {
+            filter,
+            dry_run,
+            limit,
+            rate,
+        } => {
+            let body = json!({
+                "filter": dlq_filter(api, filter).await?,
+                "dry_run": dry_run,
+                "limit": limit,
+                "rate": rate,
+            });
+            let r = api.post("/v1/dlq/replay", &body).await?;
+            report(out, &r)?;
+        }
+        DlqCmd::Purge {
+            filter,
+            dry_run,
+            limit,
+            yes,
+        } => {
+            if !dry_run && !yes {
+                bail!(
+                    "purging deletes dead letters for good: add --yes (or look first with --dry-run)"
+                );
+            }
+            let body = json!({
+                "filter": dlq_filter(api, filter).await?,
+                "dry_run": dry_run,
+                "limit": limit,
+            });
+            let r = api.post("/v1/dlq/purge", &body).await?;
+            report(out, &r)?;
+        }
     }
-    .await;
-    broker.shutdown().await;
-    result
+    Ok(())
 }
 
-fn print_report(r: &switchyard_ops::dlq::Report) {
-    let verb = if r.action == "replay" {
+/// A replay's or purge's report; an error when some matched letters did not move.
+fn report(out: Output, r: &Value) -> anyhow::Result<()> {
+    let verb = if r["action"] == "replay" {
         "replayed"
     } else {
         "purged"
     };
-    if r.dry_run {
-        println!(
-            "dry run: {} dead letter(s) match; nothing was {verb}",
-            r.matched
-        );
+    let matched = r["matched"].as_u64().unwrap_or(0);
+    let moved = r["moved"].as_u64().unwrap_or(0);
+    let dry_run = r["dry_run"] == json!(true);
+    if out == Output::Json {
+        output::json(r);
+    } else if dry_run {
+        println!("dry run: {matched} dead letter(s) match; nothing was {verb}");
     } else {
-        println!(
-            "{} of {} matching dead letter(s) {verb}",
-            r.moved, r.matched
+        println!("{moved} of {matched} matching dead letter(s) {verb}");
+        for id in r["job_ids"].as_array().into_iter().flatten() {
+            println!("  {}", str_of(id));
+        }
+        for f in r["failed"].as_array().into_iter().flatten() {
+            println!("  not {verb}: {}", str_of(f));
+        }
+    }
+    if !dry_run && moved < matched {
+        bail!(
+            "{} of {matched} dead letter(s) were not {verb}; run it again to retry them",
+            matched - moved
         );
     }
-    for id in &r.job_ids {
-        println!("  {id}");
-    }
-    for f in &r.failed {
-        println!("  not {verb}: {f}");
-    }
+    Ok(())
 }

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod client;
 mod config;
+mod output;
 mod serve;
 mod tls;
 
@@ -17,6 +19,17 @@ struct Cli {
     /// A TOML configuration file; `SWITCHYARD_*` environment variables override it.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    remote: client::Remote,
+    /// How operator commands print: tables for people, or the API's JSON for scripts.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "SWITCHYARD_OUTPUT"
+    )]
+    output: output::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,9 +81,15 @@ enum Command {
     /// Who changed what, and when: integrations, credentials, secrets, routes, API keys,
     /// dead-letter actions (never a secret's value).
     Audit(admin::AuditArgs),
-    /// Vault keys.
+    /// Vault keys (on the database: run where Switchyard runs).
     #[command(subcommand)]
     Keys(admin::KeysCmd),
+    /// Print a shell completion script: `switchyard completions bash >
+    /// /etc/bash_completion.d/switchyard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,51 +114,60 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Keys(admin::KeysCmd::Generate { id }) = &cli.command {
-        admin::keys_generate(id);
-        return Ok(());
+    match cli.command {
+        Command::Keys(admin::KeysCmd::Generate { id }) => {
+            admin::keys_generate(&id);
+            return Ok(());
+        }
+        Command::Openapi => {
+            println!("{}", switchyard_ingest::openapi_json());
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "switchyard",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        _ => {}
     }
-    if let Command::Openapi = &cli.command {
-        println!("{}", switchyard_ingest::openapi_json());
-        return Ok(());
+    let out = cli.output;
+    // Operator commands: clients of the management API.
+    let remote = || client::Api::new(&cli.remote);
+    match cli.command {
+        Command::Audit(args) => return admin::audit(&remote()?, out, args).await,
+        Command::Integrations(cmd) => return admin::integrations(&remote()?, out, cmd).await,
+        Command::Routes(cmd) => return admin::routes(&remote()?, out, cmd).await,
+        Command::Jobs(cmd) => return admin::jobs(&remote()?, out, cmd).await,
+        Command::Mappings(cmd) => return admin::mappings(&remote()?, out, cmd).await,
+        Command::Records(cmd) => return admin::records(&remote()?, out, cmd).await,
+        Command::Conflicts(cmd) => return admin::conflicts(&remote()?, out, cmd).await,
+        Command::Connectors(cmd) => return admin::connectors(&remote()?, out, cmd).await,
+        Command::Sync(cmd) => return admin::sync(&remote()?, out, cmd).await,
+        Command::Dlq(cmd) => return admin::dlq(&remote()?, out, cmd).await,
+        Command::ApiKeys(cmd) => return admin::api_keys(&remote()?, out, cmd).await,
+        _ => {}
     }
+    // Services and bootstrap commands: the configuration, the database.
     let cfg = config::Config::load(cli.config.as_deref())?;
     // Where providers may be called (validated by `load`).
     switchyard_providers::egress::configure(cfg.egress.policy().map_err(|e| anyhow::anyhow!(e))?);
-    let command = match cli.command {
-        Command::Ingest => return serve::run(cfg, serve::Services::Ingest).await,
-        Command::Worker => return serve::run(cfg, serve::Services::Worker).await,
-        Command::Scheduler => return serve::run(cfg, serve::Services::Scheduler).await,
-        Command::All => return serve::run(cfg, serve::Services::All).await,
-        Command::Migrate => return serve::migrate(&cfg).await,
-        other => other,
-    };
-    // An operator's command: its changes are the operator's in the audit log.
-    switchyard_store::ACTOR
-        .scope(admin::actor(), admin_command(&cfg, command))
-        .await
-}
-
-async fn admin_command(cfg: &config::Config, command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Ingest
-        | Command::Worker
-        | Command::Scheduler
-        | Command::All
-        | Command::Migrate
-        | Command::Openapi => unreachable!("services are run above"),
-        Command::Audit(args) => admin::audit(cfg, args).await,
-        Command::Integrations(cmd) => admin::integrations(cfg, cmd).await,
-        Command::Routes(cmd) => admin::routes(cfg, cmd).await,
-        Command::Jobs(cmd) => admin::jobs(cfg, cmd).await,
-        Command::Mappings(cmd) => admin::mappings(cfg, cmd).await,
-        Command::Records(cmd) => admin::records(cfg, cmd).await,
-        Command::Conflicts(cmd) => admin::conflicts(cfg, cmd).await,
-        Command::Connectors(cmd) => admin::connectors(cmd),
-        Command::Sync(cmd) => admin::sync(cfg, cmd).await,
-        Command::Dlq(cmd) => admin::dlq(cfg, cmd).await,
-        Command::ApiKeys(cmd) => admin::api_keys(cfg, cmd).await,
-        Command::Keys(admin::KeysCmd::Rotate) => admin::keys_rotate(cfg).await,
-        Command::Keys(admin::KeysCmd::Generate { .. }) => unreachable!("handled above"),
+    match cli.command {
+        Command::Ingest => serve::run(cfg, serve::Services::Ingest).await,
+        Command::Worker => serve::run(cfg, serve::Services::Worker).await,
+        Command::Scheduler => serve::run(cfg, serve::Services::Scheduler).await,
+        Command::All => serve::run(cfg, serve::Services::All).await,
+        Command::Migrate => serve::migrate(&cfg).await,
+        // Its changes are the operator's in the audit log.
+        Command::Keys(admin::KeysCmd::Rotate) => {
+            switchyard_store::ACTOR
+                .scope(admin::actor(), admin::keys_rotate(&cfg))
+                .await
+        }
+        _ => unreachable!("every other command is answered above"),
     }
 }
