@@ -1298,3 +1298,120 @@ async fn every_resource_reads_the_same_through_the_cli_and_the_api() {
     assert!(!ok && err.contains("--token"), "{err}");
     h.shutdown().await;
 }
+
+/// A replay runs in the background as an operation (issue 13): the request is answered at
+/// once with its id and `Location`, its progress and report are read there, a letter that
+/// cannot be replayed makes it `partial`, and the CLI follows it and exits non-zero then.
+/// A purge wants `--yes`.
+#[tokio::test]
+async fn a_replay_runs_as_an_operation_the_cli_follows() {
+    use reqwest::Method;
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
+        .up_to_n_times(1)
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(Creates::ids("erp"))
+        .mount(&h.provider)
+        .await;
+    let job = h.accept(store, "e1", order("ord-1", 1, "1")).await[0];
+    h.wait_status(job, "dead", Duration::from_secs(15)).await;
+    crate::support::eventually("the dead letter", Duration::from_secs(10), || async {
+        h.dead_letters().await == 1
+    })
+    .await;
+    // A letter no version can read (a body that is not an envelope).
+    h.store
+        .keep_dead_letter(&switchyard_store::DeadLetterRow {
+            id: 0,
+            provider: "rest".into(),
+            message_id: "garbled-1".into(),
+            job_id: None,
+            tenant: Some("acme".into()),
+            integration_id: Some(erp),
+            entity: Some("order".into()),
+            internal_id: None,
+            reason: "malformed".into(),
+            error_class: None,
+            error: Some("not an envelope".into()),
+            attempts: None,
+            first_received: None,
+            replays: None,
+            dead_at: chrono::Utc::now(),
+            routing_key: "rest".into(),
+            headers: json!({}),
+            body: b"garbled".to_vec(),
+        })
+        .await
+        .unwrap();
+
+    let resp = h
+        .http
+        .post(h.url("/v1/dlq/replay"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"filter": {"tenant": "acme"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/operations/{}", started["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        (started["kind"].as_str(), started["status"].as_str()),
+        (Some("dlq.replay"), Some("running"))
+    );
+    let op = crate::support::finished(&h, ADMIN_TOKEN, &started).await;
+    assert_eq!(op["status"], "partial", "{op}");
+    assert_eq!(
+        (op["matched"].as_i64(), op["done"].as_i64()),
+        (Some(2), Some(1)),
+        "{op}"
+    );
+    assert!(
+        op["result"]["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("purge it instead"),
+        "{op}"
+    );
+    h.wait_status(job, "succeeded", Duration::from_secs(15))
+        .await;
+    let (st, listed) = call(&h, Method::GET, "/v1/operations", ADMIN_TOKEN, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(listed["operations"][0]["id"], op["id"], "{listed}");
+
+    // The CLI follows the operation: only the unreadable letter is left, so it is partial.
+    let (ok, out, err) = h.cli(&["dlq", "replay", "--tenant", "acme"]).await;
+    assert!(!ok, "a partial replay exits non-zero: {out}");
+    assert!(
+        out.contains("0 of 1 matching dead letter(s) replayed"),
+        "{out}"
+    );
+    assert!(err.contains("were not replayed"), "{err}");
+    let (ok, _, err) = h.cli(&["dlq", "purge", "--tenant", "acme"]).await;
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, out, err) = h.cli(&["dlq", "purge", "--tenant", "acme", "--yes"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("1 of 1 matching dead letter(s) purged"),
+        "{out}"
+    );
+    assert_eq!(h.dead_letters().await, 0);
+    // Bounded: a limit or rate out of range is refused, naming it.
+    for body in [
+        json!({"limit": 0}),
+        json!({"limit": 100_001}),
+        json!({"rate": 50_000.0}),
+    ] {
+        let (st, v) = call(&h, Method::POST, "/v1/dlq/replay", ADMIN_TOKEN, Some(body)).await;
+        assert_eq!(st, 422, "{v}");
+    }
+    h.shutdown().await;
+}

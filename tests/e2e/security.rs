@@ -576,21 +576,30 @@ async fn a_tenant_sees_and_replays_only_its_own() {
         1
     );
     for action in ["replay", "purge"] {
-        let r: Value = h
-            .http
-            .post(h.url(&format!("/v1/dlq/{action}")))
-            .bearer_auth(b_key)
-            .json(&json!({"filter": {"tenant": "acme"}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (st, started) = crate::support::call(
+            &h,
+            reqwest::Method::POST,
+            &format!("/v1/dlq/{action}"),
+            b_key,
+            Some(json!({"filter": {"tenant": "acme"}})),
+        )
+        .await;
+        assert_eq!(st, 202, "{started}");
+        let op = crate::support::finished(&h, b_key, &started).await;
         assert_eq!(
-            r["matched"], 0,
-            "tenant beta cannot {action} acme's dead letters: {r}"
+            (op["status"].as_str(), op["result"]["matched"].as_u64()),
+            (Some("succeeded"), Some(0)),
+            "tenant beta cannot {action} acme's dead letters: {op}"
         );
+        let (st, _) = crate::support::call(
+            &h,
+            reqwest::Method::GET,
+            &format!("/v1/operations/{}", op["id"].as_str().unwrap()),
+            a_key,
+            None,
+        )
+        .await;
+        assert_eq!(st, 404, "acme does not see beta's operation");
     }
     assert_eq!(h.dead_letters().await, 1);
     h.shutdown().await;
@@ -1212,6 +1221,13 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         .unwrap()
         .id
         .to_string();
+    let operation = h
+        .store
+        .create_operation(Some("acme"), "dlq.purge", "test", &json!({}))
+        .await
+        .unwrap()
+        .id
+        .to_string();
     let acme_things = [
         format!("/v1/integrations/{store}"),
         format!("/v1/integrations/{erp}"),
@@ -1223,6 +1239,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         format!("/v1/jobs/{done}"),
         format!("/v1/jobs/{dead}"),
         format!("/v1/sync-runs/{run}"),
+        format!("/v1/operations/{operation}"),
         "/v1/dlq?tenant=acme".into(),
         "/v1/api-keys?tenant=acme".into(),
     ];
@@ -1241,6 +1258,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         done.to_string(),
         dead.to_string(),
         run.clone(),
+        operation.clone(),
         fingerprint.clone(),
         internal.clone(),
         "erp-1".into(),
@@ -1268,6 +1286,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
                 "id" if template.starts_with("/v1/jobs/") => dead.to_string(),
                 "id" if template.starts_with("/v1/records/") => record.clone(),
                 "id" if template.starts_with("/v1/sync-runs/") => run.clone(),
+                "id" if template.starts_with("/v1/operations/") => operation.clone(),
                 "target" => erp.to_string(),
                 "tenant" => "acme".into(),
                 "name" => "ops".into(),
@@ -1331,6 +1350,11 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
                 matches!(st, 200..=299 | 403 | 404 | 422),
                 "{m} {url}: {st} {answer}"
             );
+            // A long operation it started works on its own tenant's only.
+            if st == 202 {
+                let op = crate::support::finished(&h, thief, &answer).await;
+                assert_eq!(op["result"]["matched"], 0, "{m} {url}: {op}");
+            }
             if (200..300).contains(&st) {
                 let text = answer.to_string();
                 for f in &foreign {
@@ -1342,7 +1366,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
             }
         }
     }
-    assert!(walked >= 37, "only {walked} operations walked");
+    assert!(walked >= 39, "only {walked} operations walked");
 
     for (p, was) in acme_things.iter().zip(before) {
         assert_eq!(admin(p.clone()).await, was, "{p} changed");

@@ -661,6 +661,31 @@ fn dead_letter(tenant: &str, integration: Uuid, n: u32) -> switchyard_broker::Ou
 }
 
 /// Call the management API with a bearer token: (status, JSON body or null).
+/// A long operation's answer (`202`, its operation), followed until it ends: the operation.
+pub async fn finished(h: &Harness, token: &str, started: &Value) -> Value {
+    let id = started["id"].as_str().expect("an operation id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, op) = call(
+            h,
+            reqwest::Method::GET,
+            &format!("/v1/operations/{id}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{op}");
+        if op["status"] != "running" {
+            return op;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation {id} still running after 30 s: {op}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn call(
     h: &Harness,
     m: reqwest::Method,

@@ -223,6 +223,8 @@ fn api() -> utoipa_axum::router::OpenApiRouter<SharedState> {
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay))
         .routes(routes!(dlq::purge))
+        .routes(routes!(dlq::operations))
+        .routes(routes!(dlq::operation))
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(audit::list))

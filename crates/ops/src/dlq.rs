@@ -75,12 +75,21 @@ impl Options {
                 RATE_RANGE.end()
             )));
         }
-        if self.limit == 0 {
-            return Err(DlqError::BadRequest("limit: must be at least 1".into()));
+        if !(1..=MAX_LIMIT).contains(&self.limit) {
+            return Err(DlqError::BadRequest(format!(
+                "limit: {} is outside 1–{MAX_LIMIT}; replay or purge in several runs",
+                self.limit
+            )));
         }
         Ok(())
     }
 }
+
+/// The most dead letters one replay or purge takes.
+pub const MAX_LIMIT: usize = 100_000;
+
+/// How far a replay or purge got: (matched, done).
+pub type Progress = tokio::sync::watch::Sender<(usize, usize)>;
 
 /// How a replay or purge goes.
 #[derive(Debug, Clone)]
@@ -207,6 +216,17 @@ pub async fn replay(
     f: &Filter,
     o: &Options,
 ) -> Result<Report, DlqError> {
+    replay_reporting(broker, store, f, o, None).await
+}
+
+/// [`replay`], telling `progress` after each batch.
+pub async fn replay_reporting(
+    broker: &Broker,
+    store: &Store,
+    f: &Filter,
+    o: &Options,
+    progress: Option<&Progress>,
+) -> Result<Report, DlqError> {
     o.validate()?;
     check_provider(f)?;
     let mut report = Report::new("replay", o.dry_run);
@@ -250,6 +270,9 @@ pub async fn replay(
         broker.publish(&messages).await?;
         taken.commit().await?;
         report.moved += moved.len();
+        if let Some(p) = progress {
+            p.send_replace((report.matched, report.moved));
+        }
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
@@ -273,6 +296,65 @@ pub async fn purge(store: &Store, f: &Filter, o: &Options) -> Result<Report, Dlq
         }
     }
     finish(store, f, o, report).await
+}
+
+/// Start a replay (or purge) in the background: its operation, answered at once; its
+/// progress and result are recorded on it as it goes.
+pub async fn start(
+    broker: &Broker,
+    store: &Store,
+    f: Filter,
+    o: Options,
+    replaying: bool,
+    tenant: Option<&str>,
+) -> Result<switchyard_store::Operation, DlqError> {
+    o.validate()?;
+    check_provider(&f)?;
+    let request = serde_json::json!({"filter": f, "limit": o.limit, "rate": o.rate});
+    let kind = if replaying { "dlq.replay" } else { "dlq.purge" };
+    let op = store
+        .create_operation(tenant, kind, &o.actor, &request)
+        .await?;
+    let (id, broker, store) = (op.id, broker.clone(), store.clone());
+    let actor = o.actor.clone();
+    let work = async move {
+        let (tx, mut rx) = tokio::sync::watch::channel((0, 0));
+        let run = async {
+            if replaying {
+                replay_reporting(&broker, &store, &f, &o, Some(&tx)).await
+            } else {
+                purge(&store, &f, &o).await
+            }
+        };
+        tokio::pin!(run);
+        // Progress is written every second at most (and shows the operation is alive).
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let outcome = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => {
+                    let (m, d) = *rx.borrow_and_update();
+                    if let Err(e) = store.operation_progress(id, m as i64, d as i64).await {
+                        warn!(operation = %id, error = %e, "could not record an operation's progress");
+                    }
+                }
+            }
+        };
+        let (status, result, error) = match outcome {
+            Ok(r) if r.moved < r.matched => ("partial", serde_json::to_value(&r).ok(), None),
+            Ok(r) => ("succeeded", serde_json::to_value(&r).ok(), None),
+            Err(e) => ("failed", None, Some(e.to_string())),
+        };
+        if let Err(e) = store
+            .finish_operation(id, status, result.as_ref(), error.as_deref())
+            .await
+        {
+            warn!(operation = %id, error = %e, "could not record how an operation ended");
+        }
+    };
+    // Its changes are the caller's in the audit log.
+    tokio::spawn(switchyard_store::ACTOR.scope(actor, work));
+    Ok(op)
 }
 
 impl Report {

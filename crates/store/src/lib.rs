@@ -12,6 +12,7 @@ mod leader;
 mod manage;
 mod mappings;
 mod oauth;
+mod operations;
 mod sync;
 
 pub use api_keys::ApiKey;
@@ -30,6 +31,7 @@ pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
+pub use operations::{Operation, STALLED_AFTER};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
 
 tokio::task_local! {

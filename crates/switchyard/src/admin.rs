@@ -1898,7 +1898,7 @@ pub async fn dlq(api: &Api, out: Output, cmd: DlqCmd) -> anyhow::Result<()> {
                 "rate": rate,
             });
             let r = api.post("/v1/dlq/replay", &body).await?;
-            report(out, &r)?;
+            follow(api, out, r).await?;
         }
         DlqCmd::Purge {
             filter,
@@ -1917,10 +1917,54 @@ pub async fn dlq(api: &Api, out: Output, cmd: DlqCmd) -> anyhow::Result<()> {
                 "limit": limit,
             });
             let r = api.post("/v1/dlq/purge", &body).await?;
-            report(out, &r)?;
+            follow(api, out, r).await?;
         }
     }
     Ok(())
+}
+
+/// A replay or purge: a dry run's report at once; a real one runs on the server as an
+/// operation, followed here with a progress bar until it ends.
+async fn follow(api: &Api, out: Output, answer: Value) -> anyhow::Result<()> {
+    if answer.get("action").is_some() {
+        return report(out, &answer);
+    }
+    let id = str_of(&answer["id"]);
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+    );
+    if out == Output::Json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let op = loop {
+        let op = api.get(&format!("/v1/operations/{id}"), &[]).await?;
+        bar.set_message(format!(
+            "{} {id}: {} of {} matched so far done",
+            str_of(&op["kind"]),
+            str_of(&op["done"]),
+            str_of(&op["matched"])
+        ));
+        if op["status"] != "running" {
+            break op;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    bar.finish_and_clear();
+    match &op["result"] {
+        Value::Null => {
+            if out == Output::Json {
+                output::json(&op);
+            }
+            bail!(
+                "{} {id} {}: {}",
+                str_of(&op["kind"]),
+                str_of(&op["status"]),
+                str_of(&op["error"])
+            )
+        }
+        result => report(out, result),
+    }
 }
 
 /// A replay's or purge's report; an error when some matched letters did not move.
