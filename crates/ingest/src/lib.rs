@@ -1,33 +1,25 @@
 //! Ingest: the HTTP front door. Verifies each webhook, normalises it into one envelope per
 //! route target, publishes them with publisher confirms and answers `202` only once the
-//! broker has confirmed every one. Also serves job lookups and health.
+//! broker has confirmed every one. Serves, on the same port, the management API (its own
+//! crate, `switchyard-api`), the API's description and docs page, and health.
 #![forbid(unsafe_code)]
 // utoipa's `path` macro names parameter types by their full path.
 #![allow(unused_qualifications)]
 
-mod api_keys;
-mod audit;
 mod batch;
 mod client;
-mod dlq;
-mod error;
-mod identity;
-mod jobs;
-mod manage;
 mod metrics;
-mod oauth;
-mod openapi;
 pub(crate) mod sources;
 mod webhooks;
 
-pub use error::ApiError;
+pub use switchyard_api::ApiError;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -95,7 +87,6 @@ pub(crate) struct AppState {
     pub(crate) broker: Broker,
     pub(crate) sources: sources::Cache,
     pub(crate) metrics: metrics::Metrics,
-    pub(crate) admin_digest: Option<String>,
     /// Duplicate checks of concurrent webhooks, one query for many: the ids that exist.
     pub(crate) check: batch::Batcher<Uuid, Result<Arc<HashSet<Uuid>>, String>>,
     /// Queued job rows of concurrent webhooks, one insert and commit for many.
@@ -104,20 +95,18 @@ pub(crate) struct AppState {
 
 pub(crate) type SharedState = Arc<AppState>;
 
-impl AppState {
-    /// A store error as the caller should see it (503 with Retry-After when the database is
-    /// unreachable).
-    pub(crate) fn store_error(&self, e: switchyard_store::StoreError) -> ApiError {
-        ApiError::from_store(e, self.cfg.retry_after_secs)
-    }
-}
-
 /// The HTTP routes, for embedding or testing.
 pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
-    let admin_digest = cfg
-        .admin_token
-        .as_ref()
-        .map(|t| switchyard_core::ids::secret_digest(t.expose_secret()));
+    let management = switchyard_api::routes(
+        switchyard_api::ApiConfig {
+            admin_token: cfg.admin_token.clone(),
+            retry_after_secs: cfg.retry_after_secs,
+            keyring: cfg.keyring.clone(),
+            oauth_redirect_uri: cfg.oauth_redirect_uri.clone(),
+        },
+        store.clone(),
+        broker.clone(),
+    );
     let check_store = store.clone();
     let check = batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
         let store = check_store.clone();
@@ -153,9 +142,11 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         cfg,
         store,
         broker,
-        admin_digest,
     });
-    let (routes, spec) = api().split_for_parts();
+    let (routes, spec) = front_door()
+        .with_state(state)
+        .merge(management)
+        .split_for_parts();
     let spec_json = bytes::Bytes::from(spec.to_pretty_json().expect("the spec serializes"));
     routes
         .route(
@@ -175,59 +166,18 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             utoipa_scalar::Scalar::with_url("/docs", spec)
         })
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            jobs::name_the_actor,
-        ))
-        .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Every endpoint, with its description: a handler's `#[utoipa::path]` says its path,
-/// method, parameters and answers, and `routes!` serves it there (one place, not two).
-fn api() -> utoipa_axum::router::OpenApiRouter<SharedState> {
+/// The webhook path and health, with their description (the management API's routes are
+/// merged in by [`router`]).
+fn front_door() -> utoipa_axum::router::OpenApiRouter<SharedState> {
     use utoipa::OpenApi;
     use utoipa_axum::routes;
-    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    utoipa_axum::router::OpenApiRouter::with_openapi(switchyard_api::ApiDoc::openapi())
         .routes(routes!(webhooks::receive))
-        .routes(routes!(manage::list, manage::create))
-        .routes(routes!(manage::show, manage::update, manage::delete))
-        .routes(routes!(manage::test))
-        .routes(routes!(manage::webhook_secrets, manage::add_webhook_secret))
-        .routes(routes!(manage::remove_webhook_secret))
-        .routes(routes!(manage::activate))
-        .routes(routes!(manage::deactivate))
-        .routes(routes!(manage::stats))
-        .routes(routes!(manage::events))
-        .routes(routes!(oauth::authorize))
-        .routes(routes!(oauth::callback))
-        .routes(routes!(oauth::flow))
-        .routes(routes!(manage::mappings))
-        .routes(routes!(manage::delete_mapping))
-        .routes(routes!(manage::sync))
-        .routes(routes!(manage::sync_runs))
-        .routes(routes!(manage::sync_run))
-        .routes(routes!(manage::cancel_sync_run))
-        .routes(routes!(manage::jobs))
-        .routes(routes!(jobs::show))
-        .routes(routes!(identity::list_routes, identity::add_route))
-        .routes(routes!(identity::show_route, identity::remove_route))
-        .routes(routes!(identity::remove_route_target))
-        .routes(routes!(identity::find_record))
-        .routes(routes!(identity::show_record))
-        .routes(routes!(identity::conflicts))
-        .routes(routes!(identity::connectors))
-        .routes(routes!(identity::connector))
-        .routes(routes!(dlq::list))
-        .routes(routes!(dlq::replay))
-        .routes(routes!(dlq::purge))
-        .routes(routes!(dlq::operations))
-        .routes(routes!(dlq::operation))
-        .routes(routes!(api_keys::list, api_keys::create))
-        .routes(routes!(api_keys::revoke))
-        .routes(routes!(audit::list))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics::render))
@@ -235,10 +185,9 @@ fn api() -> utoipa_axum::router::OpenApiRouter<SharedState> {
 
 /// The API's description, as served at `/openapi.json`.
 pub fn openapi_json() -> String {
-    api()
-        .into_openapi()
-        .to_pretty_json()
-        .expect("the spec serializes")
+    let mut spec = front_door().into_openapi();
+    spec.merge(switchyard_api::description());
+    spec.to_pretty_json().expect("the spec serializes")
 }
 
 /// The ingest service bound to its listener.

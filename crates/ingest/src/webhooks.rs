@@ -13,9 +13,9 @@ use switchyard_core::{
 use tracing::{Span, info, instrument, warn};
 use uuid::Uuid;
 
-use crate::openapi::ErrorBody;
 use crate::sources::Source;
 use crate::{ApiError, SharedState};
+use switchyard_api::ErrorBody;
 use switchyard_core::inbound::InboundEvent;
 use switchyard_core::webhook_auth::Verified;
 use switchyard_store::RouteTarget;

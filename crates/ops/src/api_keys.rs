@@ -44,3 +44,8 @@ pub async fn create(store: &Store, tenant: &str, name: &str) -> Result<Created, 
         .await?;
     Ok(Created { key, plaintext })
 }
+
+/// Revoke `tenant`'s key `name` at once.
+pub async fn revoke(store: &Store, tenant: &str, name: &str) -> Result<(), StoreError> {
+    store.revoke_api_key(tenant, name).await
+}

@@ -924,3 +924,93 @@ pub async fn update(
     }
     Ok(updated)
 }
+
+/// Soft-delete: it stops sending and receiving; its jobs and mappings stay for audit.
+pub async fn delete(store: &Store, i: &Integration) -> Result<(), StoreError> {
+    store.delete_integration(i.id).await
+}
+
+/// An activation, with the held jobs it released.
+#[derive(Debug, Clone)]
+pub struct Activated {
+    pub integration: Integration,
+    /// Jobs held while it was not active, released in the order they came.
+    pub released: u64,
+    /// Why they are still held (the scheduler releases them once the broker takes them).
+    pub release_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// A tenant's target goes live once its connection test passed.
+    #[error(
+        "integration `{name}` is {status}: run its connection test first (POST /v1/integrations/{id}/test); it can be activated once the test passes"
+    )]
+    TestFirst {
+        id: Uuid,
+        name: String,
+        status: IntegrationStatus,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Activate; the jobs held while it was not active are released, in the order they came. A
+/// tenant's target that is `inactive` or in `error` is tested first (`by_tenant`); the
+/// operators' admin may activate it regardless.
+pub async fn activate(
+    store: &Store,
+    broker: &switchyard_broker::Broker,
+    i: &Integration,
+    by_tenant: bool,
+) -> Result<Activated, StatusError> {
+    let is_target = switchyard_providers::info(&i.provider).is_some_and(|p| p.is_target);
+    if by_tenant
+        && is_target
+        && matches!(
+            i.status,
+            IntegrationStatus::Inactive | IntegrationStatus::Error
+        )
+    {
+        return Err(StatusError::TestFirst {
+            id: i.id,
+            name: i.name.clone(),
+            status: i.status,
+        });
+    }
+    store
+        .set_status(i.id, IntegrationStatus::Active, None)
+        .await?;
+    let integration = store.integration(i.id).await?;
+    let (released, release_error) = match crate::held::release(store, broker, i.id).await {
+        Ok(n) => (n, None),
+        Err(e) => {
+            tracing::warn!(integration = %i.id, error = %e, "activated, but its held jobs could not be released yet");
+            (0, Some(e.to_string()))
+        }
+    };
+    Ok(Activated {
+        integration,
+        released,
+        release_error,
+    })
+}
+
+/// Deactivate: its webhooks are refused, and jobs for it are held (or dropped, as each
+/// route says).
+pub async fn deactivate(store: &Store, i: &Integration) -> Result<Integration, StoreError> {
+    store
+        .set_status(i.id, IntegrationStatus::Inactive, None)
+        .await?;
+    store.integration(i.id).await
+}
+
+/// Forget a mapping: the record is created again at the target on its next event.
+pub async fn forget_mapping(
+    store: &Store,
+    i: &Integration,
+    entity: &str,
+    internal_id: &str,
+) -> Result<(), StoreError> {
+    store.delete_mapping(i.id, entity, internal_id).await
+}

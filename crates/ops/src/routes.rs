@@ -2,7 +2,7 @@
 //! CLI and the HTTP API both add routes through [`add`], so both check the same things.
 use serde_json::Value;
 use switchyard_core::{RouteFilter, RouteOptions};
-use switchyard_store::{Integration, NewRoute, Store};
+use switchyard_store::{Integration, NewRoute, Store, StoreError};
 use uuid::Uuid;
 
 use crate::integrations::FieldError;
@@ -110,7 +110,7 @@ pub enum RouteError {
     #[error("{0}")]
     Invalid(#[from] FieldError),
     #[error(transparent)]
-    Store(#[from] switchyard_store::StoreError),
+    Store(#[from] StoreError),
 }
 
 /// What a two-way pair of routes lacks to tell an echo from a change: each side must report
@@ -175,4 +175,14 @@ pub async fn add(store: &Store, r: &RouteRequest<'_>) -> Result<Uuid, RouteError
             options: &r.options,
         })
         .await?)
+}
+
+/// Remove a route and all its targets; jobs already made go on.
+pub async fn remove(store: &Store, route: Uuid) -> Result<(), StoreError> {
+    store.remove_route(route).await
+}
+
+/// Remove one target of a route; `true` when it was the last, and the route went with it.
+pub async fn remove_target(store: &Store, route: Uuid, target: Uuid) -> Result<bool, StoreError> {
+    store.remove_route_target(route, target).await
 }

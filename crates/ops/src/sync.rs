@@ -219,3 +219,8 @@ pub async fn launch(store: &Store, broker: &Broker, run: &SyncRun) -> Result<(),
     }
     Ok(())
 }
+
+/// Cancel a run: no further page is read; its jobs not yet started are skipped.
+pub async fn cancel(store: &Store, run: Uuid, actor: &str) -> Result<SyncRun, StoreError> {
+    store.cancel_run(run, actor).await
+}

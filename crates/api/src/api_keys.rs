@@ -129,9 +129,7 @@ pub(crate) async fn revoke(
     _: Admin,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyRevoked>, ApiError> {
-    state
-        .store
-        .revoke_api_key(&tenant, &name)
+    api_keys::revoke(&state.store, &tenant, &name)
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(Json(ApiKeyRevoked {

@@ -96,4 +96,4 @@ impl Modify for BearerAuth {
         (name = "health", description = "Liveness, readiness and Prometheus metrics."),
     )
 )]
-pub(crate) struct ApiDoc;
+pub struct ApiDoc;

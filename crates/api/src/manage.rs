@@ -349,9 +349,7 @@ pub(crate) async fn delete(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
 ) -> ApiResult<StatusCode> {
-    state
-        .store
-        .delete_integration(i.id)
+    ops::delete(&state.store, &i)
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(StatusCode::NO_CONTENT)
@@ -377,25 +375,6 @@ pub(crate) async fn test(
     Ok(Json(out))
 }
 
-async fn set_status(
-    state: SharedState,
-    i: Integration,
-    status: IntegrationStatus,
-) -> ApiResult<IntegrationView> {
-    let retry = state.cfg.retry_after_secs;
-    state
-        .store
-        .set_status(i.id, status, None)
-        .await
-        .map_err(|e| ApiError::from_store(e, retry))?;
-    let i = state
-        .store
-        .integration(i.id)
-        .await
-        .map_err(|e| ApiError::from_store(e, retry))?;
-    Ok(ops::view(&i))
-}
-
 #[utoipa::path(post, path = "/v1/integrations/{id}/activate", tag = "integrations",
     summary = "Activate it",
     description = "The jobs held while it was not active are released, in the order they came.",
@@ -409,45 +388,19 @@ pub(crate) async fn activate(
         integration: i,
     }: Visible,
 ) -> ApiResult<Json<Activated>> {
-    // A tenant's target goes live once its connection test passed (`testing`); `inactive`
-    // and `error` ones are tested first.
-    let is_target = switchyard_providers::info(&i.provider).is_some_and(|p| p.is_target);
-    if matches!(who, Principal::Tenant(_))
-        && is_target
-        && matches!(
-            i.status,
-            IntegrationStatus::Inactive | IntegrationStatus::Error
-        )
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "test_first",
-            format!(
-                "integration `{}` is {}: run its connection test first (POST /v1/integrations/{}/test); it can be activated once the test passes",
-                i.name, i.status, i.id
-            ),
-        ));
-    }
-    let id = i.id;
-    let integration = set_status(state.clone(), i, IntegrationStatus::Active).await?;
-    let (released_jobs, release_error) = match switchyard_ops::held::release(
-        &state.store,
-        &state.broker,
-        id,
-    )
-    .await
-    {
-        Ok(n) => (n, None),
-        Err(e) => {
-            // Still held: the scheduler releases them once the broker takes them.
-            tracing::warn!(integration = %id, error = %e, "activated, but its held jobs could not be released yet");
-            (0, Some(e.to_string()))
-        }
-    };
+    let by_tenant = matches!(who, Principal::Tenant(_));
+    let a = ops::activate(&state.store, &state.broker, &i, by_tenant)
+        .await
+        .map_err(|e| match e {
+            ops::StatusError::TestFirst { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "test_first", e.to_string())
+            }
+            ops::StatusError::Store(e) => state.store_error(e),
+        })?;
     Ok(Json(Activated {
-        integration,
-        released_jobs,
-        release_error,
+        integration: ops::view(&a.integration),
+        released_jobs: a.released,
+        release_error: a.release_error,
     }))
 }
 
@@ -460,9 +413,10 @@ pub(crate) async fn deactivate(
     State(state): State<SharedState>,
     Visible { integration: i, .. }: Visible,
 ) -> ApiResult<Json<IntegrationView>> {
-    set_status(state, i, IntegrationStatus::Inactive)
+    let i = ops::deactivate(&state.store, &i)
         .await
-        .map(Json)
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(ops::view(&i)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -571,9 +525,7 @@ pub(crate) async fn delete_mapping(
     Visible { integration: i, .. }: Visible,
     Path((_, entity, internal_id)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    state
-        .store
-        .delete_mapping(i.id, &entity, &internal_id)
+    ops::forget_mapping(&state.store, &i, &entity, &internal_id)
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(StatusCode::NO_CONTENT)
@@ -760,9 +712,7 @@ pub(crate) async fn cancel_sync_run(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<SyncRun>> {
     let run = visible_run(&state, &who, &raw).await?;
-    let run = state
-        .store
-        .cancel_run(run.id, &who.actor())
+    let run = switchyard_ops::sync::cancel(&state.store, run.id, &who.actor())
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(Json(run))

@@ -210,9 +210,7 @@ pub(crate) async fn remove_route(
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
     let route = visible_route(&state, &who, &raw).await?;
-    state
-        .store
-        .remove_route(route.id)
+    switchyard_ops::routes::remove(&state.store, route.id)
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(StatusCode::NO_CONTENT)
@@ -232,9 +230,7 @@ pub(crate) async fn remove_route_target(
 ) -> ApiResult<Json<TargetRemoved>> {
     let route = visible_route(&state, &who, &raw).await?;
     let target = id(&target)?;
-    let gone = state
-        .store
-        .remove_route_target(route.id, target)
+    let gone = switchyard_ops::routes::remove_target(&state.store, route.id, target)
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(Json(TargetRemoved {
