@@ -1415,3 +1415,56 @@ async fn a_replay_runs_as_an_operation_the_cli_follows() {
     }
     h.shutdown().await;
 }
+
+/// The API describes itself (OpenAPI 3.1 at `/openapi.json`, the same as `switchyard
+/// openapi` prints) and is browsable at `/docs`; the CLI prints shell completions.
+#[tokio::test]
+async fn the_api_is_described_and_browsable() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let spec: Value = h
+        .http
+        .get(h.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in [
+        "/v1/webhooks/{integration}",
+        "/v1/integrations/{id}",
+        "/v1/dlq/replay",
+        "/v1/operations/{id}",
+        "/v1/audit",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} is described");
+    }
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    let docs = h.http.get(h.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = docs.text().await.unwrap();
+    assert!(
+        page.contains("api-reference") && page.contains("/v1/integrations"),
+        "{page}"
+    );
+    let (ok, printed, err) = h.cli(&["openapi"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&printed).unwrap(), spec);
+    let (ok, script, err) = h.cli(&["completions", "bash"]).await;
+    assert!(
+        ok && script.contains("switchyard") && script.contains("integrations"),
+        "{err}"
+    );
+    h.shutdown().await;
+}
