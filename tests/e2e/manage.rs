@@ -1405,13 +1405,21 @@ async fn a_replay_runs_as_an_operation_the_cli_follows() {
     );
     assert_eq!(h.dead_letters().await, 0);
     // Bounded: a limit or rate out of range is refused, naming it.
-    for body in [
-        json!({"limit": 0}),
-        json!({"limit": 100_001}),
-        json!({"rate": 50_000.0}),
+    for (body, field) in [
+        (json!({"limit": 0}), "limit: "),
+        (json!({"limit": 100_001}), "limit: "),
+        (json!({"rate": 50_000.0}), "rate: "),
     ] {
         let (st, v) = call(&h, Method::POST, "/v1/dlq/replay", ADMIN_TOKEN, Some(body)).await;
-        assert_eq!(st, 422, "{v}");
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (422, Some("invalid_field")),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(field),
+            "{v}"
+        );
     }
     h.shutdown().await;
 }

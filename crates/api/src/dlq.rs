@@ -64,9 +64,7 @@ fn error(e: DlqError, retry: u32) -> ApiError {
             ApiError::unavailable("broker_unavailable", format!("{e}; retry later"), retry)
         }
         DlqError::Store(s) => ApiError::from_store(s, retry),
-        DlqError::BadRequest(m) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m)
-        }
+        DlqError::Invalid(f) => crate::manage::bad(&f.field, f.reason),
     }
 }
 

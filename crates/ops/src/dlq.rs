@@ -55,8 +55,8 @@ pub enum DlqError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    BadRequest(String),
+    #[error(transparent)]
+    Invalid(#[from] crate::integrations::FieldError),
 }
 
 /// Replays per second an operator may ask for: slower would hold the messages it is
@@ -69,17 +69,25 @@ impl Options {
         if let Some(r) = self.rate
             && !RATE_RANGE.contains(&r)
         {
-            return Err(DlqError::BadRequest(format!(
-                "rate: {r} replays a second is outside {}–{}; leave it out to replay as fast as the broker confirms",
-                RATE_RANGE.start(),
-                RATE_RANGE.end()
-            )));
+            return Err(crate::integrations::FieldError {
+                field: "rate".into(),
+                reason: format!(
+                    "{r} replays a second is outside {}–{}; leave it out to replay as fast as the broker confirms",
+                    RATE_RANGE.start(),
+                    RATE_RANGE.end()
+                ),
+            }
+            .into());
         }
         if !(1..=MAX_LIMIT).contains(&self.limit) {
-            return Err(DlqError::BadRequest(format!(
-                "limit: {} is outside 1–{MAX_LIMIT}; replay or purge in several runs",
-                self.limit
-            )));
+            return Err(crate::integrations::FieldError {
+                field: "limit".into(),
+                reason: format!(
+                    "{} is outside 1–{MAX_LIMIT}; replay or purge in several runs",
+                    self.limit
+                ),
+            }
+            .into());
         }
         Ok(())
     }
