@@ -31,6 +31,7 @@ test: services
     cargo build -p switchyard --bin switchyard
     scripts/e2e.sh
     scripts/schemathesis.sh
+    scripts/deploy-check.sh
     cargo test -p switchyard-tests --test chaos -- --test-threads=1
     scripts/demo-test.sh
 

@@ -10,6 +10,7 @@ mod identity;
 mod ingest_errors;
 mod manage;
 mod oauth;
+mod observe;
 mod pipeline;
 mod security;
 mod sync;

@@ -155,6 +155,8 @@ impl Options {
 pub struct RunningWorker {
     pub stop: CancellationToken,
     pub broker: Broker,
+    /// Its metrics.
+    pub metrics: prometheus::Registry,
     pub handle: JoinHandle<Result<(), switchyard_worker::WorkerError>>,
 }
 
@@ -298,11 +300,13 @@ impl Harness {
             self.keyring.clone(),
         )
         .expect("worker config");
+        let metrics = worker.registry();
         let stop = CancellationToken::new();
         let handle = tokio::spawn(worker.run(stop.clone()));
         RunningWorker {
             stop,
             broker,
+            metrics,
             handle,
         }
     }

@@ -61,6 +61,9 @@ pub struct IngestConfig {
     /// The operator's reverse proxies: a request from one of them is taken to come from
     /// the client its `X-Forwarded-For` names (for integrations' IP allowlists).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Other services' metrics in this process (`switchyard all`: the worker's and the
+    /// scheduler's), served with ingest's at `/metrics`.
+    pub more_metrics: Vec<prometheus::Registry>,
 }
 
 impl Default for IngestConfig {
@@ -77,6 +80,7 @@ impl Default for IngestConfig {
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
             trusted_proxies: Vec::new(),
+            more_metrics: Vec::new(),
         }
     }
 }
@@ -138,7 +142,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             cfg.integration_cache_ttl,
             cfg.keyring.clone(),
         ),
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::new(cfg.more_metrics.clone()),
         cfg,
         store,
         broker,

@@ -1,8 +1,7 @@
 //! Prometheus metrics of the ingest service, at `GET /metrics`.
 use axum::extract::State;
-use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::SharedState;
 
@@ -14,11 +13,29 @@ pub(crate) struct Metrics {
     pub(crate) jobs: IntCounterVec,
     /// Route targets left out of a webhook (a route's filter, a `drop` route).
     pub(crate) skipped: IntCounter,
+    /// How long a webhook took to answer, by outcome.
+    latency: HistogramVec,
+    /// Other services' metrics in this process, served with these.
+    more: Vec<Registry>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Metrics {
+    pub(crate) fn new(more: Vec<Registry>) -> Metrics {
         let registry = Registry::new();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_webhook_duration_seconds",
+                "How long ingest took to answer a webhook (its jobs confirmed by the broker), by outcome",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
         let webhooks = IntCounterVec::new(
             Opts::new(
                 "switchyard_webhooks_total",
@@ -54,11 +71,16 @@ impl Metrics {
             webhooks,
             jobs,
             skipped,
+            latency,
+            more,
         }
     }
 
-    pub(crate) fn webhook(&self, outcome: &str, code: &str) {
+    pub(crate) fn webhook(&self, outcome: &str, code: &str, took: std::time::Duration) {
         self.webhooks.with_label_values(&[outcome, code]).inc();
+        self.latency
+            .with_label_values(&[outcome])
+            .observe(took.as_secs_f64());
     }
 
     pub(crate) fn skipped(&self, n: usize) {
@@ -70,11 +92,7 @@ impl Metrics {
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub(crate) async fn render(State(state): State<SharedState>) -> impl IntoResponse {
-    let mut out = Vec::new();
-    let encoder = TextEncoder::new();
-    let _ = encoder.encode(&state.metrics.registry.gather(), &mut out);
-    (
-        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
-        out,
-    )
+    let mut all = vec![state.metrics.registry.clone()];
+    all.extend(state.metrics.more.iter().cloned());
+    switchyard_telemetry::render(&all)
 }

@@ -68,13 +68,15 @@ pub(crate) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let clock = std::time::Instant::now();
     let result = handle(&state, &integration, peer, &headers, body).await;
+    let took = clock.elapsed();
     match &result {
-        Ok((outcome, _)) => state.metrics.webhook(outcome, "ok"),
+        Ok((outcome, _)) => state.metrics.webhook(outcome, "ok", took),
         Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
-            state.metrics.webhook("unavailable", e.code)
+            state.metrics.webhook("unavailable", e.code, took)
         }
-        Err(e) => state.metrics.webhook("rejected", e.code),
+        Err(e) => state.metrics.webhook("rejected", e.code, took),
     }
     result.map(|(_, r)| r)
 }

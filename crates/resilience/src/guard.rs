@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use crate::breaker::{self, BreakerPolicy, Outcome, Permit};
+use crate::breaker::{self, BreakerPolicy, BreakerState, Outcome, Permit};
 use crate::limits::{LocalLimiter, RateLimit};
 
 /// May the call go ahead?
@@ -317,10 +317,16 @@ impl Guard {
             .acquire(p, now)
     }
 
-    /// Report how an admitted call went.
-    pub async fn record(&self, key: &str, p: &BreakerPolicy, outcome: Outcome) {
+    /// Report how an admitted call went: the breaker's state after it (`None` when the
+    /// policy has no breaker).
+    pub async fn record(
+        &self,
+        key: &str,
+        p: &BreakerPolicy,
+        outcome: Outcome,
+    ) -> Option<BreakerState> {
         if !p.enabled {
-            return;
+            return None;
         }
         if let Some(mut conn) = self.conn() {
             let r: Result<String, _> = self
@@ -341,17 +347,19 @@ impl Guard {
                     if state == "open" && outcome.failed() {
                         tracing::debug!(key, "breaker open");
                     }
-                    return;
+                    return Some(match state.as_str() {
+                        "open" => BreakerState::Open,
+                        "half_open" => BreakerState::HalfOpen,
+                        _ => BreakerState::Closed,
+                    });
                 }
                 Err(e) => self.redis_failed(&e),
             }
         }
         let now = self.now_ms();
         let mut local = self.local.lock().expect("lock");
-        local
-            .entry(key.to_owned())
-            .or_default()
-            .breaker
-            .record(p, outcome, now);
+        let breaker = &mut local.entry(key.to_owned()).or_default().breaker;
+        breaker.record(p, outcome, now);
+        Some(breaker.state())
     }
 }

@@ -104,11 +104,84 @@ pub struct Tick {
     pub released: u64,
 }
 
+/// How often the leader samples the fleet's gauges.
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
 pub struct Scheduler {
     cfg: SchedulerConfig,
     store: Store,
     broker: Broker,
     clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+/// The fleet's gauges, sampled by the leader every tick (a follower shows only that it
+/// does not lead).
+struct Metrics {
+    registry: prometheus::Registry,
+    leader: prometheus::IntGauge,
+    queues: prometheus::IntGaugeVec,
+    held: prometheus::IntGauge,
+    dead_letters: prometheus::IntGaugeVec,
+    sync_runs: prometheus::IntGaugeVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        use prometheus::{IntGauge, IntGaugeVec, Opts};
+        let leader = IntGauge::new(
+            "switchyard_scheduler_leader",
+            "1 while this scheduler leads (ticks), 0 while it stands by",
+        )
+        .expect("a valid metric");
+        let queues = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_queue_messages",
+                "Messages waiting in each work, sync and dead-letter queue (sampled by the leading scheduler)",
+            ),
+            &["queue"],
+        )
+        .expect("a valid metric");
+        let held = IntGauge::new(
+            "switchyard_jobs_held",
+            "Jobs held for targets that are not active (sampled by the leading scheduler)",
+        )
+        .expect("a valid metric");
+        let dead_letters = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_dead_letters",
+                "Dead letters kept, by provider (sampled by the leading scheduler)",
+            ),
+            &["provider"],
+        )
+        .expect("a valid metric");
+        let sync_runs = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_sync_runs",
+                "Sync runs, by status (sampled by the leading scheduler)",
+            ),
+            &["status"],
+        )
+        .expect("a valid metric");
+        let registry = prometheus::Registry::new();
+        for m in [
+            Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queues.clone()),
+            Box::new(held.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(sync_runs.clone()),
+        ] {
+            registry.register(m).expect("registered once");
+        }
+        Metrics {
+            registry,
+            leader,
+            queues,
+            held,
+            dead_letters,
+            sync_runs,
+        }
+    }
 }
 
 impl Scheduler {
@@ -118,7 +191,44 @@ impl Scheduler {
             store,
             broker,
             clock,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The scheduler's metrics, for a `/metrics` endpoint.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.metrics.registry.clone()
+    }
+
+    /// Sample the fleet's gauges: queue depths (passive declares), held jobs, dead letters
+    /// and sync runs.
+    pub async fn sample(&self) -> Result<(), StoreError> {
+        let topology = self.broker.topology().clone();
+        let mut queues = vec![topology.sync_queue()];
+        for p in switchyard_providers::target_providers() {
+            queues.push(topology.queue(&p));
+            queues.push(topology.dead_letter_queue(&p));
+        }
+        for q in queues {
+            // A queue not declared yet (no worker for its provider) has nothing in it.
+            let n = self.broker.message_count(&q).await.unwrap_or(0);
+            self.metrics
+                .queues
+                .with_label_values(&[&q])
+                .set(i64::from(n));
+        }
+        let d = self.store.depths().await?;
+        self.metrics.held.set(d.held);
+        for (provider, n) in d.dead_letters {
+            self.metrics
+                .dead_letters
+                .with_label_values(&[&provider])
+                .set(n);
+        }
+        for (status, n) in d.sync_runs {
+            self.metrics.sync_runs.with_label_values(&[&status]).set(n);
+        }
+        Ok(())
     }
 
     /// Lead when we can, tick while we lead, until `stop`.
@@ -145,10 +255,19 @@ impl Scheduler {
                 }
             };
             info!(instance = %me, "this scheduler leads");
+            self.metrics.leader.set(1);
             announced_follower = false;
+            let mut sampled = None;
             loop {
                 if let Err(e) = self.tick().await {
                     warn!(error = %e, "scheduler tick failed; trying again next tick");
+                }
+                // Every 15 s at most (a passive declare per queue).
+                if sampled.is_none_or(|t: std::time::Instant| t.elapsed() >= SAMPLE_EVERY) {
+                    sampled = Some(std::time::Instant::now());
+                    if let Err(e) = self.sample().await {
+                        warn!(error = %e, "could not sample the fleet's gauges; trying again next tick");
+                    }
                 }
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -159,6 +278,7 @@ impl Scheduler {
                     break;
                 }
             }
+            self.metrics.leader.set(0);
             if stop.is_cancelled() {
                 lead.release().await;
             }

@@ -31,7 +31,7 @@ pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
-pub use operations::{Operation, STALLED_AFTER};
+pub use operations::{Depths, Operation, STALLED_AFTER};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
 
 tokio::task_local! {

@@ -140,3 +140,37 @@ impl Store {
             .collect())
     }
 }
+
+/// What the scheduler's leader samples for the fleet's gauges.
+#[derive(Debug, Clone, Default)]
+pub struct Depths {
+    /// Jobs held for targets that are not active.
+    pub held: i64,
+    /// Dead letters kept, by provider.
+    pub dead_letters: Vec<(String, i64)>,
+    /// Sync runs, by status.
+    pub sync_runs: Vec<(String, i64)>,
+}
+
+impl Store {
+    pub async fn depths(&self) -> Result<Depths> {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM held_jobs")
+            .fetch_one(self.pool())
+            .await?;
+        let dead_letters = sqlx::query_as(
+            "SELECT provider, count(*) FROM dead_letters GROUP BY provider ORDER BY provider",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let sync_runs = sqlx::query_as(
+            "SELECT status, count(*) FROM sync_runs GROUP BY status ORDER BY status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Depths {
+            held,
+            dead_letters,
+            sync_runs,
+        })
+    }
+}

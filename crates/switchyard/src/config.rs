@@ -25,6 +25,9 @@ pub struct Config {
     pub queue_prefix: String,
     /// Where ingest listens.
     pub listen: SocketAddr,
+    /// Where a worker or a scheduler serves `/healthz`, `/readyz` and `/metrics`, or `off`
+    /// (`switchyard ingest` and `all` serve them on `listen`).
+    pub health_listen: String,
     /// The address users and providers reach ingest at (behind a proxy, its public
     /// https URL), for OAuth2 redirects: `<public_url>/v1/oauth/callback`. Default:
     /// `http://<listen>`.
@@ -174,6 +177,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue_prefix: String::new(),
             listen: "127.0.0.1:8080".parse().expect("static address"),
+            health_listen: "127.0.0.1:9090".into(),
             public_url: None,
             log_format: "text".into(),
             vault_keys: None,
@@ -282,6 +286,12 @@ impl Config {
             fail(
                 "amqp_url",
                 "must be an amqp:// or amqps:// URL, or a cluster's, comma-separated",
+            )?;
+        }
+        if self.health_listen != "off" && self.health_listen.parse::<SocketAddr>().is_err() {
+            fail(
+                "health_listen",
+                "must be an address such as 0.0.0.0:9090, or off",
             )?;
         }
         if self.database_max_connections < 2 {
@@ -459,6 +469,11 @@ impl Config {
             trusted_proxies: self.ingest.trusted_proxies().unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    /// Where a worker or a scheduler serves its health and metrics (`None`: off).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listen.parse().ok()
     }
 
     /// Where a provider sends the user back after consenting.

@@ -97,49 +97,75 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
     tokio::spawn(shutdown_signal(stop.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
+    let worker = match which {
+        Services::Worker | Services::All => Some(Worker::new(
+            cfg.worker_config(guard.clone()),
+            store.clone(),
+            broker.clone(),
+            keyring.clone(),
+        )?),
+        _ => None,
+    };
+    let scheduler = match which {
+        Services::Scheduler | Services::All => Some(switchyard_scheduler::Scheduler::new(
+            cfg.scheduler_config(),
+            store.clone(),
+            broker.clone(),
+            Arc::new(switchyard_scheduler::SystemClock),
+        )),
+        _ => None,
+    };
+    let registries: Vec<_> = worker
+        .iter()
+        .map(Worker::registry)
+        .chain(scheduler.iter().map(|s| s.registry()))
+        .collect();
     if matches!(which, Services::Ingest | Services::All) {
         if cfg.admin_token.is_none() {
             warn!(
                 "SWITCHYARD_ADMIN_TOKEN is not set: only tenants' API keys can use the management API"
             );
         }
-        let app = IngestApp::build(
-            cfg.ingest_config(guard.clone(), keyring.clone()),
-            store.clone(),
-            broker.clone(),
-            cfg.listen,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (setting `listen`, SWITCHYARD_LISTEN)",
-                cfg.listen
-            )
-        })?;
+        let mut ingest_cfg = cfg.ingest_config(guard.clone(), keyring.clone());
+        // One port for everything in `all`: the worker's and scheduler's metrics too.
+        ingest_cfg.more_metrics = registries.clone();
+        let app = IngestApp::build(ingest_cfg, store.clone(), broker.clone(), cfg.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (setting `listen`, SWITCHYARD_LISTEN)",
+                    cfg.listen
+                )
+            })?;
         let stop = stop.clone();
         tasks.spawn(async move {
             app.run_until_stopped(stop)
                 .await
                 .map_err(anyhow::Error::from)
         });
+    } else if let Some(addr) = cfg.health_addr() {
+        // A worker or a scheduler alone: its own port for probes and metrics.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let ready = readiness(store.clone(), broker.clone(), guard.clone());
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    switchyard_telemetry::serve(listener, registries, ready, stop)
+                        .await
+                        .map_err(anyhow::Error::from)
+                });
+            }
+            Err(e) => warn!(
+                %addr, error = %e,
+                "cannot serve health and metrics (setting `health_listen`, SWITCHYARD_HEALTH_LISTEN); running without them"
+            ),
+        }
     }
-    if matches!(which, Services::Worker | Services::All) {
-        let worker = Worker::new(
-            cfg.worker_config(guard.clone()),
-            store.clone(),
-            broker.clone(),
-            keyring,
-        )?;
+    if let Some(worker) = worker {
         let stop = stop.clone();
         tasks.spawn(async move { worker.run(stop).await.map_err(anyhow::Error::from) });
     }
-    if matches!(which, Services::Scheduler | Services::All) {
-        let scheduler = switchyard_scheduler::Scheduler::new(
-            cfg.scheduler_config(),
-            store.clone(),
-            broker.clone(),
-            Arc::new(switchyard_scheduler::SystemClock),
-        );
+    if let Some(scheduler) = scheduler {
         let stop = stop.clone();
         tasks.spawn(async move {
             scheduler.run(stop).await;
@@ -159,6 +185,56 @@ pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
     store.close().await;
     info!("switchyard stopped");
     result
+}
+
+/// A worker's or a scheduler's readiness: the broker connected and the database answering;
+/// `degraded` while Redis is down (breakers and limits go per process).
+fn readiness(
+    store: Store,
+    broker: Broker,
+    guard: Arc<switchyard_resilience::Guard>,
+) -> switchyard_telemetry::ReadyCheck {
+    Arc::new(move || {
+        let (store, broker, guard) = (store.clone(), broker.clone(), guard.clone());
+        Box::pin(async move {
+            let mut checks = std::collections::BTreeMap::new();
+            let broker_ok = broker.is_connected();
+            checks.insert(
+                "broker",
+                if broker_ok {
+                    "ok"
+                } else {
+                    "down: not connected"
+                }
+                .to_owned(),
+            );
+            let db = match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => format!("down: {e}"),
+                Err(_) => "down: no answer within 2 s".to_owned(),
+            };
+            let db_ok = db == "ok";
+            checks.insert("database", db);
+            let redis = guard.ping().await;
+            checks.insert(
+                "redis",
+                match redis {
+                    None => "not configured: breakers and rate limits are per process",
+                    Some(true) => "ok",
+                    Some(false) => {
+                        "down: breakers and rate limits are per process until it is back"
+                    }
+                }
+                .to_owned(),
+            );
+            let status = match (broker_ok && db_ok, redis) {
+                (false, _) => "not_ready",
+                (true, Some(false)) => "degraded",
+                (true, _) => "ready",
+            };
+            switchyard_telemetry::Readiness { status, checks }
+        })
+    })
 }
 
 async fn shutdown_signal(stop: CancellationToken) {

@@ -14,6 +14,7 @@ mod connectors;
 mod decide;
 mod identity;
 mod keeper;
+mod metrics;
 mod process;
 mod sync;
 
@@ -108,6 +109,7 @@ pub(crate) struct Shared {
     pub(crate) connectors: connectors::Cache,
     pub(crate) crashed: CancellationToken,
     pub(crate) stop: CancellationToken,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// A worker, ready to run.
@@ -162,7 +164,13 @@ impl Worker {
             broker,
             crashed: CancellationToken::new(),
             stop: CancellationToken::new(),
+            metrics: metrics::Metrics::new(),
         })))
+    }
+
+    /// This worker's metrics, for a `/metrics` endpoint.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.0.metrics.registry.clone()
     }
 
     /// Consume until `stop` is cancelled, then stop taking deliveries, let in-flight jobs

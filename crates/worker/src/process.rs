@@ -32,7 +32,8 @@ pub enum FaultPoint {
 
 /// How a delivery is settled.
 enum Settle {
-    Ack,
+    /// Done with: `succeeded`, `duplicate`, `held`, `skipped`, `stale`, `ignored`.
+    Ack(&'static str),
     Retry {
         delay: Duration,
         attempts: i32,
@@ -50,6 +51,8 @@ enum Settle {
     Later {
         delay: Duration,
         why: &'static str,
+        /// For the metrics: `turn` or `record_busy`.
+        cause: &'static str,
     },
     /// The database refused to record the job (neither bad data nor an outage), for the
     /// `failures`-th time in a row: come back after `delay`.
@@ -242,12 +245,13 @@ async fn process(
         return Ok(Settle::Later {
             delay: jittered(Duration::from_millis(500)),
             why: "every call this worker makes to the integration at once is taken",
+            cause: "turn",
         });
     };
     let mut tx = match shared.store.claim(env, copy, shared.cfg.lease).await? {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
-            return Ok(Settle::Ack);
+            return Ok(Settle::Ack("duplicate"));
         }
         Claim::Ready(tx) => tx,
     };
@@ -267,11 +271,11 @@ async fn process(
             )
             .await?;
             info!(%reason, "skipped");
-        } else {
-            tx.finish(env, Finish::Held).await?;
-            info!(target_status = %status, "held until the target is active again");
+            return Ok(Settle::Ack("skipped"));
         }
-        return Ok(Settle::Ack);
+        tx.finish(env, Finish::Held).await?;
+        info!(target_status = %status, "held until the target is active again");
+        return Ok(Settle::Ack("held"));
     }
     // The record this event is about: found by the source's id, or made now.
     let mut resolved_now = false;
@@ -307,7 +311,7 @@ async fn process(
             last_applied = last,
             "stale event: a newer version is already applied; not applied"
         );
-        return Ok(Settle::Ack);
+        return Ok(Settle::Ack("stale"));
     }
     // A record other systems know, not yet at this target: lock it here so that two of its
     // sources cannot both create it.
@@ -330,7 +334,7 @@ async fn process(
                 )
                 .await?;
                 info!(%reason, "conflict: not applied");
-                return Ok(Settle::Ack);
+                return Ok(Settle::Ack("skipped"));
             }
             identity::Decision::ApplyOver(conflict) => {
                 // Recorded with the job's outcome, since the job goes on.
@@ -513,13 +517,24 @@ async fn process(
     let took = clock.elapsed();
     let duration_ms = took.as_millis().min(i32::MAX as u128) as i32;
     let provider_failed = matches!(&result, Err(e) if e.class == ErrorClass::Transient);
-    guard
+    shared.metrics.called(
+        &env.provider,
+        match &result {
+            Ok(_) => "ok",
+            Err(e) => e.class.as_str(),
+        },
+        took,
+    );
+    if let Some(state) = guard
         .record(
             &account,
             &target.breaker,
             target.breaker.outcome(provider_failed, took),
         )
-        .await;
+        .await
+    {
+        shared.metrics.breaker(&account, state);
+    }
     if fault == Some(FaultPoint::AfterProviderCall) {
         shared.crashed.cancel();
         return Ok(Settle::Hold);
@@ -564,7 +579,7 @@ async fn process(
                 shared.crashed.cancel();
                 return Ok(Settle::Hold);
             }
-            Ok(Settle::Ack)
+            Ok(Settle::Ack("succeeded"))
         }
         Err(e) => {
             let attempt = AttemptRecord {
@@ -589,7 +604,7 @@ async fn process(
                     // waits, held, and is released when it is.
                     tx.finish(env, Finish::Held).await?;
                     warn!(error = %e.message, "held: the integration needs connecting again");
-                    Ok(Settle::Ack)
+                    Ok(Settle::Ack("held"))
                 }
                 decide::Verdict::Defer { delay } => {
                     let attempts = tx.attempts_so_far();
@@ -661,7 +676,7 @@ async fn ignored(
     )
     .await?;
     info!(%reason, "ignored");
-    Ok(Settle::Ack)
+    Ok(Settle::Ack("ignored"))
 }
 
 /// A successful call, and whether it updated an existing record (rather than created one).
@@ -842,6 +857,7 @@ async fn store_failure(
                 delay: jittered(Duration::from_millis(250))
                     .min(left.max(Duration::from_millis(50))),
                 why: "another job is writing this record",
+                cause: "record_busy",
             })
         }
         StoreError::MappingConflict(message) => {
@@ -924,10 +940,33 @@ async fn store_failure(
     }
 }
 
+/// What a settlement counts as: a job's outcome (with its reason), or a deferral's cause.
+fn count(shared: &Shared, env: &Envelope, s: &Settle) {
+    let m = &shared.metrics;
+    let p = env.provider.as_str();
+    match s {
+        Settle::Ack(outcome) => m.settled(p, outcome, ""),
+        Settle::Retry {
+            class: ErrorClass::Throttled,
+            ..
+        } => m.deferred(p, "rate_limit"),
+        Settle::Retry {
+            class: ErrorClass::BreakerOpen,
+            ..
+        } => m.deferred(p, "breaker_open"),
+        Settle::Retry { class, .. } => m.settled(p, "retrying", class.as_str()),
+        Settle::Dead { reason, .. } => m.settled(p, "dead", reason.as_str()),
+        Settle::Later { cause, .. } => m.deferred(p, cause),
+        Settle::StoreRetry { .. } => m.deferred(p, "database"),
+        Settle::Hold => {}
+    }
+}
+
 async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
+    count(shared, env, &s);
     match s {
         Settle::Hold => {}
-        Settle::Later { delay, why } => {
+        Settle::Later { delay, why, .. } => {
             // Frequent while a provider is slow: not an operator's concern at info level.
             tracing::debug!(retry_in_ms = delay.as_millis() as u64, "put back: {why}");
             redelay(shared, env, d, d.headers.clone(), delay).await;
@@ -943,7 +982,7 @@ async fn settle(shared: &Shared, env: &Envelope, d: &Delivery, s: Settle) {
                 .set(header::LAST_ERROR, clip(&message));
             redelay(shared, env, d, headers, delay).await;
         }
-        Settle::Ack => {
+        Settle::Ack(_) => {
             if let Err(e) = d.ack().await {
                 warn!(error = %e, "could not acknowledge; the broker will redeliver and the job will be recognised as a duplicate");
             }

@@ -1,0 +1,263 @@
+//! Every service shows its operator how it is doing: `/healthz`, `/readyz` and `/metrics`
+//! (Prometheus text) on a worker's or scheduler's own port, and the figures move as work
+//! goes through (issue 14).
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::{Creates, Harness, Options, eventually, order};
+
+/// Prometheus text, checked line by line: each sample is `name{labels} value` with a
+/// number, under a `# TYPE` of its family. The samples, by `name{labels}`.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().expect("a family name");
+            let kind = parts.next().expect("a type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            assert!(line.starts_with("# HELP "), "{line}");
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = key.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no # TYPE for {name}: {line}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.starts_with("switchyard_"),
+            "{name}"
+        );
+        samples.insert(key.to_owned(), value);
+    }
+    samples
+}
+
+fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn worker_and_scheduler_metrics_move_as_work_goes_through() {
+    let h = Harness::start().await;
+    let store = h.source("store").await;
+    let erp = h
+        .rest_target(
+            "erp",
+            "orders",
+            json!({"breaker": {"window": 4, "minimum_calls": 4, "failure_rate_pct": 50,
+                               "open_wait_ms": 60000, "half_open_probes": 1},
+                   "retry": {"initial_delay_ms": 50, "max_delay_ms": 200, "max_attempts": 100}}),
+        )
+        .await;
+    h.route(store, &[erp]).await;
+    // The worker's health and metrics on a port of their own, as `switchyard worker`
+    // serves them on SWITCHYARD_HEALTH_LISTEN.
+    let worker = h.worker.as_ref().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ready: switchyard_telemetry::ReadyCheck = Arc::new(|| {
+        Box::pin(async {
+            switchyard_telemetry::Readiness {
+                status: "ready",
+                checks: BTreeMap::from([("broker", "ok".to_owned())]),
+            }
+        })
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(switchyard_telemetry::serve(
+        listener,
+        vec![worker.metrics.clone()],
+        ready,
+        stop.clone(),
+    ));
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let http = h.http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get("/healthz").await.status(), 200);
+    let r = get("/readyz").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
+    let scrape = || async {
+        let text = get("/metrics").await.text().await.unwrap();
+        parse(&text)
+    };
+
+    // Two orders succeed: counted by outcome, with their provider calls.
+    Mock::given(method("POST"))
+        .respond_with(Creates::ids("erp"))
+        .up_to_n_times(2)
+        .mount(&h.provider)
+        .await;
+    for i in 0..2 {
+        let job = h
+            .accept(store, &format!("ok-{i}"), order(&format!("ok-{i}"), 1, "1"))
+            .await[0];
+        h.wait_status(job, "succeeded", Duration::from_secs(15))
+            .await;
+    }
+    let m = scrape().await;
+    let succeeded =
+        r#"switchyard_jobs_processed_total{outcome="succeeded",provider="rest",reason=""}"#;
+    assert_eq!(value(&m, succeeded), 2.0, "{m:#?}");
+    assert_eq!(
+        value(&m, r#"switchyard_job_attempts_total{provider="rest"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"switchyard_provider_call_duration_seconds_count{outcome="ok",provider="rest"}"#
+        ),
+        2.0
+    );
+    // Then the provider fails: retries counted by class, and the breaker opens (half of
+    // its window of four calls failed).
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.provider)
+        .await;
+    for i in 0..6 {
+        h.accept(
+            store,
+            &format!("bad-{i}"),
+            order(&format!("bad-{i}"), 1, "1"),
+        )
+        .await;
+    }
+    let breaker = format!(r#"switchyard_breaker_state{{integration="{erp}"}}"#);
+    eventually(
+        "the breaker's gauge shows it open",
+        Duration::from_secs(20),
+        || async { value(&scrape().await, &breaker) == 2.0 },
+    )
+    .await;
+    let m = scrape().await;
+    assert!(
+        value(
+            &m,
+            r#"switchyard_jobs_processed_total{outcome="retrying",provider="rest",reason="transient"}"#
+        ) >= 2.0,
+        "{m:#?}"
+    );
+    eventually(
+        "jobs deferred by the open breaker",
+        Duration::from_secs(20),
+        || async {
+            value(
+                &scrape().await,
+                r#"switchyard_job_deferrals_total{cause="breaker_open",provider="rest"}"#,
+            ) >= 1.0
+        },
+    )
+    .await;
+    stop.cancel();
+
+    // The scheduler's leader samples the fleet's gauges.
+    let scheduler = Scheduler::new(
+        SchedulerConfig::default(),
+        h.store.clone(),
+        h.broker.clone(),
+        Arc::new(SystemClock),
+    );
+    scheduler.sample().await.unwrap();
+    let text = {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&scheduler.registry().gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let m = parse(&text);
+    let queue = format!(
+        r#"switchyard_queue_messages{{queue="{}"}}"#,
+        h.topology.queue("rest")
+    );
+    assert!(m.contains_key(&queue), "{m:#?}");
+    assert!(m.contains_key("switchyard_jobs_held"), "{m:#?}");
+    assert_eq!(
+        value(&m, "switchyard_scheduler_leader"),
+        0.0,
+        "not leading: it was only sampled"
+    );
+    h.shutdown().await;
+}
+
+/// `switchyard all` serves every service's metrics on its one port, and ingest's own move
+/// with the webhooks it answers.
+#[tokio::test]
+async fn ingest_counts_webhooks_by_outcome_with_their_latency() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, _) = h.store_to_erp(json!({})).await;
+    h.accept(store, "e1", order("o-1", 1, "1")).await;
+    let refused = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{store}")))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = parse(&text);
+    assert_eq!(
+        value(
+            &m,
+            r#"switchyard_webhooks_total{code="ok",outcome="accepted"}"#
+        ),
+        1.0,
+        "{m:#?}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"switchyard_webhook_duration_seconds_count{outcome="accepted"}"#
+        ),
+        1.0
+    );
+    assert!(
+        m.keys().any(
+            |k| k.starts_with(r#"switchyard_webhooks_total{code="missing_api_key""#)
+                || (k.starts_with("switchyard_webhooks_total{")
+                    && k.contains(r#"outcome="rejected""#))
+        ),
+        "{m:#?}"
+    );
+    h.shutdown().await;
+}
