@@ -37,6 +37,16 @@ async fn ingest_and_worker_recover_from_a_broker_restart() {
         .await;
 
     rabbitmqctl("stop_app");
+    // However the test ends, the broker is started again (the suites after it need it).
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = Command::new("rabbitmqctl").arg("start_app").output();
+            }
+        }
+    }
+    let _restart = Restart;
     eventually(
         "ingest notices the broker is gone",
         Duration::from_secs(20),

@@ -265,7 +265,13 @@ impl Harness {
             broker,
             keyring,
             addr,
-            http: reqwest::Client::new(),
+            // The harness's ingest closes a connection idle for its header-read timeout
+            // (500 ms); a client that reused one just then would see it closed mid-request.
+            // Idle connections are dropped here first.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_millis(200))
+                .build()
+                .expect("an HTTP client"),
             provider: MockServer::start().await,
             stop,
             worker: None,
@@ -562,6 +568,49 @@ impl Harness {
             .message_count(queue)
             .await
             .expect("queue exists")
+    }
+
+    /// The environment a `switchyard` service process needs to join this harness's
+    /// deployment: its database, broker (queue prefix, delay levels), Redis and vault key,
+    /// calling providers on this machine.
+    pub fn service_env(&self, amqp: &str) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        [
+            ("SWITCHYARD_DATABASE_URL", self.db_url.clone()),
+            ("SWITCHYARD_DATABASE_MAX_CONNECTIONS", "8".into()),
+            ("SWITCHYARD_AMQP_URL", amqp.to_owned()),
+            ("SWITCHYARD_REDIS_URL", redis_url()),
+            ("SWITCHYARD_QUEUE_PREFIX", self.topology.prefix.clone()),
+            (
+                "SWITCHYARD_BROKER__DELAY_PREFIX",
+                self.topology.delay_prefix.clone(),
+            ),
+            (
+                "SWITCHYARD_BROKER__DELAY_LEVELS",
+                self.topology.delay_levels.to_string(),
+            ),
+            (
+                "SWITCHYARD_BROKER__DELIVERY_LIMIT",
+                self.topology.delivery_limit.to_string(),
+            ),
+            ("SWITCHYARD_WORKER__PROVIDERS", "[rest]".into()),
+            ("SWITCHYARD_WORKER__SHUTDOWN_GRACE_SECS", "2".into()),
+            ("SWITCHYARD_EGRESS__ALLOW", "127.0.0.1/32".into()),
+            ("SWITCHYARD_EGRESS__MAX_TIMEOUT_MS", "2000".into()),
+            (
+                "SWITCHYARD_VAULT_KEYS",
+                TEST_VAULT_KEY
+                    .get()
+                    .expect("vault key")
+                    .expose_secret()
+                    .to_owned(),
+            ),
+            ("SWITCHYARD_LOG_FORMAT", "text".into()),
+            ("SWITCHYARD_HEALTH_LISTEN", "off".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     /// Run the `switchyard` CLI (the debug build) as an operator would from another machine:
