@@ -23,7 +23,7 @@ use uuid::Uuid;
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, Request, ResponseTemplate};
 
-use crate::support::{API_KEY, Harness, Options, TEST_VAULT_KEY, amqp_url, order, redis_url};
+use crate::support::{API_KEY, Harness, Options, amqp_url, order};
 use switchyard_core::webhook_auth::{WebhookAuth, WebhookPolicy};
 
 /// Webhooks a second, per tenant, while a phase runs.
@@ -349,7 +349,6 @@ async fn deployment(h: &Harness, provider: &Provider) -> Vec<(&'static str, Uuid
 /// Two `switchyard worker` processes of `h`'s deployment, on the broker at `amqp`.
 /// `extra`: environment that overrides the defaults.
 async fn start_workers(h: &Harness, amqp: &str, name: &str, extra: &[(&str, &str)]) -> Workers {
-    use secrecy::ExposeSecret;
     let bin = std::env::var("SWITCHYARD_BIN")
         .unwrap_or_else(|_| format!("{}/../target/debug/switchyard", env!("CARGO_MANIFEST_DIR")));
     assert!(
@@ -360,42 +359,15 @@ async fn start_workers(h: &Harness, amqp: &str, name: &str, extra: &[(&str, &str
         .join("../target/faults")
         .join(name);
     std::fs::create_dir_all(&log).unwrap();
-    let env: Vec<(String, String)> = [
-        ("SWITCHYARD_DATABASE_URL", h.db_url.clone()),
-        ("SWITCHYARD_DATABASE_MAX_CONNECTIONS", "8".into()),
-        ("SWITCHYARD_AMQP_URL", amqp.to_owned()),
-        ("SWITCHYARD_REDIS_URL", redis_url()),
-        ("SWITCHYARD_QUEUE_PREFIX", h.topology.prefix.clone()),
-        (
-            "SWITCHYARD_BROKER__DELAY_PREFIX",
-            h.topology.delay_prefix.clone(),
-        ),
-        (
-            "SWITCHYARD_BROKER__DELAY_LEVELS",
-            h.topology.delay_levels.to_string(),
-        ),
-        (
-            "SWITCHYARD_BROKER__DELIVERY_LIMIT",
-            h.topology.delivery_limit.to_string(),
-        ),
-        ("SWITCHYARD_WORKER__PROVIDERS", "[rest]".into()),
-        ("SWITCHYARD_WORKER__SHUTDOWN_GRACE_SECS", "2".into()),
-        ("SWITCHYARD_EGRESS__ALLOW", "127.0.0.1/32".into()),
-        ("SWITCHYARD_EGRESS__MAX_TIMEOUT_MS", "2000".into()),
-        (
-            "SWITCHYARD_VAULT_KEYS",
-            TEST_VAULT_KEY.get().unwrap().expose_secret().to_owned(),
-        ),
-        ("SWITCHYARD_LOG_FORMAT", "text".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .chain(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    )
-    .collect();
+    let env: Vec<(String, String)> = h
+        .service_env(amqp)
+        .into_iter()
+        .chain(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect();
     let mut workers = Workers {
         bin,
         env,

@@ -261,3 +261,169 @@ async fn ingest_counts_webhooks_by_outcome_with_their_latency() {
     );
     h.shutdown().await;
 }
+
+/// An OTLP collector in the test: it keeps what services export to `/v1/traces` (JSON).
+async fn collector() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    keep.lock().unwrap().push(v);
+                }
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
+}
+
+/// (service, trace id, span id, parent span id, name) of every span exported.
+fn spans(exports: &[Value]) -> Vec<(String, String, String, String, String)> {
+    let mut out = Vec::new();
+    for e in exports {
+        for rs in e["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let text = |k: &str| s[k].as_str().unwrap_or("").to_lowercase();
+                    out.push((
+                        service.clone(),
+                        text("traceId"),
+                        text("spanId"),
+                        text("parentSpanId"),
+                        text("name"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One webhook is one trace (issue 14): `switchyard ingest` and `switchyard worker`, run as
+/// two processes exporting to an OTLP collector, continue the sender's `traceparent` across
+/// the broker, and the worker's job span is a child of ingest's webhook span.
+#[tokio::test]
+async fn one_webhook_is_one_trace_across_ingest_the_broker_and_the_worker() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, _erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(Creates::ids("erp"))
+        .mount(&h.provider)
+        .await;
+    let (otlp, exported) = collector().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bin = std::env::var("SWITCHYARD_BIN")
+        .unwrap_or_else(|_| format!("{}/../target/debug/switchyard", env!("CARGO_MANIFEST_DIR")));
+    let log_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/traces");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let spawn = |service: &str| {
+        let log = std::fs::File::create(log_dir.join(format!("{service}.log"))).unwrap();
+        std::process::Command::new(&bin)
+            .arg(service)
+            .envs(h.service_env(&crate::support::amqp_url()))
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting switchyard")
+    };
+    /// Stopped however the test ends.
+    struct Procs(Vec<std::process::Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for p in &mut self.0 {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+        }
+    }
+    let procs = Procs(vec![spawn("ingest"), spawn("worker")]);
+    eventually(
+        "the ingest process is ready",
+        Duration::from_secs(30),
+        || async {
+            h.http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer = h
+        .http
+        .post(format!("http://127.0.0.1:{port}/v1/webhooks/{store}"))
+        .header("content-type", "application/json")
+        .header("x-api-key", crate::support::API_KEY)
+        .header("x-event-id", "traced-1")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .body(order("traced-1", 1, "1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let job: Value = answer.json().await.unwrap();
+    let job = job["jobs"][0].as_str().unwrap().parse().unwrap();
+    h.wait_status(job, "succeeded", Duration::from_secs(20))
+        .await;
+    eventually(
+        "spans from ingest and the worker",
+        Duration::from_secs(20),
+        || async {
+            let all = spans(&exported.lock().unwrap());
+            let ours: Vec<_> = all.iter().filter(|s| s.1 == trace).collect();
+            ours.iter()
+                .any(|s| s.0 == "switchyard-ingest" && s.4 == "webhook")
+                && ours
+                    .iter()
+                    .any(|s| s.0 == "switchyard-worker" && s.4 == "job")
+                && ours
+                    .iter()
+                    .any(|s| s.0 == "switchyard-worker" && s.4 == "provider call")
+        },
+    )
+    .await;
+    let all = spans(&exported.lock().unwrap());
+    let webhook = all
+        .iter()
+        .find(|s| s.1 == trace && s.4 == "webhook")
+        .unwrap();
+    let job_span = all.iter().find(|s| s.1 == trace && s.4 == "job").unwrap();
+    assert_eq!(
+        webhook.3, "00f067aa0ba902b7",
+        "the sender's span is the webhook's parent"
+    );
+    assert_eq!(
+        job_span.3, webhook.2,
+        "the job's span is the webhook span's child"
+    );
+    drop(procs);
+    h.shutdown().await;
+}

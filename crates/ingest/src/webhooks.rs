@@ -10,7 +10,7 @@ use switchyard_core::{
     Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, RouteFilter, WhenInactive,
     ids,
 };
-use tracing::{Span, info, instrument, warn};
+use tracing::{Instrument, Span, info, warn};
 use uuid::Uuid;
 
 use crate::sources::Source;
@@ -60,7 +60,6 @@ pub(crate) struct Skipped {
         (status = 415, body = ErrorBody, description = "Not JSON"),
         (status = 422, body = ErrorBody, description = "The event lacks what its inbound spec reads (its id, entity…)"),
         (status = 503, body = ErrorBody, description = "The broker or database is unavailable; retry after `Retry-After`")))]
-#[instrument(skip_all, fields(integration = %integration, peer = %peer.ip(), event_id, entity, jobs))]
 pub(crate) async fn receive(
     State(state): State<SharedState>,
     Path(integration): Path<String>,
@@ -68,8 +67,21 @@ pub(crate) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let span = tracing::info_span!("webhook", %integration, peer = %peer.ip(),
+        event_id = tracing::field::Empty, entity = tracing::field::Empty,
+        jobs = tracing::field::Empty, otel.kind = "server");
+    // A sender's trace goes on here (when traces are exported).
+    if let Some(tp) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| valid_traceparent(t))
+    {
+        switchyard_telemetry::continue_trace(&span, tp);
+    }
     let clock = std::time::Instant::now();
-    let result = handle(&state, &integration, peer, &headers, body).await;
+    let result = handle(&state, &integration, peer, &headers, body)
+        .instrument(span)
+        .await;
     let took = clock.elapsed();
     match &result {
         Ok((outcome, _)) => state.metrics.webhook(outcome, "ok", took),
@@ -395,8 +407,10 @@ async fn enqueue(
         Action::Upsert
     };
     let received_at = Utc::now();
-    let trace = header("traceparent")
-        .filter(|t| valid_traceparent(t))
+    // The jobs continue this request's trace: its span, when traces are exported; else the
+    // sender's traceparent, or a new one (so that logs can still be joined up).
+    let trace = switchyard_telemetry::current_traceparent()
+        .or_else(|| header("traceparent").filter(|t| valid_traceparent(t)))
         .unwrap_or_else(new_traceparent);
     let envelopes: Vec<Envelope> = active
         .iter()

@@ -19,25 +19,87 @@ pub enum Services {
     All,
 }
 
-pub fn init_tracing(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stdout (JSON or text), and spans to an OpenTelemetry collector over OTLP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the
+/// exporter reads the other standard `OTEL_*` variables (protocol, headers, batch delay).
+/// The returned provider flushes the spans left when it is shut down.
+pub fn init_tracing(
+    cfg: &Config,
+    service: &str,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,lapin=warn,amq_protocol=warn,sqlx=warn,tower_http=warn")
     });
     // Colour only on a terminal: a log file or a collector gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_target(false);
-    if cfg.log_format == "json" {
-        builder
-            .json()
+    let logs = if cfg.log_format == "json" {
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .init();
+            .boxed()
     } else {
-        builder.compact().init();
+        fmt.compact().boxed()
+    };
+    let (traces, provider) = match otlp_provider(service) {
+        Ok(Some(provider)) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let tracer = provider.tracer("switchyard");
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: traces are not exported: {e}");
+            (None, None)
+        }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .init();
+    if provider.is_some() {
+        info!(service, "exporting traces over OTLP");
     }
+    provider
+}
+
+fn otlp_provider(
+    service: &str,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("the OTLP exporter (OTEL_EXPORTER_OTLP_*)")?;
+    let name =
+        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("switchyard-{service}"));
+    Ok(Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(name)
+                    .build(),
+            )
+            .build(),
+    ))
 }
 
 /// Connect to Postgres, waiting up to 30 s for it, and check migrations.
@@ -77,15 +139,24 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn run(cfg: Config, which: Services) -> anyhow::Result<()> {
-    init_tracing(&cfg);
-    let store = open_store(&cfg).await?;
-    let keyring = Arc::new(cfg.keyring()?);
     let name = match which {
         Services::Ingest => "ingest",
         Services::Worker => "worker",
         Services::Scheduler => "scheduler",
         Services::All => "all",
     };
+    let traces = init_tracing(&cfg, name);
+    let result = run_services(cfg, which, name).await;
+    if let Some(provider) = traces {
+        // The spans still in the batch go out before the process ends.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
+}
+
+async fn run_services(cfg: Config, which: Services, name: &str) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let keyring = Arc::new(cfg.keyring()?);
     let guard = cfg.guard()?;
     let broker = Broker::start(cfg.broker_config(name));
     if !broker.wait_connected(Duration::from_secs(10)).await {

@@ -97,3 +97,58 @@ pub async fn serve(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
+
+/// Make `span` a child of the W3C `traceparent` a request or a message carried, so that one
+/// webhook is one trace across ingest, the broker and the worker. Nothing happens when traces
+/// are not exported (no OpenTelemetry layer) or the traceparent is not valid.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return;
+    };
+    let (Ok(trace), Ok(parent), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(parent),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return;
+    };
+    let context = SpanContext::new(
+        trace,
+        parent,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    if context.is_valid() {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    }
+}
+
+/// The current span's W3C `traceparent`, when traces are exported: what a message carries on
+/// so that the work it causes continues this trace.
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}

@@ -138,7 +138,11 @@ pub(crate) async fn handle(shared: &Shared, job: Job, turn: Option<OwnedSemaphor
     };
     let span = info_span!("job", job_id = %env.id, provider = %env.provider,
         integration = %env.integration_id, entity = %env.entity, internal_id = %env.internal_id,
-        redelivered = d.redelivered, record = tracing::field::Empty);
+        redelivered = d.redelivered, record = tracing::field::Empty, otel.kind = "consumer");
+    // The webhook's (or sync's) trace goes on here, across the broker.
+    if let Some(tp) = &env.trace {
+        switchyard_telemetry::continue_trace(&span, tp);
+    }
     async {
         if let Some(due) = due_at(&d.headers)
             && due > Utc::now()
@@ -513,6 +517,8 @@ async fn process(
         kept.as_ref(),
         look_first,
     )
+    .instrument(info_span!("provider call", provider = %env.provider,
+        attempt = attempt_no, otel.kind = "client"))
     .await;
     let took = clock.elapsed();
     let duration_ms = took.as_millis().min(i32::MAX as u128) as i32;
