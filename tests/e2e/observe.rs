@@ -427,3 +427,148 @@ async fn one_webhook_is_one_trace_across_ingest_the_broker_and_the_worker() {
     drop(procs);
     h.shutdown().await;
 }
+
+/// Operators are told (issue 14): an integration that moved to `error` and dead letters
+/// beyond the threshold become notifications, delivered to the configured URL as Standard
+/// Webhooks that verify with the secret, once each; one the receiver refuses is tried again
+/// after its backoff. `GET /v1/notifications` lists them.
+#[tokio::test]
+async fn operators_are_notified_signed_once_and_retried() {
+    use switchyard_core::webhook_auth::WebhookAuth;
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (_store, erp) = h.store_to_erp(json!({})).await;
+    let receiver = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let scheduler = Scheduler::new(
+        SchedulerConfig {
+            notify: Some(switchyard_ops::notify::NotifyConfig {
+                url: receiver.uri(),
+                secret: secrecy::SecretString::from(secret),
+                dead_letter_threshold: 2,
+                timeout: Duration::from_secs(2),
+            }),
+            ..Default::default()
+        },
+        h.store.clone(),
+        h.broker.clone(),
+        Arc::new(SystemClock),
+    );
+    // What the sync path writes when an integration moves to `error`; a plain `connected`
+    // is not an operator's concern.
+    h.store
+        .add_integration_event(
+            erp,
+            "auto_disabled",
+            "moved to `error` after 3 failed syncs",
+        )
+        .await
+        .unwrap();
+    h.store
+        .add_integration_event(erp, "connected", "connected")
+        .await
+        .unwrap();
+    for n in 0..2 {
+        h.store
+            .keep_dead_letter(&switchyard_store::DeadLetterRow {
+                id: 0,
+                provider: "rest".into(),
+                message_id: format!("dead-{n}"),
+                job_id: None,
+                tenant: Some("acme".into()),
+                integration_id: Some(erp),
+                entity: Some("order".into()),
+                internal_id: Some(format!("o-{n}")),
+                reason: "exhausted".into(),
+                error_class: None,
+                error: None,
+                attempts: None,
+                first_received: None,
+                replays: None,
+                dead_at: chrono::Utc::now(),
+                routing_key: "rest".into(),
+                headers: json!({}),
+                body: b"{}".to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    let first = scheduler.notify().await.unwrap();
+    assert_eq!(
+        (first.made, first.sent, first.failed),
+        (2, 1, 1),
+        "{first:?}"
+    );
+    // Nothing new, and the refused one waits for its backoff.
+    let again = scheduler.notify().await.unwrap();
+    assert_eq!(
+        (again.made, again.sent, again.failed),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    sqlx::query("UPDATE notifications SET next_attempt_at = now() WHERE sent_at IS NULL")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let retried = scheduler.notify().await.unwrap();
+    assert_eq!((retried.sent, retried.failed), (1, 0), "{retried:?}");
+
+    let got = receiver.received_requests().await.unwrap();
+    assert_eq!(got.len(), 3, "two notifications, one of them twice");
+    let mut kinds = std::collections::BTreeSet::new();
+    for r in &got {
+        let header = |name: &str| {
+            r.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        WebhookAuth::StandardWebhooks {
+            tolerance_secs: 300,
+        }
+        .verify(
+            &header,
+            &r.body,
+            &[secret.as_bytes().to_vec()],
+            chrono::Utc::now().timestamp(),
+        )
+        .unwrap_or_else(|e| panic!("a notification that does not verify: {e}"));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        kinds.insert(body["type"].as_str().unwrap().to_owned());
+        assert_eq!(body["data"]["tenant"], "acme", "{body}");
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["dead_letters.threshold", "integration.error"]
+    );
+    let (st, listed) = crate::support::call(
+        &h,
+        reqwest::Method::GET,
+        "/v1/notifications",
+        crate::support::ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let listed = listed["notifications"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|n| !n["sent_at"].is_null()), "{listed:?}");
+    assert!(
+        listed.iter().any(|n| n["kind"] == "integration.error"
+            && n["message"].as_str().unwrap().contains("acme/erp")),
+        "{listed:?}"
+    );
+    h.shutdown().await;
+}

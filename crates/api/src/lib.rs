@@ -15,6 +15,7 @@ mod error;
 mod identity;
 mod jobs;
 mod manage;
+mod notices;
 mod oauth;
 mod openapi;
 
@@ -126,4 +127,5 @@ fn endpoints() -> OpenApiRouter<SharedState> {
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(audit::list))
+        .routes(routes!(notices::list))
 }

@@ -92,6 +92,7 @@ impl Modify for BearerAuth {
         (name = "syncs", description = "Batch reads from a system, started by hand or on schedule."),
         (name = "dead letters", description = "Jobs that failed for good: list, replay, purge."),
         (name = "access", description = "Tenants' API keys (admin token only) and the audit log."),
+        (name = "notifications", description = "What operators were told: integrations in error, reauthorizations needed, dead letters piling up."),
         (name = "connectors", description = "The systems Switchyard can connect to."),
         (name = "health", description = "Liveness, readiness and Prometheus metrics."),
     )

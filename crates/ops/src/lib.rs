@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod held;
 pub mod integrations;
 pub mod keys;
+pub mod notify;
 pub mod oauth;
 pub mod routes;
 pub mod sync;

@@ -73,6 +73,8 @@ pub struct SchedulerConfig {
     pub stall_after: Duration,
     /// This process's name in `sync_runs.started_by` and the logs.
     pub instance: String,
+    /// Where operators' notifications go (none: they are kept, not sent).
+    pub notify: Option<switchyard_ops::notify::NotifyConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +88,7 @@ impl Default for SchedulerConfig {
                 std::process::id(),
                 &uuid::Uuid::now_v7().simple().to_string()[24..]
             ),
+            notify: None,
         }
     }
 }
@@ -113,6 +116,7 @@ pub struct Scheduler {
     broker: Broker,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    http: reqwest::Client,
 }
 
 /// The fleet's gauges, sampled by the leader every tick (a follower shows only that it
@@ -192,7 +196,17 @@ impl Scheduler {
             broker,
             clock,
             metrics: Metrics::new(),
+            http: reqwest::Client::new(),
         }
+    }
+
+    /// Make the operators' notifications that are due and deliver those waiting (when a URL
+    /// is configured; the leader calls this every tick).
+    pub async fn notify(&self) -> Result<switchyard_ops::notify::Round, StoreError> {
+        let Some(cfg) = &self.cfg.notify else {
+            return Ok(Default::default());
+        };
+        switchyard_ops::notify::run_once(&self.store, &self.http, cfg).await
     }
 
     /// The scheduler's metrics, for a `/metrics` endpoint.
@@ -261,6 +275,9 @@ impl Scheduler {
             loop {
                 if let Err(e) = self.tick().await {
                     warn!(error = %e, "scheduler tick failed; trying again next tick");
+                }
+                if let Err(e) = self.notify().await {
+                    warn!(error = %e, "could not handle notifications; trying again next tick");
                 }
                 // Every 15 s at most (a passive declare per queue).
                 if sampled.is_none_or(|t: std::time::Instant| t.elapsed() >= SAMPLE_EVERY) {

@@ -11,6 +11,7 @@ mod jobs;
 mod leader;
 mod manage;
 mod mappings;
+mod notifications;
 mod oauth;
 mod operations;
 mod sync;
@@ -30,6 +31,7 @@ pub use jobs::{
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
+pub use notifications::Notification;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
 pub use operations::{Depths, Operation, STALLED_AFTER};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};

@@ -55,6 +55,35 @@ pub struct Config {
     pub redis_url: String,
     /// Where providers may be called.
     pub egress: EgressSettings,
+    /// Where operators are told of integrations in `error`, reauthorizations needed and
+    /// dead letters piling up.
+    pub notify: NotifySettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    /// The receiver's URL (`SWITCHYARD_NOTIFY__URL`); none: notifications are kept, and
+    /// listed at `GET /v1/notifications`, but not sent.
+    pub url: Option<String>,
+    /// The Standard Webhooks secret they are signed with (`whsec_…`; `switchyard keys
+    /// generate` does not make these: any `whsec_` + base64 of 24+ random bytes).
+    pub secret: Option<SecretString>,
+    /// Dead letters of one tenant that make a notification (at most one an hour).
+    pub dead_letter_threshold: i64,
+    /// How long the receiver has to answer, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            url: None,
+            secret: None,
+            dead_letter_threshold: 100,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +221,7 @@ impl Default for Config {
             breaker: BreakerPolicy::default(),
             redis_url: "redis://127.0.0.1:6379".into(),
             egress: EgressSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -287,6 +317,23 @@ impl Config {
                 "amqp_url",
                 "must be an amqp:// or amqps:// URL, or a cluster's, comma-separated",
             )?;
+        }
+        if let Some(url) = &self.notify.url {
+            if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+                fail("notify.url", "must be an http(s) URL")?;
+            }
+            let key = self.notify.secret.as_ref().and_then(|s| {
+                switchyard_core::webhook_auth::standard_webhooks_key(s.expose_secret().as_bytes())
+            });
+            if key.is_none_or(|k| k.len() < 16) {
+                fail(
+                    "notify.secret",
+                    "is required with notify.url: `whsec_` and the base64 of at least 16 random bytes",
+                )?;
+            }
+        }
+        if self.notify.dead_letter_threshold < 1 {
+            fail("notify.dead_letter_threshold", "must be at least 1")?;
         }
         if self.health_listen != "off" && self.health_listen.parse::<SocketAddr>().is_err() {
             fail(
@@ -490,6 +537,15 @@ impl Config {
             tick: Duration::from_millis(self.scheduler.tick_ms),
             lock_retry: Duration::from_millis(self.scheduler.lock_retry_ms),
             stall_after: Duration::from_secs(self.scheduler.stall_after_secs),
+            notify: match (&self.notify.url, &self.notify.secret) {
+                (Some(url), Some(secret)) => Some(switchyard_ops::notify::NotifyConfig {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    dead_letter_threshold: self.notify.dead_letter_threshold,
+                    timeout: Duration::from_millis(self.notify.timeout_ms),
+                }),
+                _ => None,
+            },
             ..Default::default()
         }
     }
@@ -524,6 +580,38 @@ mod tests {
 
     fn load_err() -> String {
         Config::load(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn notifications_need_a_url_and_a_secret_together_and_health_an_address() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_NOTIFY__URL", "https://ops.example.com/hooks");
+            assert!(load_err().contains("notify.secret"), "{}", load_err());
+            jail.set_env("SWITCHYARD_NOTIFY__SECRET", "whsec_c2hvcnQ=");
+            assert!(
+                load_err().contains("notify.secret"),
+                "too short: {}",
+                load_err()
+            );
+            jail.set_env(
+                "SWITCHYARD_NOTIFY__SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            );
+            let cfg = Config::load(None).expect("valid");
+            assert!(cfg.scheduler_config().notify.is_some());
+            jail.set_env("SWITCHYARD_NOTIFY__URL", "ftp://ops.example.com");
+            assert!(load_err().contains("notify.url"), "{}", load_err());
+            jail.set_env("SWITCHYARD_NOTIFY__URL", "https://ops.example.com/hooks");
+            jail.set_env("SWITCHYARD_HEALTH_LISTEN", "nine");
+            assert!(
+                load_err().contains("SWITCHYARD_HEALTH_LISTEN"),
+                "{}",
+                load_err()
+            );
+            jail.set_env("SWITCHYARD_HEALTH_LISTEN", "off");
+            assert_eq!(Config::load(None).expect("valid").health_addr(), None);
+            Ok(())
+        });
     }
 
     #[test]
