@@ -1325,26 +1325,13 @@ async fn a_replay_runs_as_an_operation_the_cli_follows() {
     .await;
     // A letter no version can read (a body that is not an envelope).
     h.store
-        .keep_dead_letter(&switchyard_store::DeadLetterRow {
-            id: 0,
-            provider: "rest".into(),
-            message_id: "garbled-1".into(),
-            job_id: None,
-            tenant: Some("acme".into()),
-            integration_id: Some(erp),
-            entity: Some("order".into()),
-            internal_id: None,
-            reason: "malformed".into(),
-            error_class: None,
-            error: Some("not an envelope".into()),
-            attempts: None,
-            first_received: None,
-            replays: None,
-            dead_at: chrono::Utc::now(),
-            routing_key: "rest".into(),
-            headers: json!({}),
-            body: b"garbled".to_vec(),
-        })
+        .keep_dead_letter(&crate::support::dead_letter_row(
+            "acme",
+            erp,
+            "garbled-1",
+            "malformed",
+            b"garbled",
+        ))
         .await
         .unwrap();
 

@@ -482,26 +482,13 @@ async fn operators_are_notified_signed_once_and_retried() {
         .unwrap();
     for n in 0..2 {
         h.store
-            .keep_dead_letter(&switchyard_store::DeadLetterRow {
-                id: 0,
-                provider: "rest".into(),
-                message_id: format!("dead-{n}"),
-                job_id: None,
-                tenant: Some("acme".into()),
-                integration_id: Some(erp),
-                entity: Some("order".into()),
-                internal_id: Some(format!("o-{n}")),
-                reason: "exhausted".into(),
-                error_class: None,
-                error: None,
-                attempts: None,
-                first_received: None,
-                replays: None,
-                dead_at: chrono::Utc::now(),
-                routing_key: "rest".into(),
-                headers: json!({}),
-                body: b"{}".to_vec(),
-            })
+            .keep_dead_letter(&crate::support::dead_letter_row(
+                "acme",
+                erp,
+                &format!("dead-{n}"),
+                "exhausted",
+                b"{}",
+            ))
             .await
             .unwrap();
     }

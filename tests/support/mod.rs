@@ -714,6 +714,37 @@ fn dead_letter(tenant: &str, integration: Uuid, n: u32) -> switchyard_broker::Ou
 }
 
 /// Call the management API with a bearer token: (status, JSON body or null).
+/// A dead letter of `tenant`'s at `integration`, kept as the workers' keeper keeps one
+/// (`body`: the message; not an envelope makes one no version can replay).
+pub fn dead_letter_row(
+    tenant: &str,
+    integration: Uuid,
+    message_id: &str,
+    reason: &str,
+    body: &[u8],
+) -> switchyard_store::DeadLetterRow {
+    switchyard_store::DeadLetterRow {
+        id: 0,
+        provider: "rest".into(),
+        message_id: message_id.into(),
+        job_id: None,
+        tenant: Some(tenant.into()),
+        integration_id: Some(integration),
+        entity: Some("order".into()),
+        internal_id: None,
+        reason: reason.into(),
+        error_class: None,
+        error: None,
+        attempts: None,
+        first_received: None,
+        replays: None,
+        dead_at: chrono::Utc::now(),
+        routing_key: "rest".into(),
+        headers: json!({}),
+        body: body.to_vec(),
+    }
+}
+
 /// A long operation's answer (`202`, its operation), followed until it ends: the operation.
 pub async fn finished(h: &Harness, token: &str, started: &Value) -> Value {
     let id = started["id"].as_str().expect("an operation id").to_owned();
