@@ -29,6 +29,7 @@ test: services
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace --exclude switchyard-tests
     cargo build -p switchyard --bin switchyard
+    scripts/browser-setup.sh
     scripts/e2e.sh
     scripts/schemathesis.sh
     scripts/deploy-check.sh

@@ -52,6 +52,9 @@ for round in 1 2; do
     fi
   done
   grep -q '^  just down' "$out" || { echo "demo-test: round $round: no next steps"; failed=1; }
+  grep -q '^The dashboard: http://127.0.0.1:[0-9]*/ui' "$out" || { echo "demo-test: round $round: no dashboard URL"; failed=1; }
+  curl -fs "http://127.0.0.1:$DEMO_PORT/ui/login" | grep -q 'name="token"' \
+    || { echo "demo-test: round $round: the dashboard's login page does not answer"; failed=1; }
   [ "$failed" = 0 ] || break
   echo "demo-test: round $round: $(grep '^demo check: ok' "$out")"
 done

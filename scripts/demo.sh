@@ -176,6 +176,9 @@ python3 scripts/demo_check.py --bin "$BIN" --jobs "$RUN/demo-jobs.txt" --sync-ru
 
 cat <<EOF
 
+The dashboard: http://127.0.0.1:$PORT/ui — log in with the admin token $SWITCHYARD_ADMIN_TOKEN
+(kept in $RUN/admin.token).
+
 Switchyard keeps running (pid $(cat "$RUN/switchyard.pid")); its log is $RUN/switchyard.log.
 Next steps:
   # send a webhook as demo-store (this run's key):

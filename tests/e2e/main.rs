@@ -5,6 +5,7 @@
 mod support;
 
 mod connectors;
+mod dashboard;
 mod failures;
 mod identity;
 mod ingest_errors;

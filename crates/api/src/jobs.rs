@@ -58,13 +58,21 @@ pub(crate) async fn authorize(
                 "send `Authorization: Bearer <admin token or tenant API key>`",
             )
         })?;
+    authorize_token(state, given).await
+}
+
+/// Who a token is: the admin token, or an active API key (looked up by its digest, which
+/// reveals nothing of the key).
+pub(crate) async fn authorize_token(
+    state: &SharedState,
+    given: &str,
+) -> Result<Principal, ApiError> {
     let digest = switchyard_core::ids::secret_digest(given.trim());
     if let Some(expected) = &state.admin_digest
         && bool::from(digest.as_bytes().ct_eq(expected.as_bytes()))
     {
         return Ok(Principal::Admin);
     }
-    // Keys are looked up by their digest: the lookup reveals nothing of the key.
     match state.store.api_key_tenant(&digest).await {
         Ok(Some(tenant)) => Ok(Principal::Tenant(tenant)),
         Ok(None) => Err(ApiError::new(
@@ -165,6 +173,18 @@ pub(crate) async fn name_the_actor(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = req.uri().path();
+    // The dashboard's changes are its visitor's too (its session cookie holds the token).
+    if path.starts_with("/ui/")
+        && let Some(token) = crate::ui::session_token(req.headers())
+    {
+        return match authorize_token(&state, &token).await {
+            Ok(who) => {
+                let actor = format!("{} (dashboard)", who.actor());
+                switchyard_store::ACTOR.scope(actor, next.run(req)).await
+            }
+            Err(_) => next.run(req).await,
+        };
+    }
     let management = path.starts_with("/v1/") && !path.starts_with("/v1/webhooks/");
     if !management || !req.headers().contains_key(header::AUTHORIZATION) {
         return next.run(req).await;

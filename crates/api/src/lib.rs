@@ -18,6 +18,7 @@ mod manage;
 mod notices;
 mod oauth;
 mod openapi;
+mod ui;
 
 pub use error::ApiError;
 pub use openapi::{ApiDoc, ErrorBody, ErrorDetail};
@@ -40,6 +41,8 @@ pub struct ApiConfig {
     /// Where providers send users back after OAuth2 consent; default: the request's
     /// `Host` + `/v1/oauth/callback`.
     pub oauth_redirect_uri: Option<String>,
+    /// The fleet's breakers (Redis), for the dashboard; none: not shown.
+    pub guard: Option<Arc<switchyard_resilience::Guard>>,
 }
 
 pub(crate) struct ApiState {
@@ -73,6 +76,7 @@ pub fn routes(cfg: ApiConfig, store: Store, broker: Broker) -> OpenApiRouter {
         admin_digest,
     });
     endpoints()
+        .merge(ui::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             jobs::name_the_actor,

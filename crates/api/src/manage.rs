@@ -543,6 +543,10 @@ pub(crate) struct JobsQuery {
     since: Option<DateTime<Utc>>,
     /// Received before.
     until: Option<DateTime<Utc>>,
+    /// The record's id where the event came from.
+    internal_id: Option<String>,
+    /// The target's id for the record.
+    external_id: Option<String>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,
     /// Jobs per page (default 50, at most 500).
@@ -570,6 +574,8 @@ pub(crate) async fn jobs(
             status: q.status,
             since: q.since,
             until: q.until,
+            internal_id: q.internal_id,
+            external_id: q.external_id,
             cursor: q.cursor,
             limit: q.limit.unwrap_or(50),
         })
@@ -670,7 +676,7 @@ pub(crate) async fn sync_runs(
 }
 
 /// The run, if the caller may see it.
-async fn visible_run(
+pub(crate) async fn visible_run(
     state: &SharedState,
     who: &Principal,
     raw: &str,

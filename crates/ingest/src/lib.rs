@@ -107,6 +107,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             retry_after_secs: cfg.retry_after_secs,
             keyring: cfg.keyring.clone(),
             oauth_redirect_uri: cfg.oauth_redirect_uri.clone(),
+            guard: cfg.guard.clone(),
         },
         store.clone(),
         broker.clone(),

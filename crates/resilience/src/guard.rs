@@ -317,6 +317,38 @@ impl Guard {
             .acquire(p, now)
     }
 
+    /// The breakers' states as the fleet shares them (Redis), or as this process keeps them;
+    /// `Closed` for a key never judged.
+    pub async fn breaker_states(&self, keys: &[String]) -> Vec<BreakerState> {
+        let parse = |s: Option<String>| match s.as_deref() {
+            Some("open") => BreakerState::Open,
+            Some("half_open") => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        };
+        if let Some(mut conn) = self.conn() {
+            let mut pipe = redis::pipe();
+            for k in keys {
+                pipe.cmd("HGET").arg(self.key("b", k)).arg("state");
+            }
+            match pipe.query_async::<Vec<Option<String>>>(&mut conn).await {
+                Ok(states) => {
+                    self.redis_ok();
+                    return states.into_iter().map(parse).collect();
+                }
+                Err(e) => self.redis_failed(&e),
+            }
+        }
+        let local = self.local.lock().expect("lock");
+        keys.iter()
+            .map(|k| {
+                local
+                    .get(k)
+                    .map(|l| l.breaker.state())
+                    .unwrap_or(BreakerState::Closed)
+            })
+            .collect()
+    }
+
     /// Report how an admitted call went: the breaker's state after it (`None` when the
     /// policy has no breaker).
     pub async fn record(

@@ -68,6 +68,10 @@ pub struct JobQuery {
     pub status: Option<JobStatus>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The record's id where the event came from.
+    pub internal_id: Option<String>,
+    /// The target's id for the record.
+    pub external_id: Option<String>,
     /// Opaque, from the previous page.
     pub cursor: Option<String>,
     pub limit: i64,
@@ -220,6 +224,7 @@ impl Store {
                AND ($3::text IS NULL OR entity = $3) AND ($4::text IS NULL OR status = $4) \
                AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6) \
                AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8)) \
+               AND ($10::text IS NULL OR internal_id = $10) AND ($11::text IS NULL OR external_id = $11) \
              ORDER BY created_at DESC, id DESC LIMIT $9",
             crate::jobs::JOB_COLUMNS
         );
@@ -233,6 +238,8 @@ impl Store {
             .bind(cursor.map(|c| c.0))
             .bind(cursor.map(|c| c.1))
             .bind(limit + 1)
+            .bind(q.internal_id.as_deref())
+            .bind(q.external_id.as_deref())
             .fetch_all(self.pool())
             .await?;
         let next_cursor = if jobs.len() as i64 > limit {
