@@ -169,6 +169,7 @@ async fn an_operator_works_through_the_dashboard_in_a_browser() {
         text.contains("Breaker") && text.contains("closed"),
         "{text}"
     );
+    assert!(text.contains("events / s"), "{text}");
     shot(&c, "overview").await;
     // An integration: its settings, stats, routes; never its credentials.
     c.goto(&ui(&format!("/ui/integrations/{erp}")))

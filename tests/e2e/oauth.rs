@@ -280,6 +280,27 @@ async fn two_workers_refreshing_at_once_make_one_token_call_and_never_reuse_a_ro
         expires_at: Some(chrono::Utc::now().timestamp() - 10),
         scope: None,
     };
+    // Token requests are counted (the counter is the process's: other tests may add to it).
+    let refreshes = || async {
+        let text = h
+            .http
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| {
+                l.starts_with(
+                    r#"switchyard_oauth_token_requests_total{outcome="ok",request="refresh"}"#,
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let refreshed_before = refreshes().await;
     store_tokens(&h, qbo, &expired).await;
     let mut settings = oauth_settings(&h);
     settings.as_object_mut().unwrap().remove("type");
@@ -318,6 +339,10 @@ async fn two_workers_refreshing_at_once_make_one_token_call_and_never_reuse_a_ro
         seen,
         ["rt-0", "rt-1"],
         "each refresh token used exactly once"
+    );
+    assert!(
+        refreshes().await >= refreshed_before + 1.0,
+        "a refresh shows in switchyard_oauth_token_requests_total"
     );
     h.shutdown().await;
 }

@@ -298,6 +298,11 @@ async fn overview(State(state): State<SharedState>, headers: HeaderMap) -> Page 
         failed += st.dead;
         rows.push((i, st));
     }
+    let events = state
+        .store
+        .events_since(s.who.tenant(), since)
+        .await
+        .map_err(|e| fail(state.store_error(e)))?;
     let letters = dlq::list(
         &state.store,
         &Filter {
@@ -343,6 +348,7 @@ async fn overview(State(state): State<SharedState>, headers: HeaderMap) -> Page 
         div.cards {
             div.card { b { (list.len()) } "integrations" }
             div.card { b class=(if in_error.is_empty() { "" } else { "error" }) { (in_error.len()) } "in error" }
+            div.card { b { (format!("{:.2}", events as f64 / 3600.0)) } "events / s (last hour)" }
             div.card { b { (format!("{:.2}", total as f64 / 3600.0)) } "jobs / s (last hour)" }
             div.card { b { (if total > 0 { format!("{:.1} %", 100.0 * failed as f64 / total as f64) } else { "–".into() }) } "dead (last hour)" }
             div.card { b { (letters.len()) } "dead letters" }

@@ -92,7 +92,10 @@ impl Metrics {
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub(crate) async fn render(State(state): State<SharedState>) -> impl IntoResponse {
-    let mut all = vec![state.metrics.registry.clone()];
+    let mut all = vec![
+        state.metrics.registry.clone(),
+        switchyard_providers::metrics::registry(),
+    ];
     all.extend(state.metrics.more.iter().cloned());
     switchyard_telemetry::render(&all)
 }

@@ -11,6 +11,7 @@
 pub mod connectors;
 pub mod egress;
 pub mod list;
+pub mod metrics;
 pub mod oauth;
 pub mod oauth1;
 pub mod rest;

@@ -357,9 +357,24 @@ impl OAuth {
                     .await
             }
         };
-        answer
+        let asked = match (self.settings.grant, &refresh) {
+            (_, Some(_)) => "refresh",
+            (Grant::ClientCredentials, None) => "client_credentials",
+            (Grant::Password, None) => "password",
+            (Grant::AuthorizationCode, None) => "authorization_code",
+        };
+        let got = answer
             .map(|r| TokenSet::from_response(&r, refresh.as_deref()))
-            .map_err(token_error)
+            .map_err(token_error);
+        crate::metrics::token_request(
+            asked,
+            match &got {
+                Ok(_) => "ok",
+                Err(e) if e.reauthorize => "refused",
+                Err(_) => "failed",
+            },
+        );
+        got
     }
 }
 
@@ -613,13 +628,22 @@ pub async fn exchange_code(
         .map_err(|e| ProviderError::new(ErrorClass::Permanent, e.to_string()))?;
     let client = oauth.client()?.set_redirect_uri(redirect);
     let http_fn = token_http(http, settings.token_method);
-    client
+    let got = client
         .exchange_code(oauth2::AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier.to_owned()))
         .request_async(&http_fn)
         .await
         .map(|r| TokenSet::from_response(&r, None))
-        .map_err(token_error)
+        .map_err(token_error);
+    crate::metrics::token_request(
+        "authorization_code",
+        match &got {
+            Ok(_) => "ok",
+            Err(e) if e.reauthorize => "refused",
+            Err(_) => "failed",
+        },
+    );
+    got
 }
 
 #[cfg(test)]

@@ -296,6 +296,21 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Events received since `since` that made jobs (webhooks and other events; not sync
+    /// runs' reads), a tenant's only when `tenant` is given.
+    pub async fn events_since(&self, tenant: Option<&str>, since: DateTime<Utc>) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(DISTINCT (source_integration_id, event_id)) FROM jobs \
+             WHERE created_at >= $2 AND ($1::text IS NULL OR tenant = $1) AND sync_run_id IS NULL",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_one(self.pool())
+        .await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

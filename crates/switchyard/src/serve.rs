@@ -220,6 +220,8 @@ async fn run_services(cfg: Config, which: Services, name: &str) -> anyhow::Resul
             Ok(listener) => {
                 let ready = readiness(store.clone(), broker.clone(), guard.clone());
                 let stop = stop.clone();
+                let mut registries = registries;
+                registries.push(switchyard_providers::metrics::registry());
                 tasks.spawn(async move {
                     switchyard_telemetry::serve(listener, registries, ready, stop)
                         .await
