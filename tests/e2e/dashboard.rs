@@ -6,10 +6,8 @@
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::time::Duration;
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
-use crate::support::{ADMIN_TOKEN, Creates, Harness, eventually, order};
+use crate::support::{ADMIN_TOKEN, Harness};
 
 /// ChromeDriver on a free port, stopped with the guard.
 struct Driver {
@@ -110,31 +108,8 @@ async fn text_with(c: &Client, needle: &str) -> String {
 #[tokio::test]
 async fn an_operator_works_through_the_dashboard_in_a_browser() {
     let h = Harness::start().await;
-    let (store, erp) = h.store_to_erp(json!({})).await;
-    // One order reaches the ERP; one is refused for good (a dead letter to replay).
-    Mock::given(method("POST"))
-        .respond_with(Creates::ids("erp-a"))
-        .up_to_n_times(1)
-        .mount(&h.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
-        .up_to_n_times(1)
-        .mount(&h.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(Creates::ids("erp-b"))
-        .mount(&h.provider)
-        .await;
-    let done = h.accept(store, "b1", order("ord-1", 1, "1")).await[0];
-    h.wait_status(done, "succeeded", Duration::from_secs(15))
-        .await;
-    let dead = h.accept(store, "b2", order("ord-2", 1, "1")).await[0];
-    h.wait_status(dead, "dead", Duration::from_secs(15)).await;
-    eventually("the dead letter", Duration::from_secs(10), || async {
-        h.dead_letters().await == 1
-    })
-    .await;
+    // One order reached the ERP; one was refused for good (a dead letter to replay).
+    let (store, erp, done, dead) = h.one_done_one_dead().await;
 
     let d = driver();
     let c = browser(&d).await;

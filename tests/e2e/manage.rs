@@ -1154,25 +1154,7 @@ async fn text_with_nul_characters_is_refused_with_400_not_a_server_error() {
 async fn every_resource_reads_the_same_through_the_cli_and_the_api() {
     use reqwest::Method;
     let h = Harness::start().await;
-    let (store, erp) = h.store_to_erp(json!({})).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "erp-1"})))
-        .up_to_n_times(1)
-        .mount(&h.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
-        .mount(&h.provider)
-        .await;
-    let done = h.accept(store, "e1", order("ord-1", 1, "1")).await[0];
-    h.wait_status(done, "succeeded", Duration::from_secs(15))
-        .await;
-    let dead = h.accept(store, "e2", order("ord-2", 1, "1")).await[0];
-    h.wait_status(dead, "dead", Duration::from_secs(15)).await;
-    crate::support::eventually("the dead letter", Duration::from_secs(10), || async {
-        h.dead_letters().await == 1
-    })
-    .await;
+    let (store, erp, done, _dead) = h.one_done_one_dead().await;
     let tenant_key = "acme-reads-alike";
     h.store
         .create_api_key(

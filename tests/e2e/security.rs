@@ -1150,25 +1150,7 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         .create_api_key("acme", "ops", &digest("acme-ops-key"))
         .await
         .unwrap();
-    let (store, erp) = h.store_to_erp(json!({})).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "erp-1"})))
-        .up_to_n_times(1)
-        .mount(&h.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
-        .mount(&h.provider)
-        .await;
-    let done = h.accept(store, "e1", order("ord-1", 1, "1")).await[0];
-    h.wait_status(done, "succeeded", Duration::from_secs(15))
-        .await;
-    let dead = h.accept(store, "e2", order("ord-2", 1, "1")).await[0];
-    h.wait_status(dead, "dead", Duration::from_secs(15)).await;
-    crate::support::eventually("the dead letter", Duration::from_secs(10), || async {
-        h.dead_letters().await == 1
-    })
-    .await;
+    let (store, erp, done, dead) = h.one_done_one_dead().await;
     let admin = |path: String| {
         let h = &h;
         async move {

@@ -506,6 +506,43 @@ impl Harness {
             .expect("route")
     }
 
+    /// acme's store routed to its ERP, with one order that reached the ERP (`ord-1`, as
+    /// `erp-1`: a mapping and a record) and one the ERP refused for good (`ord-2`: a dead
+    /// job, its dead letter kept). The ERP creates whatever comes after (`erp-b-…`).
+    /// Returns (store, erp, the done job, the dead job).
+    pub async fn one_done_one_dead(&self) -> (Uuid, Uuid, Uuid, Uuid) {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, ResponseTemplate};
+        let (store, erp) = self.store_to_erp(json!({})).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "erp-1"})))
+            .up_to_n_times(1)
+            .mount(&self.provider)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "no"})))
+            .up_to_n_times(1)
+            .mount(&self.provider)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(Creates::ids("erp-b"))
+            .mount(&self.provider)
+            .await;
+        let done = self.accept(store, "e1", order("ord-1", 1, "1")).await[0];
+        self.wait_status(done, "succeeded", Duration::from_secs(15))
+            .await;
+        let dead = self.accept(store, "e2", order("ord-2", 1, "1")).await[0];
+        self.wait_status(dead, "dead", Duration::from_secs(15))
+            .await;
+        eventually(
+            "the dead letter is kept",
+            Duration::from_secs(10),
+            || async { self.dead_letters().await == 1 },
+        )
+        .await;
+        (store, erp, done, dead)
+    }
+
     /// POST an order webhook.
     pub async fn send(&self, source: Uuid, event_id: &str, body: Value) -> reqwest::Response {
         self.http
