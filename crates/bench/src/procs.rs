@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::Settings;
 
+/// The benchmark deployment's admin token (its own database; nothing else accepts it).
+const ADMIN_TOKEN: &str = "switchyard-bench-admin-token";
 const PREFIX: &str = "bench.";
 const LISTEN: &str = "127.0.0.1:8092";
 const PROVIDER: &str = "127.0.0.1:18080";
@@ -113,6 +115,8 @@ impl Env {
             ("SWITCHYARD_QUEUE_PREFIX".into(), PREFIX.into()),
             ("SWITCHYARD_LISTEN".into(), LISTEN.into()),
             ("SWITCHYARD_VAULT_KEYS".into(), key.trim().into()),
+            // The CLI sets the benchmark up through the API, with this token.
+            ("SWITCHYARD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             // The benchmark's provider is on this machine.
             ("SWITCHYARD_EGRESS__ALLOW".into(), "127.0.0.0/8".into()),
             ("RUST_LOG".into(), "warn".into()),
@@ -132,6 +136,8 @@ impl Env {
         };
         env.cli(&["migrate"])?;
         std::fs::write(env.run.join("secret"), &env.secret)?;
+        // The CLI is a client of the API: an ingest for the set-up, stopped after it.
+        let setup = env.start("ingest").await?;
         let store = env.cli(&[
             "integrations",
             "create",
@@ -141,7 +147,8 @@ impl Env {
             "webhook",
             "--status",
             "active",
-            "--json",
+            "--output",
+            "json",
             "--inbound",
             r#"{"entity": {"value": "order"}}"#,
             "--webhook-auth",
@@ -167,11 +174,18 @@ impl Env {
             "--to",
             "bench-target",
         ])?;
+        drop(setup);
         Ok(env)
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        output(Command::new(&self.bin).args(args).envs(self.envs.clone()))
+        output(
+            Command::new(&self.bin)
+                .args(args)
+                .envs(self.envs.clone())
+                .env("SWITCHYARD_URL", &self.base)
+                .env("SWITCHYARD_TOKEN", ADMIN_TOKEN),
+        )
     }
 
     /// Start `switchyard <what>` and wait until it is ready.
