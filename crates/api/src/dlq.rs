@@ -222,17 +222,26 @@ pub(crate) async fn operation(
     Caller(who): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    let id = crate::manage::id(&raw)?;
+    visible_operation(&state, &who, &raw).await.map(Json)
+}
+
+/// The operation, if the caller may see it: another tenant's (or the admin's) operation does
+/// not exist, for a tenant.
+pub(crate) async fn visible_operation(
+    state: &SharedState,
+    who: &Principal,
+    raw: &str,
+) -> Result<Operation, ApiError> {
+    let id = crate::manage::id(raw)?;
     let op = state
         .store
         .operation(id)
         .await
         .map_err(|e| state.store_error(e))?;
-    // Another tenant's (or the admin's) operation does not exist, for a tenant.
     if let Some(t) = who.tenant()
         && op.tenant.as_deref() != Some(t)
     {
         return Err(ApiError::not_found(format!("operation {id} not found")));
     }
-    Ok(Json(op))
+    Ok(op)
 }

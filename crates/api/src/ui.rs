@@ -303,26 +303,12 @@ async fn overview(State(state): State<SharedState>, headers: HeaderMap) -> Page 
         .events_since(s.who.tenant(), since)
         .await
         .map_err(|e| fail(state.store_error(e)))?;
-    let letters = dlq::list(
-        &state.store,
-        &Filter {
-            tenant: s.who.tenant().map(str::to_owned),
-            ..Default::default()
-        },
-        dlq::MAX_LIMIT,
-    )
-    .await
-    .map_err(|e| {
-        fail(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dlq",
-            e.to_string(),
-        ))
-    })?;
-    let mut by_provider = std::collections::BTreeMap::<String, usize>::new();
-    for l in &letters {
-        *by_provider.entry(l.provider.clone()).or_default() += 1;
-    }
+    let by_provider = state
+        .store
+        .dead_letter_counts(s.who.tenant())
+        .await
+        .map_err(|e| fail(state.store_error(e)))?;
+    let letters: i64 = by_provider.iter().map(|(_, n)| n).sum();
     let mut queues = Vec::new();
     if matches!(s.who, Principal::Admin) {
         let topology = state.broker.topology().clone();
@@ -351,7 +337,7 @@ async fn overview(State(state): State<SharedState>, headers: HeaderMap) -> Page 
             div.card { b { (format!("{:.2}", events as f64 / 3600.0)) } "events / s (last hour)" }
             div.card { b { (format!("{:.2}", total as f64 / 3600.0)) } "jobs / s (last hour)" }
             div.card { b { (if total > 0 { format!("{:.1} %", 100.0 * failed as f64 / total as f64) } else { "–".into() }) } "dead (last hour)" }
-            div.card { b { (letters.len()) } "dead letters" }
+            div.card { b { (letters) } "dead letters" }
         }
         @if !in_error.is_empty() {
             h2 { "In error" }
@@ -838,19 +824,9 @@ async fn operation(
     Path(raw): Path<String>,
 ) -> Page {
     let s = session(&state, &headers).await?;
-    let id = crate::manage::id(&raw).map_err(fail)?;
-    let op = state
-        .store
-        .operation(id)
+    let op = crate::dlq::visible_operation(&state, &s.who, &raw)
         .await
-        .map_err(|e| fail(state.store_error(e)))?;
-    if let Some(t) = s.who.tenant()
-        && op.tenant.as_deref() != Some(t)
-    {
-        return Err(fail(ApiError::not_found(format!(
-            "operation {id} not found"
-        ))));
-    }
+        .map_err(fail)?;
     let running = op.status == "running";
     let body = html! {
         @if running { meta http-equiv="refresh" content="1"; }

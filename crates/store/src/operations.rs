@@ -153,15 +153,22 @@ pub struct Depths {
 }
 
 impl Store {
+    /// Dead letters kept, by provider; a tenant's only, when `tenant` is given.
+    pub async fn dead_letter_counts(&self, tenant: Option<&str>) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT provider, count(*) FROM dead_letters WHERE ($1::text IS NULL OR tenant = $1) \
+             GROUP BY provider ORDER BY provider",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub async fn depths(&self) -> Result<Depths> {
         let held: i64 = sqlx::query_scalar("SELECT count(*) FROM held_jobs")
             .fetch_one(self.pool())
             .await?;
-        let dead_letters = sqlx::query_as(
-            "SELECT provider, count(*) FROM dead_letters GROUP BY provider ORDER BY provider",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let dead_letters = self.dead_letter_counts(None).await?;
         let sync_runs = sqlx::query_as(
             "SELECT status, count(*) FROM sync_runs GROUP BY status ORDER BY status",
         )
