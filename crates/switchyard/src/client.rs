@@ -74,15 +74,30 @@ impl Api {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(self.token.expose_secret())
-            .query(query);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await.map_err(|e| {
+        use backon::{ConstantBuilder, Retryable};
+        let idempotent = method == Method::GET;
+        let send = || {
+            let mut rb = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(self.token.expose_secret())
+                .query(query);
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            rb.send()
+        };
+        // A reading request is sent again when it could not be sent (a kept-alive connection
+        // the server closed just then, a moment's outage); a change is never sent twice.
+        let resp = send
+            .retry(
+                ConstantBuilder::default()
+                    .with_delay(std::time::Duration::from_millis(200))
+                    .with_max_times(3),
+            )
+            .when(|e: &reqwest::Error| idempotent && (e.is_connect() || e.is_request()))
+            .await
+            .map_err(|e| {
             let why = std::error::Error::source(&e)
                 .map(ToString::to_string)
                 .unwrap_or_else(|| e.to_string());
