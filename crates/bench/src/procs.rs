@@ -24,6 +24,8 @@ pub struct Env {
     envs: Vec<(String, String)>,
     pub db: PgPool,
     amqp: Connection,
+    /// Stands in for autovacuum when the server has it switched off (see [`maintain`]).
+    maintenance: Option<tokio::task::JoinHandle<()>>,
     pub store_id: String,
     pub secret: String,
     pub base: String,
@@ -96,7 +98,10 @@ impl Env {
             .execute(&admin)
             .await?;
         admin.close().await;
-        let db_url = format!("{}/{}", s.pg, s.db);
+        // The database is on this machine: no TLS, as a co-located deployment would connect
+        // (the broker's connection is plain AMQP too). Over TLS, encryption on both ends was
+        // about a tenth of the machine's CPU per job.
+        let db_url = format!("{}/{}?sslmode=disable", s.pg, s.db);
 
         let amqp = Connection::connect(&s.amqp, ConnectionProperties::default())
             .await
@@ -130,11 +135,21 @@ impl Env {
                 .connect(&db_url)
                 .await?,
             amqp,
+            maintenance: None,
             store_id: String::new(),
             secret: "bench-shopify-secret".into(),
             base: format!("http://{LISTEN}"),
         };
         env.cli(&["migrate"])?;
+        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+            .fetch_one(&env.db)
+            .await?;
+        if autovacuum != "on" {
+            println!(
+                "   (this server runs with autovacuum off: the bench analyses and vacuums the tables that cross autovacuum's default thresholds, every 10 s)\n"
+            );
+            env.maintenance = Some(tokio::spawn(maintain(env.db.clone())));
+        }
         std::fs::write(env.run.join("secret"), &env.secret)?;
         // The CLI is a client of the API: an ingest for the set-up, stopped after it.
         let setup = env.start("ingest").await?;
@@ -266,9 +281,12 @@ impl Env {
         Ok(n)
     }
 
-    /// Wait until `n` mapping rows exist; the worker's resident memory, sampled each second.
+    /// Wait until `n` mapping rows exist for records made since `since` (the record ids are
+    /// UUIDv7, ordered by time, so the count reads only the phase's own rows however many
+    /// the database holds); the worker's resident memory, sampled each second.
     pub async fn wait_mappings(
         &self,
+        since: uuid::Uuid,
         n: usize,
         worker: &Proc,
         within: Duration,
@@ -283,8 +301,10 @@ impl Env {
             }
             // The records' links at targets (the mappings).
             let have: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM record_links WHERE NOT origin AND deleted_at IS NULL",
+                "SELECT count(*) FROM record_links WHERE record_id >= $1 AND NOT origin \
+                 AND deleted_at IS NULL",
             )
+            .bind(since)
             .fetch_one(&self.db)
             .await?;
             if have as usize >= n {
@@ -294,9 +314,12 @@ impl Env {
             if Instant::now() > deadline {
                 bail!("only {have} of {n} mappings after {within:?}; see .run/bench/worker.log");
             }
-            // Counting rows costs the database: seldom while far from the end, often near it.
+            // Counting rows costs the database (≈ 1 ms per thousand rows, charged to
+            // PostgreSQL's CPU per item): once a second while far from the end, every 100 ms
+            // near it (the phase's end is then late by at most that). Counting every 10 ms
+            // near the end was an eighth of PostgreSQL's CPU in the processing phase.
             let near = have as usize * 100 >= n * 97;
-            tokio::time::sleep(Duration::from_millis(if near { 10 } else { 500 })).await;
+            tokio::time::sleep(Duration::from_millis(if near { 100 } else { 1000 })).await;
         }
     }
 
@@ -307,21 +330,25 @@ impl Env {
         Ok(())
     }
 
-    pub async fn distinct_external_ids(&self) -> anyhow::Result<i64> {
+    pub async fn distinct_external_ids(&self, since: uuid::Uuid) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT count(DISTINCT external_id) FROM record_links WHERE NOT origin",
+            "SELECT count(DISTINCT external_id) FROM record_links WHERE record_id >= $1 \
+             AND NOT origin AND deleted_at IS NULL",
         )
+        .bind(since)
         .fetch_one(&self.db)
         .await?)
     }
 
     /// A NOTIFY, with the source's id, when a record's link at a target commits (for the
-    /// end-to-end delays).
+    /// end-to-end delays). The look-up names `deleted_at IS NULL` so that it uses the
+    /// links' partial index: without it, every insert scanned the whole table and the
+    /// bench's own trigger was most of PostgreSQL's CPU in the end-to-end phase.
     pub async fn notify_on_mappings(&self) -> anyhow::Result<()> {
         sqlx::raw_sql(
             "CREATE OR REPLACE FUNCTION bench_mapping_notify() RETURNS trigger AS $$ \
              BEGIN IF NOT NEW.origin THEN PERFORM pg_notify('bench_mapping', \
-               (SELECT external_id FROM record_links WHERE record_id = NEW.record_id AND origin LIMIT 1)); \
+               (SELECT external_id FROM record_links WHERE record_id = NEW.record_id AND origin AND deleted_at IS NULL LIMIT 1)); \
              END IF; RETURN NEW; END $$ \
              LANGUAGE plpgsql; \
              CREATE TRIGGER bench_mapping_notify AFTER INSERT ON record_links \
@@ -339,10 +366,97 @@ impl Env {
     }
 
     pub async fn finish(self) {
+        if let Some(m) = &self.maintenance {
+            m.abort();
+        }
         stop_nginx();
         self.db.close().await;
         let _ = self.amqp.close(200, "done".into()).await;
         // The database stays for inspection; the next run drops it.
+    }
+}
+
+impl Env {
+    /// Grow the database to a deployment's size: `integrations` more integrations (spread
+    /// over 100 tenants) and `links` more mappings (records known in two systems each: half
+    /// of them between the bench's own store and target, whose look-ups the jobs then share
+    /// an index with, the rest between the new integrations). The record ids sort before
+    /// any the worker makes.
+    pub async fn grow(&self, integrations: i64, links: i64) -> anyhow::Result<()> {
+        let store: uuid::Uuid = self.store_id.parse()?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO integrations (id, tenant, name, provider, status) \
+             SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, \
+               'tenant-' || (i % 100), 'grown-' || i, 'rest', 'active' \
+             FROM generate_series(1, $1) i",
+        )
+        .bind(integrations)
+        .execute(&mut *tx)
+        .await?;
+        let records = links / 2;
+        sqlx::query(
+            "WITH b AS (SELECT tenant FROM integrations WHERE id = $2) \
+             INSERT INTO records (id, tenant, entity) \
+             SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, b.tenant, 'order' \
+             FROM b, generate_series(1, $1) i",
+        )
+        .bind(records)
+        .bind(store)
+        .execute(&mut *tx)
+        .await?;
+        // Each record: its origin link and its link at a target.
+        sqlx::query(
+            "WITH b AS (SELECT tenant FROM integrations WHERE id = $2), \
+             t AS (SELECT id FROM integrations WHERE name = 'bench-target' AND deleted_at IS NULL) \
+             INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, origin) \
+             SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, b.tenant, \
+               CASE WHEN i % 2 = 0 AND side = 'src' THEN $2 \
+                 WHEN i % 2 = 0 THEN t.id \
+                 ELSE ('00000000-0000-4000-8000-' || \
+                   lpad(to_hex((i + (side = 'ext')::int) % $3 + 1), 12, '0'))::uuid END, \
+               'order', side || '-grown-' || i, side = 'src' \
+             FROM b, t, generate_series(1, $1) i, (VALUES ('src'), ('ext')) v(side) \
+             ORDER BY i",
+        )
+        .bind(records)
+        .bind(store)
+        .bind(integrations)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What autovacuum does, on its default thresholds, for a server that has it switched off
+/// (this machine's PostgreSQL does): every 10 seconds (autovacuum's default is a minute, too
+/// long for a phase of this bench's length), analyse a table once more than 50 rows plus a
+/// tenth of it changed, and vacuum it once more than 50 plus a fifth of it are dead.
+/// Without it, a table that grew from empty during a phase kept the plans made when it was
+/// empty, and the worker's look-ups scanned whole indexes (a sixth of the throughput). What
+/// it costs counts in PostgreSQL's CPU, as autovacuum's would.
+async fn maintain(db: PgPool) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let due: Vec<(String, bool)> = match sqlx::query_as(
+            "SELECT s.relname::text, s.n_dead_tup > 50 + 0.2 * greatest(c.reltuples, 0) \
+             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.n_dead_tup > 50 + 0.2 * greatest(c.reltuples, 0) \
+                OR s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)",
+        )
+        .fetch_all(&db)
+        .await
+        {
+            Ok(d) => d,
+            Err(_) => continue,
+        };
+        for (table, vacuum) in due {
+            let verb = if vacuum { "VACUUM ANALYZE" } else { "ANALYZE" };
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{verb} \"{table}\"")))
+                .execute(&db)
+                .await;
+        }
     }
 }
 
@@ -495,8 +609,8 @@ impl Cpu {
     }
 
     /// CPU per item since `before`, in microseconds, largest first: "switchyard 310 µs, …".
-    pub fn per_item(&self, before: &Cpu, items: usize) -> String {
-        let mut parts: Vec<(&str, f64)> = self
+    pub fn per_item(&self, before: &Cpu, items: usize) -> PerItem {
+        let mut parts: Vec<(&'static str, f64)> = self
             .0
             .iter()
             .map(|(k, v)| {
@@ -508,8 +622,33 @@ impl Cpu {
             .filter(|(_, us)| *us >= 1.0)
             .collect();
         parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let total: f64 = parts.iter().map(|p| p.1).sum();
-        let list: Vec<String> = parts.iter().map(|(k, us)| format!("{k} {us:.0}")).collect();
-        format!("CPU per item {total:.0} µs: {}", list.join(", "))
+        PerItem(parts)
+    }
+}
+
+/// CPU microseconds per item, by process, most first.
+pub struct PerItem(Vec<(&'static str, f64)>);
+
+impl PerItem {
+    /// Across the machine, less the load generator (the bench's own client).
+    pub fn total_us(&self) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| *k != "load generator")
+            .map(|p| p.1)
+            .sum::<f64>()
+            .round()
+    }
+}
+
+impl std::fmt::Display for PerItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: f64 = self.0.iter().map(|p| p.1).sum();
+        let list: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, us)| format!("{k} {us:.0}"))
+            .collect();
+        write!(f, "CPU per item {total:.0} µs: {}", list.join(", "))
     }
 }
