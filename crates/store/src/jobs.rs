@@ -198,6 +198,8 @@ pub struct JobTx {
     target_status: Option<IntegrationStatus>,
     source: Option<SourceLink>,
     target: Option<TargetLink>,
+    /// The claim created the event's record (and its origin link) in its own transaction.
+    created_record: bool,
 }
 
 /// The columns a link read returns, for [`read_links`]: the source link's, then the
@@ -266,6 +268,12 @@ impl JobTx {
         self.target.as_ref()
     }
 
+    /// Whether the claim made the event's record: the hub had not heard of it, so it is at
+    /// no target yet (see [`Store::claim`]).
+    pub fn created_record(&self) -> bool {
+        self.created_record
+    }
+
     /// Make sure the event's record exists (creating it and its source link if this is the
     /// first the hub hears of it), then, if the record was already known, lock it at the
     /// target and read its links again: two sources of one record then cannot both create
@@ -280,6 +288,7 @@ impl JobTx {
             )
             .await?;
         if created {
+            self.created_record = true;
             self.source = Some(SourceLink {
                 record_id: record,
                 changed_version: None,
@@ -761,6 +770,14 @@ impl Store {
     /// The claim also takes this job's lease on its lock, for `lease`, in the same statement
     /// (see [`JobTx::park`]), and its commit does not wait for the disk: a job that ends
     /// without a provider call turns the wait back on with its outcome.
+    ///
+    /// An upsert about a record the hub has not heard of (no link at its source) makes the
+    /// record and its origin link in the same statement, when its target is active and the
+    /// claim goes on ([`JobTx::created_record`]): one round trip and one commit fewer than
+    /// [`JobTx::resolve_record`], which remains for the rest (a job of a sync run, a record
+    /// another job created meanwhile). The new link's index entry then waits for the
+    /// claim's commit, before the provider call, so another target's job for the same event
+    /// waits that long at most.
     pub async fn claim(&self, env: &Envelope, copy: &str, lease: Duration) -> Result<Claim> {
         // BEGIN and the source record's lock at the target in one round trip (the key is a
         // number we computed).
@@ -784,6 +801,7 @@ impl Store {
         // the first version of the lease had it) is parsed, planned and prepared for every
         // job, and evicts the worker's other prepared statements; in `just bench` that
         // tripled PostgreSQL's CPU per job.
+        let create = env.action == switchyard_core::Action::Upsert && env.sync_run_id.is_none();
         let live = if env.action == switchyard_core::Action::Delete {
             "true"
         } else {
@@ -814,13 +832,25 @@ impl Store {
                WHERE j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
                  AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
                ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
-                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until) \
+                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until), \
+             n AS (\
+               INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, origin) \
+               SELECT $19, $3, $15, $7, $11, true FROM j \
+               WHERE $20 AND j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
+                 AND NOT EXISTS (SELECT 1 FROM s) \
+                 AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
+                 AND EXISTS (SELECT 1 FROM integrations WHERE id = $4 AND deleted_at IS NULL \
+                   AND status = 'active') \
+               ON CONFLICT (external_id, integration_id, entity, tenant) WHERE deleted_at IS NULL \
+               DO NOTHING RETURNING record_id), \
+             r AS (INSERT INTO records (id, tenant, entity) SELECT record_id, $3, $7 FROM n) \
              SELECT j.status, j.attempts, j.started_at, \
                (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
                {LINKS_SELECT}, \
                (SELECT until FROM o WHERE NOT own AND until > now()), \
                EXISTS (SELECT 1 FROM o WHERE own), \
-               set_config('synchronous_commit', 'off', true) \
+               set_config('synchronous_commit', 'off', true), \
+               (SELECT record_id FROM n) \
              FROM j LEFT JOIN s ON true \
              LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
                AND t.deleted_at IS NULL"
@@ -830,6 +860,8 @@ impl Store {
             .bind(copy)
             .bind(lease.as_millis().min(i32::MAX as u128) as f64)
             .bind(lock)
+            .bind(Uuid::now_v7())
+            .bind(create)
             .fetch_one(&mut *tx)
             .await?;
         let (status, attempts, started): (String, i32, DateTime<Utc>) =
@@ -882,7 +914,22 @@ impl Store {
             .map(|s| s.parse::<IntegrationStatus>())
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (source, target) = read_links(&row, 4)?;
+        let (mut source, mut target) = read_links(&row, 4)?;
+        let created_record = match row.try_get::<Option<Uuid>, _>(20)? {
+            Some(record_id) => {
+                source = Some(SourceLink {
+                    record_id,
+                    changed_version: None,
+                    changed_at: None,
+                    written_version: None,
+                    written_at: None,
+                    deleted: false,
+                });
+                target = None;
+                true
+            }
+            None => false,
+        };
         // The id is derived from the idempotency key, so the row's id is the envelope's.
         let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
@@ -898,6 +945,7 @@ impl Store {
             target_status,
             source,
             target,
+            created_record,
         })))
     }
 

@@ -282,7 +282,7 @@ async fn process(
         return Ok(Settle::Ack("held"));
     }
     // The record this event is about: found by the source's id, or made now.
-    let mut resolved_now = false;
+    let mut resolved_now = tx.created_record();
     if tx.source().is_none() {
         if env.action == Action::Delete {
             return ignored(
