@@ -6,7 +6,6 @@
 // utoipa's `path` macro names parameter types by their full path.
 #![allow(unused_qualifications)]
 
-mod batch;
 mod client;
 mod metrics;
 pub(crate) mod sources;
@@ -92,9 +91,9 @@ pub(crate) struct AppState {
     pub(crate) sources: sources::Cache,
     pub(crate) metrics: metrics::Metrics,
     /// Duplicate checks of concurrent webhooks, one query for many: the ids that exist.
-    pub(crate) check: batch::Batcher<Uuid, Result<Arc<HashSet<Uuid>>, String>>,
+    pub(crate) check: switchyard_store::batch::Batcher<Uuid, Result<Arc<HashSet<Uuid>>, String>>,
     /// Queued job rows of concurrent webhooks, one insert and commit for many.
-    pub(crate) record: batch::Batcher<Envelope, Result<(), String>>,
+    pub(crate) record: switchyard_store::batch::Batcher<Envelope, Result<(), String>>,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -113,7 +112,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         broker.clone(),
     );
     let check_store = store.clone();
-    let check = batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
+    let check = switchyard_store::batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
         let store = check_store.clone();
         async move {
             store
@@ -124,7 +123,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         }
     });
     let record_store = store.relaxed(4);
-    let record = batch::Batcher::spawn(1000, move |envs: Vec<Envelope>| {
+    let record = switchyard_store::batch::Batcher::spawn(1000, move |envs: Vec<Envelope>| {
         let store = record_store.clone();
         async move {
             let queued: Vec<QueuedJob<'_>> =

@@ -202,6 +202,27 @@ pub struct JobTx {
     created_record: bool,
 }
 
+/// The columns a job's outcome writes into its record's link at the target.
+macro_rules! link_columns {
+    () => {
+        "(record_id, tenant, integration_id, entity, external_id, last_source_version, \
+          last_job_id, written_at, written_version, written_change_at, kept)"
+    };
+}
+
+/// How a job's outcome updates its record's live link at the target, if there is one.
+macro_rules! link_upsert {
+    () => {
+        "ON CONFLICT (record_id, integration_id) WHERE deleted_at IS NULL DO UPDATE SET \
+           external_id = EXCLUDED.external_id, \
+           last_source_version = GREATEST(record_links.last_source_version, EXCLUDED.last_source_version), \
+           last_job_id = EXCLUDED.last_job_id, written_at = now(), \
+           written_version = EXCLUDED.written_version, \
+           written_change_at = EXCLUDED.written_change_at, \
+           kept = COALESCE(EXCLUDED.kept, record_links.kept), last_synced_at = now()"
+    };
+}
+
 /// The columns a link read returns, for [`read_links`]: the source link's, then the
 /// target link's, then the target's own newest change.
 const LINKS_SELECT: &str = "s.record_id, s.changed_version, s.changed_at, s.written_version,      s.written_at, s.deleted_at IS NOT NULL, t.external_id, t.last_source_version, t.written_at,      t.written_version, t.written_change_at, t.kept,      (SELECT max(x.received_at) FROM jobs x WHERE x.internal_id = t.external_id         AND x.source_integration_id = t.integration_id AND x.entity = t.entity         AND x.status NOT IN ('ignored', 'skipped', 'stale')         AND NOT (x.source_version IS NOT NULL AND t.written_version IS NOT NULL                  AND x.source_version <= t.written_version))";
@@ -566,17 +587,14 @@ impl JobTx {
              RETURNING set_config('synchronous_commit', 'on', true)",
             m = part(
                 upsert && record.is_some(),
-                "m AS (\
-                   INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, \
-                     last_source_version, last_job_id, written_at, written_version, written_change_at, kept) \
-                   SELECT $26, $27, $19, $20, $22, $23, $1, now(), $28, $29, $39 WHERE $24 AND $26 IS NOT NULL \
-                   ON CONFLICT (record_id, integration_id) WHERE deleted_at IS NULL DO UPDATE SET \
-                     external_id = EXCLUDED.external_id, \
-                     last_source_version = GREATEST(record_links.last_source_version, EXCLUDED.last_source_version), \
-                     last_job_id = EXCLUDED.last_job_id, written_at = now(), \
-                     written_version = EXCLUDED.written_version, \
-                     written_change_at = EXCLUDED.written_change_at, \
-                     kept = COALESCE(EXCLUDED.kept, record_links.kept), last_synced_at = now()), ",
+                concat!(
+                    "m AS (INSERT INTO record_links ",
+                    link_columns!(),
+                    " SELECT $26, $27, $19, $20, $22, $23, $1, now(), $28, $29, $39 \
+                     WHERE $24 AND $26 IS NOT NULL ",
+                    link_upsert!(),
+                    "), "
+                ),
             ),
             s = part(
                 applied && !remove && env.source_version.is_some() && record.is_some(),
@@ -678,6 +696,189 @@ impl JobTx {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
+        Ok(())
+    }
+}
+
+/// A parked job's success, recorded with other jobs' in one statement and one commit
+/// ([`Store::record_succeeded`], through an [`OutcomeBatcher`]): what [`JobTx::finish`]
+/// writes for it, as data.
+#[derive(Debug, Clone)]
+pub struct Succeeded {
+    job_id: Uuid,
+    attempt_no: i32,
+    started_at: DateTime<Utc>,
+    attempt_ms: i32,
+    status_code: Option<i32>,
+    request: Option<String>,
+    response: Option<String>,
+    integration_id: Uuid,
+    source: Uuid,
+    entity: String,
+    tenant: String,
+    record_id: Uuid,
+    external_id: String,
+    source_version: Option<i64>,
+    written_version: Option<i64>,
+    received_at: DateTime<Utc>,
+    kept: Option<serde_json::Value>,
+    job_ms: i32,
+    locks: Vec<i64>,
+}
+
+/// Records the outcomes of jobs that end together in one statement and commit.
+pub type OutcomeBatcher = crate::batch::Batcher<Succeeded, std::result::Result<(), String>>;
+
+impl JobTx {
+    /// [`JobTx::finish`], except that a parked job's success is recorded together with
+    /// the successes of other jobs ending at the same moment, in one statement and one
+    /// commit that waits for the disk (group commit), when `batch` is given. The call
+    /// returns once that commit is done. If the shared statement fails (one of its jobs'
+    /// external ids is already linked to another record, say), none of it was written, and
+    /// each of its jobs records its outcome alone, where its own error is reported.
+    pub async fn finish_batched(
+        self,
+        env: &Envelope,
+        finish: Finish,
+        batch: Option<&OutcomeBatcher>,
+    ) -> Result<()> {
+        if let (Some(batch), Some(item)) = (batch, self.batch_item(env, &finish)) {
+            match batch.call(vec![item]).await {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => tracing::warn!(error = %e,
+                    "recording several jobs' outcomes together failed; recording this one alone"),
+                None => {}
+            }
+        }
+        self.finish(env, finish).await
+    }
+
+    fn batch_item(&self, env: &Envelope, finish: &Finish) -> Option<Succeeded> {
+        // Parked (no open transaction) and not counted by a sync run: its outcome is one
+        // statement of its own, which the batch's statement does for many.
+        if self.tx.is_some() || env.sync_run_id.is_some() {
+            return None;
+        }
+        let Finish::Succeeded {
+            attempt,
+            mapping: MappingChange::Upsert { external_id },
+            written_version,
+            kept,
+        } = finish
+        else {
+            return None;
+        };
+        let record_id = self.source.as_ref()?.record_id;
+        Some(Succeeded {
+            job_id: self.job_id,
+            attempt_no: self.attempts + 1,
+            started_at: attempt.started_at,
+            attempt_ms: attempt.duration_ms,
+            status_code: attempt.status_code,
+            request: attempt.request.clone(),
+            response: attempt.response.clone(),
+            integration_id: env.integration_id,
+            source: env.source_integration_id.unwrap_or(ids::NO_SOURCE),
+            entity: env.entity.clone(),
+            tenant: env.tenant.clone(),
+            record_id,
+            external_id: external_id.clone(),
+            source_version: env.source_version,
+            written_version: *written_version,
+            received_at: env.received_at,
+            kept: kept.clone(),
+            job_ms: (Utc::now() - self.started)
+                .num_milliseconds()
+                .clamp(0, i32::MAX as i64) as i32,
+            locks: self.locks.clone(),
+        })
+    }
+}
+
+impl Store {
+    /// A batcher of jobs' successes ([`JobTx::finish_batched`]), up to `max` a statement.
+    /// Needs a Tokio runtime (it runs as a task).
+    pub fn outcome_batcher(&self, max: usize) -> OutcomeBatcher {
+        let store = self.clone();
+        crate::batch::Batcher::spawn(max, move |items: Vec<Succeeded>| {
+            let store = store.clone();
+            async move {
+                store
+                    .record_succeeded(&items)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// Record the successes of several parked jobs in one statement and commit: each job's
+    /// attempt, its record's link at the target (and its source link's last change), its
+    /// leases released, and its row; as [`JobTx::finish`] does for one.
+    pub async fn record_succeeded(&self, items: &[Succeeded]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&Succeeded) -> Uuid| items.iter().map(f).collect::<Vec<_>>();
+        let (lock_keys, lock_jobs): (Vec<i64>, Vec<Uuid>) = items
+            .iter()
+            .flat_map(|i| i.locks.iter().map(move |k| (*k, i.job_id)))
+            .unzip();
+        sqlx::query(concat!(
+            "WITH i AS (\
+               SELECT * FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
+                 $5::int4[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::text[], \
+                 $11::text[], $12::uuid[], $13::text[], $14::int8[], $15::int8[], \
+                 $16::timestamptz[], $17::jsonb[], $18::int4[]) \
+               AS t(job_id, attempt, started_at, attempt_ms, status_code, request, response, \
+                 integration_id, source, entity, tenant, record_id, external_id, \
+                 source_version, written_version, received_at, kept, job_ms)), \
+             a AS (\
+               INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, \
+                 status_code, request, response) \
+               SELECT job_id, attempt, started_at, attempt_ms, 'succeeded', status_code, \
+                 request, response FROM i), \
+             m AS (INSERT INTO record_links ",
+            link_columns!(),
+            " SELECT record_id, tenant, integration_id, entity, external_id, source_version, \
+                 job_id, now(), written_version, received_at, kept FROM i ",
+            link_upsert!(),
+            "), \
+             s AS (\
+               UPDATE record_links r SET changed_at = i.received_at, changed_version = i.source_version \
+               FROM i WHERE i.source_version IS NOT NULL AND r.record_id = i.record_id \
+                 AND r.integration_id = i.source AND r.deleted_at IS NULL \
+                 AND (r.changed_version IS NULL OR r.changed_version < i.source_version)), \
+             l AS (\
+               DELETE FROM job_leases USING unnest($19::int8[], $20::uuid[]) AS k(lock_key, job_id) \
+               WHERE job_leases.lock_key = k.lock_key AND job_leases.job_id = k.job_id) \
+             UPDATE jobs SET status = 'succeeded', attempts = i.attempt, \
+               external_id = i.external_id, dead_reason = NULL, \
+               record_id = i.record_id, finished_at = now(), duration_ms = i.job_ms, \
+               updated_at = now() \
+             FROM i WHERE jobs.id = i.job_id"
+        ))
+        .bind(col(|i| i.job_id))
+        .bind(items.iter().map(|i| i.attempt_no).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.started_at).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.attempt_ms).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.status_code).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.request.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.response.clone()).collect::<Vec<_>>())
+        .bind(col(|i| i.integration_id))
+        .bind(col(|i| i.source))
+        .bind(items.iter().map(|i| i.entity.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.tenant.clone()).collect::<Vec<_>>())
+        .bind(col(|i| i.record_id))
+        .bind(items.iter().map(|i| i.external_id.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.source_version).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.written_version).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.received_at).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.kept.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.job_ms).collect::<Vec<_>>())
+        .bind(lock_keys)
+        .bind(lock_jobs)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 mod api_keys;
 mod audit;
+pub mod batch;
 mod dead_letters;
 mod identity;
 mod integrations;
@@ -25,8 +26,8 @@ pub use integrations::{
     SealedCredentials, SecretKind,
 };
 pub use jobs::{
-    AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange, QueuedJob,
-    SourceLink, TargetLink,
+    AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange,
+    OutcomeBatcher, QueuedJob, SourceLink, Succeeded, TargetLink,
 };
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};

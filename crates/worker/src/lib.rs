@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+/// At most this many jobs' successes in one statement (group commit).
+const OUTCOMES_PER_STATEMENT: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Providers whose queues this worker consumes.
@@ -110,6 +113,9 @@ pub(crate) struct Shared {
     pub(crate) crashed: CancellationToken,
     pub(crate) stop: CancellationToken,
     pub(crate) metrics: metrics::Metrics,
+    /// Successes of jobs that end together, recorded in one statement and commit; set when
+    /// the worker runs (it is a task).
+    pub(crate) outcomes: std::sync::OnceLock<switchyard_store::OutcomeBatcher>,
 }
 
 /// A worker, ready to run.
@@ -165,6 +171,7 @@ impl Worker {
             crashed: CancellationToken::new(),
             stop: CancellationToken::new(),
             metrics: metrics::Metrics::new(),
+            outcomes: std::sync::OnceLock::new(),
         })))
     }
 
@@ -177,6 +184,9 @@ impl Worker {
     /// finish (up to the grace period) and return. The caller closes the broker after.
     pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
         let shared = self.0;
+        let _ = shared
+            .outcomes
+            .set(shared.store.outcome_batcher(OUTCOMES_PER_STATEMENT));
         let consume_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.cfg.concurrency));

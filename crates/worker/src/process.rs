@@ -560,7 +560,7 @@ async fn process(
                 MappingChange::Upsert { external_id } => Some(external_id.clone()),
                 MappingChange::Remove => None,
             };
-            tx.finish(
+            tx.finish_batched(
                 env,
                 Finish::Succeeded {
                     attempt: AttemptRecord {
@@ -576,6 +576,7 @@ async fn process(
                     written_version: out.version,
                     kept: out.kept.clone(),
                 },
+                shared.outcomes.get(),
             )
             .await?;
             info!(attempt = attempt_no, status = out.status, external_id = ?ext, duration_ms,

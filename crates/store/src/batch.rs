@@ -1,6 +1,6 @@
-//! Group commit: requests that arrive together share one database round trip (one
-//! duplicate check, one insert and its commit for many webhooks), while each request still
-//! waits for its own answer.
+//! Group commit: requests that arrive together share one database round trip (ingest: one
+//! duplicate check, one insert and its commit for many webhooks; the worker: one statement
+//! and commit for many jobs' outcomes), while each request still waits for its own answer.
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
 
@@ -8,12 +8,12 @@ type Waiter<I, O> = (Vec<I>, oneshot::Sender<O>);
 
 /// Runs `f` on the items of every request waiting when it is free, up to `max` items a call;
 /// every request of the call gets a clone of its result.
-pub(crate) struct Batcher<I, O> {
+pub struct Batcher<I, O> {
     tx: mpsc::Sender<Waiter<I, O>>,
 }
 
 impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
-    pub(crate) fn spawn<F, Fut>(max: usize, f: F) -> Batcher<I, O>
+    pub fn spawn<F, Fut>(max: usize, f: F) -> Batcher<I, O>
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = O> + Send,
@@ -43,7 +43,7 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
 
     /// Submit items and wait for the result of the call that carried them; `None` if the
     /// batcher has stopped.
-    pub(crate) async fn call(&self, items: Vec<I>) -> Option<O> {
+    pub async fn call(&self, items: Vec<I>) -> Option<O> {
         let (tx, rx) = oneshot::channel();
         self.tx.send((items, tx)).await.ok()?;
         rx.await.ok()
