@@ -974,7 +974,7 @@ impl Store {
     ///
     /// An upsert about a record the hub has not heard of (no link at its source) makes the
     /// record and its origin link in the same statement, when its target is active and the
-    /// claim goes on ([`JobTx::created_record`]): one round trip and one commit fewer than
+    /// claim goes on (it took its lease) ([`JobTx::created_record`]): one round trip and one commit fewer than
     /// [`JobTx::resolve_record`], which remains for the rest (a job of a sync run, a record
     /// another job created meanwhile). The new link's index entry then waits for the
     /// claim's commit, before the provider call, so another target's job for the same event
@@ -1033,20 +1033,17 @@ impl Store {
                WHERE j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
                  AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
                ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
-                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until), \
+                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until RETURNING lock_key), \
+             g AS (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
              n AS (\
                INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, origin) \
-               SELECT $19, $3, $15, $7, $11, true FROM j \
-               WHERE $20 AND j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
-                 AND NOT EXISTS (SELECT 1 FROM s) \
-                 AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
-                 AND EXISTS (SELECT 1 FROM integrations WHERE id = $4 AND deleted_at IS NULL \
-                   AND status = 'active') \
+               SELECT $19, $3, $15, $7, $11, true FROM l \
+               WHERE $20 AND NOT EXISTS (SELECT 1 FROM s) \
+                 AND (SELECT status FROM g) = 'active' \
                ON CONFLICT (external_id, integration_id, entity, tenant) WHERE deleted_at IS NULL \
                DO NOTHING RETURNING record_id), \
              r AS (INSERT INTO records (id, tenant, entity) SELECT record_id, $3, $7 FROM n) \
-             SELECT j.status, j.attempts, j.started_at, \
-               (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
+             SELECT j.status, j.attempts, j.started_at, (SELECT status FROM g), \
                {LINKS_SELECT}, \
                (SELECT until FROM o WHERE NOT own AND until > now()), \
                EXISTS (SELECT 1 FROM o WHERE own), \
