@@ -282,15 +282,7 @@ async fn two_workers_refreshing_at_once_make_one_token_call_and_never_reuse_a_ro
     };
     // Token requests are counted (the counter is the process's: other tests may add to it).
     let refreshes = || async {
-        let text = h
-            .http
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = h.metrics().await;
         text.lines()
             .find(|l| {
                 l.starts_with(

@@ -226,15 +226,7 @@ async fn ingest_counts_webhooks_by_outcome_with_their_latency() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
-    let text = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     let m = parse(&text);
     assert_eq!(
         value(

@@ -293,15 +293,7 @@ async fn every_scheme_accepts_its_signature_and_refuses_forgeries_without_publis
         "only the valid webhooks were published"
     );
     // Rejections are counted, by reason.
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics
             .contains(r#"switchyard_webhooks_total{code="invalid_signature",outcome="rejected"}"#),

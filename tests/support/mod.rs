@@ -341,6 +341,18 @@ impl Harness {
         drop_database(&self.db_name).await;
     }
 
+    /// Ingest's `/metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
