@@ -31,6 +31,10 @@ pub struct Template {
     pub limits: Map<String, Value>,
     /// What each entity expects in an event's data, for the README and `connectors show`.
     pub entities: BTreeMap<String, String>,
+    /// What its operations send on once they are settled, by entity (routes take them as
+    /// events from the integration).
+    #[serde(default)]
+    pub events: BTreeMap<String, String>,
     pub manifest: Value,
 }
 
@@ -165,6 +169,16 @@ impl ConnectorKind {
             "credentials": t.credentials,
             "limits": t.limits,
             "entities": t.entities,
+            "operations": t.manifest.get("operations").and_then(Value::as_object).map(|ops| {
+                ops.iter()
+                    .filter_map(|(name, op)| {
+                        serde_json::from_value::<crate::operations::OperationSpec>(op.clone())
+                            .ok()
+                            .map(|spec| (name.clone(), serde_json::to_value(spec.info(name)).unwrap_or_default()))
+                    })
+                    .collect::<Map<_, _>>()
+            }),
+            "events": t.events,
             "sources": t.sources,
         })
     }
@@ -235,6 +249,13 @@ static PRESTASHOP_INFO: ProviderInfo = ProviderInfo {
     settings: "base_url (required), language_id, category_id, timezone, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
 };
 
+static MPESA_INFO: ProviderInfo = ProviderInfo {
+    name: "mpesa-daraja",
+    is_target: true,
+    description: "Safaricom M-Pesa Daraja: M-Pesa Express (STK push) charges settled by M-Pesa's callback or by a query; OAuth2 client credentials",
+    settings: "business_short_code (required), party_b (required), callback_url (required), transaction_type, base_url, query_after_secs",
+};
+
 static MOLONI_INFO: ProviderInfo = ProviderInfo {
     name: "moloni",
     is_target: true,
@@ -250,6 +271,8 @@ pub static PRESTASHOP: ConnectorKind = ConnectorKind::new(
     &PRESTASHOP_INFO,
     include_str!("../connectors/prestashop.json"),
 );
+pub static MPESA: ConnectorKind =
+    ConnectorKind::new(&MPESA_INFO, include_str!("../connectors/mpesa-daraja.json"));
 pub static MOLONI: ConnectorKind =
     ConnectorKind::new(&MOLONI_INFO, include_str!("../connectors/moloni.json"));
 
@@ -260,7 +283,7 @@ mod tests {
 
     #[test]
     fn every_template_reads_and_its_defaults_make_a_valid_manifest() {
-        for kind in [&QUICKBOOKS, &PRESTASHOP, &MOLONI] {
+        for kind in [&QUICKBOOKS, &PRESTASHOP, &MOLONI, &MPESA] {
             let t = kind.template();
             assert!(!t.sources.is_empty(), "{} cites no source", kind.info.name);
             // Required parameters filled with a placeholder: the manifest must parse.

@@ -14,6 +14,7 @@ pub mod list;
 pub mod metrics;
 pub mod oauth;
 pub mod oauth1;
+pub mod operations;
 pub mod rest;
 pub mod tokens;
 pub mod xml;
@@ -193,6 +194,27 @@ pub trait Connector: Send + Sync {
     fn can_list(&self, _entity: &str) -> bool {
         false
     }
+    /// The named operations it declares (see [`operations`]).
+    fn operation(&self, _name: &str) -> Option<&operations::OperationSpec> {
+        None
+    }
+    /// Every operation it declares, by name.
+    fn operation_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Run one declared operation with the caller's input and wait for the provider's
+    /// answer. `idempotency_key` goes where the manifest sends keys (unsafe operations).
+    async fn operate(
+        &self,
+        name: &str,
+        _input: &Value,
+        _idempotency_key: Option<&str>,
+    ) -> Result<operations::OperationAnswer, ProviderError> {
+        Err(ProviderError::new(
+            ErrorClass::Permanent,
+            format!("provider `{}` has no operation `{name}`", self.provider()),
+        ))
+    }
     /// One page of the entity's records changed since `q.since` (every record when `None`).
     async fn list_changed(&self, q: ListQuery<'_>) -> Result<ChangedPage, ProviderError> {
         Err(ProviderError::new(
@@ -331,6 +353,7 @@ pub static KINDS: &[&dyn ProviderKind] = &[
     &connectors::QUICKBOOKS,
     &connectors::PRESTASHOP,
     &connectors::MOLONI,
+    &connectors::MPESA,
 ];
 
 /// The kind named `provider`.

@@ -543,12 +543,34 @@ pub(crate) async fn send_token_request(
     for (k, v) in resp.headers() {
         out = out.header(k.as_str(), v.as_bytes());
     }
+    let ok = resp.status().is_success();
     let body = resp
         .bytes()
         .await
         .map_err(|e| TokenHttpError(e.to_string()))?;
-    out.body(body.to_vec())
-        .map_err(|e| TokenHttpError(e.to_string()))
+    let body = if ok { lenient(&body) } else { body.to_vec() };
+    out.body(body).map_err(|e| TokenHttpError(e.to_string()))
+}
+
+/// A token answer as RFC 6749 §5.1 has it, from providers that stray: M-Pesa Daraja's
+/// `GET /oauth/v1/generate` answers `{"access_token": "…", "expires_in": "3599"}`, with no
+/// `token_type` and the lifetime as a string. Other answers pass unchanged.
+fn lenient(body: &[u8]) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(body) else {
+        return body.to_vec();
+    };
+    if !m.contains_key("access_token") {
+        return body.to_vec();
+    }
+    m.entry("token_type").or_insert_with(|| "bearer".into());
+    if let Some(n) = m
+        .get("expires_in")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        m.insert("expires_in".into(), n.into());
+    }
+    serde_json::to_vec(&m).unwrap_or_else(|_| body.to_vec())
 }
 
 /// A token store that holds nothing: for checking an integration's settings before it

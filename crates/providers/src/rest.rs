@@ -180,7 +180,16 @@ pub struct Manifest {
     /// What `test` calls: default `GET /`.
     #[serde(default)]
     pub test: Option<Endpoint>,
+    /// The connection test obtains an OAuth2 access token and calls nothing else: for APIs
+    /// with no harmless call to make (M-Pesa Daraja).
+    #[serde(default)]
+    pub test_by_token: bool,
+    #[serde(default)]
     pub entities: BTreeMap<String, EntityEndpoints>,
+    /// Named operations a caller runs and waits for (`charge`, `query`, `send`): see
+    /// [`crate::operations`].
+    #[serde(default)]
+    pub operations: BTreeMap<String, crate::operations::OperationSpec>,
     /// Values any string of the manifest may use as `{settings.NAME}` (a QuickBooks
     /// company's `realm_id`, an Odoo database); filled in when the manifest is read.
     #[serde(default)]
@@ -534,9 +543,13 @@ impl Manifest {
                 "must be between 1 and 300000 (a provider call must end well before the broker's consumer timeout)",
             ));
         }
-        if m.entities.is_empty() {
-            return Err(ConfigError::new("settings.entities", "names no entity"));
+        if m.entities.is_empty() && m.operations.is_empty() {
+            return Err(ConfigError::new(
+                "settings.entities",
+                "names no entity (and the manifest declares no operation)",
+            ));
         }
+        crate::operations::validate(&m.operations)?;
         for (name, e) in &m.entities {
             let at = |f: &str| format!("settings.entities.{name}.{f}");
             if !switchyard_core::is_valid_name(name) {
@@ -628,6 +641,12 @@ impl Manifest {
         if let Some(t) = &m.test {
             check_endpoint(t, "settings.test", false)?;
         }
+        if m.test_by_token && !matches!(m.auth, Auth::OAuth2(_)) {
+            return Err(ConfigError::new(
+                "settings.test_by_token",
+                "a test by token needs `auth.type` oauth2",
+            ));
+        }
         if let Auth::Session(a) = &m.auth {
             check_endpoint(&a.login, "settings.auth.login", false)?;
             check_pointer("settings.auth.session_pointer", &a.session_pointer, false)?;
@@ -675,6 +694,13 @@ impl Manifest {
             && let Some(e) = &a.login.envelope
         {
             text.push(e.to_string());
+        }
+        for op in self.operations.values() {
+            for c in op.computed.values() {
+                if let crate::operations::Computed::Base64 { base64 } = c {
+                    text.push(base64.clone());
+                }
+            }
         }
         fn lookup_envelopes(l: &LookupEndpoint, out: &mut Vec<String>) {
             if let Some(e) = &l.envelope {
@@ -1866,7 +1892,92 @@ impl Connector for RestConnector {
             .map_err(|m| fail(ErrorClass::Permanent, Some(status), &summary, &body, m))
     }
 
+    fn operation(&self, name: &str) -> Option<&crate::operations::OperationSpec> {
+        self.manifest.operations.get(name)
+    }
+
+    fn operation_names(&self) -> Vec<String> {
+        self.manifest.operations.keys().cloned().collect()
+    }
+
+    async fn operate(
+        &self,
+        name: &str,
+        input: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<crate::operations::OperationAnswer, ProviderError> {
+        let op = self.manifest.operations.get(name).ok_or_else(|| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                format!("this integration's connector has no operation `{name}`"),
+            )
+        })?;
+        let missing = op.missing_input(input);
+        if !missing.is_empty() {
+            return Err(ProviderError::new(
+                ErrorClass::Permanent,
+                format!("`{name}` needs {} in its input", missing.join(", ")),
+            ));
+        }
+        // The input, with the values computed now under `/_switchyard/computed`.
+        let mut payload = match input {
+            Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        payload.remove("_switchyard");
+        let computed =
+            crate::operations::compute(op, chrono::Utc::now(), &|s| self.fill_credentials(s));
+        payload.insert(
+            "_switchyard".into(),
+            serde_json::json!({ "computed": computed }),
+        );
+        let body = Self::body_from(&op.body, None, &Value::Object(payload), None, None);
+        let url = self.url(&op.path, "", None);
+        let mut rb = self.request(&op.method, &url);
+        if !op.method.eq_ignore_ascii_case("GET") {
+            rb = self.with_body(
+                rb,
+                &Endpoint {
+                    method: op.method.clone(),
+                    path: op.path.clone(),
+                    envelope: None,
+                    headers: BTreeMap::new(),
+                },
+                body,
+                None,
+            )?;
+        }
+        if let (false, Some(key)) = (op.safe, idempotency_key) {
+            rb = self.idempotent(rb, key);
+        }
+        let (status, _headers, text, summary) = self.send(rb, &op.method, &url).await?;
+        let json = decode(&text).unwrap_or_else(|| Value::String(truncate(&text)));
+        let reference = op.reference_pointer.as_ref().and_then(|p| id_at(&json, p));
+        if op.settle.is_some() && reference.is_none() {
+            return Err(fail(
+                ErrorClass::Permanent,
+                Some(status),
+                &summary,
+                &text,
+                format!(
+                    "the provider's answer has no reference at `{}`; the result cannot be matched to it",
+                    op.reference_pointer.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(crate::operations::OperationAnswer {
+            status,
+            outcome: op.result.as_ref().and_then(|r| r.read(&json)),
+            body: json,
+            reference,
+            request: summary,
+        })
+    }
+
     async fn test_connection(&self) -> Result<(), ProviderError> {
+        if let (true, Some(oauth)) = (self.manifest.test_by_token, &self.oauth) {
+            return oauth.access_token().await.map(|_| ());
+        }
         let (method, path) = match &self.manifest.test {
             Some(t) => (t.method.as_str(), t.path.as_str()),
             None => ("GET", "/"),

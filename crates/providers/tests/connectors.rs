@@ -1419,3 +1419,196 @@ async fn prestashop_lists_changed_products_by_limit_offset_in_xml() {
         .unwrap();
     assert!(none.records.is_empty() && none.next.is_none());
 }
+
+// M-Pesa Daraja ---------------------------------------------------------------------------
+
+fn daraja(base: &str, vault: Vault) -> Arc<dyn Connector> {
+    build(
+        "mpesa-daraja",
+        &json!({"business_short_code": "174379", "party_b": "174379",
+                "callback_url": "https://hub.example/v1/webhooks/1?key=k", "base_url": base}),
+        credentials(&[
+            ("client_id", "ck"),
+            ("client_secret", "cs"),
+            // The sandbox's published passkey (developer.safaricom.co.ke/test_credentials).
+            (
+                "passkey",
+                "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
+            ),
+        ]),
+        vault,
+    )
+}
+
+/// The STK password is base64(short code ‖ passkey ‖ the body's own Timestamp).
+fn check_password(body: &Value) {
+    use base64::Engine as _;
+    let ts = body["Timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), 14, "Timestamp is YYYYMMDDHHmmss");
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!(
+        "174379bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919{ts}"
+    ));
+    assert_eq!(body["Password"], json!(expected));
+}
+
+#[tokio::test]
+async fn daraja_gets_a_token_by_basic_auth_and_pushes_an_stk_charge() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/oauth/v1/generate"))
+        .and(query_param("grant_type", "client_credentials"))
+        // base64("ck:cs")
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Basic Y2s6Y3M=",
+        ))
+        .respond_with(fixture("mpesa-daraja/token.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpush/v1/processrequest"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer c9SQxWWhmdVRlyh0zh8gZDTkubVF",
+        ))
+        .respond_with(fixture("mpesa-daraja/stk-push-accepted.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let vault = Vault::default();
+    let c = daraja(&server.uri(), vault.clone());
+    assert!(c.operation("charge").unwrap().settle.is_some());
+    let answer = c
+        .operate(
+            "charge",
+            &json!({"phone": "254708374149", "amount": "10.00", "account_reference": "INV-7"}),
+            Some("key-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.reference.as_deref(),
+        Some("ws_CO_191220191020363925")
+    );
+    assert_eq!(answer.outcome, None, "the push only acknowledges");
+    // The token answer (no token_type, expires_in as text) was understood and kept.
+    let kept = vault.load().await.unwrap().unwrap();
+    assert_eq!(kept.access_token, "c9SQxWWhmdVRlyh0zh8gZDTkubVF");
+    assert!(kept.expires_at.unwrap() > chrono::Utc::now().timestamp() + 3000);
+
+    let requests = server.received_requests().await.unwrap();
+    let push = requests
+        .iter()
+        .find(|r| r.url.path() == "/mpesa/stkpush/v1/processrequest")
+        .unwrap();
+    assert!(
+        push.headers.get("idempotency-key").is_none(),
+        "Daraja takes no idempotency key"
+    );
+    let body = json_body(push);
+    check_password(&body);
+    assert_eq!(body["BusinessShortCode"], "174379");
+    assert_eq!(body["TransactionType"], "CustomerPayBillOnline");
+    assert_eq!(body["Amount"], 10);
+    assert_eq!(body["PartyA"], "254708374149");
+    assert_eq!(body["PartyB"], "174379");
+    assert_eq!(body["PhoneNumber"], "254708374149");
+    assert_eq!(
+        body["CallBackURL"],
+        "https://hub.example/v1/webhooks/1?key=k"
+    );
+    assert_eq!(body["AccountReference"], "INV-7");
+    assert_eq!(body["TransactionDesc"], "Payment");
+}
+
+#[tokio::test]
+async fn daraja_refusals_and_a_query_still_processing_are_classified() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpush/v1/processrequest"))
+        .respond_with(fixture("mpesa-daraja/stk-push-invalid.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpushquery/v1/query"))
+        .respond_with(fixture("mpesa-daraja/stk-query-processing.json"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpushquery/v1/query"))
+        .respond_with(fixture("mpesa-daraja/stk-query-paid.json"))
+        .mount(&server)
+        .await;
+    let c = daraja(&server.uri(), connected("at-1"));
+    let err = c
+        .operate(
+            "charge",
+            &json!({"phone": "07", "amount": 1, "account_reference": "INV-7"}),
+            Some("k"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("Invalid PhoneNumber"),
+        "{}",
+        err.message
+    );
+    // A charge without what it needs is refused before any call.
+    let err = c
+        .operate("charge", &json!({"phone": "254708374149"}), Some("k"))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("amount"), "{}", err.message);
+
+    // The customer has not answered yet: a transient failure, asked again later.
+    let q = json!({"reference": "ws_CO_191220191020363925"});
+    let err = c.operate("query", &q, None).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert!(err.message.contains("being processed"), "{}", err.message);
+    let answer = c.operate("query", &q, None).await.unwrap();
+    let outcome = answer.outcome.unwrap();
+    assert!(outcome.succeeded);
+    assert_eq!(outcome.code, "0");
+    let requests = server.received_requests().await.unwrap();
+    let query = json_body(requests.last().unwrap());
+    check_password(&query);
+    assert_eq!(query["CheckoutRequestID"], "ws_CO_191220191020363925");
+}
+
+#[test]
+fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
+    let m = switchyard_providers::rest::Manifest::parse(
+        &switchyard_providers::connectors::MPESA
+            .manifest(
+                &json!({"business_short_code": "1", "party_b": "1", "callback_url": "https://h/x"}),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    let settle = m.operations["charge"].settle.clone().unwrap();
+    assert_eq!(settle.query.as_deref(), Some("query"));
+    assert_eq!(settle.query_after_secs, 60);
+    let read = |name: &str| -> Value {
+        serde_json::from_str::<Value>(&read(name)).unwrap()["body"].clone()
+    };
+    let paid = read("mpesa-daraja/stk-callback-paid.json");
+    assert_eq!(
+        paid.pointer(&settle.callback.reference_pointer),
+        Some(&json!("ws_CO_191220191020363925"))
+    );
+    assert!(settle.callback.result.read(&paid).unwrap().succeeded);
+    let cancelled = settle
+        .callback
+        .result
+        .read(&read("mpesa-daraja/stk-callback-cancelled.json"))
+        .unwrap();
+    assert!(!cancelled.succeeded);
+    assert_eq!(cancelled.code, "1032");
+    assert_eq!(
+        cancelled.message.as_deref(),
+        Some("Request cancelled by user")
+    );
+}
