@@ -12,6 +12,7 @@ mod ingest_errors;
 mod manage;
 mod oauth;
 mod observe;
+mod payments;
 mod pipeline;
 mod security;
 mod sync;

@@ -57,7 +57,8 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
             "webhook",
             "quickbooks-online",
             "prestashop",
-            "moloni"
+            "moloni",
+            "mpesa-daraja"
         ]
     );
     assert_eq!(created["webhook_auth"], "disabled");

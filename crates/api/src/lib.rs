@@ -10,6 +10,7 @@
 
 mod api_keys;
 mod audit;
+mod calls;
 mod dlq;
 mod error;
 mod identity;
@@ -43,6 +44,10 @@ pub struct ApiConfig {
     pub oauth_redirect_uri: Option<String>,
     /// The fleet's breakers (Redis), for the dashboard; none: not shown.
     pub guard: Option<Arc<switchyard_resilience::Guard>>,
+    /// The fleet's default retry schedule and breaker, for operations (an integration's
+    /// settings override them).
+    pub call_retry: switchyard_resilience::RetryPolicy,
+    pub call_breaker: switchyard_resilience::BreakerPolicy,
 }
 
 pub(crate) struct ApiState {
@@ -50,6 +55,8 @@ pub(crate) struct ApiState {
     pub(crate) store: Store,
     pub(crate) broker: Broker,
     pub(crate) admin_digest: Option<String>,
+    /// Runs connectors' operations for `/v1/integrations/{id}/operations/{name}`.
+    pub(crate) calls: switchyard_ops::calls::Calls,
 }
 
 pub(crate) type SharedState = Arc<ApiState>;
@@ -69,11 +76,25 @@ pub fn routes(cfg: ApiConfig, store: Store, broker: Broker) -> OpenApiRouter {
         .admin_token
         .as_ref()
         .map(|t| switchyard_core::ids::secret_digest(t.expose_secret()));
+    let calls = switchyard_ops::calls::Calls {
+        store: store.clone(),
+        broker: broker.clone(),
+        keyring: cfg.keyring.clone(),
+        http: switchyard_providers::http_client(),
+        // Without the fleet's Redis, this process's own breakers and limits.
+        guard: cfg
+            .guard
+            .clone()
+            .unwrap_or_else(|| Arc::new(switchyard_resilience::Guard::local("api"))),
+        default_retry: cfg.call_retry.clone(),
+        default_breaker: cfg.call_breaker.clone(),
+    };
     let state = Arc::new(ApiState {
         cfg,
         store,
         broker,
         admin_digest,
+        calls,
     });
     endpoints()
         .merge(ui::router())
@@ -107,6 +128,8 @@ fn endpoints() -> OpenApiRouter<SharedState> {
         .routes(routes!(oauth::authorize))
         .routes(routes!(oauth::callback))
         .routes(routes!(oauth::flow))
+        .routes(routes!(calls::run))
+        .routes(routes!(calls::list))
         .routes(routes!(manage::mappings))
         .routes(routes!(manage::delete_mapping))
         .routes(routes!(manage::sync))

@@ -31,7 +31,10 @@ pub fn idempotency_key(
 
 /// Event ids that only Switchyard itself makes (a sync's records); a webhook may not send
 /// one, so no sender can forge or pre-empt them.
-pub const RESERVED_EVENT_PREFIXES: &[&str] = &["sync:"];
+pub const RESERVED_EVENT_PREFIXES: &[&str] = &["sync:", OPERATION_EVENT_PREFIX];
+
+/// The event id of a settled operation call: `operation:<call id>`.
+pub const OPERATION_EVENT_PREFIX: &str = "operation:";
 
 /// Whether `event_id` starts with a reserved prefix (case-insensitively).
 pub fn is_reserved_event_id(event_id: &str) -> bool {

@@ -72,7 +72,9 @@ impl WebhookPolicy {
                     "`none` lets anyone who knows the URL send: name the senders' networks in allowed_cidrs (--allow-ip), or use a signing scheme",
                 );
             }
-            WebhookAuth::ApiKey { key_sha256 } => digests("webhook_auth.key_sha256", key_sha256)?,
+            WebhookAuth::ApiKey { key_sha256 } | WebhookAuth::QueryKey { key_sha256 } => {
+                digests("webhook_auth.key_sha256", key_sha256)?
+            }
             WebhookAuth::Basic {
                 username,
                 password_sha256,
@@ -153,6 +155,13 @@ pub enum WebhookAuth {
         /// Hex SHA-256 of each accepted key.
         key_sha256: Vec<String>,
     },
+    /// `?key=<key>` in the URL's query string, for senders that can set no header (M-Pesa
+    /// Daraja's `CallBackURL`); several keys may be active at once. Prefer `api_key` when
+    /// the sender can set a header: URLs are kept in more places than headers.
+    QueryKey {
+        /// Hex SHA-256 of each accepted key.
+        key_sha256: Vec<String>,
+    },
     /// HTTP Basic.
     Basic {
         username: String,
@@ -227,6 +236,10 @@ pub enum AuthFailure {
     BadSignature,
     #[error("the credentials do not match this integration's")]
     BadCredentials,
+    #[error(
+        "the `key` query parameter is missing (this integration's callback URL is …/v1/webhooks/<id>?key=<its webhook key>)"
+    )]
+    MissingQueryKey,
     #[error("the timestamp is {0} s away from now, more than the {1} s allowed (a replay?)")]
     Stale(i64, i64),
     #[error("this integration's signing secrets are not available")]
@@ -240,7 +253,9 @@ pub enum AuthFailure {
 impl AuthFailure {
     pub fn code(&self) -> &'static str {
         match self {
-            AuthFailure::Missing("X-API-Key" | "Authorization") => "missing_credentials",
+            AuthFailure::Missing("X-API-Key" | "Authorization") | AuthFailure::MissingQueryKey => {
+                "missing_credentials"
+            }
             AuthFailure::Missing(_) => "missing_signature",
             AuthFailure::Malformed(..) => "malformed_signature",
             AuthFailure::BadSignature => "invalid_signature",
@@ -263,6 +278,7 @@ pub struct Verified {
     pub content_id: Option<String>,
 }
 
+/// A request's header by its lower-case name; `?name` reads the URL's query parameter.
 type Header<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl WebhookAuth {
@@ -303,6 +319,12 @@ impl WebhookAuth {
             WebhookAuth::None => Ok(Verified::default()),
             WebhookAuth::ApiKey { key_sha256 } => {
                 let given = header("x-api-key").ok_or(AuthFailure::Missing("X-API-Key"))?;
+                digest_matches(given.trim(), key_sha256)
+                    .then(Verified::default)
+                    .ok_or(AuthFailure::BadCredentials)
+            }
+            WebhookAuth::QueryKey { key_sha256 } => {
+                let given = header("?key").ok_or(AuthFailure::MissingQueryKey)?;
                 digest_matches(given.trim(), key_sha256)
                     .then(Verified::default)
                     .ok_or(AuthFailure::BadCredentials)
@@ -649,6 +671,25 @@ mod tests {
     const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn a_query_key_is_read_from_the_url_not_from_a_header() {
+        let auth = WebhookAuth::QueryKey {
+            key_sha256: vec![crate::ids::secret_digest("sy_k")],
+        };
+        let query = |name: &str| (name == "?key").then(|| "sy_k".to_owned());
+        assert!(auth.verify(&query, b"{}", &[], 0).is_ok());
+        let wrong = |name: &str| (name == "?key").then(|| "sy_x".to_owned());
+        assert_eq!(
+            auth.verify(&wrong, b"{}", &[], 0).unwrap_err(),
+            AuthFailure::BadCredentials
+        );
+        // The key as a header is not the key in the URL.
+        let header = |name: &str| (name == "key" || name == "x-api-key").then(|| "sy_k".to_owned());
+        let missing = auth.verify(&header, b"{}", &[], 0).unwrap_err();
+        assert_eq!(missing, AuthFailure::MissingQueryKey);
+        assert_eq!(missing.code(), "missing_credentials");
+    }
 
     #[test]
     fn what_we_sign_standard_webhooks_verifies() {

@@ -6,6 +6,7 @@
 // utoipa's `path` macro names parameter types by their full path.
 #![allow(unused_qualifications)]
 
+mod callbacks;
 mod client;
 mod metrics;
 pub(crate) mod sources;
@@ -63,6 +64,9 @@ pub struct IngestConfig {
     /// Other services' metrics in this process (`switchyard all`: the worker's and the
     /// scheduler's), served with ingest's at `/metrics`.
     pub more_metrics: Vec<prometheus::Registry>,
+    /// The fleet's default retry schedule and breaker, for operations run through the API.
+    pub call_retry: switchyard_resilience::RetryPolicy,
+    pub call_breaker: switchyard_resilience::BreakerPolicy,
 }
 
 impl Default for IngestConfig {
@@ -80,6 +84,8 @@ impl Default for IngestConfig {
             max_connections: 1024,
             trusted_proxies: Vec::new(),
             more_metrics: Vec::new(),
+            call_retry: Default::default(),
+            call_breaker: Default::default(),
         }
     }
 }
@@ -107,6 +113,8 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             keyring: cfg.keyring.clone(),
             oauth_redirect_uri: cfg.oauth_redirect_uri.clone(),
             guard: cfg.guard.clone(),
+            call_retry: cfg.call_retry.clone(),
+            call_breaker: cfg.call_breaker.clone(),
         },
         store.clone(),
         broker.clone(),
@@ -171,7 +179,12 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         })
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        // The request's path only: a callback URL's query may carry the integration's key.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            },
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct Source {
     /// The decrypted signing secrets, or why they cannot be opened.
     pub(crate) secrets: Result<Vec<Vec<u8>>, String>,
     pub(crate) targets: Vec<RouteTarget>,
+    /// Operations of its connector that its callbacks settle (by name).
+    pub(crate) settles: Vec<(String, switchyard_providers::operations::SettleSpec)>,
 }
 
 /// When an entry was loaded, and the integration (`None`: there is no such integration).
@@ -102,6 +104,17 @@ impl Cache {
                 }),
         };
         let targets = self.store.route_targets(id).await?;
+        let settles = switchyard_providers::kind(&integration.provider)
+            .ok()
+            .and_then(|k| k.manifest(&integration.settings))
+            .and_then(|m| switchyard_providers::rest::Manifest::parse(&m).ok())
+            .map(|m| {
+                m.operations
+                    .into_iter()
+                    .filter_map(|(name, op)| op.settle.map(|s| (name, s)))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Some(Arc::new(Source {
             id,
             name: integration.name,
@@ -110,6 +123,7 @@ impl Cache {
             policy,
             secrets,
             targets,
+            settles,
         })))
     }
 }

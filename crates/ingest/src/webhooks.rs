@@ -6,10 +6,7 @@ use axum::response::{IntoResponse, Json, Response};
 use chrono::Utc;
 use serde_json::Value;
 use switchyard_broker::{OutgoingMessage, PublishError};
-use switchyard_core::{
-    Action, Direction, ENVELOPE_VERSION, Envelope, IntegrationStatus, RouteFilter, WhenInactive,
-    ids,
-};
+use switchyard_core::{Envelope, IntegrationStatus, ids};
 use tracing::{Instrument, Span, info, warn};
 use uuid::Uuid;
 
@@ -24,22 +21,22 @@ use switchyard_store::RouteTarget;
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted {
     /// One job per target, by id (the same ids when the event was sent before).
-    jobs: Vec<Uuid>,
+    pub(crate) jobs: Vec<Uuid>,
     /// The event was sent before; nothing new was queued.
     #[serde(skip_serializing_if = "Option::is_none")]
-    duplicate: Option<bool>,
+    pub(crate) duplicate: Option<bool>,
     /// Targets whose route did not take the event, and why.
-    skipped: Vec<Skipped>,
-    /// Why nothing was queued, when no route takes the event.
+    pub(crate) skipped: Vec<Skipped>,
+    /// Why nothing was queued, when no route takes the event; what a callback settled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Skipped {
     /// The target integration's name.
-    target: String,
-    reason: String,
+    pub(crate) target: String,
+    pub(crate) reason: String,
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/{integration}", tag = "webhooks",
@@ -64,6 +61,7 @@ pub(crate) async fn receive(
     State(state): State<SharedState>,
     Path(integration): Path<String>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -79,7 +77,15 @@ pub(crate) async fn receive(
         switchyard_telemetry::continue_trace(&span, tp);
     }
     let clock = std::time::Instant::now();
-    let result = handle(&state, &integration, peer, &headers, body)
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let result = handle(&state, &integration, peer, &headers, &query, body)
         .instrument(span)
         .await;
     let took = clock.elapsed();
@@ -102,6 +108,7 @@ async fn handle(
     integration: &str,
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
+    query: &[(String, String)],
     body: Body,
 ) -> Result<(&'static str, Response), ApiError> {
     let header = |name: &str| {
@@ -110,7 +117,13 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (source, raw, verified) = authenticate(state, integration, peer, headers, body).await?;
+    let (source, raw, verified) =
+        authenticate(state, integration, peer, headers, query, body).await?;
+    if !source.settles.is_empty()
+        && let Some(answer) = crate::callbacks::settle(state, &source, &raw).await?
+    {
+        return Ok(answer);
+    }
     let event = parse(&source, &raw, &header, &verified)?;
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
@@ -139,7 +152,7 @@ async fn handle(
 }
 
 /// Refuse a webhook: logged with the reason (never the secret, never the body).
-fn reject(status: StatusCode, code: &'static str, message: String) -> ApiError {
+pub(crate) fn reject(status: StatusCode, code: &'static str, message: String) -> ApiError {
     warn!(%code, %message, "webhook rejected");
     ApiError::new(status, code, message)
 }
@@ -151,6 +164,7 @@ async fn authenticate(
     integration: &str,
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
+    query: &[(String, String)],
     body: Body,
 ) -> Result<(std::sync::Arc<Source>, axum::body::Bytes, Verified), ApiError> {
     let retry = state.cfg.retry_after_secs;
@@ -194,11 +208,16 @@ async fn authenticate(
         ));
     }
 
-    let header = |name: &str| {
-        headers
+    // `?name` is the URL's query parameter (a callback URL's key).
+    let header = |name: &str| match name.strip_prefix('?') {
+        Some(param) => query
+            .iter()
+            .find(|(k, _)| k == param)
+            .map(|(_, v)| v.clone()),
+        None => headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(str::to_owned),
     };
     let content_type = header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !is_json(&content_type) {
@@ -354,39 +373,19 @@ fn route<'s>(
     source: &'s Source,
     event: &InboundEvent,
 ) -> (Vec<&'s RouteTarget>, Vec<Skipped>) {
-    // Every matching route's targets, less those its filter leaves out and, for a route
-    // that drops jobs for inactive targets, those targets. Other inactive targets get the
-    // job too: the worker holds it until the target is active.
-    let mut active = Vec::new();
-    let mut skipped: Vec<Skipped> = Vec::new();
-    for t in source
-        .targets
-        .iter()
-        .filter(|t| t.entity == event.entity && (t.event == "*" || t.event == event.event))
-    {
-        let filtered = RouteFilter::parse(&t.filter)
-            .map_err(|e| format!("the route's filter is not valid: {e}"))
-            .and_then(|f| f.check(&event.payload));
-        if let Err(reason) = filtered {
-            skipped.push(Skipped {
-                target: t.target_name.clone(),
-                reason,
-            });
-        } else if t.status != IntegrationStatus::Active && t.when_inactive == WhenInactive::Drop {
-            skipped.push(Skipped {
-                target: t.target_name.clone(),
-                reason: format!(
-                    "the target is {} and the route drops jobs for inactive targets",
-                    t.status
-                ),
-            });
-        } else {
-            active.push(t);
-        }
-    }
+    let (active, skipped) = switchyard_ops::deliver::matching(
+        &source.targets,
+        &event.entity,
+        &event.event,
+        &event.payload,
+    );
     if !skipped.is_empty() {
         state.metrics.skipped(skipped.len());
     }
+    let skipped = skipped
+        .into_iter()
+        .map(|(target, reason)| Skipped { target, reason })
+        .collect();
     (active, skipped)
 }
 
@@ -401,45 +400,28 @@ async fn enqueue(
     header: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(&'static str, Response), ApiError> {
     let retry = state.cfg.retry_after_secs;
-    let action = if event.is_delete {
-        Action::Delete
-    } else {
-        Action::Upsert
-    };
     let received_at = Utc::now();
     // The jobs continue this request's trace: its span, when traces are exported; else the
     // sender's traceparent, or a new one (so that logs can still be joined up).
     let trace = switchyard_telemetry::current_traceparent()
         .or_else(|| header("traceparent").filter(|t| valid_traceparent(t)))
-        .unwrap_or_else(new_traceparent);
-    let envelopes: Vec<Envelope> = active
-        .iter()
-        .map(|t| {
-            let key = ids::idempotency_key(Some(source.id), &event.event_id, t.target_id, action);
-            Envelope {
-                v: ENVELOPE_VERSION,
-                id: ids::job_id(&key),
-                idempotency_key: key,
-                tenant: t.tenant.clone(),
-                integration_id: t.target_id,
-                provider: t.provider.clone(),
-                source_integration_id: Some(source.id),
-                event_id: event.event_id.clone(),
-                event: event.event.clone(),
-                entity: event.entity.clone(),
-                action,
-                direction: Direction::Export,
-                internal_id: event.internal_id.clone(),
-                source_version: event.source_version,
-                occurred_at: event.occurred_at,
-                received_at,
-                payload: event.payload.clone(),
-                sync_run_id: None,
-                route: t.options(),
-                trace: Some(trace.clone()),
-            }
-        })
-        .collect();
+        .unwrap_or_else(switchyard_ops::deliver::new_traceparent);
+    let envelopes = switchyard_ops::deliver::envelopes(
+        source.id,
+        &switchyard_ops::deliver::Event {
+            entity: &event.entity,
+            event: &event.event,
+            event_id: &event.event_id,
+            internal_id: &event.internal_id,
+            is_delete: event.is_delete,
+            source_version: event.source_version,
+            occurred_at: event.occurred_at,
+            payload: &event.payload,
+        },
+        active,
+        received_at,
+        &trace,
+    );
     let job_ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
     Span::current().record("jobs", job_ids.len());
 
@@ -566,12 +548,6 @@ fn valid_traceparent(t: &str) -> bool {
         && parts[1] != "00000000000000000000000000000000"
 }
 
-fn new_traceparent() -> String {
-    let trace = Uuid::new_v4().simple().to_string();
-    let span = &Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{span}-01")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,7 +578,9 @@ mod tests {
 
     #[test]
     fn traceparents() {
-        assert!(valid_traceparent(&new_traceparent()));
+        assert!(valid_traceparent(
+            &switchyard_ops::deliver::new_traceparent()
+        ));
         assert!(!valid_traceparent("00-abc-def-01"));
     }
 }

@@ -501,7 +501,7 @@ pub fn webhook_policy(
         .to_owned();
     let digest = |s: &str| serde_json::json!([switchyard_core::ids::secret_digest(s)]);
     let generated = match scheme.as_str() {
-        "api_key" if !obj.contains_key("key_sha256") => {
+        "api_key" | "query_key" if !obj.contains_key("key_sha256") => {
             let key = generate_key();
             obj.insert("key_sha256".into(), digest(&key));
             Some(Generated::ApiKey(key))

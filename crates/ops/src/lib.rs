@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api_keys;
+pub mod calls;
+pub mod deliver;
 pub mod dlq;
 pub mod held;
 pub mod integrations;

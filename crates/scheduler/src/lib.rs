@@ -75,6 +75,9 @@ pub struct SchedulerConfig {
     pub instance: String,
     /// Where operators' notifications go (none: they are kept, not sent).
     pub notify: Option<switchyard_ops::notify::NotifyConfig>,
+    /// Asks providers how pending operation calls ended when no callback came in time
+    /// (none: they wait for their callbacks only).
+    pub calls: Option<switchyard_ops::calls::Calls>,
 }
 
 impl Default for SchedulerConfig {
@@ -89,6 +92,7 @@ impl Default for SchedulerConfig {
                 &uuid::Uuid::now_v7().simple().to_string()[24..]
             ),
             notify: None,
+            calls: None,
         }
     }
 }
@@ -209,6 +213,15 @@ impl Scheduler {
         switchyard_ops::notify::run_once(&self.store, &self.http, cfg).await
     }
 
+    /// Ask providers how the pending operation calls whose time has come ended (the leader
+    /// calls this every tick; tests call it directly). Returns how many were settled.
+    pub async fn settle_due(&self) -> Result<usize, StoreError> {
+        match &self.cfg.calls {
+            Some(calls) => calls.settle_due(50).await,
+            None => Ok(0),
+        }
+    }
+
     /// The scheduler's metrics, for a `/metrics` endpoint.
     pub fn registry(&self) -> prometheus::Registry {
         self.metrics.registry.clone()
@@ -278,6 +291,9 @@ impl Scheduler {
                 }
                 if let Err(e) = self.notify().await {
                     warn!(error = %e, "could not handle notifications; trying again next tick");
+                }
+                if let Err(e) = self.settle_due().await {
+                    warn!(error = %e, "could not ask for pending operation calls' results; trying again next tick");
                 }
                 // Every 15 s at most (a passive declare per queue).
                 if sampled.is_none_or(|t: std::time::Instant| t.elapsed() >= SAMPLE_EVERY) {

@@ -5,6 +5,7 @@
 mod api_keys;
 mod audit;
 pub mod batch;
+mod calls;
 mod dead_letters;
 mod identity;
 mod integrations;
@@ -19,6 +20,7 @@ mod sync;
 
 pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditFilter};
+pub use calls::{Begun, CallEnd, CallFilter, NewCall, OperationCall, Settlement};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, TakenDeadLetters};
 pub use identity::{Conflict, HeldJob, LinkView, NewConflict, RecordView};
 pub use integrations::{

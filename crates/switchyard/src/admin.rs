@@ -91,6 +91,35 @@ pub enum IntegrationsCmd {
     /// Deactivate: its webhooks are refused; jobs for it are held (or dropped, as each route
     /// says).
     Deactivate { integration: String },
+    /// Run one of its connector's operations (a charge, a query, a message) and wait for
+    /// the provider's answer. `switchyard connectors show <provider>` lists them and their
+    /// input. A pending call (an STK push) is settled later by the provider's callback, or
+    /// by asking it.
+    Operate {
+        integration: String,
+        /// The operation's name (`charge`, `query`…).
+        operation: String,
+        /// Its input: inline JSON, @FILE or - for stdin.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Required for unsafe operations (a charge, a send): the same key returns the same
+        /// call and never charges twice. Use one key per payment you mean.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// How long to wait for the provider's answer, in seconds (1 to 120).
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+    /// Its operation calls, newest first; `--status pending` lists those waiting for the
+    /// provider's result.
+    Operations {
+        integration: String,
+        #[arg(long, value_parser = ["running", "pending", "succeeded", "failed", "expired"])]
+        status: Option<String>,
+        /// The provider's reference (M-Pesa's CheckoutRequestID).
+        #[arg(long)]
+        reference: Option<String>,
+    },
     /// Totals, success rate, last sync and last error, average and p95 duration.
     Stats {
         integration: String,
@@ -1078,6 +1107,91 @@ pub async fn integrations(api: &Api, out: Output, cmd: IntegrationsCmd) -> anyho
                 );
             }
         }
+        IntegrationsCmd::Operate {
+            integration,
+            operation,
+            input,
+            idempotency_key,
+            timeout_secs,
+        } => {
+            let id = api.integration_id(&integration).await?;
+            let body = read_json("--input", &input)?;
+            let headers: Vec<(&str, &str)> = idempotency_key
+                .as_deref()
+                .map(|k| ("idempotency-key", k))
+                .into_iter()
+                .collect();
+            let v = api
+                .call_with(
+                    reqwest::Method::POST,
+                    &format!("/v1/integrations/{id}/operations/{operation}"),
+                    &[("timeout_secs", timeout_secs.to_string())],
+                    Some(&body),
+                    &headers,
+                )
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+            } else {
+                output::fields(&v, CALL_FIELDS);
+                if v["status"] == "pending" {
+                    println!(
+                        "pending: the provider reports the result later; follow it with `switchyard integrations operations {integration} --reference {}`",
+                        str_of(&v["reference"])
+                    );
+                }
+            }
+            if v["status"] == "failed" {
+                bail!("the operation failed: {}", str_of(&v["error"]));
+            }
+        }
+        IntegrationsCmd::Operations {
+            integration,
+            status,
+            reference,
+        } => {
+            let id = api.integration_id(&integration).await?;
+            let mut query = Vec::new();
+            if let Some(s) = status {
+                query.push(("status", s));
+            }
+            if let Some(r) = reference {
+                query.push(("reference", r));
+            }
+            let v = api
+                .get(&format!("/v1/integrations/{id}/operations"), &query)
+                .await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows = v["calls"].as_array().into_iter().flatten().map(|c| {
+                vec![
+                    str_of(&c["id"]),
+                    short_time(&c["created_at"]),
+                    str_of(&c["operation"]),
+                    str_of(&c["status"]),
+                    str_of(&c["reference"]),
+                    match (&c["result_code"], &c["result_message"]) {
+                        (Value::Null, _) => str_of(&c["error"]),
+                        (code, msg) => format!("{}: {}", str_of(code), str_of(msg)),
+                    },
+                    str_of(&c["settled_by"]),
+                ]
+            });
+            output::table(
+                &[
+                    "ID",
+                    "AT",
+                    "OPERATION",
+                    "STATUS",
+                    "REFERENCE",
+                    "RESULT",
+                    "SETTLED BY",
+                ],
+                rows,
+            );
+        }
         IntegrationsCmd::Stats { integration, hours } => {
             let id = api.integration_id(&integration).await?;
             let v = api
@@ -1135,6 +1249,20 @@ pub async fn integrations(api: &Api, out: Output, cmd: IntegrationsCmd) -> anyho
     }
     Ok(())
 }
+
+/// What `integrations operate` prints of a call, in this order.
+const CALL_FIELDS: &[&str] = &[
+    "id",
+    "operation",
+    "status",
+    "reference",
+    "result_code",
+    "result_message",
+    "error",
+    "settled_by",
+    "idempotency_key",
+    "answer",
+];
 
 /// What `integrations show` lists, in this order.
 const INTEGRATION_FIELDS: &[&str] = &[

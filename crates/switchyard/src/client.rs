@@ -74,6 +74,18 @@ impl Api {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        self.call_with(method, path, query, body, &[]).await
+    }
+
+    /// [`Api::call`] with headers of its own (an `Idempotency-Key`).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Value> {
         use backon::{ConstantBuilder, Retryable};
         let idempotent = method == Method::GET;
         let send = || {
@@ -84,6 +96,9 @@ impl Api {
                 .query(query);
             if let Some(b) = body {
                 rb = rb.json(b);
+            }
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
             }
             rb.send()
         };

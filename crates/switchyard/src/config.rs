@@ -517,6 +517,8 @@ impl Config {
             header_read_timeout: Duration::from_millis(self.ingest.header_read_timeout_ms),
             body_timeout: Duration::from_millis(self.ingest.body_timeout_ms),
             max_connections: self.ingest.max_connections,
+            call_retry: self.retry.clone(),
+            call_breaker: self.breaker.clone(),
             // Checked when the configuration was loaded.
             trusted_proxies: self.ingest.trusted_proxies().unwrap_or_default(),
             ..Default::default()
@@ -537,8 +539,12 @@ impl Config {
         format!("{}/v1/oauth/callback", base.trim_end_matches('/'))
     }
 
-    pub fn scheduler_config(&self) -> switchyard_scheduler::SchedulerConfig {
+    pub fn scheduler_config(
+        &self,
+        calls: Option<switchyard_ops::calls::Calls>,
+    ) -> switchyard_scheduler::SchedulerConfig {
         switchyard_scheduler::SchedulerConfig {
+            calls,
             tick: Duration::from_millis(self.scheduler.tick_ms),
             lock_retry: Duration::from_millis(self.scheduler.lock_retry_ms),
             stall_after: Duration::from_secs(self.scheduler.stall_after_secs),
@@ -617,7 +623,7 @@ mod tests {
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             );
             let cfg = Config::load(None).expect("valid");
-            assert!(cfg.scheduler_config().notify.is_some());
+            assert!(cfg.scheduler_config(None).notify.is_some());
             jail.set_env("SWITCHYARD_NOTIFY__URL", "ftp://ops.example.com");
             assert!(load_err().contains("notify.url"), "{}", load_err());
             jail.set_env("SWITCHYARD_NOTIFY__URL", "https://ops.example.com/hooks");

@@ -179,7 +179,15 @@ async fn run_services(cfg: Config, which: Services, name: &str) -> anyhow::Resul
     };
     let scheduler = match which {
         Services::Scheduler | Services::All => Some(switchyard_scheduler::Scheduler::new(
-            cfg.scheduler_config(),
+            cfg.scheduler_config(Some(switchyard_ops::calls::Calls {
+                store: store.clone(),
+                broker: broker.clone(),
+                keyring: keyring.clone(),
+                http: switchyard_providers::http_client(),
+                guard: guard.clone(),
+                default_retry: cfg.retry.clone(),
+                default_breaker: cfg.breaker.clone(),
+            })),
             store.clone(),
             broker.clone(),
             Arc::new(switchyard_scheduler::SystemClock),

@@ -1,0 +1,411 @@
+//! Payments end to end: an M-Pesa STK push run as an operation (the caller gets the
+//! `CheckoutRequestID` at once), settled by M-Pesa's callback or, when none comes, by the STK
+//! push query, and the settled payment delivered through routes to the school's ERP.
+//!
+//! The Daraja mock answers with the providers crate's contract-test fixtures
+//! (`crates/providers/tests/fixtures/mpesa-daraja/`, each citing developer.safaricom.co.ke).
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::support::{ADMIN_TOKEN, Harness, call, eventually, redis_url};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn daraja(name: &str) -> ResponseTemplate {
+    let file = format!(
+        "{}/../crates/providers/tests/fixtures/mpesa-daraja/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect(&file)).unwrap();
+    ResponseTemplate::new(f["status"].as_u64().unwrap() as u16).set_body_json(f["body"].clone())
+}
+
+fn fixture_body(name: &str) -> Value {
+    let file = format!(
+        "{}/../crates/providers/tests/fixtures/mpesa-daraja/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str::<Value>(&std::fs::read_to_string(&file).expect(&file)).unwrap()["body"]
+        .clone()
+}
+
+struct School {
+    mpesa: Uuid,
+    key: String,
+    erp: Uuid,
+    daraja: MockServer,
+}
+
+/// acme's M-Pesa integration (the Daraja mock, callbacks authenticated by a key in the URL)
+/// routed to its ERP: every settled payment becomes a `payment` record there.
+async fn school(h: &Harness, query_after_secs: &str) -> School {
+    let daraja = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/oauth/v1/generate"))
+        .respond_with(self::daraja("token.json"))
+        .mount(&daraja)
+        .await;
+    let (st, created) = call(
+        h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({
+            "tenant": "acme", "name": "mpesa", "connector": "mpesa-daraja",
+            "settings": {"business_short_code": "174379", "party_b": "174379",
+                         "callback_url": "https://hub.example/later", "base_url": daraja.uri(),
+                         "query_after_secs": query_after_secs},
+            "credentials": {"client_id": "ck", "client_secret": "cs",
+                            "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"},
+            "webhook_auth": {"scheme": "query_key"}
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let mpesa: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let key = created["webhook_api_key"]
+        .as_str()
+        .expect("a generated key")
+        .to_owned();
+    // The callback URL names the integration and its key.
+    let (st, r) = call(
+        h,
+        Method::PATCH,
+        &format!("/v1/integrations/{mpesa}"),
+        ADMIN_TOKEN,
+        Some(
+            json!({"settings": {"business_short_code": "174379", "party_b": "174379",
+            "callback_url": h.url(&format!("/v1/webhooks/{mpesa}?key={key}")),
+            "base_url": daraja.uri(), "query_after_secs": query_after_secs}}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = call(
+        h,
+        Method::POST,
+        &format!("/v1/integrations/{mpesa}/test"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
+    let (st, r) = call(
+        h,
+        Method::POST,
+        &format!("/v1/integrations/{mpesa}/activate"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+
+    let erp = h
+        .integration(
+            "erp",
+            "rest",
+            json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "timeout_ms": 2000,
+                   "entities": {"payment": {
+                       "create": {"method": "POST", "path": "/api/payments"},
+                       "body": {"reference": "/operation/input/account_reference",
+                                "amount": "/operation/input/amount",
+                                "status": "/status", "code": "/code",
+                                "checkout": "/operation/reference"}}}}),
+            json!({}),
+            Some(json!({"token": "erp-token"})),
+        )
+        .await;
+    h.route_with(mpesa, "payment", &[erp], json!({}), Default::default())
+        .await;
+    School {
+        mpesa,
+        key,
+        erp,
+        daraja,
+    }
+}
+
+async fn charge(h: &Harness, mpesa: Uuid, key: Option<&str>, input: Value) -> reqwest::Response {
+    let mut rb = h
+        .http
+        .post(h.url(&format!("/v1/integrations/{mpesa}/operations/charge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&input);
+    if let Some(k) = key {
+        rb = rb.header("idempotency-key", k);
+    }
+    rb.send().await.unwrap()
+}
+
+/// Daraja accepts STK pushes (`times`: how many it expects, if it checks).
+async fn pushes_accepted(s: &School, times: Option<u64>) {
+    let mut m = Mock::given(method("POST"))
+        .and(path("/mpesa/stkpush/v1/processrequest"))
+        .respond_with(daraja("stk-push-accepted.json"));
+    if let Some(n) = times {
+        m = m.expect(n);
+    }
+    m.mount(&s.daraja).await;
+}
+
+/// The ERP takes payments.
+async fn erp_takes_payments(h: &Harness) {
+    Mock::given(method("POST"))
+        .and(path("/api/payments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "pay-1"})))
+        .mount(&h.provider)
+        .await;
+}
+
+/// M-Pesa's callback to the integration's callback URL: its status and answer.
+async fn callback(h: &Harness, s: &School, body: &Value) -> (u16, Value) {
+    let url = h.url(&format!("/v1/webhooks/{}?key={}", s.mpesa, s.key));
+    let r = h.http.post(url).json(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn fees() -> Value {
+    json!({"phone": "254708374149", "amount": 1500, "account_reference": "ADM-0042"})
+}
+
+async fn erp_payments(h: &Harness) -> Vec<Value> {
+    h.provider
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r: &&Request| r.url.path() == "/api/payments")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_stk_push_answers_at_once_and_its_callback_settles_it_and_reaches_the_erp() {
+    let h = Harness::start().await;
+    let s = school(&h, "60").await;
+    pushes_accepted(&s, Some(1)).await;
+    erp_takes_payments(&h).await;
+
+    // A charge may cost money: it needs an Idempotency-Key.
+    let r = charge(&h, s.mpesa, None, fees()).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "idempotency_key_required", "{e}");
+
+    let r = charge(&h, s.mpesa, Some("adm-0042-term-1"), fees()).await;
+    assert_eq!(r.status(), 202, "pending: the result comes later");
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["status"], "pending", "{first}");
+    assert_eq!(first["reference"], "ws_CO_191220191020363925");
+    assert_eq!(
+        first["answer"]["CustomerMessage"],
+        "Success. Request accepted for processing"
+    );
+    let call_id: Uuid = first["id"].as_str().unwrap().parse().unwrap();
+
+    // The same key again: the same call, no second push.
+    let r = charge(&h, s.mpesa, Some("adm-0042-term-1"), fees()).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    // The same key with another amount is refused.
+    let mut more = fees();
+    more["amount"] = json!(15000);
+    let r = charge(&h, s.mpesa, Some("adm-0042-term-1"), more).await;
+    assert_eq!(r.status(), 422);
+
+    // The call is a job with its attempt.
+    let job = h.store.job(call_id).await.unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("succeeded", 1));
+    let attempts = h.store.job_attempts(call_id).await.unwrap();
+    assert!(
+        attempts[0]
+            .request
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/mpesa/stkpush/v1/processrequest")
+    );
+
+    // Operators see it pending.
+    let (st, pending) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{}/operations?status=pending", s.mpesa),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(pending["calls"].as_array().unwrap().len(), 1, "{pending}");
+
+    // M-Pesa's callback: without the URL's key, or with another, it is refused.
+    let paid = fixture_body("stk-callback-paid.json");
+    for url in [
+        format!("/v1/webhooks/{}", s.mpesa),
+        format!("/v1/webhooks/{}?key=sy_not_it", s.mpesa),
+    ] {
+        let r = h.http.post(h.url(&url)).json(&paid).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{url}");
+    }
+    assert_eq!(erp_payments(&h).await.len(), 0);
+    let (st, accepted) = callback(&h, &s, &paid).await;
+    assert_eq!(st, 202);
+    assert_eq!(accepted["duplicate"], false, "{accepted}");
+    let job: Uuid = accepted["jobs"][0].as_str().unwrap().parse().unwrap();
+    h.wait_status(job, "succeeded", WAIT).await;
+    let sent = erp_payments(&h).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0],
+        json!({"reference": "ADM-0042", "amount": 1500, "status": "succeeded", "code": "0",
+               "checkout": "ws_CO_191220191020363925"})
+    );
+    let settled = h.store.call(call_id).await.unwrap();
+    assert_eq!(settled.status, "succeeded");
+    assert_eq!(settled.settled_by.as_deref(), Some("callback"));
+    assert_eq!(
+        settled.result.as_ref().unwrap()["Body"]["stkCallback"]["CallbackMetadata"]["Item"][1]["Value"],
+        "NLJ7RT61SV"
+    );
+
+    // M-Pesa repeats the callback: nothing new happens.
+    let (st, repeated) = callback(&h, &s, &paid).await;
+    assert_eq!(st, 202);
+    assert_eq!(repeated["duplicate"], true, "{repeated}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(erp_payments(&h).await.len(), 1);
+    // A callback for a reference no call has is refused, and says so.
+    let mut stranger = paid.clone();
+    stranger["Body"]["stkCallback"]["CheckoutRequestID"] = json!("ws_CO_000");
+    assert_eq!(callback(&h, &s, &stranger).await.0, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_push_is_delivered_as_a_failed_payment() {
+    let h = Harness::start().await;
+    let s = school(&h, "60").await;
+    pushes_accepted(&s, None).await;
+    erp_takes_payments(&h).await;
+    // From the CLI this time.
+    let mpesa = s.mpesa.to_string();
+    let (ok, out, err) = h
+        .cli(&[
+            "integrations",
+            "operate",
+            &mpesa,
+            "charge",
+            "--input",
+            &fees().to_string(),
+        ])
+        .await;
+    assert!(!ok, "an unsafe operation without a key is refused: {out}");
+    assert!(err.contains("Idempotency-Key"), "{err}");
+    let (ok, out, err) = h
+        .cli(&[
+            "integrations",
+            "operate",
+            &mpesa,
+            "charge",
+            "--input",
+            &fees().to_string(),
+            "--idempotency-key",
+            "k-1",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("ws_CO_191220191020363925") && out.contains("pending"),
+        "{out}"
+    );
+    let (ok, out, err) = h
+        .cli(&["integrations", "operations", &mpesa, "--status", "pending"])
+        .await;
+    assert!(ok && out.contains("ws_CO_191220191020363925"), "{out}{err}");
+    let (st, accepted) = callback(&h, &s, &fixture_body("stk-callback-cancelled.json")).await;
+    assert_eq!(st, 202);
+    let job: Uuid = accepted["jobs"][0].as_str().unwrap().parse().unwrap();
+    h.wait_status(job, "succeeded", WAIT).await;
+    let sent = erp_payments(&h).await;
+    assert_eq!(sent[0]["status"], "failed");
+    assert_eq!(sent[0]["code"], "1032");
+    let (_, calls) = call(
+        &h,
+        Method::GET,
+        &format!("/v1/integrations/{}/operations", s.mpesa),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(calls["calls"][0]["status"], "failed");
+    assert_eq!(
+        calls["calls"][0]["result_message"],
+        "Request cancelled by user"
+    );
+    let _ = s.erp;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_settled_by_the_query_after_the_deadline() {
+    let h = Harness::start().await;
+    // Ask one second after the push when no callback came.
+    let s = school(&h, "1").await;
+    pushes_accepted(&s, Some(1)).await;
+    // The customer has not answered at the first query; the second finds it paid.
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpushquery/v1/query"))
+        .respond_with(daraja("stk-query-processing.json"))
+        .up_to_n_times(1)
+        .mount(&s.daraja)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpushquery/v1/query"))
+        .respond_with(daraja("stk-query-paid.json"))
+        .mount(&s.daraja)
+        .await;
+    erp_takes_payments(&h).await;
+    let r = charge(&h, s.mpesa, Some("adm-0042-term-1"), fees()).await;
+    assert_eq!(r.status(), 202);
+    let first: Value = r.json().await.unwrap();
+    let call_id: Uuid = first["id"].as_str().unwrap().parse().unwrap();
+
+    // What the leading scheduler runs every tick.
+    let calls = switchyard_ops::calls::Calls {
+        store: h.store.clone(),
+        broker: h.broker.clone(),
+        keyring: h.keyring.clone(),
+        http: switchyard_providers::http_client(),
+        guard: Arc::new(
+            switchyard_resilience::Guard::shared(&redis_url(), &h.topology.prefix).unwrap(),
+        ),
+        default_retry: Default::default(),
+        default_breaker: Default::default(),
+    };
+    // Nothing is asked before its time.
+    assert_eq!(calls.settle_due(10).await.unwrap(), 0);
+    eventually("the query settles the call", WAIT, || async {
+        calls.settle_due(10).await.unwrap();
+        h.store.call(call_id).await.unwrap().status != "pending"
+    })
+    .await;
+    let settled = h.store.call(call_id).await.unwrap();
+    assert_eq!(settled.status, "succeeded");
+    assert_eq!(settled.settled_by.as_deref(), Some("query"));
+    assert_eq!(settled.queries, 2, "asked once too early, then again");
+    eventually("the ERP has the payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    assert_eq!(erp_payments(&h).await[0]["status"], "succeeded");
+    // The callback, late, changes nothing.
+    let (_, late) = callback(&h, &s, &fixture_body("stk-callback-paid.json")).await;
+    assert_eq!(late["duplicate"], true, "{late}");
+    h.shutdown().await;
+}
