@@ -58,7 +58,9 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
             "quickbooks-online",
             "prestashop",
             "moloni",
-            "mpesa-daraja"
+            "mpesa-daraja",
+            "pesapal",
+            "flutterwave"
         ]
     );
     assert_eq!(created["webhook_auth"], "disabled");

@@ -6,13 +6,12 @@
 //! (`crates/providers/tests/fixtures/mpesa-daraja/`, each citing developer.safaricom.co.ke).
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{ADMIN_TOKEN, Harness, call, eventually, redis_url};
+use crate::support::{ADMIN_TOKEN, Harness, call, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -377,17 +376,7 @@ async fn a_lost_callback_is_settled_by_the_query_after_the_deadline() {
     let call_id: Uuid = first["id"].as_str().unwrap().parse().unwrap();
 
     // What the leading scheduler runs every tick.
-    let calls = switchyard_ops::calls::Calls {
-        store: h.store.clone(),
-        broker: h.broker.clone(),
-        keyring: h.keyring.clone(),
-        http: switchyard_providers::http_client(),
-        guard: Arc::new(
-            switchyard_resilience::Guard::shared(&redis_url(), &h.topology.prefix).unwrap(),
-        ),
-        default_retry: Default::default(),
-        default_breaker: Default::default(),
-    };
+    let calls = h.calls();
     // Nothing is asked before its time.
     assert_eq!(calls.settle_due(10).await.unwrap(), 0);
     eventually("the query settles the call", WAIT, || async {
@@ -407,5 +396,360 @@ async fn a_lost_callback_is_settled_by_the_query_after_the_deadline() {
     // The callback, late, changes nothing.
     let (_, late) = callback(&h, &s, &fixture_body("stk-callback-paid.json")).await;
     assert_eq!(late["duplicate"], true, "{late}");
+    h.shutdown().await;
+}
+
+/// A connector integration created over the API as an operator would, tested and
+/// activated: its id and generated webhook key.
+async fn connected(h: &Harness, body: Value) -> (Uuid, String) {
+    let (st, created) = call(h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(body)).await;
+    assert_eq!(st, 201, "{created}");
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let key = created["webhook_api_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (st, r) = call(
+        h,
+        Method::POST,
+        &format!("/v1/integrations/{id}/test"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
+    let (st, r) = call(
+        h,
+        Method::POST,
+        &format!("/v1/integrations/{id}/activate"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    (id, key)
+}
+
+/// An ERP taking `payment` events from `source`.
+async fn erp_for(h: &Harness, source: Uuid) {
+    let erp = h
+        .integration(
+            "erp",
+            "rest",
+            json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "timeout_ms": 2000,
+                   "entities": {"payment": {
+                       "create": {"method": "POST", "path": "/api/payments"},
+                       "body": {"reference": "/operation/reference", "status": "/status"}}}}),
+            json!({}),
+            Some(json!({"token": "erp-token"})),
+        )
+        .await;
+    h.route_with(source, "payment", &[erp], json!({}), Default::default())
+        .await;
+    erp_takes_payments(h).await;
+}
+
+fn fixture_of(vendor: &str, name: &str) -> (u16, Value) {
+    let file = format!(
+        "{}/../crates/providers/tests/fixtures/{vendor}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect(&file)).unwrap();
+    (f["status"].as_u64().unwrap() as u16, f["body"].clone())
+}
+
+fn answer(vendor: &str, name: &str) -> ResponseTemplate {
+    let (status, body) = fixture_of(vendor, name);
+    ResponseTemplate::new(status).set_body_json(body)
+}
+
+#[tokio::test]
+async fn pesapals_get_ipn_is_acknowledged_as_documented_and_settled_by_the_status_it_asks() {
+    let h = Harness::start().await;
+    let pesapal = MockServer::start().await;
+    for (m, p, f) in [
+        ("POST", "/api/Auth/RequestToken", "token.json"),
+        (
+            "POST",
+            "/api/Transactions/SubmitOrderRequest",
+            "order-submitted.json",
+        ),
+        (
+            "GET",
+            "/api/Transactions/GetTransactionStatus",
+            "status-completed.json",
+        ),
+    ] {
+        Mock::given(method(m))
+            .and(path(p))
+            .respond_with(answer("pesapal", f))
+            .mount(&pesapal)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/api/URLSetup/GetIpnList"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&pesapal)
+        .await;
+    let (id, key) = connected(
+        &h,
+        json!({"tenant": "acme", "name": "pesapal", "connector": "pesapal",
+               "settings": {"callback_url": "https://school.example/paid", "base_url": pesapal.uri(),
+                            "ipn_id": "e32182ca-0983-4fa0-91bc-c3bb813ba750"},
+               "credentials": {"consumer_key": "ck", "consumer_secret": "cs"},
+               "webhook_auth": {"scheme": "query_key"}}),
+    )
+    .await;
+    erp_for(&h, id).await;
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "adm-0042")
+        .json(&json!({"id": "ADM-0042", "amount": 1500, "description": "Term 1 fees", "email": "p@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let charged: Value = r.json().await.unwrap();
+    assert!(charged["answer"]["redirect_url"].is_string(), "{charged}");
+    let call_id: Uuid = charged["id"].as_str().unwrap().parse().unwrap();
+
+    // Pesapal's IPN: a GET whose query names the order; the reply is Pesapal's documented
+    // acknowledgement.
+    let ipn = |key: &str| {
+        h.url(&format!(
+            "/v1/webhooks/{id}?key={key}&OrderTrackingId=b945e4af-80a5-4ec1-8706-e03f8332fb04&OrderNotificationType=IPNCHANGE&OrderMerchantReference=ADM-0042"
+        ))
+    };
+    assert_eq!(
+        h.http.get(ipn("sy_wrong")).send().await.unwrap().status(),
+        401
+    );
+    let r = h.http.get(ipn(&key)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(
+        ack,
+        json!({"orderNotificationType": "IPNCHANGE",
+               "orderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
+               "orderMerchantReference": "ADM-0042", "status": 200})
+    );
+    // The IPN carries no status: the hub asks at once (the scheduler's next tick).
+    let calls = h.calls();
+    assert_eq!(calls.settle_due(10).await.unwrap(), 1);
+    let settled = h.store.call(call_id).await.unwrap();
+    assert_eq!(
+        (settled.status.as_str(), settled.settled_by.as_deref()),
+        ("succeeded", Some("query"))
+    );
+    assert_eq!(settled.result_message.as_deref(), Some("Completed"));
+    eventually("the ERP has the payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    // Pesapal retries its IPN: the same acknowledgement, nothing new.
+    let r = h.http.get(ipn(&key)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), ack);
+    assert_eq!(calls.settle_due(10).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(erp_payments(&h).await.len(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn flutterwaves_webhook_is_authenticated_by_verif_hash_and_verified_before_it_settles() {
+    let h = Harness::start().await;
+    let flw = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/payments"))
+        .respond_with(answer("flutterwave", "payment-link.json"))
+        .mount(&flw)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transactions/verify_by_reference"))
+        .respond_with(answer("flutterwave", "verify-successful.json"))
+        .expect(1)
+        .mount(&flw)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/balances"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success", "data": []})),
+        )
+        .mount(&flw)
+        .await;
+    let (id, hash) = connected(
+        &h,
+        json!({"tenant": "acme", "name": "flutterwave", "connector": "flutterwave",
+               "settings": {"redirect_url": "https://school.example/paid", "base_url": flw.uri()},
+               "credentials": {"token": "FLWSECK_TEST-x"},
+               "webhook_auth": {"scheme": "api_key", "header": "verif-hash"}}),
+    )
+    .await;
+    erp_for(&h, id).await;
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "adm-0042-t1")
+        .json(&json!({"tx_ref": "ADM-0042-T1", "amount": 1500, "email": "parent@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let charged: Value = r.json().await.unwrap();
+    assert_eq!(charged["reference"], "ADM-0042-T1");
+    assert_eq!(
+        charged["answer"]["data"]["link"],
+        "https://checkout.flutterwave.com/v3/hosted/pay/f524c1196ffda5556341"
+    );
+
+    let (_, hook) = fixture_of("flutterwave", "webhook-charge-completed.json");
+    let post = |hash: Option<&str>| {
+        let mut rb = h
+            .http
+            .post(h.url(&format!("/v1/webhooks/{id}")))
+            .json(&hook);
+        if let Some(v) = hash {
+            rb = rb.header("verif-hash", v);
+        }
+        rb.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some("not-the-hash")).await.unwrap().status(), 401);
+    let r = post(Some(&hash)).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let calls = h.calls();
+    assert_eq!(calls.settle_due(10).await.unwrap(), 1, "verified at once");
+    let settled = h
+        .store
+        .call(charged["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (settled.status.as_str(), settled.result_code.as_deref()),
+        ("succeeded", Some("successful"))
+    );
+    eventually("the ERP has the payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    // Flutterwave sends it again: nothing new (the verification ran once).
+    let r = post(Some(&hash)).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(calls.settle_due(10).await.unwrap(), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_challenge_is_answered_only_with_the_verify_token() {
+    let h = Harness::start().await;
+    // Meta's WhatsApp Cloud API verifies a webhook URL with a GET before it posts to it
+    // (developers.facebook.com/docs/graph-api/webhooks/getting-started: hub.mode=subscribe,
+    // hub.verify_token, hub.challenge; answer the challenge).
+    let (st, created) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({"tenant": "acme", "name": "wa-statuses", "provider": "webhook",
+                    "inbound": {"entity": {"value": "message"}, "event_id": {"pointer": "/entry/0/id"}},
+                    "webhook_auth": {"scheme": "api_key", "verify_token": "meta-verify-7f3a"}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert!(
+        !created.to_string().contains("meta-verify-7f3a"),
+        "the token is kept as a digest"
+    );
+    let id = created["id"].as_str().unwrap();
+    let challenge = |token: &str| {
+        h.http
+            .get(h.url(&format!(
+                "/v1/webhooks/{id}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+            )))
+            .send()
+    };
+    let r = challenge("meta-verify-7f3a").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(r.text().await.unwrap(), "1158201444");
+    assert_eq!(challenge("guess").await.unwrap().status(), 403);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_form_encoded_callback_is_read_as_its_fields_and_deduplicated() {
+    let h = Harness::start().await;
+    // Africa's Talking posts SMS delivery reports as a form: id, status, phoneNumber,
+    // networkCode, failureReason, retryCount
+    // (developers.africastalking.com/docs/sms/notifications: delivery reports).
+    let source = h
+        .integration(
+            "at-reports",
+            "webhook",
+            json!({}),
+            json!({"entity": {"value": "order"}, "event_id": {"pointer": "/id"},
+                   "internal_id": {"pointer": "/id"}}),
+            None,
+        )
+        .await;
+    let erp = h.rest_target("erp", "orders", json!({})).await;
+    h.route(source, &[erp]).await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "r-1"})))
+        .mount(&h.provider)
+        .await;
+    let form = "id=ATXid_dda2a6b6ce0a36d4d3a7d2f8e1a5b6f1&status=Success&phoneNumber=%2B254711XXXYYY&networkCode=63902&retryCount=0";
+    let send = || {
+        h.http
+            .post(h.url(&format!("/v1/webhooks/{source}")))
+            .header("x-api-key", crate::support::API_KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let first: Value = r.json().await.unwrap();
+    let job: Uuid = first["jobs"][0].as_str().unwrap().parse().unwrap();
+    h.wait_status(job, "succeeded", WAIT).await;
+    let sent: Vec<Value> = h
+        .provider
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        sent[0]["reference"],
+        "ATXid_dda2a6b6ce0a36d4d3a7d2f8e1a5b6f1"
+    );
+    let r = send().await.unwrap();
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    // Another media type is still refused, with the ones accepted named.
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{source}")))
+        .header("x-api-key", crate::support::API_KEY)
+        .header("content-type", "text/plain")
+        .body("id=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert!(r.text().await.unwrap().contains("x-www-form-urlencoded"));
     h.shutdown().await;
 }

@@ -582,6 +582,21 @@ impl Harness {
             .collect()
     }
 
+    /// What the leading scheduler runs to settle pending operation calls.
+    pub fn calls(&self) -> switchyard_ops::calls::Calls {
+        switchyard_ops::calls::Calls {
+            store: self.store.clone(),
+            broker: self.broker.clone(),
+            keyring: self.keyring.clone(),
+            http: switchyard_providers::http_client(),
+            guard: Arc::new(
+                switchyard_resilience::Guard::shared(&redis_url(), &self.topology.prefix).unwrap(),
+            ),
+            default_retry: Default::default(),
+            default_breaker: Default::default(),
+        }
+    }
+
     pub async fn job_status(&self, id: Uuid) -> Option<String> {
         self.store.job(id).await.ok().map(|j| j.status)
     }

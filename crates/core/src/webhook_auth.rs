@@ -31,6 +31,11 @@ pub struct WebhookPolicy {
     /// Largest body accepted, below the service-wide limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Hex SHA-256 of the verify token a subscription challenge must carry (Meta's WhatsApp
+    /// Cloud API: `GET …?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` is answered
+    /// with the challenge when the token matches). Empty: no challenge is answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_token_sha256: Vec<String>,
 }
 
 impl WebhookPolicy {
@@ -39,7 +44,14 @@ impl WebhookPolicy {
             auth,
             allowed_cidrs: Vec::new(),
             max_body_bytes: None,
+            verify_token_sha256: Vec::new(),
         }
+    }
+
+    /// Whether a subscription challenge's verify token is this integration's (constant
+    /// time; false when it has none).
+    pub fn verify_token_matches(&self, token: &str) -> bool {
+        !self.verify_token_sha256.is_empty() && digest_matches(token, &self.verify_token_sha256)
     }
 
     /// Check a policy and its signing secrets before they are stored: `(field, reason)`.
@@ -72,7 +84,15 @@ impl WebhookPolicy {
                     "`none` lets anyone who knows the URL send: name the senders' networks in allowed_cidrs (--allow-ip), or use a signing scheme",
                 );
             }
-            WebhookAuth::ApiKey { key_sha256 } | WebhookAuth::QueryKey { key_sha256 } => {
+            WebhookAuth::ApiKey {
+                header: Some(h), ..
+            } if axum_header_name_invalid(h) => {
+                return bad(
+                    "webhook_auth.header",
+                    "is not an HTTP header name (letters, digits and -)",
+                );
+            }
+            WebhookAuth::ApiKey { key_sha256, .. } | WebhookAuth::QueryKey { key_sha256 } => {
                 digests("webhook_auth.key_sha256", key_sha256)?
             }
             WebhookAuth::Basic {
@@ -150,10 +170,14 @@ pub enum WebhookAuth {
     Disabled,
     /// Anyone who knows the URL may send. Only for trusted networks.
     None,
-    /// `X-API-Key: <key>`; several keys may be active at once.
+    /// `X-API-Key: <key>` (or the header `header` names: Flutterwave's `verif-hash`); several
+    /// keys may be active at once.
     ApiKey {
         /// Hex SHA-256 of each accepted key.
         key_sha256: Vec<String>,
+        /// The header that carries the key (default `X-API-Key`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
     },
     /// `?key=<key>` in the URL's query string, for senders that can set no header (M-Pesa
     /// Daraja's `CallBackURL`); several keys may be active at once. Prefer `api_key` when
@@ -240,6 +264,8 @@ pub enum AuthFailure {
         "the `key` query parameter is missing (this integration's callback URL is …/v1/webhooks/<id>?key=<its webhook key>)"
     )]
     MissingQueryKey,
+    #[error("the {0} header is missing")]
+    MissingHeader(String),
     #[error("the timestamp is {0} s away from now, more than the {1} s allowed (a replay?)")]
     Stale(i64, i64),
     #[error("this integration's signing secrets are not available")]
@@ -253,9 +279,9 @@ pub enum AuthFailure {
 impl AuthFailure {
     pub fn code(&self) -> &'static str {
         match self {
-            AuthFailure::Missing("X-API-Key" | "Authorization") | AuthFailure::MissingQueryKey => {
-                "missing_credentials"
-            }
+            AuthFailure::Missing("X-API-Key" | "Authorization")
+            | AuthFailure::MissingQueryKey
+            | AuthFailure::MissingHeader(_) => "missing_credentials",
             AuthFailure::Missing(_) => "missing_signature",
             AuthFailure::Malformed(..) => "malformed_signature",
             AuthFailure::BadSignature => "invalid_signature",
@@ -278,6 +304,14 @@ pub struct Verified {
     pub content_id: Option<String>,
 }
 
+/// Whether `h` cannot be an HTTP header name.
+fn axum_header_name_invalid(h: &str) -> bool {
+    h.is_empty()
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A request's header by its lower-case name; `?name` reads the URL's query parameter.
 type Header<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -286,6 +320,7 @@ impl WebhookAuth {
     pub fn api_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> WebhookAuth {
         WebhookAuth::ApiKey {
             key_sha256: keys.into_iter().map(crate::ids::secret_digest).collect(),
+            header: None,
         }
     }
 
@@ -317,8 +352,15 @@ impl WebhookAuth {
         match self {
             WebhookAuth::Disabled => Err(AuthFailure::Disabled),
             WebhookAuth::None => Ok(Verified::default()),
-            WebhookAuth::ApiKey { key_sha256 } => {
-                let given = header("x-api-key").ok_or(AuthFailure::Missing("X-API-Key"))?;
+            WebhookAuth::ApiKey {
+                key_sha256,
+                header: name,
+            } => {
+                let given = match name {
+                    Some(n) => header(&n.to_ascii_lowercase())
+                        .ok_or(AuthFailure::MissingHeader(n.clone()))?,
+                    None => header("x-api-key").ok_or(AuthFailure::Missing("X-API-Key"))?,
+                };
                 digest_matches(given.trim(), key_sha256)
                     .then(Verified::default)
                     .ok_or(AuthFailure::BadCredentials)

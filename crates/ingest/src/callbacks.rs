@@ -17,12 +17,9 @@ use crate::{ApiError, SharedState};
 pub(crate) async fn settle(
     state: &SharedState,
     source: &Source,
-    raw: &[u8],
+    body: &Value,
 ) -> Result<Option<(&'static str, Response)>, ApiError> {
     let retry = state.cfg.retry_after_secs;
-    let Ok(body) = serde_json::from_slice::<Value>(raw) else {
-        return Ok(None);
-    };
     let Some((operation, spec, reference)) = source.settles.iter().find_map(|(name, spec)| {
         body.pointer(&spec.callback.reference_pointer)
             .and_then(text)
@@ -31,16 +28,6 @@ pub(crate) async fn settle(
         return Ok(None);
     };
     Span::current().record("event_id", reference.as_str());
-    let outcome = spec.callback.result.read(&body).ok_or_else(|| {
-        reject(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_event",
-            format!(
-                "the callback for {reference} carries no final result at `{}`",
-                spec.callback.result.code_pointer
-            ),
-        )
-    })?;
     let call = state
         .store
         .call_by_reference(source.id, &reference)
@@ -54,6 +41,41 @@ pub(crate) async fn settle(
                 format!("no `{operation}` call of this integration has the reference {reference}"),
             )
         })?;
+    // A callback that only says something changed: ask the provider at once (the leading
+    // scheduler does, within a tick).
+    let Some(result) = &spec.callback.result else {
+        let asked = state
+            .store
+            .call_due_now(call.id)
+            .await
+            .map_err(|e| ApiError::from_store(e, retry))?;
+        info!(call = %call.id, %reference, asked, "callback: the provider is asked for the result");
+        let note = if asked {
+            format!(
+                "{operation} call {} will be asked for its result now",
+                call.id
+            )
+        } else {
+            format!(
+                "{operation} call {} was already settled ({}); nothing new was done",
+                call.id, call.status
+            )
+        };
+        return Ok(Some((
+            if asked { "settling" } else { "duplicate" },
+            reply(spec, body).unwrap_or_else(|| accepted(Vec::new(), Vec::new(), !asked, note)),
+        )));
+    };
+    let outcome = result.read(body).ok_or_else(|| {
+        reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!(
+                "the callback for {reference} carries no final result at `{}`",
+                result.code_pointer
+            ),
+        )
+    })?;
     let settled = switchyard_ops::calls::settle(
         &state.store,
         &state.broker,
@@ -61,7 +83,7 @@ pub(crate) async fn settle(
         &call,
         spec,
         &outcome,
-        &body,
+        body,
         "callback",
     )
     .await
@@ -94,26 +116,49 @@ pub(crate) async fn settle(
             call.id, call.status
         )
     };
+    let answer = reply(spec, body).unwrap_or_else(|| {
+        accepted(
+            settled.delivered.jobs,
+            settled.delivered.skipped,
+            !settled.settled,
+            note,
+        )
+    });
     Ok(Some((
         if settled.settled {
             "settled"
         } else {
             "duplicate"
         },
-        (
-            StatusCode::ACCEPTED,
-            Json(Accepted {
-                jobs: settled.delivered.jobs,
-                duplicate: Some(!settled.settled),
-                skipped: settled
-                    .delivered
-                    .skipped
-                    .into_iter()
-                    .map(|(target, reason)| Skipped { target, reason })
-                    .collect(),
-                note: Some(note),
-            }),
-        )
-            .into_response(),
+        answer,
     )))
+}
+
+/// Switchyard's own answer to a callback: `202` with the jobs it delivered.
+fn accepted(
+    jobs: Vec<uuid::Uuid>,
+    skipped: Vec<(String, String)>,
+    duplicate: bool,
+    note: String,
+) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            jobs,
+            duplicate: Some(duplicate),
+            skipped: skipped
+                .into_iter()
+                .map(|(target, reason)| Skipped { target, reason })
+                .collect(),
+            note: Some(note),
+        }),
+    )
+        .into_response()
+}
+
+/// The reply the provider expects, as the connector declares it, made from the callback.
+fn reply(spec: &switchyard_providers::operations::SettleSpec, body: &Value) -> Option<Response> {
+    let r = spec.callback.reply.as_ref()?;
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    Some((status, Json(r.body.apply(body))).into_response())
 }

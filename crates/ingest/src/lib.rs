@@ -194,7 +194,7 @@ fn front_door() -> utoipa_axum::router::OpenApiRouter<SharedState> {
     use utoipa::OpenApi;
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(switchyard_api::ApiDoc::openapi())
-        .routes(routes!(webhooks::receive))
+        .routes(routes!(webhooks::receive, webhooks::receive_get))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics::render))

@@ -85,7 +85,7 @@ pub(crate) async fn receive(
                 .collect()
         })
         .unwrap_or_default();
-    let result = handle(&state, &integration, peer, &headers, &query, body)
+    let result = handle(&state, &integration, peer, &headers, &query, Some(body))
         .instrument(span)
         .await;
     let took = clock.elapsed();
@@ -99,6 +99,118 @@ pub(crate) async fn receive(
     result.map(|(_, r)| r)
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{integration}", tag = "webhooks",
+    summary = "Send an event as a GET, or answer a subscription challenge",
+    description = "For senders that call back with a GET (Pesapal's IPN): the query parameters are the event (less `key`, the integration's key when its webhook authentication is `query_key`), handled as a POSTed one is. A subscription challenge (Meta's WhatsApp Cloud API: `hub.mode=subscribe`, `hub.verify_token`, `hub.challenge`) is answered with the challenge, as text, when the token is the integration's verify token.",
+    security(()),
+    params(("integration" = Uuid, Path, description = "The sending integration's id")),
+    responses(
+        (status = 200, body = String, content_type = "text/plain", description = "The challenge, when the verify token matches"),
+        (status = 202, body = Accepted),
+        (status = 401, body = ErrorBody, description = "Not authenticated as the integration's sender"),
+        (status = 403, body = ErrorBody, description = "A challenge with a verify token that is not the integration's"),
+        (status = 404, body = ErrorBody, description = "No such integration"),
+        (status = 422, body = ErrorBody, description = "The event lacks what its inbound spec reads"),
+        (status = 503, body = ErrorBody, description = "The broker or database is unavailable; retry after `Retry-After`")))]
+pub(crate) async fn receive_get(
+    State(state): State<SharedState>,
+    Path(integration): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if param("hub.mode") == Some("subscribe") {
+        return challenge(
+            &state,
+            &integration,
+            param("hub.verify_token"),
+            param("hub.challenge"),
+        )
+        .await;
+    }
+    let span = tracing::info_span!("webhook", %integration, peer = %peer.ip(),
+        event_id = tracing::field::Empty, entity = tracing::field::Empty,
+        jobs = tracing::field::Empty, otel.kind = "server");
+    let clock = std::time::Instant::now();
+    let result = handle(&state, &integration, peer, &headers, &query, None)
+        .instrument(span)
+        .await;
+    let took = clock.elapsed();
+    match &result {
+        Ok((outcome, _)) => state.metrics.webhook(outcome, "ok", took),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            state.metrics.webhook("unavailable", e.code, took)
+        }
+        Err(e) => state.metrics.webhook("rejected", e.code, took),
+    }
+    result.map(|(_, r)| r)
+}
+
+/// A subscription challenge: the challenge back, as text, when the verify token is the
+/// integration's.
+async fn challenge(
+    state: &SharedState,
+    integration: &str,
+    token: Option<&str>,
+    challenge: Option<&str>,
+) -> Result<Response, ApiError> {
+    let id: Uuid = integration.parse().map_err(|_| {
+        reject(
+            StatusCode::NOT_FOUND,
+            "unknown_integration",
+            format!("no integration `{integration}`"),
+        )
+    })?;
+    let source = state
+        .sources
+        .get(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))?
+        .ok_or_else(|| {
+            reject(
+                StatusCode::NOT_FOUND,
+                "unknown_integration",
+                format!("no integration {id}"),
+            )
+        })?;
+    let (Some(token), Some(challenge)) = (token, challenge) else {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "invalid_challenge",
+            "a subscription challenge carries hub.verify_token and hub.challenge".into(),
+        ));
+    };
+    if !source.policy.verify_token_matches(token) {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            "invalid_verify_token",
+            "the verify token is not this integration's (set it with webhook_auth.verify_token)"
+                .into(),
+        ));
+    }
+    info!(integration = %id, "subscription challenge answered");
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        challenge.to_owned(),
+    )
+        .into_response())
+}
+
 /// A webhook goes through four stages, each of which may refuse it with a clear error:
 /// authenticate (the integration, its sender, the body and its signature) → parse (the
 /// event the integration's inbound spec reads) → route (the targets that take it) →
@@ -109,7 +221,7 @@ async fn handle(
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
     query: &[(String, String)],
-    body: Body,
+    body: Option<Body>,
 ) -> Result<(&'static str, Response), ApiError> {
     let header = |name: &str| {
         headers
@@ -119,12 +231,16 @@ async fn handle(
     };
     let (source, raw, verified) =
         authenticate(state, integration, peer, headers, query, body).await?;
+    let doc = document(
+        &header(header::CONTENT_TYPE.as_str()).unwrap_or_default(),
+        &raw,
+    )?;
     if !source.settles.is_empty()
-        && let Some(answer) = crate::callbacks::settle(state, &source, &raw).await?
+        && let Some(answer) = crate::callbacks::settle(state, &source, &doc).await?
     {
         return Ok(answer);
     }
-    let event = parse(&source, &raw, &header, &verified)?;
+    let event = parse(&source, &doc, &raw, &header, &verified)?;
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
     span.record("entity", event.entity.as_str());
@@ -165,7 +281,7 @@ async fn authenticate(
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
     query: &[(String, String)],
-    body: Body,
+    body: Option<Body>,
 ) -> Result<(std::sync::Arc<Source>, axum::body::Bytes, Verified), ApiError> {
     let retry = state.cfg.retry_after_secs;
 
@@ -219,13 +335,73 @@ async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    let raw = match body {
+        Some(body) => read_body(state, &source, &header, body).await?,
+        // A GET callback (Pesapal's IPN): its query parameters are the event, less the
+        // integration's key.
+        None => {
+            let params: serde_json::Map<String, Value> = query
+                .iter()
+                .filter(|(k, _)| k != "key")
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            axum::body::Bytes::from(Value::Object(params).to_string())
+        }
+    };
+
+    // Signatures are checked over the raw bytes, before anything reads them.
+    let secrets: &[Vec<u8>] = match &source.secrets {
+        Ok(s) => s,
+        // The hub's fault (its vault key is missing), not the sender's: it should retry.
+        Err(why) if source.policy.auth.needs_secrets() => {
+            tracing::error!(%why, "this integration's webhook secrets cannot be opened; answering 503 until the vault key is configured");
+            return Err(ApiError::unavailable(
+                "secrets_unavailable",
+                "this integration's signing secrets cannot be opened right now; try again later",
+                retry,
+            ));
+        }
+        Err(why) => {
+            tracing::error!(%why, "this integration's webhook secrets cannot be opened");
+            &[]
+        }
+    };
+    let verified = source
+        .policy
+        .auth
+        .verify(&header, &raw, secrets, Utc::now().timestamp())
+        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
+    // Only a sender that proved itself learns the integration's name and status.
+    if !matches!(
+        source.status,
+        IntegrationStatus::Active | IntegrationStatus::Testing
+    ) {
+        return Err(reject(
+            StatusCode::CONFLICT,
+            "integration_inactive",
+            format!(
+                "integration `{}` is {}; activate it to accept webhooks",
+                source.name, source.status
+            ),
+        ));
+    }
+    Ok((source, raw, verified))
+}
+
+/// The body, within the integration's and the service's limits, in time; JSON or a form.
+async fn read_body(
+    state: &SharedState,
+    source: &Source,
+    header: &(dyn Fn(&str) -> Option<String> + Sync),
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
     let content_type = header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
-    if !is_json(&content_type) {
+    if !is_json(&content_type) && !is_form(&content_type) {
         return Err(reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
-                "expected Content-Type: application/json, got `{}`",
+                "expected Content-Type: application/json or application/x-www-form-urlencoded, got `{}`",
                 if content_type.is_empty() {
                     "(none)"
                 } else {
@@ -268,44 +444,7 @@ async fn authenticate(
         }
         too_large()
     })?;
-
-    // Signatures are checked over the raw bytes, before anything reads them.
-    let secrets: &[Vec<u8>] = match &source.secrets {
-        Ok(s) => s,
-        // The hub's fault (its vault key is missing), not the sender's: it should retry.
-        Err(why) if source.policy.auth.needs_secrets() => {
-            tracing::error!(%why, "this integration's webhook secrets cannot be opened; answering 503 until the vault key is configured");
-            return Err(ApiError::unavailable(
-                "secrets_unavailable",
-                "this integration's signing secrets cannot be opened right now; try again later",
-                retry,
-            ));
-        }
-        Err(why) => {
-            tracing::error!(%why, "this integration's webhook secrets cannot be opened");
-            &[]
-        }
-    };
-    let verified = source
-        .policy
-        .auth
-        .verify(&header, &raw, secrets, Utc::now().timestamp())
-        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.code(), f.to_string()))?;
-    // Only a sender that proved itself learns the integration's name and status.
-    if !matches!(
-        source.status,
-        IntegrationStatus::Active | IntegrationStatus::Testing
-    ) {
-        return Err(reject(
-            StatusCode::CONFLICT,
-            "integration_inactive",
-            format!(
-                "integration `{}` is {}; activate it to accept webhooks",
-                source.name, source.status
-            ),
-        ));
-    }
-    Ok((source, raw, verified))
+    Ok(raw)
 }
 
 /// The event the integration's inbound spec reads from the body: its entity, id, version
@@ -313,21 +452,15 @@ async fn authenticate(
 /// reserved for Switchyard).
 fn parse(
     source: &Source,
+    parsed: &Value,
     raw: &[u8],
     header: &(dyn Fn(&str) -> Option<String> + Sync),
     verified: &Verified,
 ) -> Result<InboundEvent, ApiError> {
-    let parsed: Value = serde_json::from_slice(raw).map_err(|e| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
     let event = source
         .inbound
         .normalize(
-            &parsed,
+            parsed,
             raw,
             header,
             // A scheme that signs no time: the signed content names the event, so a replay
@@ -344,7 +477,7 @@ fn parse(
                 format!("the webhook lacks what this integration needs: {e}"),
             )
         })?;
-    if let Some(at) = nul_at(&parsed, &mut String::new()) {
+    if let Some(at) = nul_at(parsed, &mut String::new()) {
         return Err(reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_event",
@@ -523,6 +656,33 @@ fn nul_at(v: &Value, at: &mut String) -> Option<String> {
         }),
         _ => None,
     }
+}
+
+/// The body as JSON: a JSON body as it is, a form's fields as an object of strings (the
+/// last of a repeated name wins).
+fn document(content_type: &str, raw: &[u8]) -> Result<Value, ApiError> {
+    if is_form(content_type) {
+        let fields: serde_json::Map<String, Value> = url::form_urlencoded::parse(raw)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        return Ok(Value::Object(fields));
+    }
+    serde_json::from_slice(raw).map_err(|e| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn is_form(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
 }
 
 fn is_json(content_type: &str) -> bool {

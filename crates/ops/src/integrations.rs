@@ -500,6 +500,14 @@ pub fn webhook_policy(
         .unwrap_or_default()
         .to_owned();
     let digest = |s: &str| serde_json::json!([switchyard_core::ids::secret_digest(s)]);
+    // A subscription challenge's verify token is kept as its digest.
+    if let Some(token) = obj.remove("verify_token") {
+        let token = token
+            .as_str()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| field("webhook_auth.verify_token", "a non-empty string"))?;
+        obj.insert("verify_token_sha256".into(), digest(token));
+    }
     let generated = match scheme.as_str() {
         "api_key" | "query_key" if !obj.contains_key("key_sha256") => {
             let key = generate_key();
@@ -697,7 +705,9 @@ pub enum SecretsError {
 /// The stored digests of an API-key or basic scheme (its secrets are kept as SHA-256).
 fn digests(auth: &mut WebhookAuth) -> Option<&mut Vec<String>> {
     match auth {
-        WebhookAuth::ApiKey { key_sha256 } => Some(key_sha256),
+        WebhookAuth::ApiKey { key_sha256, .. } | WebhookAuth::QueryKey { key_sha256 } => {
+            Some(key_sha256)
+        }
         WebhookAuth::Basic {
             password_sha256, ..
         } => Some(password_sha256),

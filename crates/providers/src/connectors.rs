@@ -256,6 +256,20 @@ static MPESA_INFO: ProviderInfo = ProviderInfo {
     settings: "business_short_code (required), party_b (required), callback_url (required), transaction_type, base_url, query_after_secs",
 };
 
+static PESAPAL_INFO: ProviderInfo = ProviderInfo {
+    name: "pesapal",
+    is_target: true,
+    description: "Pesapal 3.0: orders paid on Pesapal's page, settled by its IPN (a GET) and GetTransactionStatus; IPN registration",
+    settings: "callback_url (required), ipn_id, currency, base_url, query_after_secs",
+};
+
+static FLUTTERWAVE_INFO: ProviderInfo = ProviderInfo {
+    name: "flutterwave",
+    is_target: true,
+    description: "Flutterwave v3: payment links settled by its webhook (verif-hash) and a verification by tx_ref",
+    settings: "redirect_url (required), currency, title, base_url, query_after_secs",
+};
+
 static MOLONI_INFO: ProviderInfo = ProviderInfo {
     name: "moloni",
     is_target: true,
@@ -273,6 +287,12 @@ pub static PRESTASHOP: ConnectorKind = ConnectorKind::new(
 );
 pub static MPESA: ConnectorKind =
     ConnectorKind::new(&MPESA_INFO, include_str!("../connectors/mpesa-daraja.json"));
+pub static PESAPAL: ConnectorKind =
+    ConnectorKind::new(&PESAPAL_INFO, include_str!("../connectors/pesapal.json"));
+pub static FLUTTERWAVE: ConnectorKind = ConnectorKind::new(
+    &FLUTTERWAVE_INFO,
+    include_str!("../connectors/flutterwave.json"),
+);
 pub static MOLONI: ConnectorKind =
     ConnectorKind::new(&MOLONI_INFO, include_str!("../connectors/moloni.json"));
 
@@ -283,7 +303,14 @@ mod tests {
 
     #[test]
     fn every_template_reads_and_its_defaults_make_a_valid_manifest() {
-        for kind in [&QUICKBOOKS, &PRESTASHOP, &MOLONI, &MPESA] {
+        for kind in [
+            &QUICKBOOKS,
+            &PRESTASHOP,
+            &MOLONI,
+            &MPESA,
+            &PESAPAL,
+            &FLUTTERWAVE,
+        ] {
             let t = kind.template();
             assert!(!t.sources.is_empty(), "{} cites no source", kind.info.name);
             // Required parameters filled with a placeholder: the manifest must parse.

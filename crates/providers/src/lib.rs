@@ -354,6 +354,8 @@ pub static KINDS: &[&dyn ProviderKind] = &[
     &connectors::PRESTASHOP,
     &connectors::MOLONI,
     &connectors::MPESA,
+    &connectors::PESAPAL,
+    &connectors::FLUTTERWAVE,
 ];
 
 /// The kind named `provider`.

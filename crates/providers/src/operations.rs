@@ -47,6 +47,10 @@ pub struct OperationSpec {
     /// (M-Pesa: `/CheckoutRequestID`).
     #[serde(default)]
     pub reference_pointer: Option<String>,
+    /// Where the caller's input carries it instead, when the caller names the payment
+    /// (Flutterwave's `tx_ref`).
+    #[serde(default)]
+    pub reference_input: Option<String>,
     /// How the answer says how it ended, when it does (a query's `ResultCode`).
     #[serde(default)]
     pub result: Option<ResultSpec>,
@@ -87,7 +91,7 @@ pub struct ResultSpec {
 }
 
 /// How a pending operation is settled.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SettleSpec {
     /// The entity the settled outcome is routed as, from this integration (events
@@ -130,12 +134,33 @@ fn default_max_queries() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackSpec {
     /// Where the callback carries the reference the operation's answer gave.
     pub reference_pointer: String,
-    pub result: ResultSpec,
+    /// How the callback says how it ended. Without it the callback only says that something
+    /// changed (Pesapal's IPN): the hub asks (`query`) at once.
+    #[serde(default)]
+    pub result: Option<ResultSpec>,
+    /// What the provider expects back, once the callback is durable (Pesapal: a JSON
+    /// acknowledgement); default: Switchyard's own `202`.
+    #[serde(default)]
+    pub reply: Option<Reply>,
+}
+
+/// A reply to a callback: its status and body, a field map over the callback (its
+/// `{"value": …}` sources are constants).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    #[serde(default = "default_reply_status")]
+    pub status: u16,
+    pub body: FieldMap,
+}
+
+fn default_reply_status() -> u16 {
+    200
 }
 
 /// How an operation ended, read from an answer or a callback.
@@ -294,20 +319,40 @@ pub fn validate(ops: &BTreeMap<String, OperationSpec>) -> Result<(), ConfigError
                     "an entity name is a-z, 0-9, _ or -",
                 ));
             }
-            if op.reference_pointer.is_none() {
+            if op.reference_pointer.is_none() && op.reference_input.is_none() {
                 return Err(ConfigError::new(
                     at("reference_pointer"),
-                    "an operation settled later must say where its answer's reference is",
+                    "an operation settled later must say where its reference is (reference_pointer in the answer, or reference_input in the input)",
                 ));
             }
             pointer(
                 at("settle.callback.reference_pointer"),
                 &s.callback.reference_pointer,
             )?;
-            pointer(
-                at("settle.callback.result.code_pointer"),
-                &s.callback.result.code_pointer,
-            )?;
+            match &s.callback.result {
+                Some(r) => pointer(at("settle.callback.result.code_pointer"), &r.code_pointer)?,
+                None if s.query.is_none() => {
+                    return Err(ConfigError::new(
+                        at("settle.callback.result"),
+                        "a callback that does not carry the result needs `settle.query` to ask for it",
+                    ));
+                }
+                None => {}
+            }
+            if let Some(r) = &s.callback.reply {
+                r.body.validate().map_err(|e| {
+                    ConfigError::new(
+                        at(&format!("settle.callback.reply.body.{}", e.field)),
+                        e.reason,
+                    )
+                })?;
+                if !(200..=299).contains(&r.status) {
+                    return Err(ConfigError::new(
+                        at("settle.callback.reply.status"),
+                        "a reply to a callback is a 2xx",
+                    ));
+                }
+            }
             if let Some(q) = &s.query {
                 match ops.get(q) {
                     Some(query) if query.safe && query.result.is_some() => {}

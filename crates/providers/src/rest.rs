@@ -1932,7 +1932,16 @@ impl Connector for RestConnector {
             serde_json::json!({ "computed": computed }),
         );
         let body = Self::body_from(&op.body, None, &Value::Object(payload), None, None);
-        let url = self.url(&op.path, "", None);
+        // `{input.NAME}` in the path is the input's value, encoded (a query's id).
+        let mut path = op.path.clone();
+        for name in crate::operations::names_in(&op.path, "{input.") {
+            let value = input
+                .get(&name)
+                .and_then(crate::operations::text)
+                .unwrap_or_default();
+            path = path.replace(&format!("{{input.{name}}}"), &encode_segment(&value));
+        }
+        let url = self.url(&path, "", None);
         let mut rb = self.request(&op.method, &url);
         if !op.method.eq_ignore_ascii_case("GET") {
             rb = self.with_body(
@@ -1952,7 +1961,11 @@ impl Connector for RestConnector {
         }
         let (status, _headers, text, summary) = self.send(rb, &op.method, &url).await?;
         let json = decode(&text).unwrap_or_else(|| Value::String(truncate(&text)));
-        let reference = op.reference_pointer.as_ref().and_then(|p| id_at(&json, p));
+        let reference = match (&op.reference_input, &op.reference_pointer) {
+            (Some(p), _) => input.pointer(p).and_then(crate::operations::text),
+            (None, Some(p)) => id_at(&json, p),
+            (None, None) => None,
+        };
         if op.settle.is_some() && reference.is_none() {
             return Err(fail(
                 ErrorClass::Permanent,

@@ -1599,10 +1599,21 @@ fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
         paid.pointer(&settle.callback.reference_pointer),
         Some(&json!("ws_CO_191220191020363925"))
     );
-    assert!(settle.callback.result.read(&paid).unwrap().succeeded);
+    assert!(
+        settle
+            .callback
+            .result
+            .as_ref()
+            .unwrap()
+            .read(&paid)
+            .unwrap()
+            .succeeded
+    );
     let cancelled = settle
         .callback
         .result
+        .as_ref()
+        .unwrap()
         .read(&read("mpesa-daraja/stk-callback-cancelled.json"))
         .unwrap();
     assert!(!cancelled.succeeded);
@@ -1611,4 +1622,216 @@ fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
         cancelled.message.as_deref(),
         Some("Request cancelled by user")
     );
+}
+
+// Pesapal 3.0 ------------------------------------------------------------------------------
+
+fn pesapal(base: &str) -> Arc<dyn Connector> {
+    build(
+        "pesapal",
+        &json!({"callback_url": "https://school.example/paid", "base_url": base,
+                "ipn_id": "e32182ca-0983-4fa0-91bc-c3bb813ba750"}),
+        credentials(&[
+            ("consumer_key", "qkio1BGGYAXTu2JOfm7XSXNruoZsrqEW"),
+            ("consumer_secret", "osGQ364R49cXKeOYSpaOnT++rHs="),
+        ]),
+        Vault::default(),
+    )
+}
+
+#[tokio::test]
+async fn pesapal_logs_in_submits_an_order_and_reads_its_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/Auth/RequestToken"))
+        .respond_with(fixture("pesapal/token.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let bearer = "Bearer eyJhbGciOiJodHRwOi8vd3d3LnczLm9yZy8yMDAxLzA0L3htbGRzaWctbW9yZSNobWFjLXNoYTI1NiIsInR5cCI6IkpXVCJ9";
+    Mock::given(method("POST"))
+        .and(path("/api/Transactions/SubmitOrderRequest"))
+        .and(wiremock::matchers::header("authorization", bearer))
+        .respond_with(fixture("pesapal/order-submitted.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/Transactions/GetTransactionStatus"))
+        .and(query_param(
+            "orderTrackingId",
+            "b945e4af-80a5-4ec1-8706-e03f8332fb04",
+        ))
+        .and(wiremock::matchers::header("authorization", bearer))
+        .respond_with(fixture("pesapal/status-completed.json"))
+        .mount(&server)
+        .await;
+    let c = pesapal(&server.uri());
+    let answer = c
+        .operate(
+            "charge",
+            &json!({"id": "ADM-0042", "amount": "1500.00", "description": "Term 1 fees",
+                    "email": "parent@example.com", "phone": "0723xxxxxx"}),
+            Some("k"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.reference.as_deref(),
+        Some("b945e4af-80a5-4ec1-8706-e03f8332fb04")
+    );
+    assert!(
+        answer.body["redirect_url"]
+            .as_str()
+            .unwrap()
+            .contains("OrderTrackingId=")
+    );
+    let requests = server.received_requests().await.unwrap();
+    let login = json_body(&requests[0]);
+    assert_eq!(
+        login,
+        json!({"consumer_key": "qkio1BGGYAXTu2JOfm7XSXNruoZsrqEW", "consumer_secret": "osGQ364R49cXKeOYSpaOnT++rHs="})
+    );
+    let order = json_body(&requests[1]);
+    assert_eq!(
+        order,
+        json!({"id": "ADM-0042", "currency": "KES", "amount": 1500, "description": "Term 1 fees",
+               "callback_url": "https://school.example/paid",
+               "notification_id": "e32182ca-0983-4fa0-91bc-c3bb813ba750",
+               "billing_address": {"email_address": "parent@example.com", "phone_number": "0723xxxxxx"}})
+    );
+    // The status's error object holds only nulls: not an error.
+    let status = c
+        .operate(
+            "status",
+            &json!({"reference": "b945e4af-80a5-4ec1-8706-e03f8332fb04"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let o = status.outcome.unwrap();
+    assert!(o.succeeded);
+    assert_eq!(o.message.as_deref(), Some("Completed"));
+}
+
+#[tokio::test]
+async fn pesapal_reports_an_error_inside_a_200_and_acknowledges_its_ipn_as_documented() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/Auth/RequestToken"))
+        .respond_with(fixture("pesapal/token.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/Transactions/SubmitOrderRequest"))
+        .respond_with(fixture("pesapal/order-refused.json"))
+        .mount(&server)
+        .await;
+    let c = pesapal(&server.uri());
+    let err = c
+        .operate(
+            "charge",
+            &json!({"id": "A", "amount": 1, "description": "x", "email": "e@x"}),
+            Some("k"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("Invalid notification id"),
+        "{}",
+        err.message
+    );
+
+    let spec = c.operation("charge").unwrap().settle.clone().unwrap();
+    assert!(
+        spec.callback.result.is_none(),
+        "the IPN does not carry the status"
+    );
+    let ipn = json!({"OrderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
+                     "OrderNotificationType": "IPNCHANGE", "OrderMerchantReference": "ADM-0042"});
+    assert_eq!(
+        spec.callback.reply.unwrap().body.apply(&ipn),
+        json!({"orderNotificationType": "IPNCHANGE",
+               "orderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
+               "orderMerchantReference": "ADM-0042", "status": 200})
+    );
+}
+
+// Flutterwave ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn flutterwave_makes_a_payment_link_named_by_tx_ref_and_verifies_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/payments"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer FLWSECK_TEST-x",
+        ))
+        .respond_with(fixture("flutterwave/payment-link.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transactions/verify_by_reference"))
+        .and(query_param("tx_ref", "ADM-0042-T1"))
+        .respond_with(fixture("flutterwave/verify-successful.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transactions/verify_by_reference"))
+        .and(query_param("tx_ref", "nope"))
+        .respond_with(fixture("flutterwave/verify-not-found.json"))
+        .mount(&server)
+        .await;
+    let c = build(
+        "flutterwave",
+        &json!({"redirect_url": "https://school.example/paid", "base_url": server.uri()}),
+        credentials(&[("token", "FLWSECK_TEST-x")]),
+        Vault::default(),
+    );
+    let answer = c
+        .operate(
+            "charge",
+            &json!({"tx_ref": "ADM-0042-T1", "amount": 1500, "email": "parent@example.com",
+                    "phone": "254712345678", "name": "Jane Parent"}),
+            Some("k"),
+        )
+        .await
+        .unwrap();
+    // The caller names the payment: its tx_ref is the reference.
+    assert_eq!(answer.reference.as_deref(), Some("ADM-0042-T1"));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        json_body(&requests[0]),
+        json!({"tx_ref": "ADM-0042-T1", "amount": 1500, "currency": "KES",
+               "redirect_url": "https://school.example/paid",
+               "customer": {"email": "parent@example.com", "phonenumber": "254712345678", "name": "Jane Parent"},
+               "customizations": {"title": "Payment"}})
+    );
+    let verified = c
+        .operate("verify", &json!({"reference": "ADM-0042-T1"}), None)
+        .await
+        .unwrap();
+    assert!(verified.outcome.unwrap().succeeded);
+    let err = c
+        .operate("verify", &json!({"reference": "nope"}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("No transaction was found"),
+        "{}",
+        err.message
+    );
+    // Its webhook names the payment by tx_ref and is verified, not trusted.
+    let settle = c.operation("charge").unwrap().settle.clone().unwrap();
+    let hook: Value =
+        serde_json::from_str::<Value>(&read("flutterwave/webhook-charge-completed.json")).unwrap()
+            ["body"]
+            .clone();
+    assert_eq!(
+        hook.pointer(&settle.callback.reference_pointer),
+        Some(&json!("ADM-0042-T1"))
+    );
+    assert!(settle.callback.result.is_none());
 }

@@ -355,6 +355,20 @@ impl Store {
         Ok(())
     }
 
+    /// Ask for a pending call's result at the next chance (its callback said only that
+    /// something changed). False when it is not pending.
+    pub async fn call_due_now(&self, id: Uuid) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE operation_calls SET query_at = now(), updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     pub async fn call(&self, id: Uuid) -> Result<OperationCall> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM operation_calls WHERE id = $1"
