@@ -49,78 +49,41 @@ async fn school(h: &Harness, query_after_secs: &str) -> School {
         .respond_with(self::daraja("token.json"))
         .mount(&daraja)
         .await;
-    let (st, created) = call(
+    let settings = |callback_url: &str| {
+        json!({"business_short_code": "174379", "party_b": "174379",
+               "callback_url": callback_url, "base_url": daraja.uri(),
+               "query_after_secs": query_after_secs})
+    };
+    let (mpesa, key) = connected(
         h,
-        Method::POST,
-        "/v1/integrations",
-        ADMIN_TOKEN,
-        Some(json!({
+        json!({
             "tenant": "acme", "name": "mpesa", "connector": "mpesa-daraja",
-            "settings": {"business_short_code": "174379", "party_b": "174379",
-                         "callback_url": "https://hub.example/later", "base_url": daraja.uri(),
-                         "query_after_secs": query_after_secs},
+            "settings": settings("https://hub.example/later"),
             "credentials": {"client_id": "ck", "client_secret": "cs",
                             "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"},
             "webhook_auth": {"scheme": "query_key"}
-        })),
+        }),
     )
     .await;
-    assert_eq!(st, 201, "{created}");
-    let mpesa: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-    let key = created["webhook_api_key"]
-        .as_str()
-        .expect("a generated key")
-        .to_owned();
     // The callback URL names the integration and its key.
     let (st, r) = call(
         h,
         Method::PATCH,
         &format!("/v1/integrations/{mpesa}"),
         ADMIN_TOKEN,
-        Some(
-            json!({"settings": {"business_short_code": "174379", "party_b": "174379",
-            "callback_url": h.url(&format!("/v1/webhooks/{mpesa}?key={key}")),
-            "base_url": daraja.uri(), "query_after_secs": query_after_secs}}),
-        ),
+        Some(json!({"settings": settings(&h.url(&format!("/v1/webhooks/{mpesa}?key={key}")))})),
     )
     .await;
     assert_eq!(st, 200, "{r}");
-    let (st, r) = call(
+    let erp = erp_for(
         h,
-        Method::POST,
-        &format!("/v1/integrations/{mpesa}/test"),
-        ADMIN_TOKEN,
-        None,
+        mpesa,
+        json!({"reference": "/operation/input/account_reference",
+               "amount": "/operation/input/amount",
+               "status": "/status", "code": "/code",
+               "checkout": "/operation/reference"}),
     )
     .await;
-    assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
-    let (st, r) = call(
-        h,
-        Method::POST,
-        &format!("/v1/integrations/{mpesa}/activate"),
-        ADMIN_TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(st, 200, "{r}");
-
-    let erp = h
-        .integration(
-            "erp",
-            "rest",
-            json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "timeout_ms": 2000,
-                   "entities": {"payment": {
-                       "create": {"method": "POST", "path": "/api/payments"},
-                       "body": {"reference": "/operation/input/account_reference",
-                                "amount": "/operation/input/amount",
-                                "status": "/status", "code": "/code",
-                                "checkout": "/operation/reference"}}}}),
-            json!({}),
-            Some(json!({"token": "erp-token"})),
-        )
-        .await;
-    h.route_with(mpesa, "payment", &[erp], json!({}), Default::default())
-        .await;
     School {
         mpesa,
         key,
@@ -430,8 +393,8 @@ async fn connected(h: &Harness, body: Value) -> (Uuid, String) {
     (id, key)
 }
 
-/// An ERP taking `payment` events from `source`.
-async fn erp_for(h: &Harness, source: Uuid) {
+/// An ERP taking `payment` events from `source`, made into its payments by `body`.
+async fn erp_for(h: &Harness, source: Uuid, body: Value) -> Uuid {
     let erp = h
         .integration(
             "erp",
@@ -439,14 +402,14 @@ async fn erp_for(h: &Harness, source: Uuid) {
             json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "timeout_ms": 2000,
                    "entities": {"payment": {
                        "create": {"method": "POST", "path": "/api/payments"},
-                       "body": {"reference": "/operation/reference", "status": "/status"}}}}),
+                       "body": body}}}),
             json!({}),
             Some(json!({"token": "erp-token"})),
         )
         .await;
     h.route_with(source, "payment", &[erp], json!({}), Default::default())
         .await;
-    erp_takes_payments(h).await;
+    erp
 }
 
 fn fixture_of(vendor: &str, name: &str) -> (u16, Value) {
@@ -500,7 +463,13 @@ async fn pesapals_get_ipn_is_acknowledged_as_documented_and_settled_by_the_statu
                "webhook_auth": {"scheme": "query_key"}}),
     )
     .await;
-    erp_for(&h, id).await;
+    erp_for(
+        &h,
+        id,
+        json!({"reference": "/operation/reference", "status": "/status"}),
+    )
+    .await;
+    erp_takes_payments(&h).await;
     let r = h
         .http
         .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
@@ -588,7 +557,13 @@ async fn flutterwaves_webhook_is_authenticated_by_verif_hash_and_verified_before
                "webhook_auth": {"scheme": "api_key", "header": "verif-hash"}}),
     )
     .await;
-    erp_for(&h, id).await;
+    erp_for(
+        &h,
+        id,
+        json!({"reference": "/operation/reference", "status": "/status"}),
+    )
+    .await;
+    erp_takes_payments(&h).await;
     let r = h
         .http
         .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))

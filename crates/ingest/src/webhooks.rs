@@ -65,6 +65,30 @@ pub(crate) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let query = query_of(&uri);
+    observed(&state, &integration, peer, &headers, &query, Some(body)).await
+}
+
+/// The URL's query parameters.
+fn query_of(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// [`handle`] in the webhook's span (continuing the sender's trace), timed and counted.
+async fn observed(
+    state: &SharedState,
+    integration: &str,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
     let span = tracing::info_span!("webhook", %integration, peer = %peer.ip(),
         event_id = tracing::field::Empty, entity = tracing::field::Empty,
         jobs = tracing::field::Empty, otel.kind = "server");
@@ -77,15 +101,7 @@ pub(crate) async fn receive(
         switchyard_telemetry::continue_trace(&span, tp);
     }
     let clock = std::time::Instant::now();
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let result = handle(&state, &integration, peer, &headers, &query, Some(body))
+    let result = handle(state, integration, peer, headers, query, body)
         .instrument(span)
         .await;
     let took = clock.elapsed();
@@ -119,14 +135,7 @@ pub(crate) async fn receive_get(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = query_of(&uri);
     let param = |name: &str| {
         query
             .iter()
@@ -142,22 +151,7 @@ pub(crate) async fn receive_get(
         )
         .await;
     }
-    let span = tracing::info_span!("webhook", %integration, peer = %peer.ip(),
-        event_id = tracing::field::Empty, entity = tracing::field::Empty,
-        jobs = tracing::field::Empty, otel.kind = "server");
-    let clock = std::time::Instant::now();
-    let result = handle(&state, &integration, peer, &headers, &query, None)
-        .instrument(span)
-        .await;
-    let took = clock.elapsed();
-    match &result {
-        Ok((outcome, _)) => state.metrics.webhook(outcome, "ok", took),
-        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
-            state.metrics.webhook("unavailable", e.code, took)
-        }
-        Err(e) => state.metrics.webhook("rejected", e.code, took),
-    }
-    result.map(|(_, r)| r)
+    observed(&state, &integration, peer, &headers, &query, None).await
 }
 
 /// A subscription challenge: the challenge back, as text, when the verify token is the
