@@ -10,6 +10,7 @@ mod failures;
 mod identity;
 mod ingest_errors;
 mod manage;
+mod messages;
 mod oauth;
 mod observe;
 mod payments;

@@ -60,7 +60,9 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
             "moloni",
             "mpesa-daraja",
             "pesapal",
-            "flutterwave"
+            "flutterwave",
+            "africastalking",
+            "whatsapp-cloud"
         ]
     );
     assert_eq!(created["webhook_auth"], "disabled");

@@ -1202,6 +1202,28 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         .unwrap()
         .id
         .to_string();
+    let channel_route = h
+        .store
+        .add_channel_route(&switchyard_store::ChannelRoute {
+            id: Uuid::now_v7(),
+            tenant: "acme".into(),
+            source_integration_id: store,
+            entity: "order".into(),
+            event: "*".into(),
+            filter: json!({}),
+            channels: json!([{"integration_id": erp, "operation": "send", "input": {}}]),
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let message = h
+        .store
+        .create_messages(&[&channel_route], "ord-1", &json!({"id": "ord-1"}))
+        .await
+        .unwrap()[0]
+        .0
+        .to_string();
+    let channel_route = channel_route.id.to_string();
     let acme_things = [
         format!("/v1/integrations/{store}"),
         format!("/v1/integrations/{erp}"),
@@ -1214,6 +1236,8 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         format!("/v1/jobs/{dead}"),
         format!("/v1/sync-runs/{run}"),
         format!("/v1/operations/{operation}"),
+        format!("/v1/channel-routes/{channel_route}"),
+        format!("/v1/messages/{message}"),
         "/v1/dlq?tenant=acme".into(),
         "/v1/api-keys?tenant=acme".into(),
     ];
@@ -1233,6 +1257,8 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
         dead.to_string(),
         run.clone(),
         operation.clone(),
+        channel_route.clone(),
+        message.clone(),
         fingerprint.clone(),
         internal.clone(),
         "erp-1".into(),
@@ -1261,6 +1287,8 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
                 "id" if template.starts_with("/v1/records/") => record.clone(),
                 "id" if template.starts_with("/v1/sync-runs/") => run.clone(),
                 "id" if template.starts_with("/v1/operations/") => operation.clone(),
+                "id" if template.starts_with("/v1/channel-routes/") => channel_route.clone(),
+                "id" if template.starts_with("/v1/messages/") => message.clone(),
                 "target" => erp.to_string(),
                 "tenant" => "acme".into(),
                 "name" => "ops".into(),
@@ -1312,6 +1340,8 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_through_any_endpoint() {
                         json!({"source": store, "entity": "order", "targets": [erp]})
                     }
                     ("post", "/v1/api-keys") => json!({"tenant": "acme", "name": "planted"}),
+                    ("post", "/v1/channel-routes") => json!({"source": store, "entity": "order",
+                        "channels": [{"integration_id": erp, "operation": "send"}]}),
                     ("post", p) if p.starts_with("/v1/dlq/") => {
                         json!({"filter": {"tenant": "acme"}})
                     }

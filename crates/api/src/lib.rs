@@ -16,6 +16,7 @@ mod error;
 mod identity;
 mod jobs;
 mod manage;
+mod messages;
 mod notices;
 mod oauth;
 mod openapi;
@@ -141,6 +142,10 @@ fn endpoints() -> OpenApiRouter<SharedState> {
         .routes(routes!(identity::list_routes, identity::add_route))
         .routes(routes!(identity::show_route, identity::remove_route))
         .routes(routes!(identity::remove_route_target))
+        .routes(routes!(messages::list, messages::add))
+        .routes(routes!(messages::show, messages::remove))
+        .routes(routes!(messages::messages))
+        .routes(routes!(messages::message))
         .routes(routes!(identity::find_record))
         .routes(routes!(identity::show_record))
         .routes(routes!(identity::conflicts))

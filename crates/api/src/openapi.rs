@@ -90,6 +90,7 @@ impl Modify for BearerAuth {
         (name = "records", description = "A record's id in every system, and conflicts between them."),
         (name = "jobs", description = "What was done, with each attempt."),
         (name = "operations", description = "A connector's named operations (a charge, a query, a message): run one and wait for the provider's answer; pending ones are settled by the provider's callback or a query."),
+        (name = "messages", description = "Events sent as messages over channels with fallback (WhatsApp, then SMS), and each channel's outcome."),
         (name = "syncs", description = "Batch reads from a system, started by hand or on schedule."),
         (name = "dead letters", description = "Jobs that failed for good: list, replay, purge."),
         (name = "access", description = "Tenants' API keys (admin token only) and the audit log."),

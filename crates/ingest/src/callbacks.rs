@@ -20,27 +20,60 @@ pub(crate) async fn settle(
     body: &Value,
 ) -> Result<Option<(&'static str, Response)>, ApiError> {
     let retry = state.cfg.retry_after_secs;
-    let Some((operation, spec, reference)) = source.settles.iter().find_map(|(name, spec)| {
-        body.pointer(&spec.callback.reference_pointer)
-            .and_then(text)
-            .map(|r| (name, spec, r))
-    }) else {
+    // The references the callback carries where the source's settling operations look.
+    let mut references: Vec<String> = source
+        .settles
+        .iter()
+        .filter_map(|(_, spec)| {
+            body.pointer(&spec.callback.reference_pointer)
+                .and_then(text)
+        })
+        .collect();
+    references.dedup();
+    if references.is_empty() {
         return Ok(None);
+    }
+    let mut found = None;
+    for reference in &references {
+        if let Some(call) = state
+            .store
+            .call_by_reference(source.id, reference)
+            .await
+            .map_err(|e| ApiError::from_store(e, retry))?
+        {
+            found = Some((reference.clone(), call));
+            break;
+        }
+    }
+    let Some((reference, call)) = found else {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "unknown_reference",
+            format!(
+                "no operation call of this integration has the reference {}",
+                references.join(" or ")
+            ),
+        ));
     };
     Span::current().record("event_id", reference.as_str());
-    let call = state
-        .store
-        .call_by_reference(source.id, &reference)
-        .await
-        .map_err(|e| ApiError::from_store(e, retry))?
-        .filter(|c| &c.operation == operation)
-        .ok_or_else(|| {
-            reject(
-                StatusCode::NOT_FOUND,
-                "unknown_reference",
-                format!("no `{operation}` call of this integration has the reference {reference}"),
-            )
-        })?;
+    // The call's own operation says how to read its callback.
+    let Some((operation, spec)) = source.settles.iter().find(|(name, spec)| {
+        name == &call.operation
+            && body
+                .pointer(&spec.callback.reference_pointer)
+                .and_then(text)
+                .as_ref()
+                == Some(&reference)
+    }) else {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!(
+                "the callback names {reference}, a `{}` call, but does not carry it where `{}` callbacks do",
+                call.operation, call.operation
+            ),
+        ));
+    };
     // A callback that only says something changed: ask the provider at once (the leading
     // scheduler does, within a tick).
     let Some(result) = &spec.callback.result else {
@@ -145,6 +178,7 @@ fn accepted(
         StatusCode::ACCEPTED,
         Json(Accepted {
             jobs,
+            messages: Vec::new(),
             duplicate: Some(duplicate),
             skipped: skipped
                 .into_iter()

@@ -24,6 +24,8 @@ pub(crate) struct Source {
     pub(crate) targets: Vec<RouteTarget>,
     /// Operations of its connector that its callbacks settle (by name).
     pub(crate) settles: Vec<(String, switchyard_providers::operations::SettleSpec)>,
+    /// Its channel routes (messages with fallback).
+    pub(crate) channel_routes: Vec<switchyard_store::ChannelRoute>,
 }
 
 /// When an entry was loaded, and the integration (`None`: there is no such integration).
@@ -104,6 +106,7 @@ impl Cache {
                 }),
         };
         let targets = self.store.route_targets(id).await?;
+        let channel_routes = self.store.channel_routes(Some(id), None).await?;
         let settles = switchyard_providers::kind(&integration.provider)
             .ok()
             .and_then(|k| k.manifest(&integration.settings))
@@ -124,6 +127,7 @@ impl Cache {
             secrets,
             targets,
             settles,
+            channel_routes,
         })))
     }
 }

@@ -22,6 +22,9 @@ use switchyard_store::RouteTarget;
 pub(crate) struct Accepted {
     /// One job per target, by id (the same ids when the event was sent before).
     pub(crate) jobs: Vec<Uuid>,
+    /// One message per channel route that takes the event (`GET /v1/messages/{id}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) messages: Vec<Uuid>,
     /// The event was sent before; nothing new was queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) duplicate: Option<bool>,
@@ -238,8 +241,29 @@ async fn handle(
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
     span.record("entity", event.entity.as_str());
+    // Messages over channel routes are made (durably, in the database) before any job is
+    // published: a sender that retries after a 503 gets the same messages.
+    let messages = messages(state, &source, &event).await?;
     let (targets, skipped) = route(state, &source, &event);
     if targets.is_empty() {
+        if !messages.is_empty() {
+            let duplicate = messages.iter().all(|(_, new)| !new);
+            info!(event = %event.event, messages = messages.len(), duplicate, "webhook accepted as messages");
+            return Ok((
+                if duplicate { "duplicate" } else { "accepted" },
+                (
+                    StatusCode::ACCEPTED,
+                    Json(Accepted {
+                        jobs: Vec::new(),
+                        messages: messages.into_iter().map(|(id, _)| id).collect(),
+                        duplicate: Some(duplicate),
+                        skipped,
+                        note: None,
+                    }),
+                )
+                    .into_response(),
+            ));
+        }
         info!(event = %event.event, skipped = skipped.len(), "no route takes this event; nothing to do");
         return Ok((
             "no_route",
@@ -247,6 +271,7 @@ async fn handle(
                 StatusCode::ACCEPTED,
                 Json(Accepted {
                     jobs: Vec::new(),
+                    messages: Vec::new(),
                     duplicate: None,
                     skipped,
                     note: Some(format!(
@@ -258,7 +283,30 @@ async fn handle(
                 .into_response(),
         ));
     }
-    enqueue(state, &source, &event, &targets, skipped, &header).await
+    let messages = messages.into_iter().map(|(id, _)| id).collect();
+    enqueue(state, &source, &event, &targets, skipped, messages, &header).await
+}
+
+/// The messages the source's channel routes make of the event (id, whether new).
+async fn messages(
+    state: &SharedState,
+    source: &Source,
+    event: &InboundEvent,
+) -> Result<Vec<(Uuid, bool)>, ApiError> {
+    let routes = switchyard_ops::messages::matching(
+        &source.channel_routes,
+        &event.entity,
+        &event.event,
+        &event.payload,
+    );
+    if routes.is_empty() {
+        return Ok(Vec::new());
+    }
+    state
+        .store
+        .create_messages(&routes, &event.event_id, &event.payload)
+        .await
+        .map_err(|e| ApiError::from_store(e, state.cfg.retry_after_secs))
 }
 
 /// Refuse a webhook: logged with the reason (never the secret, never the body).
@@ -524,6 +572,7 @@ async fn enqueue(
     event: &InboundEvent,
     active: &[&RouteTarget],
     skipped: Vec<Skipped>,
+    messages: Vec<Uuid>,
     header: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(&'static str, Response), ApiError> {
     let retry = state.cfg.retry_after_secs;
@@ -574,6 +623,7 @@ async fn enqueue(
                 StatusCode::ACCEPTED,
                 Json(Accepted {
                     jobs: job_ids,
+                    messages,
                     duplicate: Some(true),
                     skipped,
                     note: None,
@@ -583,8 +633,8 @@ async fn enqueue(
         ));
     }
 
-    let messages: Vec<OutgoingMessage> = fresh.iter().map(|e| OutgoingMessage::job(e)).collect();
-    if let Err(e) = state.broker.publish(&messages).await {
+    let outgoing: Vec<OutgoingMessage> = fresh.iter().map(|e| OutgoingMessage::job(e)).collect();
+    if let Err(e) = state.broker.publish(&outgoing).await {
         let code = match e {
             PublishError::Nacked => "queue_full",
             _ => "broker_unavailable",
@@ -615,6 +665,7 @@ async fn enqueue(
             StatusCode::ACCEPTED,
             Json(Accepted {
                 jobs: job_ids,
+                messages,
                 duplicate: Some(false),
                 skipped,
                 note: None,

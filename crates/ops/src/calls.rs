@@ -316,11 +316,16 @@ impl Calls {
         let end = match result {
             Ok(a) => {
                 let (status, query_at) = match (&spec.settle, &a.outcome) {
+                    // Refused at once (an SMS to an invalid number): nothing to wait for.
+                    (Some(_), Some(o)) if !o.succeeded => ("failed", None),
                     (Some(s), _) => (
                         "pending",
-                        s.query.as_ref().map(|_| {
-                            Utc::now() + ChronoDuration::seconds(s.query_after_secs as i64)
-                        }),
+                        match (&s.query, s.expire_after_secs) {
+                            (Some(_), _) => Some(s.query_after_secs),
+                            (None, Some(e)) => Some(e),
+                            (None, None) => None,
+                        }
+                        .map(|secs| Utc::now() + ChronoDuration::seconds(secs as i64)),
                     ),
                     (None, Some(o)) if !o.succeeded => ("failed", None),
                     (None, _) => ("succeeded", None),
@@ -430,9 +435,16 @@ impl Calls {
                 .await;
         };
         let Some(query) = spec.query.clone() else {
-            return self
-                .later(call, "the operation has no query".into(), Some(&spec))
-                .await;
+            // Nothing to ask: no result within the time allowed is no result.
+            let why = format!(
+                "no result came within {} s",
+                spec.expire_after_secs.unwrap_or_default()
+            );
+            info!(call = %call.id, %why, "pending call expired");
+            self.store
+                .defer_call(call.id, Utc::now(), Some(&why))
+                .await?;
+            return Ok(false);
         };
         let mut input = call.input.clone();
         if let (Value::Object(m), Some(r)) = (&mut input, &call.reference) {
@@ -570,6 +582,15 @@ pub async fn settle(
         )
         .await?;
     info!(call = %call.id, %by, %status, jobs = delivered.jobs.len(), "pending call settled");
+    // A message's channel call: the message goes on now, not at the channel's deadline.
+    if marked.is_some()
+        && let Some(message) = call
+            .idempotency_key
+            .as_deref()
+            .and_then(crate::messages::message_of_key)
+    {
+        store.nudge_message(message).await?;
+    }
     Ok(Settled {
         settled: marked.is_some(),
         call: marked,

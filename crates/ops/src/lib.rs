@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod held;
 pub mod integrations;
 pub mod keys;
+pub mod messages;
 pub mod notify;
 pub mod oauth;
 pub mod routes;

@@ -235,66 +235,85 @@ impl ProviderKind for ConnectorKind {
     }
 }
 
-static QUICKBOOKS_INFO: ProviderInfo = ProviderInfo {
-    name: "quickbooks-online",
-    is_target: true,
-    description: "QuickBooks Online (Intuit): customers, items and invoices with their lines; OAuth2 with consent",
-    settings: "realm_id (required), base_url, minor_version, income_account_id, authorize_url, token_url, bodies",
-};
+/// A built-in connector: its registry entry and its template file.
+macro_rules! connector {
+    ($(#[$doc:meta])* $kind:ident, $name:literal, $description:literal, $settings:literal, $file:literal) => {
+        $(#[$doc])*
+        pub static $kind: ConnectorKind = ConnectorKind::new(
+            &ProviderInfo {
+                name: $name,
+                is_target: true,
+                description: $description,
+                settings: $settings,
+            },
+            include_str!($file),
+        );
+    };
+}
 
-static PRESTASHOP_INFO: ProviderInfo = ProviderInfo {
-    name: "prestashop",
-    is_target: true,
-    description: "PrestaShop webservice (XML): products found by reference, stock through stock_availables, orders made from a cart",
-    settings: "base_url (required), language_id, category_id, timezone, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
-};
-
-static MPESA_INFO: ProviderInfo = ProviderInfo {
-    name: "mpesa-daraja",
-    is_target: true,
-    description: "Safaricom M-Pesa Daraja: M-Pesa Express (STK push) charges settled by M-Pesa's callback or by a query; OAuth2 client credentials",
-    settings: "business_short_code (required), party_b (required), callback_url (required), transaction_type, base_url, query_after_secs",
-};
-
-static PESAPAL_INFO: ProviderInfo = ProviderInfo {
-    name: "pesapal",
-    is_target: true,
-    description: "Pesapal 3.0: orders paid on Pesapal's page, settled by its IPN (a GET) and GetTransactionStatus; IPN registration",
-    settings: "callback_url (required), ipn_id, currency, base_url, query_after_secs",
-};
-
-static FLUTTERWAVE_INFO: ProviderInfo = ProviderInfo {
-    name: "flutterwave",
-    is_target: true,
-    description: "Flutterwave v3: payment links settled by its webhook (verif-hash) and a verification by tx_ref",
-    settings: "redirect_url (required), currency, title, base_url, query_after_secs",
-};
-
-static MOLONI_INFO: ProviderInfo = ProviderInfo {
-    name: "moloni",
-    is_target: true,
-    description: "Moloni (Portuguese invoicing): customers, products and invoices with lines; OAuth2 password grant",
-    settings: "company_id (required), document_set_id (required), base_url, tax_id, maturity_date_id, payment_method_id, category_id, unit_id, country_id, language_id, invoice_status, bodies",
-};
-
-pub static QUICKBOOKS: ConnectorKind = ConnectorKind::new(
-    &QUICKBOOKS_INFO,
-    include_str!("../connectors/quickbooks-online.json"),
+connector!(
+    QUICKBOOKS,
+    "quickbooks-online",
+    "QuickBooks Online (Intuit): customers, items and invoices with their lines; OAuth2 with consent",
+    "realm_id (required), base_url, minor_version, income_account_id, authorize_url, token_url, bodies",
+    "../connectors/quickbooks-online.json"
 );
-pub static PRESTASHOP: ConnectorKind = ConnectorKind::new(
-    &PRESTASHOP_INFO,
-    include_str!("../connectors/prestashop.json"),
+
+connector!(
+    PRESTASHOP,
+    "prestashop",
+    "PrestaShop webservice (XML): products found by reference, stock through stock_availables, orders made from a cart",
+    "base_url (required), language_id, category_id, timezone, currency_id, carrier_id, payment_module, payment_name, order_state_id, bodies",
+    "../connectors/prestashop.json"
 );
-pub static MPESA: ConnectorKind =
-    ConnectorKind::new(&MPESA_INFO, include_str!("../connectors/mpesa-daraja.json"));
-pub static PESAPAL: ConnectorKind =
-    ConnectorKind::new(&PESAPAL_INFO, include_str!("../connectors/pesapal.json"));
-pub static FLUTTERWAVE: ConnectorKind = ConnectorKind::new(
-    &FLUTTERWAVE_INFO,
-    include_str!("../connectors/flutterwave.json"),
+
+connector!(
+    MPESA,
+    "mpesa-daraja",
+    "Safaricom M-Pesa Daraja: M-Pesa Express (STK push) charges settled by M-Pesa's callback or by a query; OAuth2 client credentials",
+    "business_short_code (required), party_b (required), callback_url (required), transaction_type, base_url, query_after_secs",
+    "../connectors/mpesa-daraja.json"
 );
-pub static MOLONI: ConnectorKind =
-    ConnectorKind::new(&MOLONI_INFO, include_str!("../connectors/moloni.json"));
+
+connector!(
+    PESAPAL,
+    "pesapal",
+    "Pesapal 3.0: orders paid on Pesapal's page, settled by its IPN (a GET) and GetTransactionStatus; IPN registration",
+    "callback_url (required), ipn_id, currency, base_url, query_after_secs",
+    "../connectors/pesapal.json"
+);
+
+connector!(
+    FLUTTERWAVE,
+    "flutterwave",
+    "Flutterwave v3: payment links settled by its webhook (verif-hash) and a verification by tx_ref",
+    "redirect_url (required), currency, title, base_url, query_after_secs",
+    "../connectors/flutterwave.json"
+);
+
+connector!(
+    AFRICASTALKING,
+    "africastalking",
+    "Africa's Talking SMS: messages sent with a form post and settled by delivery reports",
+    "username (required), base_url, deliver_within_secs",
+    "../connectors/africastalking.json"
+);
+
+connector!(
+    WHATSAPP,
+    "whatsapp-cloud",
+    "WhatsApp Cloud API (Meta): text and template messages settled by delivery statuses",
+    "phone_number_id (required), api_version, language, base_url, deliver_within_secs",
+    "../connectors/whatsapp-cloud.json"
+);
+
+connector!(
+    MOLONI,
+    "moloni",
+    "Moloni (Portuguese invoicing): customers, products and invoices with lines; OAuth2 password grant",
+    "company_id (required), document_set_id (required), base_url, tax_id, maturity_date_id, payment_method_id, category_id, unit_id, country_id, language_id, invoice_status, bodies",
+    "../connectors/moloni.json"
+);
 
 #[cfg(test)]
 mod tests {
@@ -310,6 +329,8 @@ mod tests {
             &MPESA,
             &PESAPAL,
             &FLUTTERWAVE,
+            &AFRICASTALKING,
+            &WHATSAPP,
         ] {
             let t = kind.template();
             assert!(!t.sources.is_empty(), "{} cites no source", kind.info.name);

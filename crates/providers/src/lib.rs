@@ -356,6 +356,8 @@ pub static KINDS: &[&dyn ProviderKind] = &[
     &connectors::MPESA,
     &connectors::PESAPAL,
     &connectors::FLUTTERWAVE,
+    &connectors::AFRICASTALKING,
+    &connectors::WHATSAPP,
 ];
 
 /// The kind named `provider`.

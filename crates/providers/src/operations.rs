@@ -83,7 +83,8 @@ pub struct ResultSpec {
     pub code_pointer: String,
     #[serde(default)]
     pub message_pointer: Option<String>,
-    /// Codes that mean it succeeded; any other code means it failed.
+    /// Codes that mean it succeeded (for an answer of an operation settled later: that it
+    /// was accepted); any other code means it failed.
     pub succeeded: Vec<String>,
     /// Codes that mean it has not ended yet (asked again later).
     #[serde(default)]
@@ -110,6 +111,14 @@ pub struct SettleSpec {
     /// How many times to ask before the operation is given up as `expired`.
     #[serde(default = "default_max_queries")]
     pub max_queries: u32,
+    /// With no `query`: how long to wait for the callback before the operation is given up
+    /// as `expired` (a message with no delivery report in time), in seconds.
+    #[serde(default, deserialize_with = "some_whole_number")]
+    pub expire_after_secs: Option<u64>,
+}
+
+fn some_whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    whole_number(d).map(Some)
 }
 
 fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -331,10 +340,10 @@ pub fn validate(ops: &BTreeMap<String, OperationSpec>) -> Result<(), ConfigError
             )?;
             match &s.callback.result {
                 Some(r) => pointer(at("settle.callback.result.code_pointer"), &r.code_pointer)?,
-                None if s.query.is_none() => {
+                None if s.query.is_none() && s.expire_after_secs.is_none() => {
                     return Err(ConfigError::new(
                         at("settle.callback.result"),
-                        "a callback that does not carry the result needs `settle.query` to ask for it",
+                        "a callback that does not carry the result needs `settle.query` to ask for it (or `expire_after_secs`)",
                     ));
                 }
                 None => {}

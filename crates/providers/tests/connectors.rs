@@ -1835,3 +1835,180 @@ async fn flutterwave_makes_a_payment_link_named_by_tx_ref_and_verifies_it() {
     );
     assert!(settle.callback.result.is_none());
 }
+
+// Africa's Talking SMS and WhatsApp Cloud API ---------------------------------------------
+
+#[tokio::test]
+async fn africastalking_sends_a_form_with_its_api_key_and_reads_each_recipients_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/version1/messaging"))
+        .and(wiremock::matchers::header("apikey", "atsk_x"))
+        .and(wiremock::matchers::body_string_contains(
+            "to=%2B254711XXXYYY",
+        ))
+        .respond_with(fixture("africastalking/sms-sent.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/version1/messaging"))
+        .and(wiremock::matchers::body_string_contains("to=%2B2547&"))
+        .respond_with(fixture("africastalking/sms-invalid-number.json"))
+        .mount(&server)
+        .await;
+    let c = build(
+        "africastalking",
+        &json!({"username": "sandbox", "base_url": server.uri()}),
+        credentials(&[("api_key", "atsk_x")]),
+        Vault::default(),
+    );
+    let sent = c
+        .operate(
+            "send",
+            &json!({"to": "+254711XXXYYY", "text": "Fees of KES 1,500 are due"}),
+            Some("k"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.reference.as_deref(), Some("ATPid_SampleTxnId123"));
+    assert!(sent.outcome.unwrap().succeeded, "101 Sent: accepted");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests[0].headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let form = form_body(&requests[0]);
+    assert_eq!(form["username"], "sandbox");
+    assert_eq!(form["message"], "Fees of KES 1,500 are due");
+    assert!(!form.contains_key("from"), "no sender id: the default");
+    // A recipient refused inside the 201.
+    let refused = c
+        .operate("send", &json!({"to": "+2547", "text": "x"}), Some("k2"))
+        .await
+        .unwrap();
+    let o = refused.outcome.unwrap();
+    assert!(!o.succeeded);
+    assert_eq!(
+        (o.code.as_str(), o.message.as_deref()),
+        ("403", Some("InvalidPhoneNumber"))
+    );
+    // Its delivery report (a form) settles the message.
+    let settle = c.operation("send").unwrap().settle.clone().unwrap();
+    let report: Value = serde_json::from_str(&read("africastalking/delivery-report.json")).unwrap();
+    let fields: serde_json::Map<String, Value> =
+        url::form_urlencoded::parse(report["form"].as_str().unwrap().as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+    let fields = Value::Object(fields);
+    assert_eq!(
+        fields.pointer(&settle.callback.reference_pointer),
+        Some(&json!("ATPid_SampleTxnId123"))
+    );
+    assert!(
+        settle
+            .callback
+            .result
+            .as_ref()
+            .unwrap()
+            .read(&fields)
+            .unwrap()
+            .succeeded
+    );
+    assert_eq!(settle.expire_after_secs, Some(600));
+}
+
+#[tokio::test]
+async fn whatsapp_sends_text_and_template_messages_and_reads_meta_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v21.0/106540352242922/messages"))
+        .and(wiremock::matchers::header("authorization", "Bearer EAAG-x"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"to": "254712345678"}),
+        ))
+        .respond_with(fixture("whatsapp/message-accepted.json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v21.0/106540352242922/messages"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"to": "254700000000"}),
+        ))
+        .respond_with(fixture("whatsapp/not-on-whatsapp.json"))
+        .mount(&server)
+        .await;
+    let c = build(
+        "whatsapp-cloud",
+        &json!({"phone_number_id": "106540352242922", "base_url": server.uri()}),
+        credentials(&[("token", "EAAG-x")]),
+        Vault::default(),
+    );
+    let sent = c
+        .operate(
+            "send",
+            &json!({"to": "254712345678", "text": "Fees are due"}),
+            Some("k"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.reference.as_deref(),
+        Some("wamid.HBgMMjU0NzEyMzQ1Njc4FQIAERgSQzVGNzc2QjM0RDA4QjA3NjM1AA==")
+    );
+    c.operate(
+        "send_template",
+        &json!({"to": "254712345678", "template": "fee_reminder",
+                "components": [{"parameters": [{"type": "text", "text": "KES 1,500"}]}]}),
+        Some("k2"),
+    )
+    .await
+    .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        json_body(&requests[0]),
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "254712345678",
+               "type": "text", "text": {"preview_url": false, "body": "Fees are due"}})
+    );
+    assert_eq!(
+        json_body(&requests[1]),
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "254712345678",
+               "type": "template",
+               "template": {"name": "fee_reminder", "language": {"code": "en"},
+                            "components": [{"type": "body", "parameters": [{"type": "text", "text": "KES 1,500"}]}]}})
+    );
+    let err = c
+        .operate(
+            "send",
+            &json!({"to": "254700000000", "text": "x"}),
+            Some("k3"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message.contains("Message undeliverable"),
+        "{}",
+        err.message
+    );
+    // A delivered status settles it.
+    let settle = c.operation("send").unwrap().settle.clone().unwrap();
+    let status: Value = serde_json::from_str::<Value>(&read("whatsapp/status-delivered.json"))
+        .unwrap()["body"]
+        .clone();
+    assert_eq!(
+        status
+            .pointer(&settle.callback.reference_pointer)
+            .and_then(Value::as_str),
+        sent.reference.as_deref()
+    );
+    assert!(
+        settle
+            .callback
+            .result
+            .as_ref()
+            .unwrap()
+            .read(&status)
+            .unwrap()
+            .succeeded
+    );
+}

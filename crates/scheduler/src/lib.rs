@@ -222,6 +222,15 @@ impl Scheduler {
         }
     }
 
+    /// Move messages over channel routes on: send on the current channel, or go on to the
+    /// next (the leader calls this every tick). Returns how many ended.
+    pub async fn advance_messages(&self) -> Result<usize, StoreError> {
+        match &self.cfg.calls {
+            Some(calls) => calls.advance_messages(50).await,
+            None => Ok(0),
+        }
+    }
+
     /// The scheduler's metrics, for a `/metrics` endpoint.
     pub fn registry(&self) -> prometheus::Registry {
         self.metrics.registry.clone()
@@ -294,6 +303,9 @@ impl Scheduler {
                 }
                 if let Err(e) = self.settle_due().await {
                     warn!(error = %e, "could not ask for pending operation calls' results; trying again next tick");
+                }
+                if let Err(e) = self.advance_messages().await {
+                    warn!(error = %e, "could not move messages on; trying again next tick");
                 }
                 // Every 15 s at most (a passive declare per queue).
                 if sampled.is_none_or(|t: std::time::Instant| t.elapsed() >= SAMPLE_EVERY) {

@@ -13,6 +13,7 @@ mod jobs;
 mod leader;
 mod manage;
 mod mappings;
+mod messages;
 mod notifications;
 mod oauth;
 mod operations;
@@ -34,6 +35,7 @@ pub use jobs::{
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
 pub use mappings::Mapping;
+pub use messages::{ChannelRoute, Message};
 pub use notifications::Notification;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
 pub use operations::{Depths, Operation, STALLED_AFTER};
