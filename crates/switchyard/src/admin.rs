@@ -192,6 +192,14 @@ pub struct CreateArgs {
     /// The user name for basic auth (its password is generated and shown once).
     #[arg(long, default_value = "webhook")]
     basic_user: String,
+    /// With --webhook-auth api_key: the header that carries the key, when the sender cannot
+    /// send X-API-Key (Flutterwave: verif-hash).
+    #[arg(long)]
+    webhook_key_header: Option<String>,
+    /// The verify token a subscription challenge must carry (Meta's WhatsApp Cloud API:
+    /// GET …?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…).
+    #[arg(long)]
+    verify_token: Option<String>,
     /// Only these senders (CIDR, repeatable) may send webhooks.
     #[arg(long = "allow-ip")]
     allow_ips: Vec<String>,
@@ -582,6 +590,15 @@ fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
         Scheme::Basic => v["username"] = json!(a.basic_user),
         _ => {}
     }
+    if let Some(h) = &a.webhook_key_header {
+        if scheme != Scheme::ApiKey {
+            bail!("--webhook-key-header goes with --webhook-auth api_key");
+        }
+        v["header"] = json!(h);
+    }
+    if let Some(t) = &a.verify_token {
+        v["verify_token"] = json!(t);
+    }
     if !a.allow_ips.is_empty() {
         v["allowed_cidrs"] = json!(a.allow_ips);
     }
@@ -595,8 +612,11 @@ fn webhook_auth_json(a: &CreateArgs) -> anyhow::Result<Option<Value>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum Scheme {
-    /// An `X-API-Key` header; a key is generated and shown once.
+    /// An `X-API-Key` header (or --webhook-key-header); a key is generated and shown once.
     ApiKey,
+    /// `?key=…` in the callback URL, for senders that set no header (M-Pesa, Pesapal,
+    /// Africa's Talking); a key is generated and shown once.
+    QueryKey,
     /// HTTP Basic (user from --basic-user); a password is generated and shown once.
     Basic,
     /// Standard Webhooks signatures; without --webhook-secret-file a `whsec_` secret is
@@ -819,8 +839,13 @@ pub async fn webhook_secrets(api: &Api, out: Output, cmd: SecretsCmd) -> anyhow:
 
 /// A key, password or secret the request generated: shown once.
 fn print_generated(v: &Value, prefix: &str) {
+    let key = if v["webhook_auth"] == "query_key" {
+        "webhook key (the sender calls back to …/v1/webhooks/<id>?key=<this key>)"
+    } else {
+        "webhook API key (send it as X-API-Key, or in the header the scheme names)"
+    };
     for (field, what) in [
-        ("webhook_api_key", "webhook API key (send it as X-API-Key)"),
+        ("webhook_api_key", key),
         ("webhook_password", "webhook basic-auth password"),
         (
             "webhook_secret",
