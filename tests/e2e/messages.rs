@@ -250,6 +250,20 @@ async fn whatsapp_fails_for_good_so_the_sms_goes_once() {
     let m = message(&h, &id).await;
     assert_eq!(m["outcomes"].as_array().unwrap().len(), 2, "{m}");
     assert_eq!(m["outcomes"][1]["status"], "succeeded");
+    // Operators follow it from the CLI too.
+    let (ok, out, err) = h.cli(&["messages", "show", id.as_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("delivered") && out.contains("Message undeliverable"),
+        "{out}"
+    );
+    let (ok, out, err) = h.cli(&["messages", "list", "--status", "delivered"]).await;
+    assert!(ok && out.contains("rem-1"), "{out}{err}");
+    let (ok, out, err) = h.cli(&["messages", "routes"]).await;
+    assert!(
+        ok && out.contains("reminder.*") && out.contains(":send"),
+        "{out}{err}"
+    );
     // Each channel sent once, whatever runs again; the same event again makes no message.
     let calls = h.calls();
     calls.advance_messages(10).await.unwrap();
@@ -368,5 +382,36 @@ async fn whatsapp_reports_no_delivery_in_time_so_the_sms_goes() {
     )
     .await;
     assert_eq!(list["messages"].as_array().unwrap().len(), 1, "{list}");
+    // A channel route from the CLI; an operation the connector does not have is named.
+    let school = c.school.to_string();
+    let (ok, out, err) = h
+        .cli(&[
+            "messages",
+            "route-add",
+            "--from",
+            &school,
+            "--entity",
+            "receipt",
+            "--channel",
+            r#"sms:send:{"to": "/phone", "text": "/text"}"#,
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = h
+        .cli(&[
+            "messages",
+            "route-add",
+            "--from",
+            &school,
+            "--entity",
+            "receipt",
+            "--channel",
+            "sms:fax",
+        ])
+        .await;
+    assert!(
+        !ok && err.contains("channels[0].operation") && err.contains("fax"),
+        "{err}"
+    );
     h.shutdown().await;
 }

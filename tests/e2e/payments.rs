@@ -49,32 +49,35 @@ async fn school(h: &Harness, query_after_secs: &str) -> School {
         .respond_with(self::daraja("token.json"))
         .mount(&daraja)
         .await;
-    let settings = |callback_url: &str| {
-        json!({"business_short_code": "174379", "party_b": "174379",
-               "callback_url": callback_url, "base_url": daraja.uri(),
-               "query_after_secs": query_after_secs})
+    let credentials = |callback_url: &str| {
+        json!({"client_id": "ck", "client_secret": "cs",
+               "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
+               "callback_url": callback_url})
     };
     let (mpesa, key) = connected(
         h,
         json!({
             "tenant": "acme", "name": "mpesa", "connector": "mpesa-daraja",
-            "settings": settings("https://hub.example/later"),
-            "credentials": {"client_id": "ck", "client_secret": "cs",
-                            "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"},
+            "settings": {"business_short_code": "174379", "party_b": "174379",
+                         "base_url": daraja.uri(), "query_after_secs": query_after_secs},
+            "credentials": credentials("https://hub.example/later"),
             "webhook_auth": {"scheme": "query_key"}
         }),
     )
     .await;
-    // The callback URL names the integration and its key.
+    // The callback URL names the integration and carries its key: a credential, sealed.
     let (st, r) = call(
         h,
         Method::PATCH,
         &format!("/v1/integrations/{mpesa}"),
         ADMIN_TOKEN,
-        Some(json!({"settings": settings(&h.url(&format!("/v1/webhooks/{mpesa}?key={key}")))})),
+        Some(
+            json!({"credentials": credentials(&h.url(&format!("/v1/webhooks/{mpesa}?key={key}")))}),
+        ),
     )
     .await;
     assert_eq!(st, 200, "{r}");
+    assert!(!r.to_string().contains(&key), "the key is not shown: {r}");
     let erp = erp_for(
         h,
         mpesa,
@@ -113,6 +116,16 @@ async fn pushes_accepted(s: &School, times: Option<u64>) {
         m = m.expect(n);
     }
     m.mount(&s.daraja).await;
+}
+
+/// A Daraja mock that expects exactly `times` STK pushes.
+async fn pushes_accepted_at(server: &MockServer, times: u64) {
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpush/v1/processrequest"))
+        .respond_with(daraja("stk-push-accepted.json"))
+        .expect(times)
+        .mount(server)
+        .await;
 }
 
 /// The ERP takes payments.
@@ -242,6 +255,38 @@ async fn an_stk_push_answers_at_once_and_its_callback_settles_it_and_reaches_the
     assert_eq!(repeated["duplicate"], true, "{repeated}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(erp_payments(&h).await.len(), 1);
+    // The dashboard shows the integration's calls, and never its key.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(h.url("/ui/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(h.url(&format!("/ui/integrations/{}", s.mpesa)))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Operation calls") && page.contains("ws_CO_191220191020363925"),
+        "{page}"
+    );
+    assert!(!page.contains(&s.key), "the webhook key is never rendered");
     // A callback for a reference no call has is refused, and says so.
     let mut stranger = paid.clone();
     stranger["Body"]["stkCallback"]["CheckoutRequestID"] = json!("ws_CO_000");
@@ -459,7 +504,8 @@ async fn pesapals_get_ipn_is_acknowledged_as_documented_and_settled_by_the_statu
         json!({"tenant": "acme", "name": "pesapal", "connector": "pesapal",
                "settings": {"callback_url": "https://school.example/paid", "base_url": pesapal.uri(),
                             "ipn_id": "e32182ca-0983-4fa0-91bc-c3bb813ba750"},
-               "credentials": {"consumer_key": "ck", "consumer_secret": "cs"},
+               "credentials": {"consumer_key": "ck", "consumer_secret": "cs",
+                               "ipn_url": "https://hub.example/ipn"},
                "webhook_auth": {"scheme": "query_key"}}),
     )
     .await;
@@ -726,5 +772,79 @@ async fn a_form_encoded_callback_is_read_as_its_fields_and_deduplicated() {
         .unwrap();
     assert_eq!(r.status(), 415);
     assert!(r.text().await.unwrap().contains("x-www-form-urlencoded"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_breaker_keeps_a_charge_from_being_made_and_its_key_may_be_used_again() {
+    let h = Harness::start().await;
+    let daraja = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/oauth/v1/generate"))
+        .respond_with(self::daraja("token.json"))
+        .mount(&daraja)
+        .await;
+    // Daraja is failing: every query answers 500.
+    Mock::given(method("POST"))
+        .and(path("/mpesa/stkpushquery/v1/query"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "requestId": "1", "errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"})))
+        .mount(&daraja)
+        .await;
+    pushes_accepted_at(&daraja, 1).await;
+    let (mpesa, _) = connected(
+        &h,
+        json!({"tenant": "acme", "name": "mpesa", "connector": "mpesa-daraja",
+               "settings": {"business_short_code": "174379", "party_b": "174379",
+                            "base_url": daraja.uri(),
+                            "retry": {"max_attempts": 1},
+                            "breaker": {"window": 2, "minimum_calls": 2, "failure_rate_pct": 50,
+                                        "open_wait_ms": 3000, "half_open_probes": 1}},
+               "credentials": {"client_id": "ck", "client_secret": "cs", "passkey": "pk",
+                               "callback_url": "https://hub.example/cb"},
+               "webhook_auth": {"scheme": "query_key"}}),
+    )
+    .await;
+    for _ in 0..2 {
+        let (st, q) = call(
+            &h,
+            Method::POST,
+            &format!("/v1/integrations/{mpesa}/operations/query"),
+            ADMIN_TOKEN,
+            Some(json!({"reference": "ws_CO_1"})),
+        )
+        .await;
+        assert_eq!((st, q["status"].as_str()), (200, Some("failed")), "{q}");
+        assert_eq!(q["error_class"], "transient", "{q}");
+    }
+    // The breaker is open for longer than the caller waits: the charge is not made, and
+    // the answer says when to come back.
+    let r = h
+        .http
+        .post(h.url(&format!(
+            "/v1/integrations/{mpesa}/operations/charge?timeout_secs=1"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "adm-0042-t1")
+        .json(&fees())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "provider_unavailable", "{e}");
+    // The same key, once the breaker lets a call through, makes the charge (once); a caller
+    // that waits long enough is held until then.
+    eventually("the breaker lets the charge through", WAIT, || async {
+        charge(&h, mpesa, Some("adm-0042-t1"), fees())
+            .await
+            .status()
+            == 202
+    })
+    .await;
+    let r = charge(&h, mpesa, Some("adm-0042-t1"), fees()).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
     h.shutdown().await;
 }

@@ -157,7 +157,7 @@ pre{white-space:pre-wrap;max-width:60rem}";
 fn status_class(s: &str) -> &str {
     match s {
         "active" | "succeeded" => "succeeded",
-        "error" | "dead" | "failed" => "error",
+        "error" | "dead" | "failed" | "expired" => "error",
         _ => "",
     }
 }
@@ -425,6 +425,15 @@ async fn integration(
         .map_err(err)?;
     let runs = state.store.sync_runs(i.id, 10).await.map_err(err)?;
     let routes = state.store.routes(i.id).await.map_err(err)?;
+    let calls = state
+        .store
+        .list_calls(&switchyard_store::CallFilter {
+            integration_id: Some(i.id),
+            limit: 20,
+            ..Default::default()
+        })
+        .await
+        .map_err(err)?;
     let v = ops::view(&i);
     let oauth = ops::open_credentials(&state.cfg.keyring, &i).is_ok()
         && i.settings.pointer("/auth/type").and_then(|t| t.as_str()) == Some("oauth2");
@@ -479,6 +488,23 @@ async fn integration(
                 td class=(status_class(&r.status)) { (r.status) } td { (r.trigger) } td { (r.total) } td { (r.processed) } td { (r.failed) }
                 td { (when(Some(r.created_at))) }
             } }
+        }
+        @if !calls.is_empty() {
+            h2 { "Operation calls" }
+            table { tr { th { "When" } th { "Operation" } th { "Status" } th { "Reference" } th { "Result" } th { "Settled by" } }
+                @for c in &calls { tr {
+                    td { (when(Some(c.created_at))) }
+                    td { a href={"/ui/jobs/" (c.id)} { (c.operation) } }
+                    td class=(status_class(&c.status)) { (c.status) }
+                    td { (c.reference.clone().unwrap_or_default()) }
+                    td { (match (&c.result_code, &c.error) {
+                        (Some(code), _) => format!("{code}: {}", c.result_message.clone().unwrap_or_default()),
+                        (None, Some(e)) => e.clone(),
+                        (None, None) => String::new(),
+                    }) }
+                    td { (c.settled_by.clone().unwrap_or_default()) }
+                } }
+            }
         }
         h2 { "Events" }
         table { tr { th { "When" } th { "Event" } th { "Message" } }

@@ -46,6 +46,37 @@ impl std::fmt::Debug for Calls {
     }
 }
 
+/// Provider calls a settling or sending round makes at once.
+pub(crate) const AT_ONCE: usize = 8;
+
+/// `f` over `items`, at most `n` at once (each in a task of its own); the results in the
+/// order they end.
+pub(crate) async fn at_most<T, F, Fut, R>(n: usize, items: Vec<T>, f: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for item in items {
+        let permits = permits.clone();
+        let fut = f(item);
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            fut.await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(r) => out.push(r),
+            Err(e) => warn!(error = %e, "a provider call's task failed"),
+        }
+    }
+    out
+}
+
 /// The longest a caller may wait for an operation's answer.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -374,17 +405,26 @@ impl Calls {
             .take_due_calls(limit, Duration::from_secs(60))
             .await?;
         let mut settled = 0;
-        for call in due {
-            match self.query(&call).await {
+        let mut unavailable = None;
+        let results = at_most(AT_ONCE, due, |call| {
+            let this = self.clone();
+            async move { (call.id, this.query(&call).await) }
+        })
+        .await;
+        for (id, r) in results {
+            match r {
                 Ok(true) => settled += 1,
                 Ok(false) => {}
-                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) if e.is_unavailable() => unavailable = Some(e),
                 Err(e) => {
-                    warn!(call = %call.id, error = %e, "could not ask for a pending call's result")
+                    warn!(call = %id, error = %e, "could not ask for a pending call's result")
                 }
             }
         }
-        Ok(settled)
+        match unavailable {
+            Some(e) => Err(e),
+            None => Ok(settled),
+        }
     }
 
     /// A pending call not settled by asking: asked again later (doubling, at most hourly),

@@ -157,15 +157,24 @@ impl Calls {
             .take_due_messages(limit, Duration::from_secs(60))
             .await?;
         let mut ended = 0;
-        for m in due {
-            match self.advance(&m).await {
+        let mut unavailable = None;
+        let results = crate::calls::at_most(crate::calls::AT_ONCE, due, |m| {
+            let this = self.clone();
+            async move { (m.id, this.advance(&m).await) }
+        })
+        .await;
+        for (id, r) in results {
+            match r {
                 Ok(true) => ended += 1,
                 Ok(false) => {}
-                Err(e) if e.is_unavailable() => return Err(e),
-                Err(e) => warn!(message = %m.id, error = %e, "could not move a message on"),
+                Err(e) if e.is_unavailable() => unavailable = Some(e),
+                Err(e) => warn!(message = %id, error = %e, "could not move a message on"),
             }
         }
-        Ok(ended)
+        match unavailable {
+            Some(e) => Err(e),
+            None => Ok(ended),
+        }
     }
 
     /// One look at a message. `Ok(true)`: it ended.

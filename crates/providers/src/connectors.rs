@@ -271,7 +271,7 @@ connector!(
     MPESA,
     "mpesa-daraja",
     "Safaricom M-Pesa Daraja: M-Pesa Express (STK push) charges settled by M-Pesa's callback or by a query; OAuth2 client credentials",
-    "business_short_code (required), party_b (required), callback_url (required), transaction_type, base_url, query_after_secs",
+    "business_short_code (required), party_b (required), transaction_type, base_url, query_after_secs (the callback URL is a credential: it carries the integration's key)",
     "../connectors/mpesa-daraja.json"
 );
 

@@ -73,6 +73,10 @@ pub enum Computed {
     /// `{computed.NAME}` (a `now` value) are filled in (M-Pesa's STK password:
     /// `{settings.business_short_code}{credentials.passkey}{computed.timestamp}`).
     Base64 { base64: String },
+    /// A text in which `{settings.NAME}`, `{credentials.NAME}` and `{computed.NAME}` are
+    /// filled in: a URL with a secret in it (a callback URL carrying the integration's key)
+    /// kept among the credentials, sealed, rather than in the settings.
+    Text { text: String },
 }
 
 /// Where an answer (or a callback) says how an operation ended.
@@ -301,11 +305,11 @@ pub fn validate(ops: &BTreeMap<String, OperationSpec>) -> Result<(), ConfigError
                         ));
                     }
                 }
-                Computed::Base64 { base64 } => {
-                    for used in names_in(base64, "{computed.") {
+                Computed::Base64 { base64: template } | Computed::Text { text: template } => {
+                    for used in names_in(template, "{computed.") {
                         if !matches!(op.computed.get(&used), Some(Computed::Now { .. })) {
                             return Err(ConfigError::new(
-                                at(&format!("computed.{cname}.base64")),
+                                at(&format!("computed.{cname}")),
                                 format!(
                                     "`{{computed.{used}}}` is not a `now` value of this operation"
                                 ),
@@ -408,20 +412,27 @@ pub fn compute(
             );
         }
     }
+    let mut made = serde_json::Map::new();
     for (name, c) in &spec.computed {
-        if let Computed::Base64 { base64 } = c {
-            let mut text = fill(base64);
-            for (n, v) in out.iter() {
-                if let Some(v) = v.as_str() {
-                    text = text.replace(&format!("{{computed.{n}}}"), v);
-                }
+        let (template, encode) = match c {
+            Computed::Base64 { base64 } => (base64, true),
+            Computed::Text { text } => (text, false),
+            Computed::Now { .. } => continue,
+        };
+        let mut text = fill(template);
+        for (n, v) in out.iter() {
+            if let Some(v) = v.as_str() {
+                text = text.replace(&format!("{{computed.{n}}}"), v);
             }
-            out.insert(
-                name.clone(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
-            );
         }
+        let value = if encode {
+            base64::engine::general_purpose::STANDARD.encode(text)
+        } else {
+            text
+        };
+        made.insert(name.clone(), Value::String(value));
     }
+    out.extend(made);
     out
 }
 
@@ -495,7 +506,7 @@ mod tests {
         assert_eq!(
             err(json!({"charge": {"method": "POST", "path": "/x",
                 "computed": {"p": {"base64": "{computed.t}"}}}})),
-            "settings.operations.charge.computed.p.base64"
+            "settings.operations.charge.computed.p"
         );
         assert_eq!(
             err(json!({"charge": {"method": "POST", "path": "/x",

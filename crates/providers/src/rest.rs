@@ -697,8 +697,10 @@ impl Manifest {
         }
         for op in self.operations.values() {
             for c in op.computed.values() {
-                if let crate::operations::Computed::Base64 { base64 } = c {
-                    text.push(base64.clone());
+                match c {
+                    crate::operations::Computed::Base64 { base64: t }
+                    | crate::operations::Computed::Text { text: t } => text.push(t.clone()),
+                    crate::operations::Computed::Now { .. } => {}
                 }
             }
         }

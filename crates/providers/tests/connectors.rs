@@ -1425,11 +1425,11 @@ async fn prestashop_lists_changed_products_by_limit_offset_in_xml() {
 fn daraja(base: &str, vault: Vault) -> Arc<dyn Connector> {
     build(
         "mpesa-daraja",
-        &json!({"business_short_code": "174379", "party_b": "174379",
-                "callback_url": "https://hub.example/v1/webhooks/1?key=k", "base_url": base}),
+        &json!({"business_short_code": "174379", "party_b": "174379", "base_url": base}),
         credentials(&[
             ("client_id", "ck"),
             ("client_secret", "cs"),
+            ("callback_url", "https://hub.example/v1/webhooks/1?key=k"),
             // The sandbox's published passkey (developer.safaricom.co.ke/test_credentials).
             (
                 "passkey",
@@ -1582,9 +1582,7 @@ async fn daraja_refusals_and_a_query_still_processing_are_classified() {
 fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
     let m = switchyard_providers::rest::Manifest::parse(
         &switchyard_providers::connectors::MPESA
-            .manifest(
-                &json!({"business_short_code": "1", "party_b": "1", "callback_url": "https://h/x"}),
-            )
+            .manifest(&json!({"business_short_code": "1", "party_b": "1"}))
             .unwrap(),
     )
     .unwrap();
@@ -1634,6 +1632,7 @@ fn pesapal(base: &str) -> Arc<dyn Connector> {
         credentials(&[
             ("consumer_key", "qkio1BGGYAXTu2JOfm7XSXNruoZsrqEW"),
             ("consumer_secret", "osGQ364R49cXKeOYSpaOnT++rHs="),
+            ("ipn_url", "https://hub.example/v1/webhooks/1?key=k"),
         ]),
         Vault::default(),
     )
@@ -1740,6 +1739,24 @@ async fn pesapal_reports_an_error_inside_a_200_and_acknowledges_its_ipn_as_docum
         err.message.contains("Invalid notification id"),
         "{}",
         err.message
+    );
+
+    // The IPN URL (with the integration's key) comes from the sealed credentials.
+    Mock::given(method("POST"))
+        .and(path("/api/URLSetup/RegisterIPN"))
+        .and(wiremock::matchers::body_json(json!({
+            "url": "https://hub.example/v1/webhooks/1?key=k", "ipn_notification_type": "GET"})))
+        .respond_with(fixture("pesapal/ipn-registered.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let registered = c
+        .operate("register_ipn", &json!({}), Some("k"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.body["ipn_id"],
+        "e32182ca-0983-4fa0-91bc-c3bb813ba750"
     );
 
     let spec = c.operation("charge").unwrap().settle.clone().unwrap();

@@ -111,6 +111,9 @@ pub struct Tick {
     pub released: u64,
 }
 
+/// Pending operation calls asked, and messages moved on, per round.
+const CALLS_PER_ROUND: i64 = 50;
+
 /// How often the leader samples the fleet's gauges.
 const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
@@ -217,7 +220,7 @@ impl Scheduler {
     /// calls this every tick; tests call it directly). Returns how many were settled.
     pub async fn settle_due(&self) -> Result<usize, StoreError> {
         match &self.cfg.calls {
-            Some(calls) => calls.settle_due(50).await,
+            Some(calls) => calls.settle_due(CALLS_PER_ROUND).await,
             None => Ok(0),
         }
     }
@@ -226,7 +229,7 @@ impl Scheduler {
     /// next (the leader calls this every tick). Returns how many ended.
     pub async fn advance_messages(&self) -> Result<usize, StoreError> {
         match &self.cfg.calls {
-            Some(calls) => calls.advance_messages(50).await,
+            Some(calls) => calls.advance_messages(CALLS_PER_ROUND).await,
             None => Ok(0),
         }
     }
@@ -294,6 +297,7 @@ impl Scheduler {
             self.metrics.leader.set(1);
             announced_follower = false;
             let mut sampled = None;
+            let mut calls_round: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 if let Err(e) = self.tick().await {
                     warn!(error = %e, "scheduler tick failed; trying again next tick");
@@ -301,11 +305,22 @@ impl Scheduler {
                 if let Err(e) = self.notify().await {
                     warn!(error = %e, "could not handle notifications; trying again next tick");
                 }
-                if let Err(e) = self.settle_due().await {
-                    warn!(error = %e, "could not ask for pending operation calls' results; trying again next tick");
-                }
-                if let Err(e) = self.advance_messages().await {
-                    warn!(error = %e, "could not move messages on; trying again next tick");
+                // Provider calls (queries, messages) run beside the tick, one round at a
+                // time: a slow provider does not hold the schedule up.
+                if let Some(calls) = &self.cfg.calls
+                    && calls_round
+                        .as_ref()
+                        .is_none_or(tokio::task::JoinHandle::is_finished)
+                {
+                    let calls = calls.clone();
+                    calls_round = Some(tokio::spawn(async move {
+                        if let Err(e) = calls.settle_due(CALLS_PER_ROUND).await {
+                            warn!(error = %e, "could not ask for pending operation calls' results; trying again next tick");
+                        }
+                        if let Err(e) = calls.advance_messages(CALLS_PER_ROUND).await {
+                            warn!(error = %e, "could not move messages on; trying again next tick");
+                        }
+                    }));
                 }
                 // Every 15 s at most (a passive declare per queue).
                 if sampled.is_none_or(|t: std::time::Instant| t.elapsed() >= SAMPLE_EVERY) {

@@ -2151,3 +2151,185 @@ fn report(out: Output, r: &Value) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCmd {
+    /// Send an integration's events as messages over channels, tried in order: the next
+    /// when one fails for good or reports no delivery in time.
+    RouteAdd {
+        /// The integration whose events are sent (id, tenant/name or name).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        entity: String,
+        /// The event name to match, or `*` for every event of the entity.
+        #[arg(long, default_value = "*")]
+        event: String,
+        /// A channel, in order: INTEGRATION:OPERATION or INTEGRATION:OPERATION:INPUT, INPUT
+        /// being a field map over the event's data as JSON, e.g.
+        /// 'sms:send:{"to": "/guardian/phone", "text": "/text"}'. Repeat for each channel.
+        #[arg(long = "channel", required = true)]
+        channels: Vec<String>,
+    },
+    /// The channel routes.
+    Routes,
+    /// Remove a channel route (and its messages).
+    RouteRemove { id: String },
+    /// Messages, newest first.
+    List {
+        #[arg(long, value_parser = ["sending", "delivered", "failed"])]
+        status: Option<String>,
+        /// One channel route's.
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One message, with each channel's outcome.
+    Show { id: String },
+}
+
+/// `INTEGRATION:OPERATION[:INPUT]` as the API's channel.
+async fn channel_arg(api: &Api, arg: &str) -> anyhow::Result<Value> {
+    let (integration, rest) = arg
+        .split_once(':')
+        .with_context(|| format!("--channel {arg}: write it INTEGRATION:OPERATION[:INPUT]"))?;
+    let (operation, input) = match rest.split_once(':') {
+        Some((op, input)) => (op, read_json("channel", input)?),
+        None => (rest, json!({})),
+    };
+    Ok(json!({
+        "integration_id": api.integration_id(integration).await?,
+        "operation": operation,
+        "input": input,
+    }))
+}
+
+pub async fn messages(api: &Api, out: Output, cmd: MessagesCmd) -> anyhow::Result<()> {
+    match cmd {
+        MessagesCmd::RouteAdd {
+            from,
+            entity,
+            event,
+            channels,
+        } => {
+            let mut list = Vec::with_capacity(channels.len());
+            for c in &channels {
+                list.push(channel_arg(api, c).await?);
+            }
+            let body = json!({"source": api.integration_id(&from).await?, "entity": entity,
+                              "event": event, "channels": list});
+            let v = api.post("/v1/channel-routes", &body).await?;
+            if out == Output::Json {
+                output::json(&v);
+            } else {
+                println!("channel route {} added", str_of(&v["id"]));
+            }
+        }
+        MessagesCmd::Routes => {
+            let v = api.get("/v1/channel-routes", &[]).await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows = v["routes"].as_array().into_iter().flatten().map(|r| {
+                let channels: Vec<String> = r["channels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{}:{}",
+                            str_of(&c["integration_id"]),
+                            str_of(&c["operation"])
+                        )
+                    })
+                    .collect();
+                vec![
+                    str_of(&r["id"]),
+                    str_of(&r["tenant"]),
+                    str_of(&r["source_integration_id"]),
+                    format!("{}.{}", str_of(&r["entity"]), str_of(&r["event"])),
+                    channels.join(" → "),
+                ]
+            });
+            output::table(&["ID", "TENANT", "FROM", "EVENT", "CHANNELS"], rows);
+        }
+        MessagesCmd::RouteRemove { id } => {
+            api.delete(&format!("/v1/channel-routes/{id}")).await?;
+            if out != Output::Json {
+                println!("channel route {id} removed");
+            }
+        }
+        MessagesCmd::List {
+            status,
+            route,
+            limit,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(s) = status {
+                q.push(("status", s));
+            }
+            if let Some(r) = route {
+                q.push(("route", r));
+            }
+            let v = api.get("/v1/messages", &q).await?;
+            if out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows = v["messages"].as_array().into_iter().flatten().map(|m| {
+                vec![
+                    str_of(&m["id"]),
+                    short_time(&m["created_at"]),
+                    str_of(&m["event_id"]),
+                    str_of(&m["status"]),
+                    str_of(&m["channel"]),
+                    m["outcomes"].as_array().map_or(0, Vec::len).to_string(),
+                ]
+            });
+            output::table(&["ID", "AT", "EVENT", "STATUS", "CHANNEL", "TRIED"], rows);
+        }
+        MessagesCmd::Show { id } => {
+            let m = api.get(&format!("/v1/messages/{id}"), &[]).await?;
+            if out == Output::Json {
+                output::json(&m);
+                return Ok(());
+            }
+            output::fields(
+                &m,
+                &[
+                    "id",
+                    "route_id",
+                    "event_id",
+                    "status",
+                    "channel",
+                    "created_at",
+                    "finished_at",
+                ],
+            );
+            let rows = m["outcomes"].as_array().into_iter().flatten().map(|o| {
+                vec![
+                    str_of(&o["channel"]),
+                    str_of(&o["integration_id"]),
+                    str_of(&o["operation"]),
+                    str_of(&o["status"]),
+                    str_of(&o["error"]),
+                    str_of(&o["call_id"]),
+                ]
+            });
+            output::table(
+                &[
+                    "CHANNEL",
+                    "INTEGRATION",
+                    "OPERATION",
+                    "STATUS",
+                    "ERROR",
+                    "CALL",
+                ],
+                rows,
+            );
+        }
+    }
+    Ok(())
+}

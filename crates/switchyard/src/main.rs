@@ -69,6 +69,10 @@ enum Command {
     /// Conflicts between systems' changes to one record (two-way sync).
     #[command(subcommand)]
     Conflicts(admin::ConflictsCmd),
+    /// Events sent as messages over channels with fallback (WhatsApp, then SMS): channel
+    /// routes, and the messages with each channel's outcome.
+    #[command(subcommand)]
+    Messages(admin::MessagesCmd),
     /// The kinds of provider Switchyard can connect to, and what their settings are.
     #[command(subcommand)]
     Connectors(admin::ConnectorsCmd),
@@ -146,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mappings(cmd) => return admin::mappings(&remote()?, out, cmd).await,
         Command::Records(cmd) => return admin::records(&remote()?, out, cmd).await,
         Command::Conflicts(cmd) => return admin::conflicts(&remote()?, out, cmd).await,
+        Command::Messages(cmd) => return admin::messages(&remote()?, out, cmd).await,
         Command::Connectors(cmd) => return admin::connectors(&remote()?, out, cmd).await,
         Command::Sync(cmd) => return admin::sync(&remote()?, out, cmd).await,
         Command::Dlq(cmd) => return admin::dlq(&remote()?, out, cmd).await,
