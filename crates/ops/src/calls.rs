@@ -453,7 +453,17 @@ impl Calls {
 
     /// Ask for one pending call's result. `Ok(true)`: settled.
     async fn query(&self, call: &OperationCall) -> Result<bool, StoreError> {
-        let i = self.store.integration(call.integration_id).await?;
+        let i = match self.store.integration(call.integration_id).await {
+            Ok(i) => i,
+            // Nobody can ask any more.
+            Err(StoreError::NotFound(_)) => {
+                self.store
+                    .defer_call(call.id, Utc::now(), Some("its integration was deleted"))
+                    .await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         let connector = match self.connector(&i) {
             Ok(c) => c,
             Err(e) => {
@@ -636,4 +646,36 @@ pub async fn settle(
         call: marked,
         delivered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_input_is_the_same_digest_whatever_the_order_of_its_fields() {
+        // An Idempotency-Key sent again with the same input must not read as another input.
+        let a: Value =
+            serde_json::from_str(r#"{"phone": "2547", "amount": 10, "x": {"b": 1, "a": 2}}"#)
+                .unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"x": {"a": 2, "b": 1}, "amount": 10, "phone": "2547"}"#)
+                .unwrap();
+        assert_eq!(digest(&a), digest(&b));
+        let c: Value =
+            serde_json::from_str(r#"{"phone": "2547", "amount": 11, "x": {"b": 1, "a": 2}}"#)
+                .unwrap();
+        assert_ne!(digest(&a), digest(&c));
+    }
+
+    #[test]
+    fn a_message_is_named_by_its_channel_calls_key() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            crate::messages::message_of_key(&format!("message:{id}:1")),
+            Some(id)
+        );
+        assert_eq!(crate::messages::message_of_key("adm-0042"), None);
+        assert_eq!(crate::messages::message_of_key("message:nope:0"), None);
+    }
 }
