@@ -62,7 +62,8 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
             "pesapal",
             "flutterwave",
             "africastalking",
-            "whatsapp-cloud"
+            "whatsapp-cloud",
+            "payme"
         ]
     );
     assert_eq!(created["webhook_auth"], "disabled");

@@ -447,6 +447,7 @@ async fn erp_for(h: &Harness, source: Uuid, body: Value) -> Uuid {
             json!({"base_url": h.provider.uri(), "auth": {"type": "bearer"}, "timeout_ms": 2000,
                    "entities": {"payment": {
                        "create": {"method": "POST", "path": "/api/payments"},
+                       "update": {"method": "PUT", "path": "/api/payments/{external_id}"},
                        "body": body}}}),
             json!({}),
             Some(json!({"token": "erp-token"})),
@@ -846,5 +847,270 @@ async fn an_open_breaker_keeps_a_charge_from_being_made_and_its_key_may_be_used_
     let r = charge(&h, mpesa, Some("adm-0042-t1"), fees()).await;
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["idempotent-replayed"], "true");
+    h.shutdown().await;
+}
+
+/// A JSON-RPC request from Payme's side, as its Merchant API documents them
+/// (developer.help.paycom.uz/metody-merchant-api/): `{method, params, id}`, basic auth
+/// `Paycom:<key>`.
+async fn payme_rpc(h: &Harness, id: Uuid, key: &str, method: &str, params: Value) -> Value {
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{id}")))
+        .basic_auth("Paycom", Some(key))
+        .json(&json!({"method": method, "params": params, "id": 2032}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "Payme is always answered 200");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn paymes_merchant_api_is_answered_in_its_own_forms_and_perform_settles_the_order() {
+    let h = Harness::start().await;
+    let checkout = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&checkout)
+        .await;
+    let (st, created) = call(
+        &h,
+        Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(json!({"tenant": "acme", "name": "payme", "connector": "payme",
+                    "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
+                    "webhook_auth": {"scheme": "basic", "username": "Paycom"}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let key = created["webhook_password"].as_str().unwrap().to_owned();
+    for step in ["test", "activate"] {
+        let (st, r) = call(
+            &h,
+            Method::POST,
+            &format!("/v1/integrations/{id}/{step}"),
+            ADMIN_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{step}: {r}");
+    }
+    erp_for(
+        &h,
+        id,
+        json!({"reference": "/operation/reference", "status": "/status"}),
+    )
+    .await;
+    erp_takes_payments(&h).await;
+
+    // The school's order: a checkout link, nothing called.
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "adm-0042")
+        .json(&json!({"order_id": "ADM-0042", "amount": 150000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let order: Value = r.json().await.unwrap();
+    // base64("m=5e730e8e0b852a417aa49ceb;ac.order_id=ADM-0042;a=150000")
+    assert_eq!(
+        order["answer"]["url"],
+        format!(
+            "{}/bT01ZTczMGU4ZTBiODUyYTQxN2FhNDljZWI7YWMub3JkZXJfaWQ9QURNLTAwNDI7YT0xNTAwMDA=",
+            checkout.uri()
+        )
+    );
+    let call_id = order["id"].as_str().unwrap().to_owned();
+
+    // Another key is refused in Payme's form.
+    let e = payme_rpc(
+        &h,
+        id,
+        "not-the-key",
+        "CheckTransaction",
+        json!({"id": "x"}),
+    )
+    .await;
+    assert_eq!(e["error"]["code"], -32504, "{e}");
+    assert!(
+        e["error"]["message"]["ru"].is_string()
+            && e["error"]["message"]["uz"].is_string()
+            && e["error"]["message"]["en"].is_string(),
+        "{e}"
+    );
+    // Wrong amount, unknown order, unknown method.
+    let account = json!({"order_id": "ADM-0042"});
+    let e = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CheckPerformTransaction",
+        json!({"amount": 100, "account": account}),
+    )
+    .await;
+    assert_eq!(
+        (e["error"]["code"].as_i64(), e["id"].as_i64()),
+        (Some(-31001), Some(2032)),
+        "{e}"
+    );
+    let e = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CheckPerformTransaction",
+        json!({"amount": 150000, "account": {"order_id": "nope"}}),
+    )
+    .await;
+    assert_eq!(
+        (e["error"]["code"].as_i64(), e["error"]["data"].as_str()),
+        (Some(-31050), Some("order_id")),
+        "{e}"
+    );
+    let e = payme_rpc(&h, id, &key, "ChangePassword", json!({})).await;
+    assert_eq!(e["error"]["code"], -32601, "{e}");
+    // The documented flow.
+    let ok = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CheckPerformTransaction",
+        json!({"amount": 150000, "account": account}),
+    )
+    .await;
+    assert_eq!(ok, json!({"result": {"allow": true}, "id": 2032}));
+    let tx = json!({"id": "5305e3bab097f420a62ced0b", "time": 1399114284039_i64, "amount": 150000, "account": account});
+    let created = payme_rpc(&h, id, &key, "CreateTransaction", tx.clone()).await;
+    assert_eq!(created["result"]["state"], 1, "{created}");
+    assert_eq!(created["result"]["transaction"], call_id.as_str());
+    assert!(created["result"]["create_time"].as_i64().unwrap() > 1_700_000_000_000);
+    let again = payme_rpc(&h, id, &key, "CreateTransaction", tx.clone()).await;
+    assert_eq!(
+        again, created,
+        "the same transaction again is the same answer"
+    );
+    let mut other = tx.clone();
+    other["id"] = json!("6305e3bab097f420a62ced0c");
+    let busy = payme_rpc(&h, id, &key, "CreateTransaction", other).await;
+    assert!(
+        (-31099..=-31050).contains(&busy["error"]["code"].as_i64().unwrap()),
+        "{busy}"
+    );
+    let checked = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CheckTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b"}),
+    )
+    .await;
+    assert_eq!(checked["result"]["state"], 1);
+    assert_eq!(checked["result"]["perform_time"], 0);
+    assert_eq!(checked["result"]["reason"], Value::Null);
+
+    let performed = payme_rpc(
+        &h,
+        id,
+        &key,
+        "PerformTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b"}),
+    )
+    .await;
+    assert_eq!(performed["result"]["state"], 2, "{performed}");
+    assert_eq!(performed["result"]["transaction"], call_id.as_str());
+    let call = h.store.call(call_id.parse().unwrap()).await.unwrap();
+    assert_eq!(call.status, "succeeded");
+    eventually("the ERP has the payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        erp_payments(&h).await[0],
+        json!({"reference": "ADM-0042", "status": "succeeded"})
+    );
+    // Payme retries: the same answer, no second payment.
+    let again = payme_rpc(
+        &h,
+        id,
+        &key,
+        "PerformTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b"}),
+    )
+    .await;
+    assert_eq!(again, performed);
+    let e = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CheckPerformTransaction",
+        json!({"amount": 150000, "account": account}),
+    )
+    .await;
+    assert_eq!(e["error"]["code"], -31051, "paid: {e}");
+    let e = payme_rpc(&h, id, &key, "PerformTransaction", json!({"id": "no-such"})).await;
+    assert_eq!(e["error"]["code"], -31003, "{e}");
+
+    // A refund after the payment: state -2, and the ERP's payment is updated.
+    Mock::given(method("PUT"))
+        .and(path("/api/payments/pay-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "pay-1"})))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let cancelled = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CancelTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b", "reason": 5}),
+    )
+    .await;
+    assert_eq!(cancelled["result"]["state"], -2, "{cancelled}");
+    eventually("the ERP has the refund", WAIT, || async {
+        h.provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|r| {
+                r.method.as_str() == "PUT"
+                    && serde_json::from_slice::<Value>(&r.body)
+                        .is_ok_and(|b| b["status"] == "refunded")
+            })
+    })
+    .await;
+    let statement = payme_rpc(
+        &h,
+        id,
+        &key,
+        "GetStatement",
+        json!({"from": 1399114284000_i64, "to": 1399114285000_i64}),
+    )
+    .await;
+    let txs = statement["result"]["transactions"].as_array().unwrap();
+    assert_eq!(txs.len(), 1, "{statement}");
+    assert_eq!(
+        (txs[0]["state"].as_i64(), txs[0]["reason"].as_i64()),
+        (Some(-2), Some(5))
+    );
+    // Not JSON: Payme's parse error.
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/webhooks/{id}")))
+        .basic_auth("Paycom", Some(&key))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], -32700, "{e}");
     h.shutdown().await;
 }

@@ -24,10 +24,8 @@ pub(crate) async fn settle(
     let mut references: Vec<String> = source
         .settles
         .iter()
-        .filter_map(|(_, spec)| {
-            body.pointer(&spec.callback.reference_pointer)
-                .and_then(text)
-        })
+        .filter_map(|(_, spec)| spec.callback.as_ref())
+        .filter_map(|cb| body.pointer(&cb.reference_pointer).and_then(text))
         .collect();
     references.dedup();
     if references.is_empty() {
@@ -59,8 +57,10 @@ pub(crate) async fn settle(
     // The call's own operation says how to read its callback.
     let Some((operation, spec)) = source.settles.iter().find(|(name, spec)| {
         name == &call.operation
-            && body
-                .pointer(&spec.callback.reference_pointer)
+            && spec
+                .callback
+                .as_ref()
+                .and_then(|cb| body.pointer(&cb.reference_pointer))
                 .and_then(text)
                 .as_ref()
                 == Some(&reference)
@@ -76,7 +76,10 @@ pub(crate) async fn settle(
     };
     // A callback that only says something changed: ask the provider at once (the leading
     // scheduler does, within a tick).
-    let Some(result) = &spec.callback.result else {
+    let Some(cb) = &spec.callback else {
+        return Ok(None);
+    };
+    let Some(result) = &cb.result else {
         let asked = state
             .store
             .call_due_now(call.id)
@@ -192,7 +195,7 @@ fn accepted(
 
 /// The reply the provider expects, as the connector declares it, made from the callback.
 fn reply(spec: &switchyard_providers::operations::SettleSpec, body: &Value) -> Option<Response> {
-    let r = spec.callback.reply.as_ref()?;
+    let r = spec.callback.as_ref()?.reply.as_ref()?;
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     Some((status, Json(r.body.apply(body))).into_response())
 }

@@ -8,6 +8,7 @@
 
 mod callbacks;
 mod client;
+mod merchant;
 mod metrics;
 pub(crate) mod sources;
 mod webhooks;

@@ -26,6 +26,12 @@ pub(crate) struct Source {
     pub(crate) settles: Vec<(String, switchyard_providers::operations::SettleSpec)>,
     /// Its channel routes (messages with fallback).
     pub(crate) channel_routes: Vec<switchyard_store::ChannelRoute>,
+    /// The provider drives its own transactions by calling the hub (Payme): how, and how
+    /// the operation it pays is settled.
+    pub(crate) merchant: Option<(
+        switchyard_providers::operations::MerchantSpec,
+        switchyard_providers::operations::SettleSpec,
+    )>,
 }
 
 /// When an entry was loaded, and the integration (`None`: there is no such integration).
@@ -107,14 +113,24 @@ impl Cache {
         };
         let targets = self.store.route_targets(id).await?;
         let channel_routes = self.store.channel_routes(Some(id), None).await?;
-        let settles = switchyard_providers::kind(&integration.provider)
+        let manifest = switchyard_providers::kind(&integration.provider)
             .ok()
             .and_then(|k| k.manifest(&integration.settings))
-            .and_then(|m| switchyard_providers::rest::Manifest::parse(&m).ok())
+            .and_then(|m| switchyard_providers::rest::Manifest::parse(&m).ok());
+        let merchant = manifest.as_ref().and_then(|m| {
+            let spec = m.merchant.clone()?;
+            let settle = m.operations.get(&spec.operation)?.settle.clone()?;
+            Some((spec, settle))
+        });
+        let settles = manifest
             .map(|m| {
                 m.operations
                     .into_iter()
-                    .filter_map(|(name, op)| op.settle.map(|s| (name, s)))
+                    .filter_map(|(name, op)| {
+                        op.settle
+                            .filter(|s| s.callback.is_some())
+                            .map(|s| (name, s))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -128,6 +144,7 @@ impl Cache {
             targets,
             settles,
             channel_routes,
+            merchant,
         })))
     }
 }

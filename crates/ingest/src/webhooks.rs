@@ -227,7 +227,20 @@ async fn handle(
             .map(str::to_owned)
     };
     let (source, raw, verified) =
-        authenticate(state, integration, peer, headers, query, body).await?;
+        match authenticate(state, integration, peer, headers, query, body).await {
+            Ok(x) => x,
+            // A provider with a protocol of its own is refused in it (Payme: -32504).
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                return match crate::merchant::refused(state, integration).await {
+                    Some(reply) => Ok(("rejected", reply)),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+    if let Some(m) = &source.merchant {
+        return crate::merchant::payme(state, &source, m, &raw).await;
+    }
     let doc = document(
         &header(header::CONTENT_TYPE.as_str()).unwrap_or_default(),
         &raw,

@@ -308,6 +308,14 @@ connector!(
 );
 
 connector!(
+    PAYME,
+    "payme",
+    "Payme (Uzbekistan): checkout links for orders, paid through Payme's Merchant API (JSON-RPC) that calls the hub",
+    "merchant_id (required), checkout_url, timeout_secs",
+    "../connectors/payme.json"
+);
+
+connector!(
     MOLONI,
     "moloni",
     "Moloni (Portuguese invoicing): customers, products and invoices with lines; OAuth2 password grant",
@@ -331,6 +339,7 @@ mod tests {
             &FLUTTERWAVE,
             &AFRICASTALKING,
             &WHATSAPP,
+            &PAYME,
         ] {
             let t = kind.template();
             assert!(!t.sources.is_empty(), "{} cites no source", kind.info.name);

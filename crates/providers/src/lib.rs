@@ -358,6 +358,7 @@ pub static KINDS: &[&dyn ProviderKind] = &[
     &connectors::FLUTTERWAVE,
     &connectors::AFRICASTALKING,
     &connectors::WHATSAPP,
+    &connectors::PAYME,
 ];
 
 /// The kind named `provider`.

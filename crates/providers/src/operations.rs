@@ -57,6 +57,40 @@ pub struct OperationSpec {
     /// The answer only acknowledges; the result comes later (see [`SettleSpec`]).
     #[serde(default)]
     pub settle: Option<SettleSpec>,
+    /// The operation calls nothing: its answer is `{"url": <this template>}`, with
+    /// `{computed.NAME}` and `{input.NAME}` filled in (Payme's checkout link). `method` and
+    /// `path` are then unused.
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+/// A provider that drives its own transactions by calling the hub (Payme's merchant API):
+/// which protocol, the operation whose calls it pays, and the account field that names
+/// one (`order_id`: `params.account.order_id`, the call's reference).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantSpec {
+    pub protocol: MerchantProtocol,
+    pub operation: String,
+    pub account: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantProtocol {
+    /// Payme's Merchant API (JSON-RPC 2.0: CheckPerformTransaction, CreateTransaction,
+    /// PerformTransaction, CancelTransaction, CheckTransaction, GetStatement).
+    Payme,
+}
+
+/// `{input.NAME}` in `s` filled with the input's values (text; numbers written out).
+pub fn fill_input(s: &str, input: &Value) -> String {
+    let mut out = s.to_owned();
+    for name in names_in(s, "{input.") {
+        let v = input.get(&name).and_then(text).unwrap_or_default();
+        out = out.replace(&format!("{{input.{name}}}"), &v);
+    }
+    out
 }
 
 /// A value computed when the call is made.
@@ -102,8 +136,11 @@ pub struct SettleSpec {
     /// The entity the settled outcome is routed as, from this integration (events
     /// `succeeded` and `failed`): `payment`.
     pub entity: String,
-    /// The provider's callback: where it carries the reference, and its result.
-    pub callback: CallbackSpec,
+    /// The provider's callback: where it carries the reference, and its result. None: no
+    /// callback settles it (a query does, or the provider's own protocol: Payme's
+    /// PerformTransaction).
+    #[serde(default)]
+    pub callback: Option<CallbackSpec>,
     /// The operation that asks the provider how it ended, when no callback came in time;
     /// it gets the pending operation's input with `reference`.
     #[serde(default)]
@@ -261,6 +298,23 @@ impl OperationSpec {
     }
 }
 
+/// Check a merchant declaration against the operations.
+pub fn validate_merchant(
+    m: &MerchantSpec,
+    ops: &BTreeMap<String, OperationSpec>,
+) -> Result<(), ConfigError> {
+    match ops.get(&m.operation) {
+        Some(op) if op.settle.is_some() && op.reference_input.is_some() => Ok(()),
+        _ => Err(ConfigError::new(
+            "settings.merchant.operation",
+            format!(
+                "`{}` must be an operation of this manifest settled later, whose reference is in its input",
+                m.operation
+            ),
+        )),
+    }
+}
+
 /// Check a manifest's operations (names, pointers, formats, what they refer to).
 pub fn validate(ops: &BTreeMap<String, OperationSpec>) -> Result<(), ConfigError> {
     let pointer = |field: String, p: &str| {
@@ -338,32 +392,34 @@ pub fn validate(ops: &BTreeMap<String, OperationSpec>) -> Result<(), ConfigError
                     "an operation settled later must say where its reference is (reference_pointer in the answer, or reference_input in the input)",
                 ));
             }
-            pointer(
-                at("settle.callback.reference_pointer"),
-                &s.callback.reference_pointer,
-            )?;
-            match &s.callback.result {
-                Some(r) => pointer(at("settle.callback.result.code_pointer"), &r.code_pointer)?,
-                None if s.query.is_none() && s.expire_after_secs.is_none() => {
-                    return Err(ConfigError::new(
-                        at("settle.callback.result"),
-                        "a callback that does not carry the result needs `settle.query` to ask for it (or `expire_after_secs`)",
-                    ));
+            if let Some(cb) = &s.callback {
+                pointer(
+                    at("settle.callback.reference_pointer"),
+                    &cb.reference_pointer,
+                )?;
+                match &cb.result {
+                    Some(r) => pointer(at("settle.callback.result.code_pointer"), &r.code_pointer)?,
+                    None if s.query.is_none() && s.expire_after_secs.is_none() => {
+                        return Err(ConfigError::new(
+                            at("settle.callback.result"),
+                            "a callback that does not carry the result needs `settle.query` to ask for it (or `expire_after_secs`)",
+                        ));
+                    }
+                    None => {}
                 }
-                None => {}
-            }
-            if let Some(r) = &s.callback.reply {
-                r.body.validate().map_err(|e| {
-                    ConfigError::new(
-                        at(&format!("settle.callback.reply.body.{}", e.field)),
-                        e.reason,
-                    )
-                })?;
-                if !(200..=299).contains(&r.status) {
-                    return Err(ConfigError::new(
-                        at("settle.callback.reply.status"),
-                        "a reply to a callback is a 2xx",
-                    ));
+                if let Some(r) = &cb.reply {
+                    r.body.validate().map_err(|e| {
+                        ConfigError::new(
+                            at(&format!("settle.callback.reply.body.{}", e.field)),
+                            e.reason,
+                        )
+                    })?;
+                    if !(200..=299).contains(&r.status) {
+                        return Err(ConfigError::new(
+                            at("settle.callback.reply.status"),
+                            "a reply to a callback is a 2xx",
+                        ));
+                    }
                 }
             }
             if let Some(q) = &s.query {

@@ -190,6 +190,9 @@ pub struct Manifest {
     /// [`crate::operations`].
     #[serde(default)]
     pub operations: BTreeMap<String, crate::operations::OperationSpec>,
+    /// The provider drives its own transactions by calling the hub (Payme).
+    #[serde(default)]
+    pub merchant: Option<crate::operations::MerchantSpec>,
     /// Values any string of the manifest may use as `{settings.NAME}` (a QuickBooks
     /// company's `realm_id`, an Odoo database); filled in when the manifest is read.
     #[serde(default)]
@@ -550,6 +553,9 @@ impl Manifest {
             ));
         }
         crate::operations::validate(&m.operations)?;
+        if let Some(merchant) = &m.merchant {
+            crate::operations::validate_merchant(merchant, &m.operations)?;
+        }
         for (name, e) in &m.entities {
             let at = |f: &str| format!("settings.entities.{name}.{f}");
             if !switchyard_core::is_valid_name(name) {
@@ -1927,8 +1933,30 @@ impl Connector for RestConnector {
             _ => serde_json::Map::new(),
         };
         payload.remove("_switchyard");
-        let computed =
-            crate::operations::compute(op, chrono::Utc::now(), &|s| self.fill_credentials(s));
+        let fill = |s: &str| crate::operations::fill_input(&self.fill_credentials(s), input);
+        let computed = crate::operations::compute(op, chrono::Utc::now(), &fill);
+        let reference_of_input = || {
+            op.reference_input
+                .as_ref()
+                .and_then(|p| input.pointer(p))
+                .and_then(crate::operations::text)
+        };
+        // A link: nothing is called.
+        if let Some(tpl) = &op.link {
+            let mut url = fill(tpl);
+            for (n, v) in &computed {
+                if let Some(v) = v.as_str() {
+                    url = url.replace(&format!("{{computed.{n}}}"), v);
+                }
+            }
+            return Ok(crate::operations::OperationAnswer {
+                status: 200,
+                body: serde_json::json!({ "url": url }),
+                reference: reference_of_input(),
+                outcome: None,
+                request: format!("no call: a link made for `{name}`"),
+            });
+        }
         payload.insert(
             "_switchyard".into(),
             serde_json::json!({ "computed": computed }),

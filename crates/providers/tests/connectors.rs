@@ -1594,12 +1594,14 @@ fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
     };
     let paid = read("mpesa-daraja/stk-callback-paid.json");
     assert_eq!(
-        paid.pointer(&settle.callback.reference_pointer),
+        paid.pointer(&settle.callback.as_ref().unwrap().reference_pointer),
         Some(&json!("ws_CO_191220191020363925"))
     );
     assert!(
         settle
             .callback
+            .as_ref()
+            .unwrap()
             .result
             .as_ref()
             .unwrap()
@@ -1609,6 +1611,8 @@ fn daraja_callbacks_settle_by_checkout_request_id_and_result_code() {
     );
     let cancelled = settle
         .callback
+        .as_ref()
+        .unwrap()
         .result
         .as_ref()
         .unwrap()
@@ -1761,13 +1765,18 @@ async fn pesapal_reports_an_error_inside_a_200_and_acknowledges_its_ipn_as_docum
 
     let spec = c.operation("charge").unwrap().settle.clone().unwrap();
     assert!(
-        spec.callback.result.is_none(),
+        spec.callback.as_ref().unwrap().result.is_none(),
         "the IPN does not carry the status"
     );
     let ipn = json!({"OrderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
                      "OrderNotificationType": "IPNCHANGE", "OrderMerchantReference": "ADM-0042"});
     assert_eq!(
-        spec.callback.reply.unwrap().body.apply(&ipn),
+        spec.callback
+            .unwrap()
+            .reply
+            .unwrap()
+            .body
+            .apply(&ipn),
         json!({"orderNotificationType": "IPNCHANGE",
                "orderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
                "orderMerchantReference": "ADM-0042", "status": 200})
@@ -1847,10 +1856,10 @@ async fn flutterwave_makes_a_payment_link_named_by_tx_ref_and_verifies_it() {
             ["body"]
             .clone();
     assert_eq!(
-        hook.pointer(&settle.callback.reference_pointer),
+        hook.pointer(&settle.callback.as_ref().unwrap().reference_pointer),
         Some(&json!("ADM-0042-T1"))
     );
-    assert!(settle.callback.result.is_none());
+    assert!(settle.callback.as_ref().unwrap().result.is_none());
 }
 
 // Africa's Talking SMS and WhatsApp Cloud API ---------------------------------------------
@@ -1918,12 +1927,14 @@ async fn africastalking_sends_a_form_with_its_api_key_and_reads_each_recipients_
             .collect();
     let fields = Value::Object(fields);
     assert_eq!(
-        fields.pointer(&settle.callback.reference_pointer),
+        fields.pointer(&settle.callback.as_ref().unwrap().reference_pointer),
         Some(&json!("ATPid_SampleTxnId123"))
     );
     assert!(
         settle
             .callback
+            .as_ref()
+            .unwrap()
             .result
             .as_ref()
             .unwrap()
@@ -2014,13 +2025,15 @@ async fn whatsapp_sends_text_and_template_messages_and_reads_meta_errors() {
         .clone();
     assert_eq!(
         status
-            .pointer(&settle.callback.reference_pointer)
+            .pointer(&settle.callback.as_ref().unwrap().reference_pointer)
             .and_then(Value::as_str),
         sent.reference.as_deref()
     );
     assert!(
         settle
             .callback
+            .as_ref()
+            .unwrap()
             .result
             .as_ref()
             .unwrap()
@@ -2028,4 +2041,32 @@ async fn whatsapp_sends_text_and_template_messages_and_reads_meta_errors() {
             .unwrap()
             .succeeded
     );
+}
+
+// Payme -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn payme_makes_a_checkout_link_without_calling_anything() {
+    // Nothing listens here: a call would fail.
+    let c = build(
+        "payme",
+        &json!({"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": "http://127.0.0.1:9"}),
+        credentials(&[]),
+        Vault::default(),
+    );
+    let a = c
+        .operate(
+            "charge",
+            &json!({"order_id": "ADM-0042", "amount": 150000}),
+            Some("k"),
+        )
+        .await
+        .unwrap();
+    // https://checkout.paycom.uz/<base64("m=…;ac.order_id=…;a=…")> (developer.help.paycom.uz,
+    // payment initialisation by GET).
+    assert_eq!(
+        a.body["url"],
+        "http://127.0.0.1:9/bT01ZTczMGU4ZTBiODUyYTQxN2FhNDljZWI7YWMub3JkZXJfaWQ9QURNLTAwNDI7YT0xNTAwMDA="
+    );
+    assert_eq!(a.reference.as_deref(), Some("ADM-0042"));
 }

@@ -47,11 +47,14 @@ pub struct OperationCall {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
+    /// The provider's own transaction for it, when the provider drives one (Payme).
+    pub provider_state: Option<Value>,
 }
 
 const COLUMNS: &str = "id, tenant, integration_id, operation, idempotency_key, input_sha256, \
     input, status, called, reference, answer, answer_status, error_class, error, result_code, \
-    result_message, result, settled_by, queries, query_at, created_at, updated_at, settled_at";
+    result_message, result, settled_by, queries, query_at, created_at, updated_at, settled_at, \
+    provider_state";
 
 /// A call about to be made.
 #[derive(Debug, Clone)]
@@ -367,6 +370,58 @@ impl Store {
         .await?
         .rows_affected()
             == 1)
+    }
+
+    /// The call whose provider transaction is `tx` (Payme's transaction id).
+    pub async fn call_by_provider_tx(
+        &self,
+        integration: Uuid,
+        tx: &str,
+    ) -> Result<Option<OperationCall>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM operation_calls \
+             WHERE integration_id = $1 AND provider_state->>'id' = $2"
+        )))
+        .bind(integration)
+        .bind(tx)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Record the provider's transaction for a call, if the call has none or has this one
+    /// (`tx`). False: another transaction holds it.
+    pub async fn set_provider_state(&self, id: Uuid, tx: &str, state: &Value) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE operation_calls SET provider_state = $3, updated_at = now() \
+             WHERE id = $1 AND (provider_state IS NULL OR provider_state->>'id' = $2)",
+        )
+        .bind(id)
+        .bind(tx)
+        .bind(state)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// The provider transactions of an integration created between two times (Unix ms).
+    pub async fn provider_transactions(
+        &self,
+        integration: Uuid,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<OperationCall>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM operation_calls WHERE integration_id = $1 \
+               AND provider_state IS NOT NULL \
+               AND (provider_state->>'time')::bigint BETWEEN $2 AND $3 \
+             ORDER BY (provider_state->>'time')::bigint LIMIT 1000"
+        )))
+        .bind(integration)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     pub async fn call(&self, id: Uuid) -> Result<OperationCall> {
