@@ -63,7 +63,8 @@ async fn integrations_round_trip_without_ever_showing_credentials() {
             "flutterwave",
             "africastalking",
             "whatsapp-cloud",
-            "payme"
+            "payme",
+            "click"
         ]
     );
     assert_eq!(created["webhook_auth"], "disabled");

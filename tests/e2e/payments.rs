@@ -410,32 +410,55 @@ async fn a_lost_callback_is_settled_by_the_query_after_the_deadline() {
 /// A connector integration created over the API as an operator would, tested and
 /// activated: its id and generated webhook key.
 async fn connected(h: &Harness, body: Value) -> (Uuid, String) {
-    let (st, created) = call(h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(body)).await;
-    assert_eq!(st, 201, "{created}");
-    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let (id, created) = connected_as(h, body).await;
     let key = created["webhook_api_key"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (st, r) = call(
-        h,
-        Method::POST,
-        &format!("/v1/integrations/{id}/test"),
-        ADMIN_TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
-    let (st, r) = call(
-        h,
-        Method::POST,
-        &format!("/v1/integrations/{id}/activate"),
-        ADMIN_TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(st, 200, "{r}");
     (id, key)
+}
+
+/// [`connected`], with the whole answer to the create.
+async fn connected_as(h: &Harness, body: Value) -> (Uuid, Value) {
+    let (st, created) = call(h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(body)).await;
+    assert_eq!(st, 201, "{created}");
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    for step in ["test", "activate"] {
+        let (st, r) = call(
+            h,
+            Method::POST,
+            &format!("/v1/integrations/{id}/{step}"),
+            ADMIN_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{step}: {r}");
+    }
+    (id, created)
+}
+
+/// A payment provider's integration whose payments go to the ERP, and an order of it
+/// (`charge`): the call, pending.
+async fn order_at(h: &Harness, body: Value, input: Value) -> (Uuid, Value, Value) {
+    let (id, created) = connected_as(h, body).await;
+    erp_for(
+        h,
+        id,
+        json!({"reference": "/operation/reference", "status": "/status"}),
+    )
+    .await;
+    erp_takes_payments(h).await;
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "adm-0042")
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    (id, created, r.json().await.unwrap())
 }
 
 /// An ERP taking `payment` events from `source`, made into its payments by `body`.
@@ -875,50 +898,16 @@ async fn paymes_merchant_api_is_answered_in_its_own_forms_and_perform_settles_th
         .respond_with(ResponseTemplate::new(200))
         .mount(&checkout)
         .await;
-    let (st, created) = call(
-        &h,
-        Method::POST,
-        "/v1/integrations",
-        ADMIN_TOKEN,
-        Some(json!({"tenant": "acme", "name": "payme", "connector": "payme",
-                    "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
-                    "webhook_auth": {"scheme": "basic", "username": "Paycom"}})),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-    let key = created["webhook_password"].as_str().unwrap().to_owned();
-    for step in ["test", "activate"] {
-        let (st, r) = call(
-            &h,
-            Method::POST,
-            &format!("/v1/integrations/{id}/{step}"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
-        assert_eq!(st, 200, "{step}: {r}");
-    }
-    erp_for(
-        &h,
-        id,
-        json!({"reference": "/operation/reference", "status": "/status"}),
-    )
-    .await;
-    erp_takes_payments(&h).await;
-
     // The school's order: a checkout link, nothing called.
-    let r = h
-        .http
-        .post(h.url(&format!("/v1/integrations/{id}/operations/charge")))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("idempotency-key", "adm-0042")
-        .json(&json!({"order_id": "ADM-0042", "amount": 150000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let order: Value = r.json().await.unwrap();
+    let (id, created, order) = order_at(
+        &h,
+        json!({"tenant": "acme", "name": "payme", "connector": "payme",
+               "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "basic", "username": "Paycom"}}),
+        json!({"order_id": "ADM-0042", "amount": 150000}),
+    )
+    .await;
+    let key = created["webhook_password"].as_str().unwrap().to_owned();
     // base64("m=5e730e8e0b852a417aa49ceb;ac.order_id=ADM-0042;a=150000")
     assert_eq!(
         order["answer"]["url"],
@@ -1112,5 +1101,140 @@ async fn paymes_merchant_api_is_answered_in_its_own_forms_and_perform_settles_th
     assert_eq!(r.status(), 200);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], -32700, "{e}");
+    h.shutdown().await;
+}
+
+/// A form as Click's SHOP API posts it (docs.click.uz/click-api-request), signed with
+/// `secret` as Click signs it.
+fn click_form(
+    secret: &str,
+    action: u8,
+    amount: &str,
+    prepare_id: Option<i64>,
+    error: i64,
+) -> String {
+    use md5::Digest as _;
+    let sign_time = "2019-10-18 14:12:45";
+    let prepare = prepare_id.map(|p| p.to_string()).unwrap_or_default();
+    let sign = hex::encode(md5::Md5::digest(format!(
+        "2207357{}{secret}ADM-0042{prepare}{amount}{action}{sign_time}",
+        18400
+    )));
+    let mut pairs = vec![
+        ("click_trans_id", "2207357".to_owned()),
+        ("service_id", "18400".to_owned()),
+        ("click_paydoc_id", "1601".to_owned()),
+        ("merchant_trans_id", "ADM-0042".to_owned()),
+        ("amount", amount.to_owned()),
+        ("action", action.to_string()),
+        ("error", error.to_string()),
+        (
+            "error_note",
+            if error == 0 {
+                "Success"
+            } else {
+                "Insufficient funds"
+            }
+            .to_owned(),
+        ),
+        ("sign_time", sign_time.to_owned()),
+        ("sign_string", sign),
+    ];
+    if let Some(p) = prepare_id {
+        pairs.push(("merchant_prepare_id", p.to_string()));
+    }
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+#[tokio::test]
+async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_settles_the_order() {
+    let h = Harness::start().await;
+    let checkout = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&checkout)
+        .await;
+    let secret = "xXb8SKqjgZS6Ww";
+    let (id, _, order) = order_at(
+        &h,
+        json!({"tenant": "acme", "name": "click", "connector": "click",
+               "settings": {"service_id": "18400", "merchant_id": "11600", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "click"}, "webhook_secrets": [secret]}),
+        json!({"order_id": "ADM-0042", "amount": "1500.00"}),
+    )
+    .await;
+    assert_eq!(
+        order["answer"]["url"],
+        format!(
+            "{}?service_id=18400&merchant_id=11600&amount=1500.00&transaction_param=ADM-0042&return_url=",
+            checkout.uri()
+        )
+    );
+    let post = |form: String| {
+        h.http
+            .post(h.url(&format!("/v1/webhooks/{id}")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let answer = |form: String| async move {
+        let r = post(form).await.unwrap();
+        assert_eq!(r.status(), 200, "Click is always answered 200");
+        r.json::<Value>().await.unwrap()
+    };
+    // A forged signature, another amount, an unknown action: Click's codes.
+    let e = answer(click_form("guess", 0, "1500.00", None, 0)).await;
+    assert_eq!(
+        (e["error"].as_i64(), e["error_note"].as_str()),
+        (Some(-1), Some("SIGN CHECK FAILED!")),
+        "{e}"
+    );
+    let e = answer(click_form(secret, 0, "15.00", None, 0)).await;
+    assert_eq!(e["error"], -2, "{e}");
+    let e = answer(click_form(secret, 7, "1500.00", None, 0)).await;
+    assert_eq!(e["error"], -3, "{e}");
+    // Prepare, then Complete.
+    let prepared = answer(click_form(secret, 0, "1500.00", None, 0)).await;
+    assert_eq!(prepared["error"], 0, "{prepared}");
+    assert_eq!(prepared["error_note"], "Success");
+    assert_eq!(
+        (
+            prepared["click_trans_id"].as_i64(),
+            prepared["merchant_trans_id"].as_str()
+        ),
+        (Some(2207357), Some("ADM-0042"))
+    );
+    let prepare_id = prepared["merchant_prepare_id"]
+        .as_i64()
+        .expect("a prepare id");
+    let e = answer(click_form(secret, 1, "1500.00", Some(prepare_id + 1), 0)).await;
+    assert_eq!(e["error"], -6, "another prepare id: {e}");
+    let done = answer(click_form(secret, 1, "1500.00", Some(prepare_id), 0)).await;
+    assert_eq!(
+        done,
+        json!({"click_trans_id": 2207357, "merchant_trans_id": "ADM-0042",
+               "merchant_confirm_id": prepare_id, "error": 0, "error_note": "Success"})
+    );
+    let call = h
+        .store
+        .call(order["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (call.status.as_str(), call.settled_by.as_deref()),
+        ("succeeded", Some("callback"))
+    );
+    eventually("the ERP has the payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    // Click completes again: already paid, nothing new.
+    let e = answer(click_form(secret, 1, "1500.00", Some(prepare_id), 0)).await;
+    assert_eq!(e["error"], -4, "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(erp_payments(&h).await.len(), 1);
     h.shutdown().await;
 }

@@ -10,7 +10,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
-use switchyard_providers::operations::{MerchantSpec, Outcome, SettleSpec, text};
+use switchyard_providers::operations::{MerchantProtocol, MerchantSpec, Outcome, SettleSpec, text};
 use switchyard_store::OperationCall;
 use tracing::{info, warn};
 
@@ -102,12 +102,29 @@ fn answer(id: &Value, r: Result<Value, PaymeError>) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-/// A request that failed authentication, answered as Payme expects (`-32504`, HTTP 200).
+/// A request that failed authentication, answered as its provider expects (Payme:
+/// `-32504`; Click: `-1`, "SIGN CHECK FAILED!"; HTTP 200).
 pub(crate) async fn refused(state: &SharedState, integration: &str) -> Option<Response> {
     let id = integration.parse().ok()?;
     let source = state.sources.get(id).await.ok()??;
-    source.merchant.as_ref()?;
-    Some(answer(&Value::Null, Err(UNAUTHORIZED)))
+    let (spec, _) = source.merchant.as_ref()?;
+    Some(match spec.protocol {
+        MerchantProtocol::Payme => answer(&Value::Null, Err(UNAUTHORIZED)),
+        MerchantProtocol::Click => click_answer(&Value::Null, Err(CLICK_SIGN)),
+    })
+}
+
+/// One request from a provider with a protocol of its own, authenticated.
+pub(crate) async fn handle(
+    state: &SharedState,
+    source: &Source,
+    m: &(MerchantSpec, SettleSpec),
+    raw: &[u8],
+) -> Result<(&'static str, Response), ApiError> {
+    match m.0.protocol {
+        MerchantProtocol::Payme => payme(state, source, m, raw).await,
+        MerchantProtocol::Click => click(state, source, m, raw).await,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -115,7 +132,7 @@ fn now_ms() -> i64 {
 }
 
 /// One Payme request, authenticated.
-pub(crate) async fn payme(
+async fn payme(
     state: &SharedState,
     source: &Source,
     (spec, settle): &(MerchantSpec, SettleSpec),
@@ -431,4 +448,172 @@ impl Payme<'_> {
             .collect();
         Ok(json!({"transactions": transactions}))
     }
+}
+
+// Click --------------------------------------------------------------------------------------
+//
+// Click's SHOP API (docs.click.uz › Click API): Click posts a form to the merchant's URL,
+// first to prepare (`action=0`), then to complete (`action=1`) a payment of the order
+// `merchant_trans_id`, each signed (`sign_string`, checked as the integration's `click`
+// webhook scheme). The answer is JSON, HTTP 200: `{click_trans_id, merchant_trans_id,
+// merchant_prepare_id | merchant_confirm_id, error, error_note}`, `error` 0 for success or
+// one of Click's codes.
+
+/// A Click error: its code and note, as Click's documentation lists them.
+struct ClickError(i64, &'static str);
+
+const CLICK_SIGN: ClickError = ClickError(-1, "SIGN CHECK FAILED!");
+const CLICK_AMOUNT: ClickError = ClickError(-2, "Incorrect parameter amount");
+const CLICK_ACTION: ClickError = ClickError(-3, "Action not found");
+const CLICK_PAID: ClickError = ClickError(-4, "Already paid");
+const CLICK_NO_ORDER: ClickError = ClickError(-5, "User does not exist");
+const CLICK_NO_TRANSACTION: ClickError = ClickError(-6, "Transaction does not exist");
+const CLICK_UPDATE: ClickError = ClickError(-7, "Failed to update user");
+const CLICK_REQUEST: ClickError = ClickError(-8, "Error in request from click");
+const CLICK_CANCELLED: ClickError = ClickError(-9, "Transaction cancelled");
+
+fn click_answer(fields: &Value, r: Result<Value, ClickError>) -> Response {
+    let mut body = json!({
+        "click_trans_id": fields.get("click_trans_id").and_then(text).and_then(|t| t.parse::<i64>().ok()),
+        "merchant_trans_id": fields.get("merchant_trans_id"),
+    });
+    match r {
+        Ok(Value::Object(extra)) => {
+            if let Value::Object(b) = &mut body {
+                b.extend(extra);
+                b.insert("error".into(), json!(0));
+                b.insert("error_note".into(), json!("Success"));
+            }
+        }
+        Ok(_) => {}
+        Err(ClickError(code, note)) => {
+            body["error"] = json!(code);
+            body["error_note"] = json!(note);
+        }
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// The order's amount and the form's, equal (sums, two decimals).
+fn same_amount(call: &OperationCall, fields: &Value) -> bool {
+    let cents = |v: Option<String>| {
+        v.and_then(|t| t.trim().parse::<f64>().ok())
+            .map(|a| (a * 100.0).round() as i64)
+    };
+    let wanted = cents(call.input.get("amount").and_then(text));
+    wanted.is_some() && wanted == cents(fields.get("amount").and_then(text))
+}
+
+async fn click(
+    state: &SharedState,
+    source: &Source,
+    (spec, settle): &(MerchantSpec, SettleSpec),
+    raw: &[u8],
+) -> Result<(&'static str, Response), ApiError> {
+    let fields: serde_json::Map<String, Value> = url::form_urlencoded::parse(raw)
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    let fields = Value::Object(fields);
+    let get = |k: &str| fields.get(k).and_then(text).unwrap_or_default();
+    let r = async {
+        let order = get("merchant_trans_id");
+        if order.is_empty() || get("click_trans_id").is_empty() {
+            return Err(CLICK_REQUEST);
+        }
+        let call = state
+            .store
+            .call_by_reference(source.id, &order)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "click request failed on the database");
+                CLICK_UPDATE
+            })?
+            .filter(|c| c.operation == spec.operation)
+            .ok_or(CLICK_NO_ORDER)?;
+        let tx = get("click_trans_id");
+        let held = call.provider_state.clone();
+        match get("action").as_str() {
+            "0" => {
+                match call.status.as_str() {
+                    "pending" => {}
+                    "succeeded" => return Err(CLICK_PAID),
+                    _ => return Err(CLICK_CANCELLED),
+                }
+                if !same_amount(&call, &fields) {
+                    return Err(CLICK_AMOUNT);
+                }
+                // The prepare id: a number Click sends back on Complete.
+                let prepare_id = held
+                    .as_ref()
+                    .filter(|s| s["id"] == tx.as_str())
+                    .and_then(|s| s["prepare_id"].as_i64())
+                    .unwrap_or_else(|| (call.id.as_u128() & 0x000F_FFFF_FFFF_FFFF) as i64);
+                let s = json!({"id": tx, "prepare_id": prepare_id, "state": "prepared",
+                               "time": now_ms(), "amount": get("amount")});
+                let taken = state
+                    .store
+                    .set_provider_state(call.id, &tx, &s)
+                    .await
+                    .map_err(|_| CLICK_UPDATE)?;
+                if !taken {
+                    // Another Click transaction prepared this order.
+                    return Err(CLICK_CANCELLED);
+                }
+                Ok(json!({"merchant_prepare_id": prepare_id}))
+            }
+            "1" => {
+                let s = held.filter(|s| s["id"] == tx.as_str()).ok_or(CLICK_NO_TRANSACTION)?;
+                let prepare_id = s["prepare_id"].as_i64().unwrap_or_default();
+                if get("merchant_prepare_id") != prepare_id.to_string() {
+                    return Err(CLICK_NO_TRANSACTION);
+                }
+                if !same_amount(&call, &fields) {
+                    return Err(CLICK_AMOUNT);
+                }
+                let failed_at_click = get("error").parse::<i64>().is_ok_and(|e| e < 0);
+                match (call.status.as_str(), failed_at_click) {
+                    ("succeeded", _) => return Err(CLICK_PAID),
+                    ("pending", _) => {}
+                    _ => return Err(CLICK_CANCELLED),
+                }
+                switchyard_ops::calls::settle(
+                    &state.store,
+                    &state.broker,
+                    source.id,
+                    &call,
+                    settle,
+                    &Outcome {
+                        succeeded: !failed_at_click,
+                        code: get("error"),
+                        message: Some(get("error_note")).filter(|n| !n.is_empty()),
+                    },
+                    &fields,
+                    "callback",
+                )
+                .await
+                .map_err(|e| {
+                    warn!(call = %call.id, error = %e, "a click payment could not be settled yet; Click retries");
+                    CLICK_UPDATE
+                })?;
+                let mut done = s.clone();
+                done["state"] = json!(if failed_at_click { "cancelled" } else { "completed" });
+                state
+                    .store
+                    .set_provider_state(call.id, &tx, &done)
+                    .await
+                    .map_err(|_| CLICK_UPDATE)?;
+                if failed_at_click {
+                    return Err(CLICK_CANCELLED);
+                }
+                info!(call = %call.id, %tx, "click payment completed");
+                Ok(json!({"merchant_confirm_id": prepare_id}))
+            }
+            _ => Err(CLICK_ACTION),
+        }
+    }
+    .await;
+    if let Err(ClickError(code, note)) = &r {
+        info!(code, note, "click request refused");
+    }
+    Ok(("merchant", click_answer(&fields, r)))
 }

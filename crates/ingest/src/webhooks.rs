@@ -239,7 +239,7 @@ async fn handle(
             Err(e) => return Err(e),
         };
     if let Some(m) = &source.merchant {
-        return crate::merchant::payme(state, &source, m, &raw).await;
+        return crate::merchant::handle(state, &source, m, &raw).await;
     }
     let doc = document(
         &header(header::CONTENT_TYPE.as_str()).unwrap_or_default(),

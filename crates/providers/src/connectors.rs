@@ -316,6 +316,14 @@ connector!(
 );
 
 connector!(
+    CLICK,
+    "click",
+    "Click (Uzbekistan): payment links for orders, paid through Click's SHOP API (Prepare and Complete) that calls the hub",
+    "service_id (required), merchant_id (required), return_url, checkout_url, timeout_secs",
+    "../connectors/click.json"
+);
+
+connector!(
     MOLONI,
     "moloni",
     "Moloni (Portuguese invoicing): customers, products and invoices with lines; OAuth2 password grant",
@@ -340,6 +348,7 @@ mod tests {
             &AFRICASTALKING,
             &WHATSAPP,
             &PAYME,
+            &CLICK,
         ] {
             let t = kind.template();
             assert!(!t.sources.is_empty(), "{} cites no source", kind.info.name);

@@ -359,6 +359,7 @@ pub static KINDS: &[&dyn ProviderKind] = &[
     &connectors::AFRICASTALKING,
     &connectors::WHATSAPP,
     &connectors::PAYME,
+    &connectors::CLICK,
 ];
 
 /// The kind named `provider`.

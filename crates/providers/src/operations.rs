@@ -81,6 +81,9 @@ pub enum MerchantProtocol {
     /// Payme's Merchant API (JSON-RPC 2.0: CheckPerformTransaction, CreateTransaction,
     /// PerformTransaction, CancelTransaction, CheckTransaction, GetStatement).
     Payme,
+    /// Click's SHOP API (form posts: Prepare with `action=0`, Complete with `action=1`,
+    /// signed with `sign_string`).
+    Click,
 }
 
 /// `{input.NAME}` in `s` filled with the input's values (text; numbers written out).

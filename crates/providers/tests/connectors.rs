@@ -1771,12 +1771,7 @@ async fn pesapal_reports_an_error_inside_a_200_and_acknowledges_its_ipn_as_docum
     let ipn = json!({"OrderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
                      "OrderNotificationType": "IPNCHANGE", "OrderMerchantReference": "ADM-0042"});
     assert_eq!(
-        spec.callback
-            .unwrap()
-            .reply
-            .unwrap()
-            .body
-            .apply(&ipn),
+        spec.callback.unwrap().reply.unwrap().body.apply(&ipn),
         json!({"orderNotificationType": "IPNCHANGE",
                "orderTrackingId": "b945e4af-80a5-4ec1-8706-e03f8332fb04",
                "orderMerchantReference": "ADM-0042", "status": 200})

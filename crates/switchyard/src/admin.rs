@@ -626,6 +626,8 @@ pub enum Scheme {
     Shopify,
     Woocommerce,
     Github,
+    /// Click's sign_string (MD5 with the service's secret key, from --webhook-secret-file).
+    Click,
     /// A generic HMAC signature (settings in --webhook-hmac).
     Hmac,
     /// Anyone may send (only with --allow-ip).
