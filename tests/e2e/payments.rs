@@ -1238,3 +1238,128 @@ async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_sett
     assert_eq!(erp_payments(&h).await.len(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_click_payment_that_fails_at_click_cancels_the_order_and_the_erp_hears_it() {
+    let h = Harness::start().await;
+    let checkout = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&checkout)
+        .await;
+    let secret = "xXb8SKqjgZS6Ww";
+    let (id, _, order) = order_at(
+        &h,
+        json!({"tenant": "acme", "name": "click", "connector": "click",
+               "settings": {"service_id": "18400", "merchant_id": "11600", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "click"}, "webhook_secrets": [secret]}),
+        json!({"order_id": "ADM-0042", "amount": "1500.00"}),
+    )
+    .await;
+    let answer = |form: String| {
+        let url = h.url(&format!("/v1/webhooks/{id}"));
+        let http = h.http.clone();
+        async move {
+            http.post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let prepared = answer(click_form(secret, 0, "1500.00", None, 0)).await;
+    let prepare_id = prepared["merchant_prepare_id"].as_i64().unwrap();
+    // Click reports the payment failed (its own negative code) on Complete.
+    let e = answer(click_form(secret, 1, "1500.00", Some(prepare_id), -5017)).await;
+    assert_eq!(
+        (e["error"].as_i64(), e["error_note"].as_str()),
+        (Some(-9), Some("Transaction cancelled")),
+        "{e}"
+    );
+    let call = h
+        .store
+        .call(order["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (call.status.as_str(), call.result_code.as_deref()),
+        ("failed", Some("-5017"))
+    );
+    eventually("the ERP hears of the failed payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    assert_eq!(erp_payments(&h).await[0]["status"], "failed");
+    // A new Prepare for the cancelled order: cancelled.
+    let e = answer(click_form(secret, 0, "1500.00", None, 0)).await;
+    assert_eq!(e["error"], -9, "{e}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_payme_transaction_cancelled_before_it_is_performed_fails_the_order() {
+    let h = Harness::start().await;
+    let checkout = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&checkout)
+        .await;
+    let (id, created, order) = order_at(
+        &h,
+        json!({"tenant": "acme", "name": "payme", "connector": "payme",
+               "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "basic", "username": "Paycom"}}),
+        json!({"order_id": "ADM-0042", "amount": 150000}),
+    )
+    .await;
+    let key = created["webhook_password"].as_str().unwrap().to_owned();
+    let account = json!({"order_id": "ADM-0042"});
+    let tx = json!({"id": "5305e3bab097f420a62ced0b", "time": 1399114284039_i64, "amount": 150000, "account": account});
+    payme_rpc(&h, id, &key, "CreateTransaction", tx).await;
+    let cancelled = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CancelTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b", "reason": 3}),
+    )
+    .await;
+    assert_eq!(cancelled["result"]["state"], -1, "{cancelled}");
+    assert!(cancelled["result"]["cancel_time"].as_i64().unwrap() > 0);
+    let again = payme_rpc(
+        &h,
+        id,
+        &key,
+        "CancelTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b", "reason": 3}),
+    )
+    .await;
+    assert_eq!(again, cancelled, "a repeated cancel is the same answer");
+    let e = payme_rpc(
+        &h,
+        id,
+        &key,
+        "PerformTransaction",
+        json!({"id": "5305e3bab097f420a62ced0b"}),
+    )
+    .await;
+    assert_eq!(e["error"]["code"], -31008, "{e}");
+    let call = h
+        .store
+        .call(order["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(call.status, "failed");
+    eventually("the ERP hears of the failed payment", WAIT, || async {
+        erp_payments(&h).await.len() == 1
+    })
+    .await;
+    assert_eq!(erp_payments(&h).await[0]["status"], "failed");
+    h.shutdown().await;
+}
