@@ -873,6 +873,17 @@ async fn an_open_breaker_keeps_a_charge_from_being_made_and_its_key_may_be_used_
     h.shutdown().await;
 }
 
+/// A payment provider's checkout page (its connection test reads it).
+async fn checkout() -> MockServer {
+    let checkout = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&checkout)
+        .await;
+    checkout
+}
+
 /// A JSON-RPC request from Payme's side, as its Merchant API documents them
 /// (developer.help.paycom.uz/metody-merchant-api/): `{method, params, id}`, basic auth
 /// `Paycom:<key>`.
@@ -892,12 +903,7 @@ async fn payme_rpc(h: &Harness, id: Uuid, key: &str, method: &str, params: Value
 #[tokio::test]
 async fn paymes_merchant_api_is_answered_in_its_own_forms_and_perform_settles_the_order() {
     let h = Harness::start().await;
-    let checkout = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&checkout)
-        .await;
+    let checkout = checkout().await;
     // The school's order: a checkout link, nothing called.
     let (id, created, order) = order_at(
         &h,
@@ -1151,12 +1157,7 @@ fn click_form(
 #[tokio::test]
 async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_settles_the_order() {
     let h = Harness::start().await;
-    let checkout = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&checkout)
-        .await;
+    let checkout = checkout().await;
     let secret = "xXb8SKqjgZS6Ww";
     let (id, _, order) = order_at(
         &h,
@@ -1242,12 +1243,7 @@ async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_sett
 #[tokio::test]
 async fn a_click_payment_that_fails_at_click_cancels_the_order_and_the_erp_hears_it() {
     let h = Harness::start().await;
-    let checkout = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&checkout)
-        .await;
+    let checkout = checkout().await;
     let secret = "xXb8SKqjgZS6Ww";
     let (id, _, order) = order_at(
         &h,
@@ -1304,12 +1300,7 @@ async fn a_click_payment_that_fails_at_click_cancels_the_order_and_the_erp_hears
 #[tokio::test]
 async fn a_payme_transaction_cancelled_before_it_is_performed_fails_the_order() {
     let h = Harness::start().await;
-    let checkout = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&checkout)
-        .await;
+    let checkout = checkout().await;
     let (id, created, order) = order_at(
         &h,
         json!({"tenant": "acme", "name": "payme", "connector": "payme",

@@ -382,31 +382,15 @@ impl Payme<'_> {
     }
 
     async fn refunded(&self, call: &OperationCall, params: &Value) -> Result<(), PaymeError> {
-        let event_id = format!(
-            "{}{}:refund",
-            switchyard_core::ids::OPERATION_EVENT_PREFIX,
-            call.id
-        );
-        let payload = json!({
-            "operation": {"id": call.id, "name": call.operation, "reference": call.reference,
-                          "input": call.input, "idempotency_key": call.idempotency_key},
-            "status": "refunded", "settled_by": "callback", "result": params,
-        });
-        let internal_id = call.id.to_string();
-        switchyard_ops::deliver::publish(
+        switchyard_ops::calls::deliver_about(
             &self.state.store,
             &self.state.broker,
             self.source.id,
-            &switchyard_ops::deliver::Event {
-                entity: &self.settle.entity,
-                event: "refunded",
-                event_id: &event_id,
-                internal_id: &internal_id,
-                is_delete: false,
-                source_version: None,
-                occurred_at: Some(chrono::Utc::now()),
-                payload: &payload,
-            },
+            call,
+            &self.settle.entity,
+            "refunded",
+            ":refund",
+            json!({"settled_by": "callback", "result": params}),
         )
         .await
         .map(|_| ())

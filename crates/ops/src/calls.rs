@@ -547,6 +547,57 @@ impl Calls {
     }
 }
 
+/// Deliver an event about a call through its integration's routes: `<entity>.<event>`, event
+/// id `operation:<call id><suffix>`, the record being the call, data `{operation: {id, name,
+/// reference, input, idempotency_key}, status: <event>}` and `more`'s fields.
+#[allow(clippy::too_many_arguments)]
+pub async fn deliver_about(
+    store: &Store,
+    broker: &Broker,
+    source: Uuid,
+    call: &OperationCall,
+    entity: &str,
+    event: &str,
+    suffix: &str,
+    more: Value,
+) -> Result<deliver::Delivered, DeliverError> {
+    let mut payload = serde_json::json!({
+        "operation": {
+            "id": call.id,
+            "name": call.operation,
+            "reference": call.reference,
+            "input": call.input,
+            "idempotency_key": call.idempotency_key,
+        },
+        "status": event,
+    });
+    if let (Value::Object(p), Value::Object(m)) = (&mut payload, more) {
+        p.extend(m);
+    }
+    let event_id = format!(
+        "{}{}{suffix}",
+        switchyard_core::ids::OPERATION_EVENT_PREFIX,
+        call.id
+    );
+    let internal_id = call.id.to_string();
+    deliver::publish(
+        store,
+        broker,
+        source,
+        &Event {
+            entity,
+            event,
+            event_id: &event_id,
+            internal_id: &internal_id,
+            is_delete: false,
+            source_version: None,
+            occurred_at: Some(Utc::now()),
+            payload: &payload,
+        },
+    )
+    .await
+}
+
 /// What settling did.
 #[derive(Debug, Default)]
 pub struct Settled {
@@ -583,40 +634,20 @@ pub async fn settle(
     } else {
         "failed"
     };
-    let payload = serde_json::json!({
-        "operation": {
-            "id": call.id,
-            "name": call.operation,
-            "reference": call.reference,
-            "input": call.input,
-            "idempotency_key": call.idempotency_key,
-        },
-        "status": status,
-        "code": outcome.code,
-        "message": outcome.message,
-        "settled_by": by,
-        "result": result,
-    });
-    let event_id = format!(
-        "{}{}",
-        switchyard_core::ids::OPERATION_EVENT_PREFIX,
-        call.id
-    );
-    let internal_id = call.id.to_string();
-    let delivered = deliver::publish(
+    let delivered = deliver_about(
         store,
         broker,
         source,
-        &Event {
-            entity: &spec.entity,
-            event: status,
-            event_id: &event_id,
-            internal_id: &internal_id,
-            is_delete: false,
-            source_version: None,
-            occurred_at: Some(Utc::now()),
-            payload: &payload,
-        },
+        call,
+        &spec.entity,
+        status,
+        "",
+        serde_json::json!({
+            "code": outcome.code,
+            "message": outcome.message,
+            "settled_by": by,
+            "result": result,
+        }),
     )
     .await?;
     let marked = store

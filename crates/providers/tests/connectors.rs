@@ -2065,3 +2065,52 @@ async fn payme_makes_a_checkout_link_without_calling_anything() {
     );
     assert_eq!(a.reference.as_deref(), Some("ADM-0042"));
 }
+
+#[tokio::test]
+async fn flutterwave_refunds_and_africastalking_answers_its_balance() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/288200108/refund"))
+        .and(wiremock::matchers::body_json(json!({"amount": 500})))
+        .respond_with(fixture("flutterwave/refund-initiated.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/version1/user"))
+        .and(query_param("username", "sandbox"))
+        .and(wiremock::matchers::header("apikey", "atsk_x"))
+        .respond_with(fixture("africastalking/user-data.json"))
+        .mount(&server)
+        .await;
+    let flw = build(
+        "flutterwave",
+        &json!({"redirect_url": "https://school.example/paid", "base_url": server.uri()}),
+        credentials(&[("token", "FLWSECK_TEST-x")]),
+        Vault::default(),
+    );
+    assert!(
+        !flw.operation("refund").unwrap().safe,
+        "a refund needs an Idempotency-Key"
+    );
+    let refund = flw
+        .operate(
+            "refund",
+            &json!({"transaction_id": 288200108, "amount": 500}),
+            Some("r-1"),
+        )
+        .await
+        .unwrap();
+    let o = refund.outcome.unwrap();
+    assert!(o.succeeded);
+    assert_eq!(o.message.as_deref(), Some("Transaction refund initiated"));
+    assert_eq!(refund.body["data"]["amount_refunded"], 500);
+    let at = build(
+        "africastalking",
+        &json!({"username": "sandbox", "base_url": server.uri()}),
+        credentials(&[("api_key", "atsk_x")]),
+        Vault::default(),
+    );
+    let balance = at.operate("balance", &json!({}), None).await.unwrap();
+    assert_eq!(balance.body["UserData"]["balance"], "KES 1785.50");
+}
