@@ -46,21 +46,7 @@ struct Channels {
 }
 
 async fn create(h: &Harness, body: Value) -> Value {
-    let (st, created) = call(h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(body)).await;
-    assert_eq!(st, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    for step in ["test", "activate"] {
-        let (st, r) = call(
-            h,
-            Method::POST,
-            &format!("/v1/integrations/{id}/{step}"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
-        assert_eq!(st, 200, "{step}: {r}");
-    }
-    created
+    crate::support::create_active(h, body).await.1
 }
 
 /// WhatsApp's text message of the reminder.

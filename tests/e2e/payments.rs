@@ -420,21 +420,7 @@ async fn connected(h: &Harness, body: Value) -> (Uuid, String) {
 
 /// [`connected`], with the whole answer to the create.
 async fn connected_as(h: &Harness, body: Value) -> (Uuid, Value) {
-    let (st, created) = call(h, Method::POST, "/v1/integrations", ADMIN_TOKEN, Some(body)).await;
-    assert_eq!(st, 201, "{created}");
-    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-    for step in ["test", "activate"] {
-        let (st, r) = call(
-            h,
-            Method::POST,
-            &format!("/v1/integrations/{id}/{step}"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
-        assert_eq!(st, 200, "{step}: {r}");
-    }
-    (id, created)
+    crate::support::create_active(h, body).await
 }
 
 /// A payment provider's integration whose payments go to the ERP, and an order of it

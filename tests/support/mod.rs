@@ -850,6 +850,33 @@ pub async fn call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An integration created over the API (as the admin), tested and activated: its id and the
+/// create's whole answer (with any credential generated for it).
+pub async fn create_active(h: &Harness, body: Value) -> (Uuid, Value) {
+    let (st, created) = call(
+        h,
+        reqwest::Method::POST,
+        "/v1/integrations",
+        ADMIN_TOKEN,
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    for step in ["test", "activate"] {
+        let (st, r) = call(
+            h,
+            reqwest::Method::POST,
+            &format!("/v1/integrations/{id}/{step}"),
+            ADMIN_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{step}: {r}");
+    }
+    (id, created)
+}
+
 /// Poll `f` until it returns true (bounded by `within`).
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
 where
