@@ -870,6 +870,40 @@ async fn checkout() -> MockServer {
     checkout
 }
 
+/// acme's Payme integration whose payments go to the ERP, and its order ADM-0042 of
+/// 150,000 tiyin: the checkout page, the integration, Payme's key and the order's call.
+async fn payme_order(h: &Harness) -> (MockServer, Uuid, String, Value) {
+    let checkout = checkout().await;
+    let (id, created, order) = order_at(
+        h,
+        json!({"tenant": "acme", "name": "payme", "connector": "payme",
+               "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "basic", "username": "Paycom"}}),
+        json!({"order_id": "ADM-0042", "amount": 150000}),
+    )
+    .await;
+    let key = created["webhook_password"].as_str().unwrap().to_owned();
+    (checkout, id, key, order)
+}
+
+/// The Click service's SECRET_KEY in these tests.
+const CLICK_SECRET: &str = "xXb8SKqjgZS6Ww";
+
+/// acme's Click integration whose payments go to the ERP, and its order ADM-0042 of
+/// 1,500.00 sums: the checkout page, the integration and the order's call.
+async fn click_order(h: &Harness) -> (MockServer, Uuid, Value) {
+    let checkout = checkout().await;
+    let (id, _, order) = order_at(
+        h,
+        json!({"tenant": "acme", "name": "click", "connector": "click",
+               "settings": {"service_id": "18400", "merchant_id": "11600", "checkout_url": checkout.uri()},
+               "webhook_auth": {"scheme": "click"}, "webhook_secrets": [CLICK_SECRET]}),
+        json!({"order_id": "ADM-0042", "amount": "1500.00"}),
+    )
+    .await;
+    (checkout, id, order)
+}
+
 /// A JSON-RPC request from Payme's side, as its Merchant API documents them
 /// (developer.help.paycom.uz/metody-merchant-api/): `{method, params, id}`, basic auth
 /// `Paycom:<key>`.
@@ -889,17 +923,8 @@ async fn payme_rpc(h: &Harness, id: Uuid, key: &str, method: &str, params: Value
 #[tokio::test]
 async fn paymes_merchant_api_is_answered_in_its_own_forms_and_perform_settles_the_order() {
     let h = Harness::start().await;
-    let checkout = checkout().await;
     // The school's order: a checkout link, nothing called.
-    let (id, created, order) = order_at(
-        &h,
-        json!({"tenant": "acme", "name": "payme", "connector": "payme",
-               "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
-               "webhook_auth": {"scheme": "basic", "username": "Paycom"}}),
-        json!({"order_id": "ADM-0042", "amount": 150000}),
-    )
-    .await;
-    let key = created["webhook_password"].as_str().unwrap().to_owned();
+    let (checkout, id, key, order) = payme_order(&h).await;
     // base64("m=5e730e8e0b852a417aa49ceb;ac.order_id=ADM-0042;a=150000")
     assert_eq!(
         order["answer"]["url"],
@@ -1143,16 +1168,8 @@ fn click_form(
 #[tokio::test]
 async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_settles_the_order() {
     let h = Harness::start().await;
-    let checkout = checkout().await;
-    let secret = "xXb8SKqjgZS6Ww";
-    let (id, _, order) = order_at(
-        &h,
-        json!({"tenant": "acme", "name": "click", "connector": "click",
-               "settings": {"service_id": "18400", "merchant_id": "11600", "checkout_url": checkout.uri()},
-               "webhook_auth": {"scheme": "click"}, "webhook_secrets": [secret]}),
-        json!({"order_id": "ADM-0042", "amount": "1500.00"}),
-    )
-    .await;
+    let (checkout, id, order) = click_order(&h).await;
+    let secret = CLICK_SECRET;
     assert_eq!(
         order["answer"]["url"],
         format!(
@@ -1229,16 +1246,8 @@ async fn clicks_prepare_and_complete_are_answered_in_its_forms_and_complete_sett
 #[tokio::test]
 async fn a_click_payment_that_fails_at_click_cancels_the_order_and_the_erp_hears_it() {
     let h = Harness::start().await;
-    let checkout = checkout().await;
-    let secret = "xXb8SKqjgZS6Ww";
-    let (id, _, order) = order_at(
-        &h,
-        json!({"tenant": "acme", "name": "click", "connector": "click",
-               "settings": {"service_id": "18400", "merchant_id": "11600", "checkout_url": checkout.uri()},
-               "webhook_auth": {"scheme": "click"}, "webhook_secrets": [secret]}),
-        json!({"order_id": "ADM-0042", "amount": "1500.00"}),
-    )
-    .await;
+    let (_checkout, id, order) = click_order(&h).await;
+    let secret = CLICK_SECRET;
     let answer = |form: String| {
         let url = h.url(&format!("/v1/webhooks/{id}"));
         let http = h.http.clone();
@@ -1286,16 +1295,7 @@ async fn a_click_payment_that_fails_at_click_cancels_the_order_and_the_erp_hears
 #[tokio::test]
 async fn a_payme_transaction_cancelled_before_it_is_performed_fails_the_order() {
     let h = Harness::start().await;
-    let checkout = checkout().await;
-    let (id, created, order) = order_at(
-        &h,
-        json!({"tenant": "acme", "name": "payme", "connector": "payme",
-               "settings": {"merchant_id": "5e730e8e0b852a417aa49ceb", "checkout_url": checkout.uri()},
-               "webhook_auth": {"scheme": "basic", "username": "Paycom"}}),
-        json!({"order_id": "ADM-0042", "amount": 150000}),
-    )
-    .await;
-    let key = created["webhook_password"].as_str().unwrap().to_owned();
+    let (_checkout, id, key, order) = payme_order(&h).await;
     let account = json!({"order_id": "ADM-0042"});
     let tx = json!({"id": "5305e3bab097f420a62ced0b", "time": 1399114284039_i64, "amount": 150000, "account": account});
     payme_rpc(&h, id, &key, "CreateTransaction", tx).await;
