@@ -363,3 +363,157 @@ async fn a_job_whose_target_was_deleted_meanwhile_is_dead_lettered_and_says_why(
     assert!(h.provider.received_requests().await.unwrap().is_empty());
     h.shutdown().await;
 }
+
+/// An order event from `source` to `target`, as ingest would publish it.
+fn envelope(
+    source: uuid::Uuid,
+    target: uuid::Uuid,
+    event_id: &str,
+    internal_id: &str,
+    action: switchyard_core::Action,
+) -> switchyard_core::Envelope {
+    let key = switchyard_core::ids::idempotency_key(Some(source), event_id, target, action);
+    switchyard_core::Envelope {
+        v: switchyard_core::ENVELOPE_VERSION,
+        id: switchyard_core::ids::job_id(&key),
+        idempotency_key: key,
+        tenant: "acme".into(),
+        integration_id: target,
+        provider: "rest".into(),
+        source_integration_id: Some(source),
+        event_id: event_id.into(),
+        event: "received".into(),
+        entity: "order".into(),
+        action,
+        direction: switchyard_core::Direction::Export,
+        internal_id: internal_id.into(),
+        source_version: None,
+        occurred_at: None,
+        received_at: chrono::Utc::now(),
+        payload: order(internal_id, 1, "1.00"),
+        sync_run_id: None,
+        route: Default::default(),
+        trace: None,
+    }
+}
+
+fn ready(c: switchyard_store::Result<switchyard_store::Claim>) -> Box<switchyard_store::JobTx> {
+    match c {
+        Ok(switchyard_store::Claim::Ready(tx)) => tx,
+        Ok(switchyard_store::Claim::Duplicate { status }) => panic!("a duplicate ({status})"),
+        Err(e) => panic!("the claim failed: {e}"),
+    }
+}
+
+/// The worker claims the jobs that start together in one call (`claim_jobs`); each job's
+/// answer is the one a claim of its own gives: a new record made (once, for two targets),
+/// a record held by another job, a delete of a record never seen, a settled job's copy. A
+/// job given up before its provider call gives its lease back at once; a parked one keeps
+/// it.
+#[tokio::test]
+async fn claims_made_together_answer_as_claims_made_alone() {
+    use switchyard_core::Action::{Delete, Upsert};
+    use switchyard_store::{Claim, StoreError};
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    let crm = h.rest_target("crm", "orders", json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(created("ext-s"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    // A job that went through the worker: its copy is a duplicate.
+    let done = h.accept(store, "evt-s", order("ord-s", 1, "1.00")).await;
+    h.wait_status(done[0], "succeeded", WAIT).await;
+    let settled = envelope(store, erp, "evt-s", "ord-s", Upsert);
+    assert_eq!(settled.id, done[0]);
+
+    let a = envelope(store, erp, "evt-a", "ord-a", Upsert);
+    let a_crm = envelope(store, crm, "evt-a", "ord-a", Upsert);
+    let b = envelope(store, erp, "evt-b", "ord-b", Upsert);
+    let a_again = envelope(store, erp, "evt-a2", "ord-a", Upsert);
+    let gone = envelope(store, erp, "evt-z", "ord-z", Delete);
+    let lease = Duration::from_secs(600);
+    let claims = h
+        .store
+        .claim_together(
+            &[
+                (&a, "c1"),
+                (&a_crm, "c1"),
+                (&b, "c1"),
+                (&a_again, "c1"),
+                (&gone, "c1"),
+                (&settled, "c1"),
+            ],
+            lease,
+        )
+        .await
+        .expect("one call for all of them");
+    let mut claims = claims.into_iter();
+    let a_tx = ready(claims.next().unwrap());
+    let a_crm_tx = ready(claims.next().unwrap());
+    let mut b_tx = ready(claims.next().unwrap());
+    assert!(
+        a_tx.created_record() && a_crm_tx.created_record() && b_tx.created_record(),
+        "each new order's record is made by its claim"
+    );
+    let record = a_tx.source().unwrap().record_id;
+    assert_eq!(
+        a_crm_tx.source().unwrap().record_id,
+        record,
+        "one event to two targets makes one record"
+    );
+    assert_ne!(b_tx.source().unwrap().record_id, record);
+    match claims.next().unwrap() {
+        Err(StoreError::Busy { .. }) => {}
+        Ok(_) => panic!("a second job about ord-a at the ERP was let through"),
+        Err(e) => panic!("{e}"),
+    }
+    let gone_tx = ready(claims.next().unwrap());
+    assert!(gone_tx.source().is_none(), "ord-z was never seen");
+    match claims.next().unwrap() {
+        Ok(Claim::Duplicate { status }) => assert_eq!(status.as_str(), "succeeded"),
+        _ => panic!("a settled job's copy must be a duplicate"),
+    }
+    assert_eq!(h.store.job(settled.id).await.unwrap().duplicates, 1);
+    assert_eq!(
+        h.store.job(a.id).await.unwrap().status,
+        "running",
+        "a claimed job is running"
+    );
+    assert!(
+        h.store.job(a_again.id).await.is_err(),
+        "the held-off job's claim wrote nothing"
+    );
+
+    // Parked (across its provider call), b keeps its lease: another job about ord-b waits.
+    b_tx.park(lease).await.unwrap();
+    drop(b_tx);
+    let b_again = envelope(store, erp, "evt-b2", "ord-b", Upsert);
+    assert!(matches!(
+        h.store.claim(&b_again, "c1", lease).await,
+        Err(StoreError::Busy { .. })
+    ));
+    // Given up before its call, a gives its lease back at once: the next job about ord-a
+    // goes ahead, and finds the record a's claim made.
+    drop(a_tx);
+    drop(a_crm_tx);
+    drop(gone_tx);
+    let deadline = std::time::Instant::now() + WAIT;
+    let next = loop {
+        match h.store.claim(&a_again, "c1", lease).await {
+            Ok(Claim::Ready(tx)) => break tx,
+            Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("a's lease was not given back: {e}"),
+            Ok(Claim::Duplicate { status }) => panic!("a duplicate ({status})"),
+        }
+    };
+    assert!(!next.created_record());
+    assert_eq!(next.source().unwrap().record_id, record);
+    let mut next = next;
+    next.park(lease).await.unwrap();
+    h.provider.verify().await;
+    h.shutdown().await;
+}

@@ -2,6 +2,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder, Row, Transaction};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{DeadReason, Envelope, ErrorClass, IntegrationStatus, JobStatus, ids};
 use uuid::Uuid;
@@ -178,9 +180,11 @@ pub struct TargetLink {
     pub target_changed_at: Option<DateTime<Utc>>,
 }
 
-/// A claimed job: an open transaction holding the source record's lock at the target.
+/// A claimed job: its lease on the source record at the target (the claim committed it),
+/// and, while it needs one, a transaction under the record's lock.
 pub struct JobTx {
-    /// `None` while parked (see [`JobTx::park`]).
+    /// Open only while a step needs more than one statement ([`JobTx::lock_record`],
+    /// [`JobTx::note_conflict`], a sync run's count); [`JobTx::park`] commits it.
     tx: Option<Transaction<'static, Postgres>>,
     pool: sqlx::PgPool,
     /// The copy of the job's message being processed (see [`Store::claim`]).
@@ -192,6 +196,10 @@ pub struct JobTx {
     locks: Vec<i64>,
     /// How many of `locks` have a lease (the claim's; the rest are leased by `park`).
     leased: usize,
+    /// The claim's lease, until the job calls the provider or records its outcome: a job
+    /// dropped before either (an error on the way) gives it back, so that the record's other
+    /// jobs need not wait for it to lapse. The lease's `until` tells it from a later claim's.
+    unreleased: Option<DateTime<Utc>>,
     job_id: Uuid,
     attempts: i32,
     started: DateTime<Utc>,
@@ -324,11 +332,11 @@ impl JobTx {
         self.lock_record(env, record).await
     }
 
-    /// The open transaction (every step but the provider call runs in one).
+    /// The open transaction ([`JobTx::reopen`] opens it).
     fn conn(&mut self) -> Result<&mut Transaction<'static, Postgres>> {
-        self.tx
-            .as_mut()
-            .ok_or_else(|| StoreError::Corrupt("a parked job was used without resuming it".into()))
+        self.tx.as_mut().ok_or_else(|| {
+            StoreError::Corrupt("a job's transaction was used before it was opened".into())
+        })
     }
 
     /// Lock the record at the target and read its links again (before a create of a
@@ -337,6 +345,7 @@ impl JobTx {
     pub async fn lock_record(&mut self, env: &Envelope, record: Uuid) -> Result<()> {
         let key = ids::record_lock_key(env.integration_id, record);
         let job = self.job_id;
+        self.reopen().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
             .execute(&mut **self.conn()?)
@@ -382,6 +391,7 @@ impl JobTx {
         let Some(record) = self.source.as_ref().map(|s| s.record_id) else {
             return Ok(());
         };
+        self.reopen().await?;
         sqlx::query(
             "INSERT INTO record_conflicts (tenant, record_id, entity, policy, winner_integration, \
                loser_integration, winner_changed_at, loser_changed_at, job_id, message) \
@@ -408,10 +418,12 @@ impl JobTx {
     /// ([`StoreError::Busy`]). [`JobTx::resume`] continues.
     pub async fn park(&mut self, ttl: Duration) -> Result<()> {
         let ms = ttl.as_millis().min(i32::MAX as u128) as i64;
-        let mut tx = self
-            .tx
-            .take()
-            .ok_or_else(|| StoreError::Corrupt("a job was parked twice".into()))?;
+        // The claim's lease is kept across the call from here on (the outcome releases it).
+        self.unreleased = None;
+        let Some(mut tx) = self.tx.take() else {
+            // Nothing since the claim needed a transaction: its lease is committed.
+            return Ok(());
+        };
         // The claim leased its own lock; a record locked since (`lock_record`) is leased
         // now. Losing a lease with a database crash loses nothing a retry cannot redo, so
         // the commit (the claim's) need not wait for the disk.
@@ -436,10 +448,11 @@ impl JobTx {
         Ok(())
     }
 
-    /// After the provider call, for an outcome that needs more than its one statement (a
-    /// sync run's count): a new transaction under the job's lock again. The outcome alone
-    /// needs none: its one statement writes everything and releases the leases atomically,
-    /// and the leases keep every other job away from the record until it has.
+    /// A transaction under the job's lock, for a step that needs more than one statement
+    /// (locking the record, noting a conflict that is committed with the claim's lease
+    /// before the call, a sync run's count). The outcome alone needs none: its one
+    /// statement writes everything and releases the leases atomically, and the leases keep
+    /// every other job away from the record until it has.
     async fn reopen(&mut self) -> Result<()> {
         if self.tx.is_some() {
             return Ok(());
@@ -696,6 +709,8 @@ impl JobTx {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
+        // The statement released the leases.
+        self.unreleased = None;
         Ok(())
     }
 }
@@ -729,6 +744,138 @@ pub struct Succeeded {
 /// Records the outcomes of jobs that end together in one statement and commit.
 pub type OutcomeBatcher = crate::batch::Batcher<Succeeded, std::result::Result<(), String>>;
 
+/// The source record's lock at the target: the key every job about it takes.
+fn lock_key(env: &Envelope) -> i64 {
+    ids::entity_lock_key(
+        env.integration_id,
+        &env.entity,
+        env.source_integration_id,
+        &env.internal_id,
+    )
+}
+
+/// What a claim needs of a job's envelope (its payload stays with the caller).
+#[derive(Debug, Clone)]
+pub struct ClaimArgs {
+    id: Uuid,
+    key: String,
+    tenant: String,
+    integration: Uuid,
+    source_integration: Option<Uuid>,
+    provider: String,
+    entity: String,
+    action: String,
+    event: String,
+    event_id: String,
+    internal_id: String,
+    source_version: Option<i64>,
+    received_at: DateTime<Utc>,
+    sync_run: Option<Uuid>,
+    /// The source integration, or [`ids::NO_SOURCE`].
+    source: Uuid,
+    copy: String,
+    lock: i64,
+    /// The id of the record the claim makes, if it makes one.
+    record: Uuid,
+    /// An upsert outside a sync run makes the record it has not heard of.
+    create: bool,
+}
+
+impl ClaimArgs {
+    fn new(env: &Envelope, copy: &str) -> ClaimArgs {
+        ClaimArgs {
+            id: env.id,
+            key: env.idempotency_key.clone(),
+            tenant: env.tenant.clone(),
+            integration: env.integration_id,
+            source_integration: env.source_integration_id,
+            provider: env.provider.clone(),
+            entity: env.entity.clone(),
+            action: env.action.as_str().to_owned(),
+            event: env.event.clone(),
+            event_id: env.event_id.clone(),
+            internal_id: env.internal_id.clone(),
+            source_version: env.source_version,
+            received_at: env.received_at,
+            sync_run: env.sync_run_id,
+            source: env.source_integration_id.unwrap_or(ids::NO_SOURCE),
+            copy: copy.to_owned(),
+            lock: lock_key(env),
+            record: Uuid::now_v7(),
+            create: env.action == switchyard_core::Action::Upsert && env.sync_run_id.is_none(),
+        }
+    }
+}
+
+/// A claim's answer: a row `claim_jobs` returns, after the job's id.
+#[derive(Debug, Clone)]
+pub struct ClaimRow {
+    status: Option<String>,
+    attempts: Option<i32>,
+    started_at: Option<DateTime<Utc>>,
+    target_status: Option<String>,
+    source: Option<SourceLink>,
+    target: Option<TargetLink>,
+    busy_until: Option<DateTime<Utc>>,
+    own: bool,
+    created_record: Option<Uuid>,
+    run_status: Option<String>,
+    lease_until: Option<DateTime<Utc>>,
+}
+
+impl ClaimRow {
+    fn read(row: &sqlx::postgres::PgRow, at: usize) -> Result<ClaimRow> {
+        let (source, target) = read_links(row, at + 4)?;
+        Ok(ClaimRow {
+            status: row.try_get(at)?,
+            attempts: row.try_get(at + 1)?,
+            started_at: row.try_get(at + 2)?,
+            target_status: row.try_get(at + 3)?,
+            source,
+            target,
+            busy_until: row.try_get(at + 17)?,
+            own: row.try_get::<Option<bool>, _>(at + 18)?.unwrap_or(false),
+            created_record: row.try_get(at + 19)?,
+            run_status: row.try_get(at + 20)?,
+            lease_until: row.try_get(at + 21)?,
+        })
+    }
+}
+
+/// Claims jobs that arrive together in one call and commit.
+pub type ClaimBatcher =
+    crate::batch::Batcher<ClaimArgs, std::result::Result<Arc<HashMap<Uuid, ClaimRow>>, String>>;
+
+impl Drop for JobTx {
+    /// A job dropped between its claim and its provider call (an error on the way) gives
+    /// its lease back at once, as the claim's rollback did when the claim was a transaction
+    /// left open; otherwise the record's other jobs would wait for it to lapse. Only that
+    /// lease is removed: a later claim of the same copy has another `until`.
+    fn drop(&mut self) {
+        let (Some(until), Some(&lock)) = (self.unreleased.take(), self.locks.first()) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (pool, job) = (self.pool.clone(), self.job_id);
+        rt.spawn(async move {
+            let gone = sqlx::query(
+                "DELETE FROM job_leases WHERE lock_key = $1 AND job_id = $2 AND until = $3",
+            )
+            .bind(lock)
+            .bind(job)
+            .bind(until)
+            .execute(&pool)
+            .await;
+            if let Err(e) = gone {
+                tracing::warn!(error = %e, %job,
+                    "a job's lease could not be given back; it lapses at its time");
+            }
+        });
+    }
+}
+
 impl JobTx {
     /// [`JobTx::finish`], except that a parked job's success is recorded together with
     /// the successes of other jobs ending at the same moment, in one statement and one
@@ -756,7 +903,7 @@ impl JobTx {
     fn batch_item(&self, env: &Envelope, finish: &Finish) -> Option<Succeeded> {
         // Parked (no open transaction) and not counted by a sync run: its outcome is one
         // statement of its own, which the batch's statement does for many.
-        if self.tx.is_some() || env.sync_run_id.is_some() {
+        if self.tx.is_some() || self.unreleased.is_some() || env.sync_run_id.is_some() {
             return None;
         }
         let Finish::Succeeded {
@@ -980,140 +1127,193 @@ impl Store {
     /// claim's commit, before the provider call, so another target's job for the same event
     /// waits that long at most.
     pub async fn claim(&self, env: &Envelope, copy: &str, lease: Duration) -> Result<Claim> {
-        // BEGIN and the source record's lock at the target in one round trip (the key is a
-        // number we computed).
-        let lock = ids::entity_lock_key(
-            env.integration_id,
-            &env.entity,
-            env.source_integration_id,
-            &env.internal_id,
-        );
-        let mut tx = self
-            .pool()
-            .begin_with(sqlx::AssertSqlSafe(format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({lock})"
-            )))
-            .await?;
-        // The job's row, the target's status, the record's links at the source and at the
-        // target, in one round trip (the lock is held, so the reads are current). A delete
-        // also finds a retired source link: the event's other targets may have retired it.
-        // Two texts, not one with a flag: each gets the plan of its own index. Everything
-        // else is bound, never formatted in: a text that differs per job (the lock key, as
-        // the first version of the lease had it) is parsed, planned and prepared for every
-        // job, and evicts the worker's other prepared statements; in `just bench` that
-        // tripled PostgreSQL's CPU per job.
-        let create = env.action == switchyard_core::Action::Upsert && env.sync_run_id.is_none();
-        let live = if env.action == switchyard_core::Action::Delete {
-            "true"
-        } else {
-            "deleted_at IS NULL"
-        };
-        let sql = format!(
-            "WITH j AS (\
-             INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
-             provider, entity, action, event, event_id, internal_id, source_version, received_at, \
-             sync_run_id, status, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'running', now()) \
-             ON CONFLICT (id) DO UPDATE SET \
-               status = CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN jobs.status ELSE 'running' END, \
-               duplicates = jobs.duplicates + CASE WHEN jobs.status IN ('succeeded', 'stale', 'ignored', 'skipped') THEN 1 ELSE 0 END, \
-               started_at = COALESCE(jobs.started_at, now()), \
-               updated_at = now() \
-             RETURNING status, attempts, started_at), \
-             s AS (\
-               SELECT * FROM record_links WHERE external_id = $11 AND integration_id = $15 \
-                 AND entity = $7 AND tenant = $3 AND {live} \
-               ORDER BY deleted_at DESC NULLS FIRST LIMIT 1), \
-             o AS (\
-               SELECT until, (job_id = $1 AND copy_id = $16) AS own FROM job_leases \
-               WHERE lock_key = $18), \
-             l AS (\
-               INSERT INTO job_leases (lock_key, job_id, copy_id, until) \
-               SELECT $18, $1, $16, now() + make_interval(secs => $17::float8 / 1000) FROM j \
-               WHERE j.status NOT IN ('succeeded', 'stale', 'ignored', 'skipped') \
-                 AND NOT EXISTS (SELECT 1 FROM o WHERE NOT own AND until > now()) \
-               ON CONFLICT (lock_key) DO UPDATE SET job_id = EXCLUDED.job_id, \
-                 copy_id = EXCLUDED.copy_id, until = EXCLUDED.until RETURNING lock_key), \
-             g AS (SELECT status FROM integrations WHERE id = $4 AND deleted_at IS NULL), \
-             n AS (\
-               INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id, origin) \
-               SELECT $19, $3, $15, $7, $11, true FROM l \
-               WHERE $20 AND NOT EXISTS (SELECT 1 FROM s) \
-                 AND (SELECT status FROM g) = 'active' \
-               ON CONFLICT (external_id, integration_id, entity, tenant) WHERE deleted_at IS NULL \
-               DO NOTHING RETURNING record_id), \
-             r AS (INSERT INTO records (id, tenant, entity) SELECT record_id, $3, $7 FROM n) \
-             SELECT j.status, j.attempts, j.started_at, (SELECT status FROM g), \
-               {LINKS_SELECT}, \
-               (SELECT until FROM o WHERE NOT own AND until > now()), \
-               EXISTS (SELECT 1 FROM o WHERE own), \
-               set_config('synchronous_commit', 'off', true), \
-               (SELECT record_id FROM n) \
-             FROM j LEFT JOIN s ON true \
-             LEFT JOIN record_links t ON t.record_id = s.record_id AND t.integration_id = $4 \
-               AND t.deleted_at IS NULL"
-        );
-        let row = bind_envelope(sqlx::query(sqlx::AssertSqlSafe(sql)), env)
-            .bind(env.source_integration_id.unwrap_or(ids::NO_SOURCE))
-            .bind(copy)
-            .bind(lease.as_millis().min(i32::MAX as u128) as f64)
-            .bind(lock)
-            .bind(Uuid::now_v7())
-            .bind(create)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (status, attempts, started): (String, i32, DateTime<Utc>) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let status: JobStatus =
-            status
-                .parse()
-                .map_err(|e: switchyard_core::model::UnknownValue| {
-                    StoreError::Corrupt(e.to_string())
-                })?;
-        if status.is_settled() {
-            tx.commit().await?;
-            return Ok(Claim::Duplicate { status });
-        }
-        // Another job holds this record at the target across a provider call.
-        if let Some(until) = row.try_get::<Option<DateTime<Utc>>, _>(17)? {
-            tx.rollback().await?;
-            return Err(StoreError::Busy { until });
-        }
-        // This copy's own lease: an earlier attempt got as far as the provider call and
-        // no further (a crash, the database lost before the outcome was recorded).
-        let interrupted: bool = row.try_get(18)?;
-        if let Some(run) = env.sync_run_id {
-            let run_status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM sync_runs WHERE id = $1")
-                    .bind(run)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if run_status.as_deref() == Some("cancelled") {
-                // Its run was cancelled while it waited (e.g. between retries): skip it,
-                // drop the lease the claim took, and commit waiting for the disk.
-                sqlx::query(
-                    "WITH l AS (DELETE FROM job_leases WHERE lock_key = $2 AND job_id = $1) \
-                     UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
-                     WHERE id = $1 RETURNING set_config('synchronous_commit', 'on', true)",
-                )
-                .bind(env.id)
-                .bind(lock)
-                .execute(&mut *tx)
-                .await?;
-                crate::sync::count_for_run(&mut tx, env.id, JobStatus::Skipped, false).await?;
-                tx.commit().await?;
-                return Ok(Claim::Duplicate {
-                    status: JobStatus::Skipped,
-                });
+        // One round trip: `claim_jobs` (migration 0020) takes the source record's lock at
+        // the target, then writes and reads with a snapshot taken after the lock was
+        // granted, and its transaction commits as it returns.
+        let row = self
+            .claim_rows(vec![ClaimArgs::new(env, copy)], lease)
+            .await?
+            .remove(&env.id)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("the claim of job {} returned no row", env.id))
+            })?;
+        self.claimed(row, env, copy).await
+    }
+
+    /// [`Store::claim`], with the claims of other jobs arriving at the same moment in one
+    /// call, one statement and one commit, when `batch` is given. If the shared call fails,
+    /// each of its jobs is claimed alone, where its own error is reported.
+    pub async fn claim_batched(
+        &self,
+        env: &Envelope,
+        copy: &str,
+        lease: Duration,
+        batch: Option<&ClaimBatcher>,
+    ) -> Result<Claim> {
+        if let Some(batch) = batch {
+            match batch.call(vec![ClaimArgs::new(env, copy)]).await {
+                Some(Ok(rows)) => {
+                    if let Some(row) = rows.get(&env.id) {
+                        return self.claimed(row.clone(), env, copy).await;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e,
+                    "claiming several jobs together failed; claiming this one alone"),
+                None => {}
             }
         }
+        self.claim(env, copy, lease).await
+    }
+
+    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, each
+    /// leased for `lease`. Needs a Tokio runtime (it runs as a task).
+    pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
+        let store = self.clone();
+        crate::batch::Batcher::spawn(max, move |items: Vec<ClaimArgs>| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_rows(items, lease)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// Claim these jobs (each with the copy of its message) in one call and commit, as
+    /// [`Store::claim`] claims one; a job about the same record at the same target as an
+    /// earlier one in the list is claimed alone, after. What the worker's claims that
+    /// arrive together go through ([`Store::claim_batched`]).
+    pub async fn claim_together(
+        &self,
+        jobs: &[(&Envelope, &str)],
+        lease: Duration,
+    ) -> Result<Vec<Result<Claim>>> {
+        let rows = self
+            .claim_rows(
+                jobs.iter()
+                    .map(|(env, copy)| ClaimArgs::new(env, copy))
+                    .collect(),
+                lease,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (env, copy) in jobs {
+            out.push(match rows.get(&env.id) {
+                Some(row) => self.claimed(row.clone(), env, copy).await,
+                None => self.claim(env, copy, lease).await,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Claim these jobs in one call (`claim_jobs`, migration 0020). A job whose lock key is
+    /// already in the call (two jobs about one record at one target) is left out: its
+    /// caller finds no row and claims it alone, after.
+    async fn claim_rows(
+        &self,
+        items: Vec<ClaimArgs>,
+        lease: Duration,
+    ) -> Result<HashMap<Uuid, ClaimRow>> {
+        let mut seen = std::collections::HashSet::new();
+        let items: Vec<ClaimArgs> = items.into_iter().filter(|i| seen.insert(i.lock)).collect();
+        let col = |f: fn(&ClaimArgs) -> Uuid| items.iter().map(f).collect::<Vec<_>>();
+        let text = |f: fn(&ClaimArgs) -> &str| items.iter().map(f).collect::<Vec<_>>();
+        let rows = sqlx::query(
+            "SELECT * FROM claim_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19, $20)",
+        )
+        .bind(col(|i| i.id))
+        .bind(text(|i| &i.key))
+        .bind(text(|i| &i.tenant))
+        .bind(col(|i| i.integration))
+        .bind(
+            items
+                .iter()
+                .map(|i| i.source_integration)
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|i| &i.provider))
+        .bind(text(|i| &i.entity))
+        .bind(text(|i| &i.action))
+        .bind(text(|i| &i.event))
+        .bind(text(|i| &i.event_id))
+        .bind(text(|i| &i.internal_id))
+        .bind(items.iter().map(|i| i.source_version).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.received_at).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.sync_run).collect::<Vec<_>>())
+        .bind(col(|i| i.source))
+        .bind(text(|i| &i.copy))
+        .bind(lease.as_millis().min(i32::MAX as u128) as f64)
+        .bind(items.iter().map(|i| i.lock).collect::<Vec<_>>())
+        .bind(col(|i| i.record))
+        .bind(items.iter().map(|i| i.create).collect::<Vec<_>>())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<Uuid, _>(0)?, ClaimRow::read(r, 1)?)))
+            .collect()
+    }
+
+    /// What a claim's row means for the job.
+    async fn claimed(&self, row: ClaimRow, env: &Envelope, copy: &str) -> Result<Claim> {
+        if let Some(status) = row.status.as_deref() {
+            let status: JobStatus =
+                status
+                    .parse()
+                    .map_err(|e: switchyard_core::model::UnknownValue| {
+                        StoreError::Corrupt(e.to_string())
+                    })?;
+            if status.is_settled() {
+                return Ok(Claim::Duplicate { status });
+            }
+        }
+        // Another job holds this record at the target across a provider call (the claim
+        // wrote nothing).
+        if let Some(until) = row.busy_until {
+            return Err(StoreError::Busy { until });
+        }
+        let (Some(attempts), Some(started)) = (row.attempts, row.started_at) else {
+            return Err(StoreError::Corrupt(format!(
+                "the claim of job {} returned no job row",
+                env.id
+            )));
+        };
+        // The id is derived from the idempotency key, so the row's id is the envelope's.
+        let job_id = env.id;
+        let lock = lock_key(env);
+        if row.run_status.as_deref() == Some("cancelled") {
+            // Its run was cancelled while it waited (e.g. between retries): skip it, drop
+            // the lease the claim took, and commit waiting for the disk.
+            let mut tx = self
+                .pool()
+                .begin_with(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({lock})"
+                )))
+                .await?;
+            sqlx::query(
+                "WITH l AS (DELETE FROM job_leases WHERE lock_key = $2 AND job_id = $1) \
+                 UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
+                 WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(lock)
+            .execute(&mut *tx)
+            .await?;
+            crate::sync::count_for_run(&mut tx, job_id, JobStatus::Skipped, false).await?;
+            tx.commit().await?;
+            return Ok(Claim::Duplicate {
+                status: JobStatus::Skipped,
+            });
+        }
         let target_status = row
-            .try_get::<Option<String>, _>(3)?
+            .target_status
             .map(|s| s.parse::<IntegrationStatus>())
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (mut source, mut target) = read_links(&row, 4)?;
-        let created_record = match row.try_get::<Option<Uuid>, _>(20)? {
+        let (mut source, mut target) = (row.source, row.target);
+        let created_record = match row.created_record {
             Some(record_id) => {
                 source = Some(SourceLink {
                     record_id,
@@ -1128,15 +1328,16 @@ impl Store {
             }
             None => false,
         };
-        // The id is derived from the idempotency key, so the row's id is the envelope's.
-        let job_id = env.id;
         Ok(Claim::Ready(Box::new(JobTx {
-            tx: Some(tx),
+            tx: None,
             pool: self.pool().clone(),
             copy: copy.to_owned(),
-            interrupted,
+            // This copy's own lease: an earlier attempt got as far as the provider call
+            // and no further (a crash, the database lost before the outcome was recorded).
+            interrupted: row.own,
             locks: vec![lock],
             leased: 1,
+            unreleased: row.lease_until,
             job_id,
             attempts,
             started,

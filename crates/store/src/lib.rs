@@ -29,8 +29,8 @@ pub use integrations::{
     SealedCredentials, SecretKind,
 };
 pub use jobs::{
-    AttemptRecord, Claim, Finish, JobAttempt, JobFilter, JobRow, JobTx, MappingChange,
-    OutcomeBatcher, QueuedJob, SourceLink, Succeeded, TargetLink,
+    AttemptRecord, Claim, ClaimBatcher, Finish, JobAttempt, JobFilter, JobRow, JobTx,
+    MappingChange, OutcomeBatcher, QueuedJob, SourceLink, Succeeded, TargetLink,
 };
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};

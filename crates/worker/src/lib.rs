@@ -33,6 +33,8 @@ use tracing::{info, warn};
 
 /// At most this many jobs' successes in one statement (group commit).
 const OUTCOMES_PER_STATEMENT: usize = 64;
+/// At most this many jobs' claims in one call.
+const CLAIMS_PER_CALL: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -116,6 +118,9 @@ pub(crate) struct Shared {
     /// Successes of jobs that end together, recorded in one statement and commit; set when
     /// the worker runs (it is a task).
     pub(crate) outcomes: std::sync::OnceLock<switchyard_store::OutcomeBatcher>,
+    /// Claims of jobs that start together, made in one call and commit; set when the
+    /// worker runs.
+    pub(crate) claims: std::sync::OnceLock<switchyard_store::ClaimBatcher>,
 }
 
 /// A worker, ready to run.
@@ -172,6 +177,7 @@ impl Worker {
             stop: CancellationToken::new(),
             metrics: metrics::Metrics::new(),
             outcomes: std::sync::OnceLock::new(),
+            claims: std::sync::OnceLock::new(),
         })))
     }
 
@@ -187,6 +193,11 @@ impl Worker {
         let _ = shared
             .outcomes
             .set(shared.store.outcome_batcher(OUTCOMES_PER_STATEMENT));
+        let _ = shared.claims.set(
+            shared
+                .store
+                .claim_batcher(CLAIMS_PER_CALL, shared.cfg.lease),
+        );
         let consume_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.cfg.concurrency));

@@ -252,7 +252,11 @@ async fn process(
             cause: "turn",
         });
     };
-    let mut tx = match shared.store.claim(env, copy, shared.cfg.lease).await? {
+    let claim = shared
+        .store
+        .claim_batched(env, copy, shared.cfg.lease, shared.claims.get())
+        .await?;
+    let mut tx = match claim {
         Claim::Duplicate { status } => {
             info!(%status, "duplicate delivery: the job already settled; acknowledging");
             return Ok(Settle::Ack("duplicate"));
@@ -503,8 +507,9 @@ async fn process(
             message: why,
         });
     }
-    // No database connection waits on the provider: the claim's transaction commits,
-    // leaving the record's lease (the outcome's statement releases it).
+    // No database connection waits on the provider: the claim committed the record's
+    // lease (the outcome's statement releases it); a step since that needed a transaction
+    // commits it here.
     tx.park(shared.cfg.lease).await?;
     let attempt_no = tx.attempts_so_far() + 1;
     let started_at = Utc::now();
