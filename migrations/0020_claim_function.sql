@@ -25,7 +25,9 @@ CREATE FUNCTION claim_jobs(
     p_received_at timestamptz[], p_sync_run uuid[], p_source uuid[], p_copy text[],
     p_lease_ms float8, p_lock bigint[], p_record uuid[], p_create boolean[])
 RETURNS TABLE (
-    job_id uuid,
+    -- The job's place in the arrays (from 1): two copies of one job's message may share a
+    -- call, so the id does not tell their rows apart.
+    place bigint,
     status text, attempts integer, started_at timestamptz, target_status text,
     s_record_id uuid, s_changed_version bigint, s_changed_at timestamptz,
     s_written_version bigint, s_written_at timestamptz, s_deleted boolean,
@@ -53,9 +55,10 @@ BEGIN
                 p_provider, p_entity, p_action, p_event, p_event_id, p_internal_id,
                 p_source_version, p_received_at, p_sync_run, p_source, p_copy, p_lock,
                 p_record, p_create)
+            WITH ORDINALITY
             AS u(id, key, tenant, integration, source_integration, provider, entity, action,
                 event, event_id, internal_id, source_version, received_at, sync_run, source,
-                copy, lock, record, make)),
+                copy, lock, record, make, place)),
         -- Jobs whose record another job holds across a provider call: nothing is written
         -- for them, except that a settled one counts a duplicate.
         b AS (
@@ -116,7 +119,7 @@ BEGIN
             RETURNING record_links.record_id, record_links.tenant, record_links.integration_id,
                 record_links.entity, record_links.external_id),
         r AS (INSERT INTO records (id, tenant, entity) SELECT n.record_id, n.tenant, n.entity FROM n)
-        SELECT i.id, COALESCE(j.status, d.status), COALESCE(j.attempts, d.attempts),
+        SELECT i.place, COALESCE(j.status, d.status), COALESCE(j.attempts, d.attempts),
             COALESCE(j.started_at, d.started_at), g.status,
             s.record_id, s.changed_version, s.changed_at, s.written_version,
             s.written_at, s.deleted_at IS NOT NULL, t.external_id, t.last_source_version,

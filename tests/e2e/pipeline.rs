@@ -517,3 +517,56 @@ async fn claims_made_together_answer_as_claims_made_alone() {
     h.provider.verify().await;
     h.shutdown().await;
 }
+
+/// Two copies of one job's message (a sender's retry that ingest published twice) whose
+/// claims share a call: one copy gets the job, the other finds it held; and two copies of a
+/// settled job are each counted a duplicate. (The call's answers were once keyed by the
+/// job's id, so both copies took the first's answer: both went on with the job.)
+#[tokio::test]
+async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
+    use switchyard_core::Action::Upsert;
+    use switchyard_store::{Claim, StoreError};
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    let lease = Duration::from_secs(600);
+    let job = envelope(store, erp, "evt-c", "ord-c", Upsert);
+    let mut claims = h
+        .store
+        .claim_together(&[(&job, "copy-1"), (&job, "copy-2")], lease)
+        .await
+        .unwrap()
+        .into_iter();
+    let mut first = ready(claims.next().unwrap());
+    match claims.next().unwrap() {
+        Err(StoreError::Busy { .. }) => {}
+        Ok(Claim::Ready(_)) => panic!("both copies of one job were let through"),
+        Ok(Claim::Duplicate { status }) => panic!("a duplicate ({status})"),
+        Err(e) => panic!("{e}"),
+    }
+    first
+        .park(lease)
+        .await
+        .expect("the first copy goes on to its call");
+    drop(first);
+
+    // A settled job's two copies: each is a duplicate, and each is counted.
+    Mock::given(method("POST"))
+        .respond_with(created("ext-d"))
+        .expect(1)
+        .mount(&h.provider)
+        .await;
+    let done = h.accept(store, "evt-d", order("ord-d", 1, "1.00")).await;
+    h.wait_status(done[0], "succeeded", WAIT).await;
+    let settled = envelope(store, erp, "evt-d", "ord-d", Upsert);
+    let claims = h
+        .store
+        .claim_together(&[(&settled, ""), (&settled, "")], lease)
+        .await
+        .unwrap();
+    for c in claims {
+        assert!(matches!(c, Ok(Claim::Duplicate { .. })));
+    }
+    assert_eq!(h.store.job(settled.id).await.unwrap().duplicates, 2);
+    h.provider.verify().await;
+    h.shutdown().await;
+}

@@ -757,6 +757,8 @@ fn lock_key(env: &Envelope) -> i64 {
 /// What a claim needs of a job's envelope (its payload stays with the caller).
 #[derive(Debug, Clone)]
 pub struct ClaimArgs {
+    /// This request's own number: its answer's key.
+    token: u64,
     id: Uuid,
     key: String,
     tenant: String,
@@ -783,7 +785,9 @@ pub struct ClaimArgs {
 
 impl ClaimArgs {
     fn new(env: &Envelope, copy: &str) -> ClaimArgs {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ClaimArgs {
+            token: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             id: env.id,
             key: env.idempotency_key.clone(),
             tenant: env.tenant.clone(),
@@ -807,7 +811,7 @@ impl ClaimArgs {
     }
 }
 
-/// A claim's answer: a row `claim_jobs` returns, after the job's id.
+/// A claim's answer: a row `claim_jobs` returns, after the job's place.
 #[derive(Debug, Clone)]
 pub struct ClaimRow {
     status: Option<String>,
@@ -844,7 +848,7 @@ impl ClaimRow {
 
 /// Claims jobs that arrive together in one call and commit.
 pub type ClaimBatcher =
-    crate::batch::Batcher<ClaimArgs, std::result::Result<Arc<HashMap<Uuid, ClaimRow>>, String>>;
+    crate::batch::Batcher<ClaimArgs, std::result::Result<Arc<HashMap<u64, ClaimRow>>, String>>;
 
 impl Drop for JobTx {
     /// A job dropped between its claim and its provider call (an error on the way) gives
@@ -1130,10 +1134,12 @@ impl Store {
         // One round trip: `claim_jobs` (migration 0020) takes the source record's lock at
         // the target, then writes and reads with a snapshot taken after the lock was
         // granted, and its transaction commits as it returns.
+        let args = ClaimArgs::new(env, copy);
+        let token = args.token;
         let row = self
-            .claim_rows(vec![ClaimArgs::new(env, copy)], lease)
+            .claim_rows(vec![args], lease)
             .await?
-            .remove(&env.id)
+            .remove(&token)
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("the claim of job {} returned no row", env.id))
             })?;
@@ -1151,9 +1157,11 @@ impl Store {
         batch: Option<&ClaimBatcher>,
     ) -> Result<Claim> {
         if let Some(batch) = batch {
-            match batch.call(vec![ClaimArgs::new(env, copy)]).await {
+            let args = ClaimArgs::new(env, copy);
+            let token = args.token;
+            match batch.call(vec![args]).await {
                 Some(Ok(rows)) => {
-                    if let Some(row) = rows.get(&env.id) {
+                    if let Some(row) = rows.get(&token) {
                         return self.claimed(row.clone(), env, copy).await;
                     }
                 }
@@ -1190,17 +1198,15 @@ impl Store {
         jobs: &[(&Envelope, &str)],
         lease: Duration,
     ) -> Result<Vec<Result<Claim>>> {
-        let rows = self
-            .claim_rows(
-                jobs.iter()
-                    .map(|(env, copy)| ClaimArgs::new(env, copy))
-                    .collect(),
-                lease,
-            )
-            .await?;
+        let args: Vec<ClaimArgs> = jobs
+            .iter()
+            .map(|(env, copy)| ClaimArgs::new(env, copy))
+            .collect();
+        let tokens: Vec<u64> = args.iter().map(|a| a.token).collect();
+        let rows = self.claim_rows(args, lease).await?;
         let mut out = Vec::with_capacity(jobs.len());
-        for (env, copy) in jobs {
-            out.push(match rows.get(&env.id) {
+        for ((env, copy), token) in jobs.iter().zip(tokens) {
+            out.push(match rows.get(&token) {
                 Some(row) => self.claimed(row.clone(), env, copy).await,
                 None => self.claim(env, copy, lease).await,
             });
@@ -1215,7 +1221,7 @@ impl Store {
         &self,
         items: Vec<ClaimArgs>,
         lease: Duration,
-    ) -> Result<HashMap<Uuid, ClaimRow>> {
+    ) -> Result<HashMap<u64, ClaimRow>> {
         let mut seen = std::collections::HashSet::new();
         let items: Vec<ClaimArgs> = items.into_iter().filter(|i| seen.insert(i.lock)).collect();
         let col = |f: fn(&ClaimArgs) -> Uuid| items.iter().map(f).collect::<Vec<_>>();
@@ -1251,8 +1257,20 @@ impl Store {
         .bind(items.iter().map(|i| i.create).collect::<Vec<_>>())
         .fetch_all(self.pool())
         .await?;
+        // A row names its job by its place in the call: two copies of one job's message may
+        // both be waiting (only one of them is in the call), and the id would not tell them
+        // apart.
         rows.iter()
-            .map(|r| Ok((r.try_get::<Uuid, _>(0)?, ClaimRow::read(r, 1)?)))
+            .map(|r| {
+                let place = r.try_get::<i64, _>(0)?;
+                let args = usize::try_from(place - 1)
+                    .ok()
+                    .and_then(|i| items.get(i))
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("a claim answered for place {place}"))
+                    })?;
+                Ok((args.token, ClaimRow::read(r, 1)?))
+            })
             .collect()
     }
 
