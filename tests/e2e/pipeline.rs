@@ -90,33 +90,16 @@ async fn the_same_event_twice_has_one_effect() {
 
     // Past ingest's check, straight into the queue twice more: the worker's claim holds.
     let job = h.store.job(first[0]).await.unwrap();
-    let env = switchyard_core::Envelope {
-        v: switchyard_core::ENVELOPE_VERSION,
-        id: job.id,
-        idempotency_key: switchyard_core::ids::idempotency_key(
-            Some(store),
-            "evt-dup",
-            erp,
-            switchyard_core::Action::Upsert,
-        ),
-        tenant: "acme".into(),
-        integration_id: erp,
-        provider: "rest".into(),
-        source_integration_id: Some(store),
-        event_id: "evt-dup".into(),
-        event: "received".into(),
-        entity: "order".into(),
-        action: switchyard_core::Action::Upsert,
-        direction: switchyard_core::Direction::Export,
-        internal_id: "ord-1".into(),
-        source_version: Some(1),
-        occurred_at: None,
-        received_at: chrono::Utc::now(),
-        payload: order("ord-1", 1, "5.00"),
-        sync_run_id: None,
-        route: Default::default(),
-        trace: None,
-    };
+    let mut env = envelope(
+        store,
+        erp,
+        "evt-dup",
+        "ord-1",
+        switchyard_core::Action::Upsert,
+    );
+    assert_eq!(env.id, job.id);
+    env.source_version = Some(1);
+    env.payload = order("ord-1", 1, "5.00");
     let msg = OutgoingMessage {
         exchange: Exchange::Jobs,
         routing_key: env.routing_key(),

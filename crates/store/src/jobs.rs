@@ -458,13 +458,7 @@ impl JobTx {
             return Ok(());
         }
         let lock = self.locks.first().copied().unwrap_or_default();
-        self.tx = Some(
-            self.pool
-                .begin_with(sqlx::AssertSqlSafe(format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({lock})"
-                )))
-                .await?,
-        );
+        self.tx = Some(locked(&self.pool, lock).await?);
         Ok(())
     }
 
@@ -743,6 +737,16 @@ pub struct Succeeded {
 
 /// Records the outcomes of jobs that end together in one statement and commit.
 pub type OutcomeBatcher = crate::batch::Batcher<Succeeded, std::result::Result<(), String>>;
+
+/// A transaction holding the advisory lock `lock`, begun in one round trip (the key is a
+/// number we computed).
+async fn locked(pool: &sqlx::PgPool, lock: i64) -> Result<Transaction<'static, Postgres>> {
+    Ok(pool
+        .begin_with(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({lock})"
+        )))
+        .await?)
+}
 
 /// The source record's lock at the target: the key every job about it takes.
 fn lock_key(env: &Envelope) -> i64 {
@@ -1304,12 +1308,7 @@ impl Store {
         if row.run_status.as_deref() == Some("cancelled") {
             // Its run was cancelled while it waited (e.g. between retries): skip it, drop
             // the lease the claim took, and commit waiting for the disk.
-            let mut tx = self
-                .pool()
-                .begin_with(sqlx::AssertSqlSafe(format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({lock})"
-                )))
-                .await?;
+            let mut tx = locked(self.pool(), lock).await?;
             sqlx::query(
                 "WITH l AS (DELETE FROM job_leases WHERE lock_key = $2 AND job_id = $1) \
                  UPDATE jobs SET status = 'skipped', finished_at = now(), updated_at = now() \
