@@ -1177,11 +1177,13 @@ impl Store {
         self.claim(env, copy, lease).await
     }
 
-    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, each
-    /// leased for `lease`. Needs a Tokio runtime (it runs as a task).
-    pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
+    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call and
+    /// `calls` calls at once, each job leased for `lease`. More than one call at once: one
+    /// tenant's claims held up in a slow call must not hold up the claims of every other
+    /// tenant arriving meanwhile. Needs a Tokio runtime (it runs as a task).
+    pub fn claim_batcher(&self, max: usize, calls: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn(max, move |items: Vec<ClaimArgs>| {
+        crate::batch::Batcher::spawn_concurrent(max, calls, move |items: Vec<ClaimArgs>| {
             let store = store.clone();
             async move {
                 store

@@ -33,8 +33,9 @@ use tracing::{info, warn};
 
 /// At most this many jobs' successes in one statement (group commit).
 const OUTCOMES_PER_STATEMENT: usize = 64;
-/// At most this many jobs' claims in one call.
+/// At most this many jobs' claims in one call, and this many calls at once.
 const CLAIMS_PER_CALL: usize = 32;
+const CLAIM_CALLS_AT_ONCE: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -193,11 +194,11 @@ impl Worker {
         let _ = shared
             .outcomes
             .set(shared.store.outcome_batcher(OUTCOMES_PER_STATEMENT));
-        let _ = shared.claims.set(
-            shared
-                .store
-                .claim_batcher(CLAIMS_PER_CALL, shared.cfg.lease),
-        );
+        let _ = shared.claims.set(shared.store.claim_batcher(
+            CLAIMS_PER_CALL,
+            CLAIM_CALLS_AT_ONCE,
+            shared.cfg.lease,
+        ));
         let consume_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.cfg.concurrency));
