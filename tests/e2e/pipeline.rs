@@ -388,6 +388,16 @@ fn ready(c: switchyard_store::Result<switchyard_store::Claim>) -> Box<switchyard
     }
 }
 
+/// A claim held off by another job's lease on its record.
+fn busy(c: switchyard_store::Result<switchyard_store::Claim>, what: &str) {
+    match c {
+        Err(switchyard_store::StoreError::Busy { .. }) => {}
+        Ok(switchyard_store::Claim::Ready(_)) => panic!("{what} was let through"),
+        Ok(switchyard_store::Claim::Duplicate { status }) => panic!("a duplicate ({status})"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The worker claims the jobs that start together in one call (`claim_jobs`); each job's
 /// answer is the one a claim of its own gives: a new record made (once, for two targets),
 /// a record held by another job, a delete of a record never seen, a settled job's copy. A
@@ -447,11 +457,10 @@ async fn claims_made_together_answer_as_claims_made_alone() {
         "one event to two targets makes one record"
     );
     assert_ne!(b_tx.source().unwrap().record_id, record);
-    match claims.next().unwrap() {
-        Err(StoreError::Busy { .. }) => {}
-        Ok(_) => panic!("a second job about ord-a at the ERP was let through"),
-        Err(e) => panic!("{e}"),
-    }
+    busy(
+        claims.next().unwrap(),
+        "a second job about ord-a at the ERP",
+    );
     let gone_tx = ready(claims.next().unwrap());
     assert!(gone_tx.source().is_none(), "ord-z was never seen");
     match claims.next().unwrap() {
@@ -483,7 +492,7 @@ async fn claims_made_together_answer_as_claims_made_alone() {
     drop(a_crm_tx);
     drop(gone_tx);
     let deadline = std::time::Instant::now() + WAIT;
-    let next = loop {
+    let mut next = loop {
         match h.store.claim(&a_again, "c1", lease).await {
             Ok(Claim::Ready(tx)) => break tx,
             Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
@@ -495,7 +504,6 @@ async fn claims_made_together_answer_as_claims_made_alone() {
     };
     assert!(!next.created_record());
     assert_eq!(next.source().unwrap().record_id, record);
-    let mut next = next;
     next.park(lease).await.unwrap();
     h.provider.verify().await;
     h.shutdown().await;
@@ -508,7 +516,7 @@ async fn claims_made_together_answer_as_claims_made_alone() {
 #[tokio::test]
 async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
     use switchyard_core::Action::Upsert;
-    use switchyard_store::{Claim, StoreError};
+    use switchyard_store::Claim;
     let h = Harness::start().await;
     let (store, erp) = h.store_to_erp(json!({})).await;
     let lease = Duration::from_secs(600);
@@ -520,12 +528,7 @@ async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
         .unwrap()
         .into_iter();
     let mut first = ready(claims.next().unwrap());
-    match claims.next().unwrap() {
-        Err(StoreError::Busy { .. }) => {}
-        Ok(Claim::Ready(_)) => panic!("both copies of one job were let through"),
-        Ok(Claim::Duplicate { status }) => panic!("a duplicate ({status})"),
-        Err(e) => panic!("{e}"),
-    }
+    busy(claims.next().unwrap(), "the second copy of one job");
     first
         .park(lease)
         .await
@@ -552,4 +555,80 @@ async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
     assert_eq!(h.store.job(settled.id).await.unwrap().duplicates, 2);
     h.provider.verify().await;
     h.shutdown().await;
+}
+
+/// The rows of `jobs` the database has read, by whole scans and through indexes.
+async fn jobs_rows_read(store: &switchyard_store::Store) -> i64 {
+    // The counts of this connection's own statements are reported when it goes idle.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'jobs') \
+         + (SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes \
+            WHERE relname = 'jobs')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Ingest's duplicate check reads each job id through the primary key, whatever the jobs
+/// table held when its connection first ran the check: a plan made while the table was
+/// empty (a new deployment, or statistics taken when it was) read the whole table on every
+/// check until the table was analysed again. The check is planned per call
+/// (`Store::planned_per_call`).
+#[tokio::test]
+async fn the_duplicate_check_reads_by_key_however_the_table_grew() {
+    let (name, url) = crate::support::fresh_database().await.unwrap();
+    let base = switchyard_store::Store::connect(&url, 1).await.unwrap();
+    // Analysed while empty, as autovacuum does a new deployment's tables: the planner then
+    // believes the table empty, and a whole scan of it the cheapest look-up.
+    sqlx::query("ANALYZE jobs")
+        .execute(base.pool())
+        .await
+        .unwrap();
+    let check = base.planned_per_call(1);
+    // A statement's plan is otherwise fixed after its first five runs on a connection.
+    for _ in 0..6 {
+        check.existing_jobs(&[uuid::Uuid::new_v4()]).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO integrations (id, tenant, name, provider) \
+         VALUES ('00000000-0000-4000-8000-000000000001', 'acme', 'erp', 'rest')",
+    )
+    .execute(base.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, provider, entity, \
+         action, event, event_id, internal_id, received_at) \
+         SELECT gen_random_uuid(), 'k' || n, 'acme', '00000000-0000-4000-8000-000000000001', \
+         'rest', 'order', 'upsert', 'received', 'e' || n, 'o' || n, now() \
+         FROM generate_series(1, 3000) n",
+    )
+    .execute(base.pool())
+    .await
+    .unwrap();
+    let known: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM jobs LIMIT 2")
+        .fetch_all(base.pool())
+        .await
+        .unwrap();
+    let before = jobs_rows_read(&check).await;
+    for _ in 0..3 {
+        let found = check
+            .existing_jobs(&[known[0], known[1], uuid::Uuid::new_v4()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2, "the check finds the jobs that exist");
+    }
+    let read = jobs_rows_read(&check).await - before;
+    assert!(
+        read <= 6,
+        "three checks of three ids read {read} rows of a 3,000-row table"
+    );
+    check.close().await;
+    base.close().await;
+    crate::support::drop_database(&name).await;
 }

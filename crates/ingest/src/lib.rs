@@ -120,7 +120,8 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         store.clone(),
         broker.clone(),
     );
-    let check_store = store.clone();
+    // Planned per call: the jobs table grows from empty ([`Store::planned_per_call`]).
+    let check_store = store.planned_per_call(2);
     let check = switchyard_store::batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
         let store = check_store.clone();
         async move {

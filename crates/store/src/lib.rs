@@ -170,12 +170,27 @@ impl Store {
     /// row lost in a crash). Visibility is unchanged; only a crash can lose the last few
     /// hundred milliseconds of them.
     pub fn relaxed(&self, max_connections: u32) -> Store {
+        self.beside(max_connections, &[("synchronous_commit", "off")])
+    }
+
+    /// A small second pool on the same database whose statements are planned anew on every
+    /// call (`plan_cache_mode = force_custom_plan`), for a cheap statement whose best plan
+    /// changes as its table grows. A connection otherwise keeps the plan it made on a
+    /// statement's first calls: made while the table was empty (a new deployment, or
+    /// statistics taken when it was), it read the whole table on every later call until the
+    /// table was analysed again. A plan made per call sees the table's current size, even
+    /// with statistics taken when it was empty. Ingest's duplicate check runs here.
+    pub fn planned_per_call(&self, max_connections: u32) -> Store {
+        self.beside(max_connections, &[("plan_cache_mode", "force_custom_plan")])
+    }
+
+    fn beside(&self, max_connections: u32, settings: &[(&str, &str)]) -> Store {
         let opts = self
             .pool
             .connect_options()
             .as_ref()
             .clone()
-            .options([("synchronous_commit", "off")]);
+            .options(settings.iter().copied());
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
