@@ -557,6 +557,108 @@ async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
     h.shutdown().await;
 }
 
+/// The shared statements the worker and ingest send for many jobs at once, called
+/// directly: queued rows, then three parked jobs' successes in one statement. The worker
+/// falls back to one statement per job when a shared one fails, so the pipeline's tests
+/// would still pass if the shared statement always failed; this one would not.
+#[tokio::test]
+async fn outcomes_recorded_together_are_each_jobs_own() {
+    use switchyard_core::Action::Upsert;
+    use switchyard_store::{AttemptRecord, Finish, MappingChange, QueuedJob};
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    let envs: Vec<_> = (1..=3)
+        .map(|n| {
+            envelope(
+                store,
+                erp,
+                &format!("evt-t{n}"),
+                &format!("ord-t{n}"),
+                Upsert,
+            )
+        })
+        .collect();
+    let queued: Vec<QueuedJob<'_>> = envs.iter().map(|e| QueuedJob { envelope: e }).collect();
+    h.store
+        .record_queued(&queued)
+        .await
+        .expect("one insert for all");
+    for e in &envs {
+        assert_eq!(h.store.job(e.id).await.unwrap().status, "queued");
+    }
+    let lease = Duration::from_secs(600);
+    let claims = h
+        .store
+        .claim_together(&envs.iter().map(|e| (e, "c1")).collect::<Vec<_>>(), lease)
+        .await
+        .expect("one call for all");
+    let mut items = Vec::new();
+    let mut held = Vec::new();
+    for (n, (claim, env)) in claims.into_iter().zip(&envs).enumerate() {
+        let mut tx = ready(claim);
+        tx.park(lease).await.unwrap();
+        let finish = Finish::Succeeded {
+            attempt: AttemptRecord {
+                started_at: chrono::Utc::now(),
+                duration_ms: 7,
+                status_code: Some(201),
+                error_class: None,
+                error: None,
+                request: Some(format!("POST /api/orders ({n})")),
+                response: Some(format!(r#"{{"id": "ext-t{n}"}}"#)),
+            },
+            mapping: MappingChange::Upsert {
+                external_id: format!("ext-t{n}"),
+            },
+            written_version: Some(n as i64),
+            kept: None,
+        };
+        items.push(
+            tx.batch_item(env, &finish)
+                .expect("a parked job's success goes with others'"),
+        );
+        held.push(tx);
+    }
+    h.store
+        .record_succeeded(&items)
+        .await
+        .expect("one statement for the three successes");
+    drop(held);
+    for (n, env) in envs.iter().enumerate() {
+        let job = h.store.job(env.id).await.unwrap();
+        assert_eq!(job.status, "succeeded", "{}", env.internal_id);
+        assert_eq!(job.attempts, 1);
+        assert_eq!(
+            job.external_id.as_deref(),
+            Some(format!("ext-t{n}").as_str())
+        );
+        let attempts = h.store.job_attempts(env.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].status_code, Some(201));
+        let m = h
+            .store
+            .mapping(erp, "order", &env.internal_id)
+            .await
+            .unwrap()
+            .expect("each record's link at the ERP");
+        assert_eq!(m.external_id, format!("ext-t{n}"));
+        // Its lease went with the statement: the next job about the record goes ahead.
+        let next = envelope(store, erp, &format!("evt-u{n}"), &env.internal_id, Upsert);
+        let mut tx = ready(h.store.claim(&next, "c1", lease).await);
+        assert_eq!(
+            tx.target().map(|t| t.external_id.clone()).as_deref(),
+            Some(format!("ext-t{n}").as_str()),
+            "the next job finds the link"
+        );
+        tx.park(lease).await.unwrap();
+    }
+    h.shutdown().await;
+}
+
 /// The rows of `jobs` the database has read, by whole scans and through indexes.
 async fn jobs_rows_read(store: &switchyard_store::Store) -> i64 {
     // The counts of this connection's own statements are reported when it goes idle.

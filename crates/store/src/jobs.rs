@@ -908,7 +908,9 @@ impl JobTx {
         self.finish(env, finish).await
     }
 
-    fn batch_item(&self, env: &Envelope, finish: &Finish) -> Option<Succeeded> {
+    /// What [`Store::record_succeeded`] records of this job's `finish`, when it can go
+    /// with other jobs' (a parked job's success, outside a sync run); `None` otherwise.
+    pub fn batch_item(&self, env: &Envelope, finish: &Finish) -> Option<Succeeded> {
         // Parked (no open transaction) and not counted by a sync run: its outcome is one
         // statement of its own, which the batch's statement does for many.
         if self.tx.is_some() || self.unreleased.is_some() || env.sync_run_id.is_some() {
