@@ -734,3 +734,96 @@ async fn the_duplicate_check_reads_by_key_however_the_table_grew() {
     base.close().await;
     crate::support::drop_database(&name).await;
 }
+
+/// The worker's shared outcome statement keeps one plan per connection
+/// (`Store::planned_once`). It takes arrays, and a plan made for each call's array sizes
+/// looks cheaper than the generic one, so on an ordinary connection PostgreSQL planned the
+/// statement again on every call: a sixteenth of its CPU per job in `just bench`.
+#[tokio::test]
+async fn the_outcome_statement_is_planned_once() {
+    use switchyard_core::Action::Upsert;
+    use switchyard_store::{AttemptRecord, Finish, MappingChange};
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    // One connection: the statement's plans and the count of them are that connection's.
+    let outcomes = h.store.planned_once(1);
+    let lease = Duration::from_secs(600);
+    // A deployment's tables, analysed: the plan for four jobs looks cheaper than one for
+    // any number of them only once the tables hold more than a few rows.
+    sqlx::query(
+        "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
+         SELECT gen_random_uuid(), 'acme', $1, 'order', 'grown-' || n \
+         FROM generate_series(1, 20000) n",
+    )
+    .bind(erp)
+    .execute(h.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE record_links")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    // Four jobs a call, as the worker's outcomes arrive together.
+    for round in 0..7 {
+        let mut items = Vec::new();
+        let mut held = Vec::new();
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let name = format!("p{round}-{n}");
+            let env = envelope(
+                store,
+                erp,
+                &format!("evt-{name}"),
+                &format!("ord-{name}"),
+                Upsert,
+            );
+            let mut tx = ready(h.store.claim(&env, "c1", lease).await);
+            tx.park(lease).await.unwrap();
+            let finish = Finish::Succeeded {
+                attempt: AttemptRecord {
+                    started_at: chrono::Utc::now(),
+                    duration_ms: 3,
+                    status_code: Some(201),
+                    error_class: None,
+                    error: None,
+                    request: None,
+                    response: None,
+                },
+                mapping: MappingChange::Upsert {
+                    external_id: format!("ext-{name}"),
+                },
+                written_version: None,
+                kept: None,
+            };
+            items.push(
+                tx.batch_item(&env, &finish)
+                    .expect("a parked job's success"),
+            );
+            held.push(tx);
+            ids.push(env.id);
+        }
+        outcomes.record_succeeded(&items).await.unwrap();
+        drop(held);
+        for id in ids {
+            assert_eq!(h.store.job(id).await.unwrap().status, "succeeded");
+        }
+    }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%INSERT INTO job_attempts%'",
+    )
+    .fetch_one(outcomes.pool())
+    .await
+    .expect("the outcome statement is prepared on the connection");
+    assert_eq!(
+        (generic, custom),
+        (7, 0),
+        "seven outcomes: plans (generic, custom)"
+    );
+    outcomes.close().await;
+    h.shutdown().await;
+}

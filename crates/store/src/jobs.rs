@@ -970,7 +970,8 @@ impl Store {
 
     /// Record the successes of several parked jobs in one statement and commit: each job's
     /// attempt, its record's link at the target (and its source link's last change), its
-    /// leases released, and its row; as [`JobTx::finish`] does for one.
+    /// leases released, and its row; as [`JobTx::finish`] does for one. The worker runs it
+    /// on connections that keep its plan ([`Store::planned_once`]).
     pub async fn record_succeeded(&self, items: &[Succeeded]) -> Result<()> {
         if items.is_empty() {
             return Ok(());

@@ -191,9 +191,12 @@ impl Worker {
     /// finish (up to the grace period) and return. The caller closes the broker after.
     pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
         let shared = self.0;
+        // The outcomes go one statement at a time (group commit), on connections that keep
+        // the statement's plan (`Store::planned_once`).
+        let outcome_store = shared.store.planned_once(2);
         let _ = shared
             .outcomes
-            .set(shared.store.outcome_batcher(OUTCOMES_PER_STATEMENT));
+            .set(outcome_store.outcome_batcher(OUTCOMES_PER_STATEMENT));
         let _ = shared.claims.set(shared.store.claim_batcher(
             CLAIMS_PER_CALL,
             CLAIM_CALLS_AT_ONCE,
