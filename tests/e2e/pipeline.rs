@@ -659,18 +659,19 @@ async fn outcomes_recorded_together_are_each_jobs_own() {
     h.shutdown().await;
 }
 
-/// The rows of `jobs` the database has read, by whole scans and through indexes.
-async fn jobs_rows_read(store: &switchyard_store::Store) -> i64 {
+/// The rows of `table` the database has read, by whole scans and through indexes.
+async fn rows_read(store: &switchyard_store::Store, table: &str) -> i64 {
     // The counts of this connection's own statements are reported when it goes idle.
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(store.pool())
         .await
         .unwrap();
     sqlx::query_scalar(
-        "SELECT (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'jobs') \
+        "SELECT (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1) \
          + (SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes \
-            WHERE relname = 'jobs')",
+            WHERE relname = $1)",
     )
+    .bind(table)
     .fetch_one(store.pool())
     .await
     .unwrap()
@@ -717,7 +718,7 @@ async fn the_duplicate_check_reads_by_key_however_the_table_grew() {
         .fetch_all(base.pool())
         .await
         .unwrap();
-    let before = jobs_rows_read(&check).await;
+    let before = rows_read(&check, "jobs").await;
     for _ in 0..3 {
         let found = check
             .existing_jobs(&[known[0], known[1], uuid::Uuid::new_v4()])
@@ -725,7 +726,7 @@ async fn the_duplicate_check_reads_by_key_however_the_table_grew() {
             .unwrap();
         assert_eq!(found.len(), 2, "the check finds the jobs that exist");
     }
-    let read = jobs_rows_read(&check).await - before;
+    let read = rows_read(&check, "jobs").await - before;
     assert!(
         read <= 6,
         "three checks of three ids read {read} rows of a 3,000-row table"
@@ -754,15 +755,7 @@ async fn the_outcome_statement_is_planned_once() {
     let lease = Duration::from_secs(600);
     // A deployment's tables, analysed: the plan for four jobs looks cheaper than one for
     // any number of them only once the tables hold more than a few rows.
-    sqlx::query(
-        "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
-         SELECT gen_random_uuid(), 'acme', $1, 'order', 'grown-' || n \
-         FROM generate_series(1, 20000) n",
-    )
-    .bind(erp)
-    .execute(h.store.pool())
-    .await
-    .unwrap();
+    grow_links(&h, erp, 20_000).await;
     sqlx::query("ANALYZE record_links")
         .execute(h.store.pool())
         .await
@@ -826,4 +819,109 @@ async fn the_outcome_statement_is_planned_once() {
     );
     outcomes.close().await;
     h.shutdown().await;
+}
+
+/// The worker's claim reads a record's links by key once the links table has grown from
+/// empty: it analyses its small tables every few seconds (`Store::analyse_young_tables`),
+/// which drops the plan a connection made while the table was empty. That plan built a
+/// hash table of every link on each claim, and autovacuum looks only once a minute.
+#[tokio::test]
+async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
+    use switchyard_core::Action::Upsert;
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    // Analysed while empty, as a deployment's tables are before their first rows.
+    sqlx::query("ANALYZE record_links")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    // One connection: the claim function's plan and the rows it reads are that connection's.
+    let claims = h.store.planned_once(1);
+    let lease = Duration::from_secs(600);
+    let mut held = Vec::new();
+    let env = envelope(store, erp, "evt-y0", "ord-y0", Upsert);
+    let mut tx = ready(claims.claim(&env, "c1", lease).await);
+    tx.park(lease).await.unwrap();
+    held.push(tx);
+    grow_links(&h, store, 3_000).await;
+    let analysed = h.store.analyse_young_tables().await.unwrap();
+    assert!(
+        analysed.contains(&"record_links"),
+        "3,000 new links: analysed {analysed:?}"
+    );
+    let before = rows_read(&claims, "record_links").await;
+    for n in 1..=3 {
+        let env = envelope(
+            store,
+            erp,
+            &format!("evt-y{n}"),
+            &format!("ord-y{n}"),
+            Upsert,
+        );
+        let mut tx = ready(claims.claim(&env, "c1", lease).await);
+        tx.park(lease).await.unwrap();
+        held.push(tx);
+    }
+    let read = rows_read(&claims, "record_links").await - before;
+    assert!(
+        read <= 30,
+        "three claims read {read} rows of a 3,000-row links table"
+    );
+    // A second look finds nothing more to do.
+    assert!(h.store.analyse_young_tables().await.unwrap().is_empty());
+    drop(held);
+    claims.close().await;
+    h.shutdown().await;
+}
+
+/// A running worker analyses its young tables by itself, on its configured period.
+#[tokio::test]
+async fn a_running_worker_analyses_a_links_table_that_grew_from_empty() {
+    let mut opts = crate::support::Options::default();
+    opts.worker_config.analyse_young_tables_every = Some(Duration::from_millis(100));
+    let h = Harness::with(opts).await;
+    let (store, _erp) = h.store_to_erp(json!({})).await;
+    grow_links(&h, store, 500).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: f32 =
+            sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'record_links'")
+                .fetch_one(h.store.pool())
+                .await
+                .unwrap();
+        if rows >= 500.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the links table's statistics still count {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.shutdown().await;
+}
+
+/// Add `n` links of records unknown to the tests at `integration`, on one connection whose
+/// changes then reach the statistics at once (a session reports them when it goes idle, at
+/// most once a second unless forced).
+async fn grow_links(h: &Harness, integration: uuid::Uuid, n: i64) {
+    let mut conn = h.store.pool().acquire().await.unwrap();
+    sqlx::query(
+        "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
+         SELECT gen_random_uuid(), 'acme', $1, 'order', 'grown-' || n \
+         FROM generate_series(1, $2) n",
+    )
+    .bind(integration)
+    .bind(n)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
 }

@@ -18,6 +18,7 @@ mod notifications;
 mod oauth;
 mod operations;
 mod sync;
+mod upkeep;
 
 pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditFilter};

@@ -164,6 +164,9 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// The most pages a sync run reads from one feed before it fails.
     pub sync_max_pages: u64,
+    /// How often the worker analyses its tables while they are small (ms; `0`: leave it
+    /// to autovacuum).
+    pub analyse_young_tables_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +252,7 @@ impl Default for WorkerSettings {
             turn_wait_ms: 250,
             shutdown_grace_secs: 30,
             sync_max_pages: 10_000,
+            analyse_young_tables_ms: 2_000,
         }
     }
 }
@@ -574,6 +578,8 @@ impl Config {
             lease: Duration::from_millis(self.egress.max_timeout_ms) * 10 + Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_secs),
             sync_max_pages: self.worker.sync_max_pages.max(1),
+            analyse_young_tables_every: (self.worker.analyse_young_tables_ms > 0)
+                .then(|| Duration::from_millis(self.worker.analyse_young_tables_ms)),
             default_retry: self.retry.clone(),
             default_breaker: self.breaker.clone(),
             guard,

@@ -29,7 +29,7 @@ use switchyard_vault::Keyring;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// At most this many jobs' successes in one statement (group commit).
 const OUTCOMES_PER_STATEMENT: usize = 64;
@@ -71,6 +71,11 @@ pub struct WorkerConfig {
     /// The most pages one sync run reads from one feed; a provider whose pages never end
     /// (a broken total, a cursor that loops) fails the run there instead of paging for ever.
     pub sync_max_pages: u64,
+    /// How often the worker analyses its tables while they are small and changing
+    /// (`Store::analyse_young_tables`): a plan it keeps per connection, made while a table
+    /// was empty, reads the whole table on every call until the table is analysed, and
+    /// autovacuum looks only once a minute. `None`: leave it to autovacuum.
+    pub analyse_young_tables_every: Option<Duration>,
     /// Test hook: simulate a crash at this point (see [`FaultPoint`]). Never set in
     /// production configuration.
     pub fault: Option<FaultPoint>,
@@ -91,6 +96,7 @@ impl Default for WorkerConfig {
             guard: Arc::new(Guard::local("")),
             integration_cache_ttl: Duration::from_secs(5),
             sync_max_pages: 10_000,
+            analyse_young_tables_every: Some(Duration::from_secs(2)),
             fault: None,
         }
     }
@@ -277,6 +283,23 @@ impl Worker {
                 while let Some(delivery) = rx.recv().await {
                     let shared = shared.clone();
                     tracker2.spawn(async move { sync::handle(&shared, delivery).await });
+                }
+            });
+        }
+        if let Some(every) = shared.cfg.analyse_young_tables_every {
+            let (store, stop) = (shared.store.clone(), consume_stop.clone());
+            tracker.spawn(async move {
+                while !stop.is_cancelled() {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    // An outage is reported by the jobs that meet it; this only waits.
+                    match store.analyse_young_tables().await {
+                        Ok(t) if !t.is_empty() => debug!(tables = ?t, "analysed young tables"),
+                        Ok(_) => {}
+                        Err(e) => debug!(error = %e, "could not analyse young tables"),
+                    }
                 }
             });
         }

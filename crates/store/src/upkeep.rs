@@ -1,0 +1,53 @@
+//! Statistics for the worker's tables while they are young.
+//!
+//! A connection keeps the plan it made for the claim function and the shared outcome
+//! statement on their first calls (they are planned once: planning them per call cost more
+//! than running them). A plan made while a table was empty builds a hash table of the
+//! whole table on every call, and stays until the table is next analysed, which drops every
+//! connection's plans on it. Autovacuum analyses a table once 50 rows plus a tenth of it
+//! have changed, but looks only once a minute (`autovacuum_naptime`): a new deployment
+//! that starts with a backlog spent that minute reading its whole links table per claim.
+//! The worker analyses its growing tables while they are small, each time one has doubled.
+//! Once analysed with some rows, a table's size in a new plan follows its size on disk, so
+//! a plan made at half the size is not far off; analysing at every tenth of growth, as
+//! autovacuum does, dropped every connection's plans more often than it helped.
+//! `job_leases` is left out: it stays small and changes with every job, so it would be
+//! analysed, and every claim planned again, on every round.
+
+use crate::{Result, Store};
+
+/// The growing tables the worker's planned-once statements read.
+const WATCHED: [&str; 4] = ["jobs", "job_attempts", "records", "record_links"];
+
+/// Tables whose statistics count this many rows or more are left to autovacuum: by then a
+/// plan's shape no longer changes as the table grows, and analysing costs more.
+const YOUNG_BELOW_ROWS: f32 = 100_000.0;
+
+impl Store {
+    /// Analyse each of the worker's growing tables that its statistics call small (fewer
+    /// than 100,000 rows, or never analysed) and that has changed by more than 50 rows plus
+    /// its size since (about doubled). Returns the tables analysed. A table another session
+    /// is analysing or vacuuming is skipped, not waited for.
+    pub async fn analyse_young_tables(&self) -> Result<Vec<&'static str>> {
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
+               AND c.reltuples < $2 \
+               AND s.n_mod_since_analyze > 50 + greatest(c.reltuples, 0)",
+        )
+        .bind(WATCHED)
+        .bind(YOUNG_BELOW_ROWS)
+        .fetch_all(self.pool())
+        .await?;
+        let mut analysed = Vec::new();
+        for table in WATCHED.into_iter().filter(|t| due.iter().any(|d| d == t)) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ANALYZE (SKIP_LOCKED) {table}"
+            )))
+            .execute(self.pool())
+            .await?;
+            analysed.push(table);
+        }
+        Ok(analysed)
+    }
+}
