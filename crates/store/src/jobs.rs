@@ -1181,9 +1181,9 @@ impl Store {
     }
 
     /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call and
-    /// `calls` calls at once, each job leased for `lease`. More than one call at once: one
-    /// tenant's claims held up in a slow call must not hold up the claims of every other
-    /// tenant arriving meanwhile. Needs a Tokio runtime (it runs as a task).
+    /// `calls` calls at once, each job leased for `lease`. Fewer calls at once make larger
+    /// batches, and a call's fixed cost is most of a small batch's (the worker runs one at
+    /// a time). Needs a Tokio runtime (it runs as a task).
     pub fn claim_batcher(&self, max: usize, calls: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
         crate::batch::Batcher::spawn_concurrent(max, calls, move |items: Vec<ClaimArgs>| {
