@@ -905,6 +905,57 @@ async fn a_running_worker_analyses_a_links_table_that_grew_from_empty() {
     h.shutdown().await;
 }
 
+/// A worker whose database user does not own the tables leaves them to autovacuum:
+/// PostgreSQL would skip them anyway, with a warning in its log on every round.
+#[tokio::test]
+async fn young_tables_the_worker_does_not_own_are_left_alone() {
+    let (name, url) = crate::support::fresh_database().await.unwrap();
+    let owner = switchyard_store::Store::connect(&url, 1).await.unwrap();
+    sqlx::query(
+        "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
+         SELECT gen_random_uuid(), 'acme', gen_random_uuid(), 'order', 'grown-' || n \
+         FROM generate_series(1, 500) n",
+    )
+    .execute(owner.pool())
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(owner.pool())
+        .await
+        .unwrap();
+    // A role of the cluster (roles are not per database), made once, reused by later runs.
+    sqlx::raw_sql(
+        "DO $$ BEGIN CREATE ROLE sy_test_not_owner LOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         GRANT USAGE ON SCHEMA public TO sy_test_not_owner; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO sy_test_not_owner;",
+    )
+    .execute(owner.pool())
+    .await
+    .unwrap();
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let as_other = sqlx::ConnectOptions::to_url_lossy(&opts.username("sy_test_not_owner"));
+    let other = switchyard_store::Store::connect(as_other.as_str(), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.analyse_young_tables().await.unwrap(),
+        Vec::<&str>::new(),
+        "a user that owns no table analyses none"
+    );
+    assert!(
+        owner
+            .analyse_young_tables()
+            .await
+            .unwrap()
+            .contains(&"record_links"),
+        "the owner analyses the grown links table"
+    );
+    other.close().await;
+    owner.close().await;
+    crate::support::drop_database(&name).await;
+}
+
 /// Add `n` links of records unknown to the tests at `integration`, on one connection whose
 /// changes then reach the statistics at once (a session reports them when it goes idle, at
 /// most once a second unless forced).

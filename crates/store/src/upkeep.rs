@@ -27,13 +27,16 @@ impl Store {
     /// Analyse each of the worker's growing tables that its statistics call small (fewer
     /// than 100,000 rows, or never analysed) and that has changed by more than 50 rows plus
     /// its size since (about doubled). Returns the tables analysed. A table another session
-    /// is analysing or vacuuming is skipped, not waited for.
+    /// is analysing or vacuuming is skipped, not waited for, and so is one this database
+    /// user may not analyse (it does not own it): PostgreSQL would only warn, in its log,
+    /// every time.
     pub async fn analyse_young_tables(&self) -> Result<Vec<&'static str>> {
         let due: Vec<String> = sqlx::query_scalar(
             "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
              WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
                AND c.reltuples < $2 \
-               AND s.n_mod_since_analyze > 50 + greatest(c.reltuples, 0)",
+               AND s.n_mod_since_analyze > 50 + greatest(c.reltuples, 0) \
+               AND pg_has_role(c.relowner, 'USAGE')",
         )
         .bind(WATCHED)
         .bind(YOUNG_BELOW_ROWS)
