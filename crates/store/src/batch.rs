@@ -16,26 +16,11 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
     pub fn spawn<F, Fut>(max: usize, f: F) -> Batcher<I, O>
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = O> + Send + 'static,
-    {
-        Self::spawn_concurrent(max, 1, f)
-    }
-
-    /// As [`Batcher::spawn`], with up to `calls` calls of `f` running at once: a slow call
-    /// then holds up only its own requests, while the requests arriving meanwhile go in the
-    /// next call. (One call at a time makes the largest batches: group commit wants that.)
-    pub fn spawn_concurrent<F, Fut>(max: usize, calls: usize, f: F) -> Batcher<I, O>
-    where
-        F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = O> + Send + 'static,
+        Fut: Future<Output = O> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<Waiter<I, O>>(4096);
-        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(calls.max(1)));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let Ok(turn) = running.clone().acquire_owned().await else {
-                    return;
-                };
                 let mut items = first.0;
                 let mut waiters = vec![first.1];
                 while items.len() < max {
@@ -47,14 +32,10 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
                         Err(_) => break,
                     }
                 }
-                let call = f(items);
-                tokio::spawn(async move {
-                    let out = call.await;
-                    drop(turn);
-                    for w in waiters {
-                        let _ = w.send(out.clone());
-                    }
-                });
+                let out = f(items).await;
+                for w in waiters {
+                    let _ = w.send(out.clone());
+                }
             }
         });
         Batcher { tx }

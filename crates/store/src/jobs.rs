@@ -1180,13 +1180,12 @@ impl Store {
         self.claim(env, copy, lease).await
     }
 
-    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call and
-    /// `calls` calls at once, each job leased for `lease`. Fewer calls at once make larger
-    /// batches, and a call's fixed cost is most of a small batch's (the worker runs one at
-    /// a time). Needs a Tokio runtime (it runs as a task).
-    pub fn claim_batcher(&self, max: usize, calls: usize, lease: Duration) -> ClaimBatcher {
+    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, one call
+    /// at a time (the largest batches: a call's fixed cost is most of a small batch's),
+    /// each job leased for `lease`. Needs a Tokio runtime (it runs as a task).
+    pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn_concurrent(max, calls, move |items: Vec<ClaimArgs>| {
+        crate::batch::Batcher::spawn(max, move |items: Vec<ClaimArgs>| {
             let store = store.clone();
             async move {
                 store

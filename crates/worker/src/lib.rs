@@ -33,14 +33,13 @@ use tracing::{debug, info, warn};
 
 /// At most this many jobs' successes in one statement (group commit).
 const OUTCOMES_PER_STATEMENT: usize = 64;
-/// At most this many jobs' claims in one call, and this many calls at once. One call at a
-/// time makes the largest batches: with four at once a call carried about four claims, and
-/// the function's fixed cost per call (executor start-up of its statement, its commit) was
-/// most of PostgreSQL's CPU per job; with one, the CPU per job across the machine halved
-/// in `just bench`. A claim waits on no provider, only on the short transactions that hold
-/// its record's lock, so one call at a time holds no tenant up behind another's.
+/// At most this many jobs' claims in one call. The calls go one at a time, which makes the
+/// largest batches: with four at once a call carried about four claims, and the function's
+/// fixed cost per call (executor start-up of its statement, its commit) was most of
+/// PostgreSQL's CPU per job; with one, the CPU per job across the machine halved in `just
+/// bench`. A claim waits on no provider, only on the short transactions that hold its
+/// record's lock, so one call at a time holds no tenant up behind another's.
 const CLAIMS_PER_CALL: usize = 32;
-const CLAIM_CALLS_AT_ONCE: usize = 1;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -208,11 +207,11 @@ impl Worker {
         let _ = shared
             .outcomes
             .set(outcome_store.outcome_batcher(OUTCOMES_PER_STATEMENT));
-        let _ = shared.claims.set(shared.store.claim_batcher(
-            CLAIMS_PER_CALL,
-            CLAIM_CALLS_AT_ONCE,
-            shared.cfg.lease,
-        ));
+        let _ = shared.claims.set(
+            shared
+                .store
+                .claim_batcher(CLAIMS_PER_CALL, shared.cfg.lease),
+        );
         let consume_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.cfg.concurrency));
