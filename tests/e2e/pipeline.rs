@@ -755,7 +755,7 @@ async fn the_outcome_statement_is_planned_once() {
     let lease = Duration::from_secs(600);
     // A deployment's tables, analysed: the plan for four jobs looks cheaper than one for
     // any number of them only once the tables hold more than a few rows.
-    grow_links(&h, erp, 20_000).await;
+    grow_links(&h.store, erp, 20_000).await;
     sqlx::query("ANALYZE record_links")
         .execute(h.store.pool())
         .await
@@ -847,7 +847,7 @@ async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
     let mut tx = ready(claims.claim(&env, "c1", lease).await);
     tx.park(lease).await.unwrap();
     held.push(tx);
-    grow_links(&h, store, 3_000).await;
+    grow_links(&h.store, store, 3_000).await;
     let analysed = h.store.analyse_young_tables().await.unwrap();
     assert!(
         analysed.contains(&"record_links"),
@@ -885,7 +885,7 @@ async fn a_running_worker_analyses_a_links_table_that_grew_from_empty() {
     opts.worker_config.analyse_young_tables_every = Some(Duration::from_millis(100));
     let h = Harness::with(opts).await;
     let (store, _erp) = h.store_to_erp(json!({})).await;
-    grow_links(&h, store, 500).await;
+    grow_links(&h.store, store, 500).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let rows: f32 =
@@ -911,18 +911,7 @@ async fn a_running_worker_analyses_a_links_table_that_grew_from_empty() {
 async fn young_tables_the_worker_does_not_own_are_left_alone() {
     let (name, url) = crate::support::fresh_database().await.unwrap();
     let owner = switchyard_store::Store::connect(&url, 1).await.unwrap();
-    sqlx::query(
-        "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
-         SELECT gen_random_uuid(), 'acme', gen_random_uuid(), 'order', 'grown-' || n \
-         FROM generate_series(1, 500) n",
-    )
-    .execute(owner.pool())
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(owner.pool())
-        .await
-        .unwrap();
+    grow_links(&owner, uuid::Uuid::new_v4(), 500).await;
     // A role of the cluster (roles are not per database), made once, reused by later runs.
     sqlx::raw_sql(
         "DO $$ BEGIN CREATE ROLE sy_test_not_owner LOGIN; \
@@ -959,8 +948,8 @@ async fn young_tables_the_worker_does_not_own_are_left_alone() {
 /// Add `n` links of records unknown to the tests at `integration`, on one connection whose
 /// changes then reach the statistics at once (a session reports them when it goes idle, at
 /// most once a second unless forced).
-async fn grow_links(h: &Harness, integration: uuid::Uuid, n: i64) {
-    let mut conn = h.store.pool().acquire().await.unwrap();
+async fn grow_links(store: &switchyard_store::Store, integration: uuid::Uuid, n: i64) {
+    let mut conn = store.pool().acquire().await.unwrap();
     sqlx::query(
         "INSERT INTO record_links (record_id, tenant, integration_id, entity, external_id) \
          SELECT gen_random_uuid(), 'acme', $1, 'order', 'grown-' || n \

@@ -293,7 +293,7 @@ impl Worker {
         if let Some(every) = shared.cfg.analyse_young_tables_every {
             let (store, stop) = (shared.store.clone(), consume_stop.clone());
             tracker.spawn(async move {
-                while !stop.is_cancelled() {
+                loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(every) => {}
