@@ -160,11 +160,33 @@ impl Workers {
         self.procs[n] = self.spawn(n);
     }
 
+    /// The last `lines` lines of each worker's log, for a failure message.
+    fn log_tails(&self, lines: usize) -> String {
+        (0..self.procs.len())
+            .map(|n| {
+                let log = std::fs::read_to_string(self.log.join(format!("worker-{n}.log")))
+                    .unwrap_or_default();
+                let all: Vec<&str> = log.lines().collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!("--- worker {n}, last {lines} lines of its log ---\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn stop(&mut self) {
         for p in &mut self.procs {
             let _ = p.kill();
             let _ = p.wait();
         }
+    }
+}
+
+// A failed phase must not leave worker processes behind, consuming for a deployment that
+// is gone.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -358,6 +380,8 @@ async fn start_workers(h: &Harness, amqp: &str, name: &str, extra: &[(&str, &str
     let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/faults")
         .join(name);
+    // This run's logs only: a failure shows their tails.
+    let _ = std::fs::remove_dir_all(&log);
     std::fs::create_dir_all(&log).unwrap();
     let env: Vec<(String, String)> = h
         .service_env(amqp)
@@ -523,6 +547,26 @@ async fn run_phase(
         assert!(
             b_rate >= *baseline_b / 2.0,
             "tenant B's throughput fell below half while A's provider hung: {note}"
+        );
+    }
+    if settled < all.len() {
+        // Stop here, not after every later phase has waited its limit too, and say where
+        // the jobs stopped: their statuses, and what the workers logged.
+        let statuses: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status::text, count(*) FROM jobs WHERE id = ANY($1) GROUP BY 1 ORDER BY 1",
+        )
+        .bind(&all)
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap_or_default();
+        panic!(
+            "{phase}: {} of {} accepted jobs did not succeed within {} s of the fault's end \
+             ({note}); their statuses: {statuses:?}; records at the provider: {}\n{}",
+            all.len() - settled,
+            all.len(),
+            RECOVERY_LIMIT.as_secs(),
+            ra + rb,
+            workers.log_tails(40)
         );
     }
     Row {
