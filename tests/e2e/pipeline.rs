@@ -945,6 +945,69 @@ async fn young_tables_the_worker_does_not_own_are_left_alone() {
     crate::support::drop_database(&name).await;
 }
 
+/// Two workers analyse at the same moment: the one that finds a table busy (another session
+/// analysing or vacuuming it) leaves it for its next round, without a warning in the
+/// worker's log (PostgreSQL's "skipping analyze … lock not available", which the fault suite's
+/// two workers logged every few seconds).
+#[tokio::test]
+async fn a_young_table_another_session_is_analysing_is_skipped_quietly() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (name, url) = crate::support::fresh_database().await.unwrap();
+    let store = switchyard_store::Store::connect(&url, 2).await.unwrap();
+    grow_links(&store, uuid::Uuid::new_v4(), 500).await;
+    // Another session holds the lock an analyse or a vacuum takes.
+    let mut other = store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE record_links IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with_ansi(false)
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .finish();
+    let analysed = {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let _logging = subscriber.set_default();
+        store.analyse_young_tables().await.unwrap()
+    };
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !analysed.contains(&"record_links"),
+        "a table another session holds is not reported as analysed: {analysed:?}"
+    );
+    assert!(
+        !logged.contains("WARN"),
+        "skipping a busy table logs no warning:\n{logged}"
+    );
+    other.rollback().await.unwrap();
+    assert!(
+        store
+            .analyse_young_tables()
+            .await
+            .unwrap()
+            .contains(&"record_links"),
+        "the next round analyses it"
+    );
+    store.close().await;
+    crate::support::drop_database(&name).await;
+}
+
 /// Add `n` links of records unknown to the tests at `integration`, on one connection whose
 /// changes then reach the statistics at once (a session reports them when it goes idle, at
 /// most once a second unless forced).

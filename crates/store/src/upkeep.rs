@@ -23,11 +23,14 @@ const WATCHED: [&str; 4] = ["jobs", "job_attempts", "records", "record_links"];
 /// plan's shape no longer changes as the table grows, and analysing costs more.
 const YOUNG_BELOW_ROWS: f32 = 100_000.0;
 
+/// SQLSTATE `lock_not_available`: a `NOWAIT` lock another session holds.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 impl Store {
     /// Analyse each of the worker's growing tables that its statistics call small (fewer
     /// than 100,000 rows, or never analysed) and that has changed by more than 50 rows plus
     /// its size since (about doubled). Returns the tables analysed. A table another session
-    /// is analysing or vacuuming is skipped, not waited for, and so is one this database
+    /// is analysing or vacuuming is skipped quietly, not waited for, and so is one this database
     /// user may not analyse (it does not own it): PostgreSQL would only warn, in its log,
     /// every time.
     pub async fn analyse_young_tables(&self) -> Result<Vec<&'static str>> {
@@ -44,11 +47,29 @@ impl Store {
         .await?;
         let mut analysed = Vec::new();
         for table in WATCHED.into_iter().filter(|t| due.iter().any(|d| d == t)) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "ANALYZE (SKIP_LOCKED) {table}"
+            // The lock an analyse takes, tried first: a table another session is analysing
+            // or vacuuming (another worker of the fleet, autovacuum) is left for the next
+            // round. `ANALYZE (SKIP_LOCKED)` would skip it too, but with a warning that
+            // reaches the worker's log.
+            let mut tx = self.pool().begin().await?;
+            let locked = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"
             )))
-            .execute(self.pool())
-            .await?;
+            .execute(&mut *tx)
+            .await;
+            match locked {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             analysed.push(table);
         }
         Ok(analysed)
