@@ -30,10 +30,10 @@ test: services
     cargo test --workspace --exclude switchyard-tests
     cargo build -p switchyard --bin switchyard
     scripts/browser-setup.sh
-    scripts/e2e.sh
+    scripts/watched-suite.sh e2e
     scripts/schemathesis.sh
     scripts/deploy-check.sh
-    cargo test -p switchyard-tests --test chaos -- --test-threads=1
+    scripts/watched-suite.sh chaos -- --test-threads=1
     scripts/demo-test.sh
 
 # The fault suite alone, with its table: two tenants' webhooks through real worker processes
