@@ -945,6 +945,37 @@ async fn young_tables_the_worker_does_not_own_are_left_alone() {
     crate::support::drop_database(&name).await;
 }
 
+/// A job row keeps no lock on its integrations' rows: while another transaction holds the
+/// source's and the target's rows, a webhook is accepted and its job goes through. With the
+/// job row's foreign keys, recording the queued job waited for that transaction (each job
+/// locked its integrations' rows to check the keys: every job of an integration the same
+/// row).
+#[tokio::test]
+async fn a_webhook_and_its_job_take_no_lock_on_their_integrations() {
+    let h = Harness::start().await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    Mock::given(method("POST"))
+        .respond_with(crate::support::Creates::ids("ext"))
+        .mount(&h.provider)
+        .await;
+    let mut holder = h.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM integrations WHERE id = ANY($1) FOR UPDATE")
+        .bind(vec![store, erp])
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let accepted = tokio::time::timeout(
+        Duration::from_secs(10),
+        h.accept(store, "locked-1", order("ord-locked", 1, "1")),
+    )
+    .await
+    .expect("the webhook waited for the lock on its integrations' rows");
+    h.wait_status(accepted[0], "succeeded", Duration::from_secs(15))
+        .await;
+    holder.rollback().await.unwrap();
+    h.shutdown().await;
+}
+
 /// Two workers analyse at the same moment: the one that finds a table busy (another session
 /// analysing or vacuuming it) leaves it for its next round, without a warning in the
 /// worker's log (PostgreSQL's "skipping analyze … lock not available", which the fault suite's
