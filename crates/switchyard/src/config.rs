@@ -246,8 +246,8 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             providers: switchyard_providers::target_providers(),
-            prefetch: 64,
-            concurrency: 32,
+            prefetch: 128,
+            concurrency: 64,
             max_per_integration: 0,
             turn_wait_ms: 250,
             shutdown_grace_secs: 30,
@@ -653,7 +653,7 @@ mod tests {
             let cfg = Config::load(None).expect("loads");
             assert_eq!(cfg.worker.prefetch, 7);
             assert_eq!(cfg.retry.max_attempts, 3);
-            assert_eq!(cfg.worker.concurrency, 32);
+            assert_eq!(cfg.worker.concurrency, 64);
             Ok(())
         });
     }

@@ -89,8 +89,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             providers: switchyard_providers::target_providers(),
-            prefetch: 64,
-            concurrency: 32,
+            prefetch: 128,
+            concurrency: 64,
             max_per_integration: 0,
             turn_wait: Duration::from_millis(250),
             lease: Duration::from_secs(630),
