@@ -689,6 +689,27 @@ async fn plans_made(store: &switchyard_store::Store, like: &str) -> (i64, i64) {
     .unwrap_or_else(|e| panic!("no statement like {like} is prepared on the connection: {e}"))
 }
 
+/// A job of an order upsert (event `evt-{tag}`, order `ord-{tag}`) claimed on `claims` and
+/// parked with a ten-minute lease, as before a provider call.
+async fn claimed_and_parked(
+    claims: &switchyard_store::Store,
+    source: uuid::Uuid,
+    target: uuid::Uuid,
+    tag: &str,
+) -> Box<switchyard_store::JobTx> {
+    let lease = Duration::from_secs(600);
+    let env = envelope(
+        source,
+        target,
+        &format!("evt-{tag}"),
+        &format!("ord-{tag}"),
+        switchyard_core::Action::Upsert,
+    );
+    let mut tx = ready(claims.claim(&env, "c1", lease).await);
+    tx.park(lease).await.unwrap();
+    tx
+}
+
 /// Pages of `table` and its indexes that `store`'s connections have read.
 async fn pages_read(store: &switchyard_store::Store, table: &str) -> i64 {
     // The counts of this connection's own statements are reported when it goes idle.
@@ -849,7 +870,6 @@ async fn the_outcome_statement_is_planned_once() {
 /// hash table of every link on each claim, and autovacuum looks only once a minute.
 #[tokio::test]
 async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
-    use switchyard_core::Action::Upsert;
     let h = Harness::with(crate::support::Options {
         worker: false,
         ..Default::default()
@@ -863,12 +883,7 @@ async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
         .unwrap();
     // One connection: the claim function's plan and the rows it reads are that connection's.
     let claims = h.store.planned_once(1);
-    let lease = Duration::from_secs(600);
-    let mut held = Vec::new();
-    let env = envelope(store, erp, "evt-y0", "ord-y0", Upsert);
-    let mut tx = ready(claims.claim(&env, "c1", lease).await);
-    tx.park(lease).await.unwrap();
-    held.push(tx);
+    let mut held = vec![claimed_and_parked(&claims, store, erp, "y0").await];
     grow_links(&h.store, store, 3_000).await;
     let analysed = h.store.analyse_young_tables().await.unwrap();
     assert!(
@@ -877,16 +892,7 @@ async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
     );
     let before = rows_read(&claims, "record_links").await;
     for n in 1..=3 {
-        let env = envelope(
-            store,
-            erp,
-            &format!("evt-y{n}"),
-            &format!("ord-y{n}"),
-            Upsert,
-        );
-        let mut tx = ready(claims.claim(&env, "c1", lease).await);
-        tx.park(lease).await.unwrap();
-        held.push(tx);
+        held.push(claimed_and_parked(&claims, store, erp, &format!("y{n}")).await);
     }
     let read = rows_read(&claims, "record_links").await - before;
     assert!(
@@ -908,7 +914,6 @@ async fn the_claim_reads_links_by_key_once_a_young_table_is_analysed() {
 /// each of its two look-ups, on every call.
 #[tokio::test]
 async fn the_claim_reads_leases_by_key_however_many_have_ended() {
-    use switchyard_core::Action::Upsert;
     let h = Harness::with(crate::support::Options {
         worker: false,
         ..Default::default()
@@ -917,12 +922,7 @@ async fn the_claim_reads_leases_by_key_however_many_have_ended() {
     let (store, erp) = h.store_to_erp(json!({})).await;
     // One connection: the claim function's plan and the pages it reads are that connection's.
     let claims = h.store.planned_once(1);
-    let lease = Duration::from_secs(600);
-    let mut held = Vec::new();
-    let env = envelope(store, erp, "evt-l0", "ord-l0", Upsert);
-    let mut tx = ready(claims.claim(&env, "c1", lease).await);
-    tx.park(lease).await.unwrap();
-    held.push(tx);
+    let mut held = vec![claimed_and_parked(&claims, store, erp, "l0").await];
     // 20,000 jobs' leases, taken and given back.
     sqlx::raw_sql(
         "INSERT INTO job_leases (lock_key, job_id, until) \
@@ -939,16 +939,7 @@ async fn the_claim_reads_leases_by_key_however_many_have_ended() {
     assert!(pages >= 80, "the ended leases take {pages} pages");
     let before = pages_read(&claims, "job_leases").await;
     for n in 1..=3 {
-        let env = envelope(
-            store,
-            erp,
-            &format!("evt-l{n}"),
-            &format!("ord-l{n}"),
-            Upsert,
-        );
-        let mut tx = ready(claims.claim(&env, "c1", lease).await);
-        tx.park(lease).await.unwrap();
-        held.push(tx);
+        held.push(claimed_and_parked(&claims, store, erp, &format!("l{n}")).await);
     }
     let read = pages_read(&claims, "job_leases").await - before;
     assert!(
