@@ -677,18 +677,6 @@ async fn rows_read(store: &switchyard_store::Store, table: &str) -> i64 {
     .unwrap()
 }
 
-/// The plans (generic, custom) PostgreSQL made for the statement `like` matches on the
-/// connection of a one-connection `store`.
-async fn plans_made(store: &switchyard_store::Store, like: &str) -> (i64, i64) {
-    sqlx::query_as(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1",
-    )
-    .bind(like)
-    .fetch_one(store.pool())
-    .await
-    .unwrap_or_else(|e| panic!("no statement like {like} is prepared on the connection: {e}"))
-}
-
 /// A job of an order upsert (event `evt-{tag}`, order `ord-{tag}`) claimed on `claims` and
 /// parked with a ten-minute lease, as before a provider call.
 async fn claimed_and_parked(
@@ -855,8 +843,15 @@ async fn the_outcome_statement_is_planned_once() {
             assert_eq!(h.store.job(id).await.unwrap().status, "succeeded");
         }
     }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%INSERT INTO job_attempts%'",
+    )
+    .fetch_one(outcomes.pool())
+    .await
+    .expect("the outcome statement is prepared on the connection");
     assert_eq!(
-        plans_made(&outcomes, "%INSERT INTO job_attempts%").await,
+        (generic, custom),
         (7, 0),
         "seven outcomes: plans (generic, custom)"
     );
