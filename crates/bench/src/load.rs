@@ -28,6 +28,10 @@ impl Target {
         Arc::new(Target {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
+                // Below ingest's header-read timeout (10 s), which also closes idle
+                // keep-alive connections: a request sent on a connection the server is closing
+                // at that moment fails ("error sending request") through no fault of ingest.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("static client configuration"),

@@ -11,6 +11,12 @@ mod tls;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// mimalloc rather than glibc's malloc: under load, glibc's allocator (its free-list
+/// consolidation above all) took about a tenth of the machine's CPU in `just bench`'s
+/// profile, most of it in ingest and the worker (issue 15).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchyard carries webhooks and sync requests to the systems that must hear of them,
 /// exactly once in effect, with every outcome and every id mapping on record.
 #[derive(Debug, Parser)]
