@@ -624,11 +624,12 @@ async fn enqueue(
         }
         None => Default::default(),
     };
-    let fresh: Vec<&Envelope> = envelopes
+    let outgoing: Vec<OutgoingMessage> = envelopes
         .iter()
         .filter(|e| !existing.contains(&e.id))
+        .map(OutgoingMessage::job)
         .collect();
-    if fresh.is_empty() {
+    if outgoing.is_empty() {
         info!("duplicate webhook: its jobs already exist");
         return Ok((
             "duplicate",
@@ -646,7 +647,6 @@ async fn enqueue(
         ));
     }
 
-    let outgoing: Vec<OutgoingMessage> = fresh.iter().map(|e| OutgoingMessage::job(e)).collect();
     if let Err(e) = state.broker.publish(&outgoing).await {
         let code = match e {
             PublishError::Nacked => "queue_full",
@@ -659,17 +659,22 @@ async fn enqueue(
             retry,
         ));
     }
-    let queued: Vec<Envelope> = fresh.iter().map(|e| (*e).clone()).collect();
-    if let Some(Err(e)) = state.record.call(queued).await {
-        // The jobs are durable in the broker; workers will create their rows.
-        warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
-    }
-    for e in &fresh {
+    drop(outgoing);
+    // The published envelopes themselves go to the queued rows (no copy of their payloads).
+    let queued: Vec<Envelope> = envelopes
+        .into_iter()
+        .filter(|e| !existing.contains(&e.id))
+        .collect();
+    for e in &queued {
         state
             .metrics
             .jobs
             .with_label_values(&[e.provider.as_str()])
             .inc();
+    }
+    if let Some(Err(e)) = state.record.call(queued).await {
+        // The jobs are durable in the broker; workers will create their rows.
+        warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
     }
     info!(event = %event.event, internal_id = %event.internal_id, "webhook accepted");
     Ok((
