@@ -439,7 +439,8 @@ fn script(name: &str, args: &[&str]) -> Option<String> {
 }
 
 /// One phase: send for `PHASE` under `fault`, end the fault, wait for every job to settle,
-/// and count. `baseline_b`: tenant B's rate in the baseline phase (set by it).
+/// and count. `baseline_b`: the share of tenant B's jobs that had succeeded by the end of the
+/// baseline phase's sending (set by it).
 #[allow(clippy::too_many_arguments)]
 async fn run_phase(
     h: &Harness,
@@ -519,10 +520,15 @@ async fn run_phase(
         }
     };
     let (sent, fault_note) = tokio::join!(sending, faulting);
-    // B's rate while the fault is on: its jobs settled during the sending window.
+    // How B fared while the fault was on: the share of its jobs that had succeeded by the
+    // time the last webhook of the phase was accepted. Not its jobs per second: the senders
+    // share this process with ingest and the mock provider, and when the hung provider's
+    // connections slow them the window stretches (from 6 s to 12-13 s on a slow machine)
+    // while B's jobs are offered no faster, which halved a rate with no worker at fault.
     let b_jobs = sent.jobs.get("b").cloned().unwrap_or_default();
     let window = started.elapsed().as_secs_f64();
-    let b_rate = succeeded(h, &b_jobs).await as f64 / window;
+    let b_done = succeeded(h, &b_jobs).await;
+    let b_share = b_done as f64 / b_jobs.len().max(1) as f64;
     provider.set_a(NORMAL);
     let all: Vec<Uuid> = sent.jobs.values().flatten().copied().collect();
     let recovery = recover(h, &all).await;
@@ -535,18 +541,21 @@ async fn run_phase(
         note = format!("{n}; {note}");
     }
     if fault == Fault::None {
-        *baseline_b = b_rate;
+        *baseline_b = b_share;
     }
     if fault == Fault::Hang {
         note = format!(
-            "tenant B settled {b_rate:.1} jobs/s while A hung, {:.0} % of its baseline {:.1} \
-             (the phase's webhooks were accepted over {window:.1} s)",
-            100.0 * b_rate / baseline_b.max(f64::MIN_POSITIVE),
-            *baseline_b
+            "tenant B's jobs done as they were sent while A hung: {b_done} of {} ({:.0} %), \
+             {:.0} % of the baseline's {:.0} % (the phase's webhooks were accepted over \
+             {window:.1} s)",
+            b_jobs.len(),
+            100.0 * b_share,
+            100.0 * b_share / baseline_b.max(f64::MIN_POSITIVE),
+            100.0 * *baseline_b
         );
         assert!(
-            b_rate >= *baseline_b / 2.0,
-            "tenant B's throughput fell below half while A's provider hung: {note}"
+            b_share >= *baseline_b / 2.0,
+            "while A's provider hung, tenant B got less than half as many of its jobs done as they were sent as in the baseline: {note}"
         );
     }
     if settled < all.len() {
