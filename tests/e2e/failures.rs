@@ -697,3 +697,78 @@ async fn dead_letter_operations_are_bounded_and_check_their_acks() {
     .await;
     h.shutdown().await;
 }
+
+/// Two processes' guards on one fleet's Redis: `here` (trusting a closed breaker for
+/// `trust`) admits a call, hearing from Redis that the breaker is closed; then the other
+/// process fails four calls in a row and the fleet's breaker opens. Returns `here` and the
+/// policy.
+async fn opened_behind_its_back(
+    trust: Duration,
+) -> (
+    switchyard_resilience::Guard,
+    switchyard_resilience::BreakerPolicy,
+) {
+    use switchyard_resilience::{Admission, Guard, Outcome};
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let here = Guard::shared(&crate::support::redis_url(), &prefix)
+        .unwrap()
+        .trusting_closed_for(trust);
+    let there = Guard::shared(&crate::support::redis_url(), &prefix).unwrap();
+    let p = switchyard_resilience::BreakerPolicy {
+        window: 4,
+        minimum_calls: 4,
+        open_wait_ms: 60_000,
+        ..Default::default()
+    };
+    assert_eq!(here.admit("acct", &p, &[]).await, Admission::Go);
+    for _ in 0..4 {
+        assert_eq!(there.admit("acct", &p, &[]).await, Admission::Go);
+        there.record("acct", &p, Outcome::Failure).await;
+    }
+    assert!(matches!(
+        there.admit("acct", &p, &[]).await,
+        Admission::BreakerOpen(_)
+    ));
+    (here, p)
+}
+
+#[tokio::test]
+async fn a_breaker_another_process_opens_stops_this_ones_calls_when_its_trust_runs_out() {
+    use switchyard_resilience::Admission;
+    let (here, p) = opened_behind_its_back(Duration::from_secs(2)).await;
+    assert_eq!(
+        here.admit("acct", &p, &[]).await,
+        Admission::Go,
+        "within its trust, this process does not ask again"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        matches!(here.admit("acct", &p, &[]).await, Admission::BreakerOpen(_)),
+        "once the trust has run out, the fleet's open breaker holds this process's calls"
+    );
+}
+
+#[tokio::test]
+async fn a_calls_outcome_tells_this_process_the_fleet_opened_its_breaker() {
+    use switchyard_resilience::{Admission, BreakerState, Outcome};
+    let (here, p) = opened_behind_its_back(Duration::from_secs(60)).await;
+    // This process's call in flight ends (well): the answer is the fleet's state.
+    assert_eq!(
+        here.record("acct", &p, Outcome::Success).await,
+        Some(BreakerState::Open)
+    );
+    assert!(
+        matches!(here.admit("acct", &p, &[]).await, Admission::BreakerOpen(_)),
+        "a process that heard the breaker is open stops at once, whatever its trust"
+    );
+}
+
+#[tokio::test]
+async fn with_no_trust_every_call_asks_the_fleet() {
+    use switchyard_resilience::Admission;
+    let (here, p) = opened_behind_its_back(Duration::ZERO).await;
+    assert!(matches!(
+        here.admit("acct", &p, &[]).await,
+        Admission::BreakerOpen(_)
+    ));
+}

@@ -31,10 +31,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wait = tonumber(ARGV[1])
 local probes = tonumber(ARGV[2])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'closed' then return {1, 0} end
+if state == 'closed' then return {1, 0, 1} end
 if state == 'open' then
   local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at'))
-  if now < opened + wait then return {0, opened + wait - now} end
+  if now < opened + wait then return {0, opened + wait - now, 0} end
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'since', now, 'left', probes, 'done', 0, 'failed', 0)
 end
 local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
@@ -46,9 +46,9 @@ end
 redis.call('PEXPIRE', KEYS[1], 86400000)
 if left > 0 then
   redis.call('HINCRBY', KEYS[1], 'left', -1)
-  return {1, 0}
+  return {1, 0, 0}
 end
-return {0, math.max(50, math.floor(wait / 4))}
+return {0, math.max(50, math.floor(wait / 4)), 0}
 "#;
 
 const BREAKER_RECORD: &str = r#"
@@ -122,6 +122,10 @@ end
 return 0
 "#;
 
+/// How long a process takes the fleet's word that a breaker is closed before asking Redis
+/// again ([`Guard::trusting_closed_for`]).
+pub const TRUST_CLOSED: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 struct LocalState {
     breaker: breaker::Local,
@@ -136,6 +140,11 @@ pub struct Guard {
     /// After a Redis failure, decide locally until then (no reconnect storm).
     redis_paused_until: Mutex<Option<Instant>>,
     epoch: Instant,
+    /// Per provider account: when Redis last said its breaker was closed, in answer to an
+    /// admission or to a call's outcome. Within `trust_closed` of that, a call is admitted
+    /// without asking again.
+    closed_seen: Mutex<HashMap<String, Instant>>,
+    trust_closed: Duration,
     acquire: Script,
     record: Script,
     gcra: Script,
@@ -151,7 +160,8 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// Shared through Redis at `url` (connected lazily, reconnecting on its own).
+    /// Shared through Redis at `url` (connected lazily, reconnecting on its own). A breaker
+    /// Redis has said is closed is trusted closed for [`TRUST_CLOSED`].
     pub fn shared(url: &str, prefix: &str) -> Result<Guard, GuardError> {
         let client = redis::Client::open(url).map_err(|e| GuardError(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
@@ -161,7 +171,17 @@ impl Guard {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| GuardError(e.to_string()))?;
-        Ok(Guard::build(Some(manager), prefix))
+        Ok(Guard::build(Some(manager), prefix).trusting_closed_for(TRUST_CLOSED))
+    }
+
+    /// How long a breaker Redis has said is closed is taken as closed without asking again
+    /// (zero: ask before every call). While calls to an account go on, every outcome's
+    /// report brings the fleet's state back, so a breaker another process opens stops this
+    /// one's calls as soon as one of its own calls ends, or after this long at most; in
+    /// exchange, an admission costs no round trip to Redis.
+    pub fn trusting_closed_for(mut self, trust: Duration) -> Guard {
+        self.trust_closed = trust;
+        self
     }
 
     /// Per-process only (no Redis configured).
@@ -177,6 +197,8 @@ impl Guard {
             degraded: AtomicBool::new(false),
             redis_paused_until: Mutex::new(None),
             epoch: Instant::now(),
+            closed_seen: Mutex::new(HashMap::new()),
+            trust_closed: Duration::ZERO,
             acquire: Script::new(BREAKER_ACQUIRE),
             record: Script::new(BREAKER_RECORD),
             gcra: Script::new(GCRA),
@@ -287,9 +309,40 @@ impl Guard {
             .acquire(limits, now_us)
     }
 
+    /// Note what Redis said of `key`'s breaker: closed (trusted for `trust_closed`) or not.
+    fn saw_breaker(&self, key: &str, closed: bool) {
+        if self.trust_closed.is_zero() {
+            return;
+        }
+        let mut seen = self.closed_seen.lock().expect("lock");
+        if closed {
+            match seen.get_mut(key) {
+                Some(at) => *at = Instant::now(),
+                None => {
+                    seen.insert(key.to_owned(), Instant::now());
+                }
+            }
+        } else {
+            seen.remove(key);
+        }
+    }
+
+    fn trusted_closed(&self, key: &str) -> bool {
+        !self.trust_closed.is_zero()
+            && self
+                .closed_seen
+                .lock()
+                .expect("lock")
+                .get(key)
+                .is_some_and(|at| at.elapsed() < self.trust_closed)
+    }
+
     async fn breaker_acquire(&self, key: &str, p: &BreakerPolicy) -> Permit {
         if let Some(mut conn) = self.conn() {
-            let r: Result<(u8, u64), _> = self
+            if self.trusted_closed(key) {
+                return Permit::Granted;
+            }
+            let r: Result<(u8, u64, u8), _> = self
                 .acquire
                 .key(self.key("b", key))
                 .arg(p.open_wait_ms)
@@ -297,12 +350,14 @@ impl Guard {
                 .invoke_async(&mut conn)
                 .await;
             match r {
-                Ok((1, _)) => {
+                Ok((1, _, closed)) => {
                     self.redis_ok();
+                    self.saw_breaker(key, closed == 1);
                     return Permit::Granted;
                 }
-                Ok((_, wait)) => {
+                Ok((_, wait, _)) => {
                     self.redis_ok();
+                    self.saw_breaker(key, false);
                     return Permit::Denied(Duration::from_millis(wait));
                 }
                 Err(e) => self.redis_failed(&e),
@@ -376,6 +431,7 @@ impl Guard {
             match r {
                 Ok(state) => {
                     self.redis_ok();
+                    self.saw_breaker(key, state == "closed");
                     if state == "open" && outcome.failed() {
                         tracing::debug!(key, "breaker open");
                     }

@@ -53,6 +53,11 @@ pub struct Config {
     pub breaker: BreakerPolicy,
     /// Redis, for breakers and rate limits shared by the fleet; empty for per process.
     pub redis_url: String,
+    /// How long a process takes Redis's word that a provider account's breaker is closed
+    /// before asking again (0: before every call). Every call's reported outcome brings the
+    /// fleet's state back, so this bounds how long a breaker another process opened can go
+    /// unnoticed here only while no call of this process to that account ends.
+    pub redis_breaker_trust_ms: u64,
     /// Where providers may be called.
     pub egress: EgressSettings,
     /// Where operators are told of integrations in `error`, reauthorizations needed and
@@ -223,6 +228,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_breaker_trust_ms: switchyard_resilience::guard::TRUST_CLOSED.as_millis() as u64,
             egress: EgressSettings::default(),
             notify: NotifySettings::default(),
         }
@@ -446,6 +452,12 @@ impl Config {
                 "must be a redis:// URL, or empty for per-process breakers and limits",
             )?;
         }
+        if self.redis_breaker_trust_ms > 10_000 {
+            fail(
+                "redis_breaker_trust_ms",
+                "must be at most 10000 (a breaker the fleet opened would go unnoticed that long)",
+            )?;
+        }
         Ok(())
     }
 
@@ -456,7 +468,8 @@ impl Config {
         }
         Ok(Arc::new(
             Guard::shared(&self.redis_url, &self.queue_prefix)
-                .context("invalid configuration: redis_url (SWITCHYARD_REDIS_URL)")?,
+                .context("invalid configuration: redis_url (SWITCHYARD_REDIS_URL)")?
+                .trusting_closed_for(Duration::from_millis(self.redis_breaker_trust_ms)),
         ))
     }
 
