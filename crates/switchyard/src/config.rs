@@ -54,9 +54,9 @@ pub struct Config {
     /// Redis, for breakers and rate limits shared by the fleet; empty for per process.
     pub redis_url: String,
     /// How long a process takes Redis's word that a provider account's breaker is closed
-    /// before asking again (0: before every call). Every call's reported outcome brings the
-    /// fleet's state back, so this bounds how long a breaker another process opened can go
-    /// unnoticed here only while no call of this process to that account ends.
+    /// before asking again (0: before every call). A breaker another process opens is
+    /// noticed here when one of this process's calls to the account ends (its outcome's
+    /// report brings the fleet's state back), or when this runs out.
     pub redis_breaker_trust_ms: u64,
     /// Where providers may be called.
     pub egress: EgressSettings,
@@ -249,16 +249,20 @@ impl Default for IngestSettings {
 }
 
 impl Default for WorkerSettings {
+    /// The worker's own defaults ([`switchyard_worker::WorkerConfig`]), in the file's units.
     fn default() -> Self {
+        let w = switchyard_worker::WorkerConfig::default();
         WorkerSettings {
-            providers: switchyard_providers::target_providers(),
-            prefetch: 128,
-            concurrency: 64,
-            max_per_integration: 0,
-            turn_wait_ms: 250,
-            shutdown_grace_secs: 30,
-            sync_max_pages: 10_000,
-            analyse_young_tables_ms: 2_000,
+            providers: w.providers,
+            prefetch: w.prefetch,
+            concurrency: w.concurrency,
+            max_per_integration: w.max_per_integration,
+            turn_wait_ms: w.turn_wait.as_millis() as u64,
+            shutdown_grace_secs: w.shutdown_grace.as_secs(),
+            sync_max_pages: w.sync_max_pages,
+            analyse_young_tables_ms: w
+                .analyse_young_tables_every
+                .map_or(0, |every| every.as_millis() as u64),
         }
     }
 }
