@@ -125,12 +125,11 @@ async fn run() -> anyhow::Result<()> {
     let before = env.provider_requests().await?;
     let since = uuid::Uuid::now_v7();
     let mut worker = env.start("worker").await?;
-    let t0 = Instant::now();
     let cpu = procs::Cpu::now();
-    let rss_samples = env
+    let mapped = env
         .wait_mappings(since, s.n, &worker, Duration::from_secs(600))
         .await?;
-    let process_secs = t0.elapsed().as_secs_f64();
+    let (process_secs, rss_samples) = (mapped.secs, mapped.rss_mb);
     let process_jps = s.n as f64 / process_secs;
     let process_cpu = procs::Cpu::now().per_item(&cpu, s.n);
     // Less the status request that read `before`.
@@ -172,11 +171,11 @@ async fn run() -> anyhow::Result<()> {
     let before = env.provider_requests().await?;
     let since = uuid::Uuid::now_v7();
     let mut worker = env.start("worker").await?;
-    let t0 = Instant::now();
     let cpu = procs::Cpu::now();
-    env.wait_mappings(since, s.n, &worker, Duration::from_secs(600))
+    let grown = env
+        .wait_mappings(since, s.n, &worker, Duration::from_secs(600))
         .await?;
-    let grown_jps = s.n as f64 / t0.elapsed().as_secs_f64();
+    let grown_jps = s.n as f64 / grown.secs;
     let grown_cpu = procs::Cpu::now().per_item(&cpu, s.n);
     let grown_calls = env.provider_requests().await? - before - 1;
     println!(

@@ -283,15 +283,22 @@ impl Env {
 
     /// Wait until `n` mapping rows exist for records made since `since` (the record ids are
     /// UUIDv7, ordered by time, so the count reads only the phase's own rows however many
-    /// the database holds); the worker's resident memory, sampled each second.
+    /// the database holds): how long they took from this call, by the database's clock, and
+    /// the worker's resident memory, sampled each second.
     pub async fn wait_mappings(
         &self,
         since: uuid::Uuid,
         n: usize,
         worker: &Proc,
         within: Duration,
-    ) -> anyhow::Result<Vec<f64>> {
+    ) -> anyhow::Result<Mapped> {
         let deadline = Instant::now() + within;
+        // The phase's length is read off the database's clock: from here to the last
+        // mapping's write, whenever the loop below sees it.
+        let started: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+                .fetch_one(&self.db)
+                .await?;
         let mut samples = Vec::new();
         let mut last_sample = Instant::now() - Duration::from_secs(1);
         loop {
@@ -309,15 +316,26 @@ impl Env {
             .await?;
             if have as usize >= n {
                 samples.push(worker.rss_mb());
-                return Ok(samples);
+                let last: f64 = sqlx::query_scalar(
+                    "SELECT extract(epoch FROM max(written_at))::float8 FROM record_links \
+                     WHERE record_id >= $1 AND NOT origin AND deleted_at IS NULL",
+                )
+                .bind(since)
+                .fetch_one(&self.db)
+                .await?;
+                return Ok(Mapped {
+                    secs: last - started,
+                    rss_mb: samples,
+                });
             }
             if Instant::now() > deadline {
                 bail!("only {have} of {n} mappings after {within:?}; see .run/bench/worker.log");
             }
             // Counting rows costs the database (≈ 1 ms per thousand rows, charged to
             // PostgreSQL's CPU per item): once a second while far from the end, every 100 ms
-            // near it (the phase's end is then late by at most that). Counting every 10 ms
-            // near the end was an eighth of PostgreSQL's CPU in the processing phase.
+            // near it. Counting every 10 ms near the end was an eighth of PostgreSQL's CPU
+            // in the processing phase. How late the count sees the end does not change the
+            // phase's length (the last write's time), only the CPU lines' window.
             let near = have as usize * 100 >= n * 97;
             tokio::time::sleep(Duration::from_millis(if near { 100 } else { 1000 })).await;
         }
@@ -651,4 +669,11 @@ impl std::fmt::Display for PerItem {
             .collect();
         write!(f, "CPU per item {total:.0} µs: {}", list.join(", "))
     }
+}
+
+/// A processing phase's mappings, all committed.
+pub struct Mapped {
+    /// From the call to the last mapping's write, by the database's clock.
+    pub secs: f64,
+    pub rss_mb: Vec<f64>,
 }
