@@ -512,6 +512,86 @@ async fn credentials_the_worker_cannot_open_make_the_job_wait_not_die() {
     );
 }
 
+/// An integration's calls at once count calls, not outcomes waiting for their commit: a
+/// job whose call has ended gives its turn back before its outcome is written, so a slow
+/// commit does not hold back the integration's next call.
+#[tokio::test]
+async fn a_job_gives_its_turn_back_when_its_call_ends() {
+    let h = Harness::start().await;
+    let shop = h.source("shop").await;
+    let erp = h
+        .rest_target("erp", "orders", json!({"concurrency": 1}))
+        .await;
+    h.route(shop, &[erp]).await;
+    // The first order's call takes a moment, long enough to lock its job's row after its
+    // claim and before its outcome.
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_string_contains("ord-slow"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"id": "E-slow"}))
+                .set_delay(Duration::from_millis(700)),
+        )
+        .mount(&h.provider)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(crate::support::Creates::ids("E"))
+        .mount(&h.provider)
+        .await;
+    let first = h.accept(shop, "e-slow", order("ord-slow", 1, "1")).await[0];
+    eventually("the first job to be claimed", WAIT, || async {
+        h.job_status(first).await.as_deref() == Some("running")
+    })
+    .await;
+    let mut hold = h.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(first)
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    eventually(
+        "the first job's outcome to wait for its row",
+        WAIT,
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+               AND wait_event_type = 'Lock'",
+            )
+            .bind(&h.db_name)
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+            waiting > 0
+        },
+    )
+    .await;
+    // The account takes one call at a time, and the first job's has ended.
+    let second = h.accept(shop, "e-next", order("ord-next", 1, "1")).await[0];
+    eventually(
+        "the second job's call while the first job's outcome waits",
+        WAIT,
+        || async {
+            h.provider
+                .received_requests()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| String::from_utf8_lossy(&r.body).contains("ord-next"))
+        },
+    )
+    .await;
+    assert_eq!(h.job_status(first).await.as_deref(), Some("running"));
+    hold.rollback().await.unwrap();
+    assert_eq!(
+        h.wait_status(first, "succeeded", WAIT)
+            .await
+            .external_id
+            .as_deref(),
+        Some("E-slow")
+    );
+    h.wait_status(second, "succeeded", WAIT).await;
+}
+
 /// A provider that accepts connections and never answers: a hung ERP.
 async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -244,8 +244,10 @@ async fn process(
         .await);
     };
     // The account's share of this worker: a job past it (its wait for a turn ran out) is
-    // put back for a moment rather than wait in a slot other tenants' jobs need.
-    let Some(_turn) = turn.or_else(|| target.permits.clone().try_acquire_owned().ok()) else {
+    // put back for a moment rather than wait in a slot other tenants' jobs need. The turn
+    // is held from the claim to the call's end (a hung provider holds its share, no
+    // more) and given back before the outcome's commit, which waits on no provider.
+    let Some(turn) = turn.or_else(|| target.permits.clone().try_acquire_owned().ok()) else {
         return Ok(Settle::Later {
             delay: jittered(Duration::from_millis(500)),
             why: "every call this worker makes to the integration at once is taken",
@@ -546,6 +548,7 @@ async fn process(
     {
         shared.metrics.breaker(&account, state);
     }
+    drop(turn);
     if fault == Some(FaultPoint::AfterProviderCall) {
         shared.crashed.cancel();
         return Ok(Settle::Hold);
