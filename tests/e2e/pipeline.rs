@@ -973,6 +973,40 @@ async fn a_running_worker_analyses_a_links_table_that_grew_from_empty() {
     h.shutdown().await;
 }
 
+/// A worker analyses its young tables as it starts, not one period later: a backlog waiting
+/// at start-up fills them fastest in its first seconds.
+#[tokio::test]
+async fn a_worker_analyses_young_tables_as_it_starts() {
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..crate::support::Options::default()
+    })
+    .await;
+    let (store, _erp) = h.store_to_erp(json!({})).await;
+    grow_links(&h.store, store, 500).await;
+    let worker = h
+        .spawn_worker(switchyard_worker::WorkerConfig {
+            analyse_young_tables_every: Some(Duration::from_secs(3600)),
+            ..crate::support::Options::default().worker_config
+        })
+        .await;
+    eventually(
+        "the links table's statistics to count its rows",
+        Duration::from_secs(20),
+        || async {
+            let rows: f32 =
+                sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'record_links'")
+                    .fetch_one(h.store.pool())
+                    .await
+                    .unwrap();
+            rows >= 500.0
+        },
+    )
+    .await;
+    worker.stop().await.unwrap();
+    h.shutdown().await;
+}
+
 /// A worker whose database user does not own the tables leaves them to autovacuum:
 /// PostgreSQL would skip them anyway, with a warning in its log on every round.
 #[tokio::test]

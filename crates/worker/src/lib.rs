@@ -52,7 +52,8 @@ pub struct WorkerConfig {
     /// Calls at once to any one integration from this process (its own `concurrency`
     /// setting may ask for fewer). Further jobs for it are put back for a moment instead of
     /// waiting in a slot every tenant shares: a tenant whose provider hangs holds at most
-    /// this many. `0`: half of `concurrency`.
+    /// this many. A job holds its turn from its claim to its call's end; its outcome's
+    /// commit waits on no provider, so it does not count. `0`: half of `concurrency`.
     pub max_per_integration: usize,
     /// How long a job waits, in arrival order, for its integration's turn before it is put
     /// back. Waiting keeps jobs in order and the broker quiet while a provider is merely
@@ -75,10 +76,12 @@ pub struct WorkerConfig {
     /// The most pages one sync run reads from one feed; a provider whose pages never end
     /// (a broken total, a cursor that loops) fails the run there instead of paging for ever.
     pub sync_max_pages: u64,
-    /// How often the worker analyses its tables while they are small and changing
-    /// (`Store::analyse_young_tables`): a plan it keeps per connection, made while a table
-    /// was empty, reads the whole table on every call until the table is analysed, and
-    /// autovacuum looks only once a minute. `None`: leave it to autovacuum.
+    /// How often the worker looks for tables to analyse while they are small and changing
+    /// (`Store::analyse_young_tables`; the first look is at start-up): a plan it keeps per
+    /// connection, made while a table was empty, reads the whole table on every call until
+    /// the table is analysed, and autovacuum looks only once a minute. A table is analysed
+    /// only when it has about doubled, so looking often makes its analyses sooner, not more
+    /// of them. `None`: leave it to autovacuum.
     pub analyse_young_tables_every: Option<Duration>,
     /// Test hook: simulate a crash at this point (see [`FaultPoint`]). Never set in
     /// production configuration.
@@ -100,7 +103,7 @@ impl Default for WorkerConfig {
             guard: Arc::new(Guard::local("")),
             integration_cache_ttl: Duration::from_secs(5),
             sync_max_pages: 10_000,
-            analyse_young_tables_every: Some(Duration::from_secs(2)),
+            analyse_young_tables_every: Some(Duration::from_millis(250)),
             fault: None,
         }
     }
@@ -293,16 +296,18 @@ impl Worker {
         if let Some(every) = shared.cfg.analyse_young_tables_every {
             let (store, stop) = (shared.store.clone(), consume_stop.clone());
             tracker.spawn(async move {
+                // At once, then every `every`: a backlog waiting at start-up fills the
+                // tables fastest in the first seconds.
                 loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(every) => {}
-                    }
                     // An outage is reported by the jobs that meet it; this only waits.
                     match store.analyse_young_tables().await {
                         Ok(t) if !t.is_empty() => debug!(tables = ?t, "analysed young tables"),
                         Ok(_) => {}
                         Err(e) => debug!(error = %e, "could not analyse young tables"),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
                     }
                 }
             });
