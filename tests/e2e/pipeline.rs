@@ -557,6 +557,100 @@ async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
     h.shutdown().await;
 }
 
+/// Writes a job row as another writer would, inside `tx`, without committing.
+async fn write_job_row(tx: &mut sqlx::PgConnection, env: &switchyard_core::Envelope) {
+    sqlx::query(
+        "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
+         provider, entity, action, event, event_id, internal_id, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+    )
+    .bind(env.id)
+    .bind(&env.idempotency_key)
+    .bind(&env.tenant)
+    .bind(env.integration_id)
+    .bind(env.source_integration_id)
+    .bind(&env.provider)
+    .bind(&env.entity)
+    .bind(env.action.as_str())
+    .bind(&env.event)
+    .bind(&env.event_id)
+    .bind(&env.internal_id)
+    .bind(env.received_at)
+    .execute(tx)
+    .await
+    .expect("the other writer is never the deadlock's victim");
+}
+
+/// Ingest's queued rows and the worker's claims write job rows in id order. At 1,000
+/// webhooks/s a job's delivery often reaches the worker before ingest has recorded its
+/// queued row, so the two write the same rows at once; in different orders they deadlocked
+/// (`just bench`'s end-to-end phase: a claim call stuck for PostgreSQL's one-second
+/// `deadlock_timeout` every few seconds, every other claim behind it). Here another writer
+/// takes the lower row, each statement is given the two jobs higher first, and the other
+/// writer then takes the higher row: in id order, nobody waits on anybody in a cycle.
+#[tokio::test]
+async fn queued_rows_and_claims_write_job_rows_in_id_order() {
+    use switchyard_core::Action::Upsert;
+    use switchyard_store::QueuedJob;
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    for side in ["queued rows", "claims"] {
+        let mut envs: Vec<_> = (1..=2)
+            .map(|n| {
+                envelope(
+                    store,
+                    erp,
+                    &format!("evt-{side}-{n}"),
+                    &format!("ord-{side}-{n}"),
+                    Upsert,
+                )
+            })
+            .collect();
+        envs.sort_by_key(|e| e.id);
+        let (low, high) = (envs[0].clone(), envs[1].clone());
+        let mut other = h.store.pool().begin().await.unwrap();
+        write_job_row(&mut other, &low).await;
+        let statement = {
+            let (store, side) = (h.store.clone(), side);
+            let (high, low) = (high.clone(), low.clone());
+            tokio::spawn(async move {
+                if side == "claims" {
+                    store
+                        .claim_together(&[(&high, "c1"), (&low, "c1")], Duration::from_secs(60))
+                        .await
+                        .map(|claims| claims.into_iter().all(|c| c.is_ok()))
+                } else {
+                    store
+                        .record_queued(&[
+                            QueuedJob { envelope: &high },
+                            QueuedJob { envelope: &low },
+                        ])
+                        .await
+                        .map(|()| true)
+                }
+            })
+        };
+        // The statement reaches the lower row and waits for the other writer.
+        eventually(
+            "the statement to wait for the lower row",
+            Duration::from_secs(10),
+            || async { h.waiting_on_locks().await > 0 },
+        )
+        .await;
+        write_job_row(&mut other, &high).await;
+        other.commit().await.unwrap();
+        let done = statement.await.unwrap();
+        assert!(
+            matches!(done, Ok(true)),
+            "{side}: {done:?} (a deadlock's victim)"
+        );
+    }
+}
+
 /// The shared statements the worker and ingest send for many jobs at once, called
 /// directly: queued rows, then three parked jobs' successes in one statement. The worker
 /// falls back to one statement per job when a shared one fails, so the pipeline's tests

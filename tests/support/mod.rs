@@ -342,6 +342,19 @@ impl Harness {
     }
 
     /// Ingest's `/metrics`, as Prometheus text.
+    /// Sessions of the test's database waiting for a lock (a row another transaction
+    /// holds).
+    pub async fn waiting_on_locks(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+             AND wait_event_type = 'Lock'",
+        )
+        .bind(&self.db_name)
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(self.url("/metrics"))

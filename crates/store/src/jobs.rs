@@ -1064,10 +1064,15 @@ fn bind_envelope<'q>(
 }
 
 /// `INSERT` of `queued` job rows for these envelopes; an existing row (same id or key) is
-/// left as it is.
+/// left as it is. The rows go in id order, as the claim's (`claim_jobs`) do: a worker often
+/// claims a job while ingest is still recording its queued row, and two statements that
+/// write the same rows in different orders can deadlock (PostgreSQL breaks the cycle only
+/// after `deadlock_timeout`, a second).
 pub(crate) fn queued_rows<'a>(
     envelopes: impl IntoIterator<Item = &'a Envelope>,
 ) -> QueryBuilder<Postgres> {
+    let mut envelopes: Vec<&Envelope> = envelopes.into_iter().collect();
+    envelopes.sort_by_key(|e| e.id);
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
         "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
          provider, entity, action, event, event_id, internal_id, source_version, received_at, \
