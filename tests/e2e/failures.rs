@@ -552,17 +552,7 @@ async fn a_job_gives_its_turn_back_when_its_call_ends() {
     eventually(
         "the first job's outcome to wait for its row",
         WAIT,
-        || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-               AND wait_event_type = 'Lock'",
-            )
-            .bind(&h.db_name)
-            .fetch_one(h.store.pool())
-            .await
-            .unwrap();
-            waiting > 0
-        },
+        || async { h.waiting_on_locks().await > 0 },
     )
     .await;
     // The account takes one call at a time, and the first job's has ended.
@@ -590,6 +580,72 @@ async fn a_job_gives_its_turn_back_when_its_call_ends() {
         Some("E-slow")
     );
     h.wait_status(second, "succeeded", WAIT).await;
+}
+
+/// A create that takes a moment: `201 {"id": "E-<n>"}` after 30 ms.
+struct SlowCreates(std::sync::atomic::AtomicU64);
+
+impl wiremock::Respond for SlowCreates {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": format!("E-{n}")}))
+            .set_delay(Duration::from_millis(30))
+    }
+}
+
+/// A busy integration's jobs wait in line for their turns while its calls keep ending,
+/// longer than `turn_wait`, instead of going round the broker's delay queues (a second or
+/// more each). Only jobs whose integration's calls have all stopped are put back (see
+/// `a_tenant_whose_provider_hangs_does_not_stall_the_others`).
+#[tokio::test]
+async fn a_busy_integrations_jobs_wait_their_turn_instead_of_being_put_back() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let shop = h.source("shop").await;
+    let erp = h
+        .rest_target("erp", "orders", json!({"concurrency": 1}))
+        .await;
+    h.route(shop, &[erp]).await;
+    Mock::given(method("POST"))
+        .respond_with(SlowCreates(std::sync::atomic::AtomicU64::new(1)))
+        .mount(&h.provider)
+        .await;
+    let worker = h
+        .spawn_worker(WorkerConfig {
+            turn_wait: Duration::from_millis(300),
+            ..Options::default().worker_config
+        })
+        .await;
+    // One call at a time, 30 ms each and more: the last of 16 waits well past 300 ms.
+    let mut jobs = Vec::new();
+    for n in 0..16 {
+        jobs.extend(
+            h.accept(shop, &format!("e-{n}"), order(&format!("ord-{n}"), 1, "1"))
+                .await,
+        );
+    }
+    for j in &jobs {
+        h.wait_status(*j, "succeeded", WAIT).await;
+    }
+    let put_back: f64 = worker
+        .metrics
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "switchyard_job_deferrals_total")
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == "turn"))
+        .map(|m| m.get_counter().get_value())
+        .sum();
+    assert_eq!(
+        put_back, 0.0,
+        "jobs put back while the integration's calls kept ending"
+    );
+    worker.stop().await.unwrap();
+    h.shutdown().await;
 }
 
 /// A provider that accepts connections and never answers: a hung ERP.

@@ -164,7 +164,8 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Calls at once to any one integration from one worker (`0`: half of `concurrency`).
     pub max_per_integration: usize,
-    /// How long a job waits for its integration's turn before it is put back (ms).
+    /// How long a job waits for its integration's turn, with none of its calls ending, before
+    /// it is put back (ms); while they keep ending it waits on, up to eight times this.
     pub turn_wait_ms: u64,
     pub shutdown_grace_secs: u64,
     /// The most pages a sync run reads from one feed before it fails.

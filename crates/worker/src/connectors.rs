@@ -2,6 +2,7 @@
 //! the same row and decrypt the same credentials for every job.
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchyard_providers::{Connector, HttpClient};
 use switchyard_resilience::{BreakerPolicy, RateLimit, RetryPolicy, settings};
@@ -22,7 +23,60 @@ pub(crate) struct Target {
     pub(crate) limits: Vec<RateLimit>,
     /// Calls at once to this account from this process: `settings.concurrency`, at most
     /// the worker's per-integration share.
-    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) turns: Arc<Turns>,
+}
+
+/// One integration's turns in this process (its calls at once), and how many have been
+/// given back: a job waiting for a turn tells a busy integration (turns keep coming back)
+/// from a hung one (none do) by it.
+pub(crate) struct Turns {
+    permits: Arc<tokio::sync::Semaphore>,
+    ended: AtomicU64,
+}
+
+impl Turns {
+    fn new(n: usize) -> Turns {
+        Turns {
+            permits: Arc::new(tokio::sync::Semaphore::new(n)),
+            ended: AtomicU64::new(0),
+        }
+    }
+
+    /// A turn if one is free now.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Turn> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Turn {
+            _permit: permit,
+            turns: self.clone(),
+        })
+    }
+
+    /// The next turn, in arrival order (the semaphore is fair: the place in line is the
+    /// future's, from its first poll).
+    pub(crate) async fn take(self: Arc<Self>) -> Option<Turn> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Turn {
+            _permit: permit,
+            turns: self,
+        })
+    }
+
+    /// Turns given back so far.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
+    }
+}
+
+/// A job's turn at its integration; given back when dropped.
+pub(crate) struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    turns: Arc<Turns>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.turns.ended.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct Cache {
@@ -35,8 +89,8 @@ pub(crate) struct Cache {
     http: HttpClient,
     entries: Mutex<HashMap<Uuid, (Instant, Arc<Target>)>>,
     /// Kept across rebuilds of a target, so a refreshed entry does not open a second set
-    /// of permits while calls under the first are still running.
-    permits: std::sync::Mutex<HashMap<Uuid, (usize, Arc<tokio::sync::Semaphore>)>>,
+    /// of turns while calls under the first are still running.
+    turns: std::sync::Mutex<HashMap<Uuid, (usize, Arc<Turns>)>>,
 }
 
 impl Cache {
@@ -57,7 +111,7 @@ impl Cache {
             per_integration,
             http: switchyard_providers::http_client(),
             entries: Mutex::new(HashMap::new()),
-            permits: std::sync::Mutex::new(HashMap::new()),
+            turns: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,19 +168,19 @@ impl Cache {
             .ok()
             .flatten()
             .map_or(self.per_integration, |n| n.min(self.per_integration));
-        let permits = {
-            let mut map = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        let turns = {
+            let mut map = self.turns.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&integration.id) {
-                Some((m, s)) if *m == n => s.clone(),
+                Some((m, t)) if *m == n => t.clone(),
                 _ => {
-                    let s = Arc::new(tokio::sync::Semaphore::new(n));
-                    map.insert(integration.id, (n, s.clone()));
-                    s
+                    let t = Arc::new(Turns::new(n));
+                    map.insert(integration.id, (n, t.clone()));
+                    t
                 }
             }
         };
         Target {
-            permits,
+            turns,
             retry: retry.unwrap_or_else(|_| self.default_retry.clone()),
             breaker: breaker.unwrap_or_else(|_| self.default_breaker.clone()),
             limits: limits.unwrap_or_default(),

@@ -55,10 +55,12 @@ pub struct WorkerConfig {
     /// this many. A job holds its turn from its claim to its call's end; its outcome's
     /// commit waits on no provider, so it does not count. `0`: half of `concurrency`.
     pub max_per_integration: usize,
-    /// How long a job waits, in arrival order, for its integration's turn before it is put
-    /// back. Waiting keeps jobs in order and the broker quiet while a provider is merely
-    /// busy; the bound keeps a hung provider's jobs from holding every delivery the broker
-    /// lets this worker have.
+    /// How long a job waits, in arrival order, for its integration's turn with none of the
+    /// integration's turns coming back, before it is put back; while turns keep coming back
+    /// (the provider is busy, not hung) it waits on, up to eight times this in all. Waiting
+    /// keeps jobs in order and the broker quiet while a provider is merely busy; the bound
+    /// keeps a hung provider's jobs from holding every delivery the broker lets this worker
+    /// have.
     pub turn_wait: Duration,
     /// How long a job may hold its record's lock across its provider calls before another
     /// job may take it (only a crashed worker's job holds one that long).
@@ -239,10 +241,7 @@ impl Worker {
                             let shared = shared.clone();
                             let permits = permits.clone();
                             tracker2.spawn(async move {
-                                let turn = tokio::time::timeout(shared.cfg.turn_wait, waiting)
-                                    .await
-                                    .ok()
-                                    .and_then(Result::ok);
+                                let turn = process::wait_turn(waiting, shared.cfg.turn_wait).await;
                                 let Ok(permit) = permits.acquire_owned().await else {
                                     return;
                                 };

@@ -4,6 +4,7 @@ use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use switchyard_broker::{Delivery, Exchange, Headers, OutgoingMessage, header};
@@ -11,10 +12,9 @@ use switchyard_core::{Action, DeadReason, Envelope, ErrorClass, IntegrationStatu
 use switchyard_providers::Operation;
 use switchyard_resilience::Admission;
 use switchyard_store::{AttemptRecord, Claim, Finish, MappingChange, StoreError};
-use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::{Shared, decide, identity};
+use crate::{Shared, connectors, decide, identity};
 
 /// Test hooks: where a simulated crash stops the worker. The delivery is left unsettled
 /// and the worker returns [`crate::WorkerError::Crashed`]; closing the broker connection
@@ -69,9 +69,41 @@ enum Settle {
 pub(crate) enum Turn {
     /// Taken (`Some`), or not needed here (`None`: the job is not due yet, or its
     /// integration could not be read, and [`process`] sees to it).
-    Now(Option<OwnedSemaphorePermit>),
-    /// Queued behind the integration's earlier jobs; resolves when it is this job's turn.
-    Wait(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>),
+    Now(Option<connectors::Turn>),
+    /// Queued behind the integration's earlier jobs ([`wait_turn`]).
+    Wait(Waiting),
+}
+
+/// A place in line for an integration's turn.
+pub(crate) struct Waiting {
+    turn: Pin<Box<dyn Future<Output = Option<connectors::Turn>> + Send>>,
+    turns: Arc<connectors::Turns>,
+}
+
+/// How many rounds of `turn_wait` a job waits in all while its integration's turns keep
+/// coming back ([`wait_turn`]).
+const TURN_WAIT_ROUNDS: u32 = 8;
+
+/// Wait in line for the job's turn while the integration's calls keep ending: a busy
+/// integration's job waits its turn, rather than go round the broker's delay queues and
+/// come back a second later; if no turn came back for a whole `round` (a hung provider), or
+/// after [`TURN_WAIT_ROUNDS`] rounds, it gives up (`None`: the job is put back), and its
+/// delivery stops holding up the deliveries of other tenants behind it.
+pub(crate) async fn wait_turn(waiting: Waiting, round: Duration) -> Option<connectors::Turn> {
+    let Waiting { mut turn, turns } = waiting;
+    let mut seen = turns.ended();
+    for _ in 0..TURN_WAIT_ROUNDS {
+        tokio::select! {
+            t = &mut turn => return t,
+            _ = tokio::time::sleep(round) => {}
+        }
+        let now = turns.ended();
+        if now == seen {
+            return None;
+        }
+        seen = now;
+    }
+    None
 }
 
 /// Take the delivery's turn at its integration, or queue for it (in arrival order: the
@@ -86,10 +118,15 @@ pub(crate) async fn turn(shared: &Shared, job: &Job) -> Turn {
     let Ok(Some(target)) = shared.connectors.get(env.integration_id).await else {
         return Turn::Now(None);
     };
-    let mut waiting = Box::pin(target.permits.clone().acquire_owned());
+    let turns = target.turns.clone();
+    let mut waiting: Pin<Box<dyn Future<Output = Option<connectors::Turn>> + Send>> =
+        Box::pin(turns.clone().take());
     match futures_util::poll!(waiting.as_mut()) {
-        Poll::Ready(p) => Turn::Now(p.ok()),
-        Poll::Pending => Turn::Wait(waiting),
+        Poll::Ready(t) => Turn::Now(t),
+        Poll::Pending => Turn::Wait(Waiting {
+            turn: waiting,
+            turns,
+        }),
     }
 }
 
@@ -107,7 +144,7 @@ impl Job {
     }
 }
 
-pub(crate) async fn handle(shared: &Shared, job: Job, turn: Option<OwnedSemaphorePermit>) {
+pub(crate) async fn handle(shared: &Shared, job: Job, turn: Option<connectors::Turn>) {
     let Job { d, env } = job;
     let env = match env {
         Ok(env) => env,
@@ -219,7 +256,7 @@ async fn process(
     replayed_at: Option<DateTime<Utc>>,
     redelivered: bool,
     copy: &str,
-    turn: Option<OwnedSemaphorePermit>,
+    turn: Option<connectors::Turn>,
 ) -> Result<Settle, StoreError> {
     let fault = shared.cfg.fault.clone();
     if let Some(FaultPoint::PanicFor(id)) = &fault
@@ -247,7 +284,7 @@ async fn process(
     // put back for a moment rather than wait in a slot other tenants' jobs need. The turn
     // is held from the claim to the call's end (a hung provider holds its share, no
     // more) and given back before the outcome's commit, which waits on no provider.
-    let Some(turn) = turn.or_else(|| target.permits.clone().try_acquire_owned().ok()) else {
+    let Some(turn) = turn.or_else(|| target.turns.try_take()) else {
         return Ok(Settle::Later {
             delay: jittered(Duration::from_millis(500)),
             why: "every call this worker makes to the integration at once is taken",
@@ -771,7 +808,7 @@ async fn call(
 async fn defer(
     tx: Box<switchyard_store::JobTx>,
     env: &Envelope,
-    target: &crate::connectors::Target,
+    target: &connectors::Target,
     replayed_at: Option<DateTime<Utc>>,
     why: String,
 ) -> Result<Settle, StoreError> {
