@@ -671,7 +671,7 @@ mod tests {
             let cfg = Config::load(None).expect("loads");
             assert_eq!(cfg.worker.prefetch, 7);
             assert_eq!(cfg.retry.max_attempts, 3);
-            assert_eq!(cfg.worker.concurrency, 64);
+            assert_eq!(cfg.worker.concurrency, 128);
             Ok(())
         });
     }

@@ -94,8 +94,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             providers: switchyard_providers::target_providers(),
-            prefetch: 128,
-            concurrency: 64,
+            prefetch: 256,
+            concurrency: 128,
             max_per_integration: 0,
             turn_wait: Duration::from_millis(250),
             lease: Duration::from_secs(630),
