@@ -344,8 +344,8 @@ impl Env {
     /// Let the database catch up between phases (VACUUM ANALYZE, then a checkpoint), so
     /// that one phase's maintenance does not land on the next one's figures. Growing the
     /// database by a million mappings in seconds writes enough WAL to start a checkpoint,
-    /// which then ran through the phases after it: ingest's p99 at 1,000/s was 60–120 ms
-    /// behind it, 7 ms without the growth.
+    /// which then ran through the phases after it: ingest's p99 at 1,000/s was 55–177 ms
+    /// behind it (six runs), 7 ms without the growth.
     pub async fn settle(&self) -> anyhow::Result<()> {
         sqlx::raw_sql("VACUUM ANALYZE").execute(&self.db).await?;
         // Needs a superuser or `pg_checkpoint`; without either, phases may share one.
