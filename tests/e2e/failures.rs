@@ -443,10 +443,12 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
     let fine = h.accept(store, "f", order("ord-1", 1, "1")).await;
     h.wait_status(fine[0], "succeeded", WAIT).await;
     assert_eq!(p.count(), 1);
-    // And a message that is not an envelope at all goes straight to the DLQ.
+    // And a message that is not an envelope at all goes straight to the DLQ (published
+    // into the work queue as ingest publishes: the worker dead-letters it under the key it
+    // came with, the queue's name).
     h.broker
         .publish(&[OutgoingMessage {
-            exchange: Exchange::Jobs,
+            exchange: Exchange::WorkQueue,
             routing_key: "rest.order.upsert".into(),
             message_id: "garbage".into(),
             body: b"{not json".to_vec(),

@@ -119,6 +119,54 @@ async fn the_same_event_twice_has_one_effect() {
     h.shutdown().await;
 }
 
+/// A job's first publication goes straight into its provider's work queue (the default
+/// exchange); a message the broker dead-letters from there still reaches the provider's
+/// dead-letter queue, and the keeper shows the job's own routing key.
+#[tokio::test]
+async fn a_job_published_straight_to_its_queue_is_dead_lettered_into_its_dead_letter_queue() {
+    let h = Harness::with(crate::support::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, erp) = h.store_to_erp(json!({})).await;
+    let env = envelope(
+        store,
+        erp,
+        "evt-dl",
+        "ord-1",
+        switchyard_core::Action::Upsert,
+    );
+    h.broker
+        .publish(&[OutgoingMessage::job(&env)])
+        .await
+        .unwrap();
+    let queue = h.topology.queue("rest");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut work = h.broker.consume(queue.clone(), 1, stop.clone());
+    let d = tokio::time::timeout(WAIT, work.recv())
+        .await
+        .expect("delivered in time")
+        .expect("a delivery");
+    assert_eq!(d.routing_key, queue, "through the default exchange");
+    // Rejected without requeue: the broker dead-letters it, as at its delivery limit.
+    d.dead_letter().await.unwrap();
+    let mut dead = h
+        .broker
+        .consume(h.topology.dead_letter_queue("rest"), 1, stop.clone());
+    let d = tokio::time::timeout(WAIT, dead.recv())
+        .await
+        .expect("dead-lettered in time")
+        .expect("a dead letter");
+    assert_eq!(d.message_id.as_deref(), Some(env.id.to_string().as_str()));
+    let kept = switchyard_ops::dlq::letter(&d, "rest");
+    assert_eq!(kept.routing_key, env.routing_key(), "the job's own key");
+    assert_eq!(kept.reason, "delivery_limit");
+    d.ack().await.unwrap();
+    stop.cancel();
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn updates_go_to_the_external_id_and_older_events_are_stale() {
     let h = Harness::start().await;

@@ -1,8 +1,10 @@
 //! The exchanges and queues Switchyard uses, declared idempotently at start.
 //!
 //! ```text
+//! (default)           ──{p}sy.q.{provider}─▶ {p}sy.q.{provider}   (a job's first publication)
 //! {p}sy.jobs  (topic) ──{provider}.#──────▶ {p}sy.q.{provider}   (quorum; DLX → {p}sy.dlx)
 //! {p}sy.dlx   (topic) ──{provider}.#──────▶ {p}sy.dlq.{provider} (quorum)
+//!                     ──{p}sy.q.{provider}─▶ {p}sy.dlq.{provider}
 //! {d}sy.retry (topic) ──*.….*.{p}{provider}.#─▶ {p}sy.q.{provider}
 //! {d}sy.delay.{L} for L = levels-1 … 0: delayed retries (below)
 //! ```
@@ -208,8 +210,13 @@ impl Topology {
             ch.queue_declare(self.dead_letter_queue(p).into(), qopts, quorum.clone())
                 .await?;
             // A message the broker dead-letters (delivery limit) keeps the key it arrived
-            // with, which for a retried one starts with its delay bits.
-            for key in [pattern, self.delayed_pattern(p).into()] {
+            // with: for a retried one, its delay bits first; for a job's first publication,
+            // which came through the default exchange, its work queue's name.
+            for key in [
+                pattern,
+                self.delayed_pattern(p).into(),
+                self.queue(p).into(),
+            ] {
                 ch.queue_bind(
                     self.dead_letter_queue(p).into(),
                     self.dead_letter_exchange().into(),

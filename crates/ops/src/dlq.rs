@@ -148,7 +148,11 @@ pub fn letter(d: &Delivery, provider: &str) -> DeadLetterRow {
         dead_at: h(header::DEAD_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
-        routing_key: text(&d.routing_key),
+        // The job's own key (`{provider}.{entity}.{action}`): the key the message arrived
+        // with may be its work queue's name or carry delay bits.
+        routing_key: env
+            .as_ref()
+            .map_or_else(|| text(&d.routing_key), |e| text(&e.routing_key())),
         headers: serde_json::Value::Object(
             d.headers
                 .0
