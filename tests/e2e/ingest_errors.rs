@@ -351,3 +351,52 @@ async fn slow_senders_are_cut_off() {
     let answer = String::from_utf8_lossy(&buf);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// Ingest's duplicate check and its queued rows run on connections they keep
+/// (`switchyard_store::Held`). When the database drops them (as in a restart), the next
+/// webhook is still accepted: its check cannot say, so it is published (workers
+/// deduplicate), and its queued row is left for the worker to make. The webhook after it is
+/// checked and recorded on new connections.
+#[tokio::test]
+async fn ingest_takes_new_connections_when_the_database_drops_its_own() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, _) = h.store_to_erp(json!({})).await;
+    let first = h.accept(store, "e1", order("o1", 1, "1")).await;
+    assert_eq!(h.store.job(first[0]).await.unwrap().status, "queued");
+
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND application_name = 'switchyard'",
+    )
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap();
+    assert!(dropped.len() >= 2, "ingest's two kept connections and more");
+
+    let second = h.accept(store, "e2", order("o2", 1, "1")).await;
+    assert_eq!(second.len(), 1);
+    let third = h.accept(store, "e3", order("o3", 1, "1")).await;
+    assert_eq!(
+        h.store.job(third[0]).await.unwrap().status,
+        "queued",
+        "recorded on a new connection"
+    );
+    let again = h.send(store, "e3", order("o3", 1, "1")).await;
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        again["duplicate"], true,
+        "checked on a new connection: {again}"
+    );
+    assert_eq!(
+        h.queue_depth(&h.topology.queue("rest")).await,
+        3,
+        "e1, e2 and e3 once"
+    );
+    h.shutdown().await;
+}

@@ -120,26 +120,26 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         store.clone(),
         broker.clone(),
     );
-    // Planned per call: the jobs table grows from empty ([`Store::planned_per_call`]).
-    let check_store = store.planned_per_call(2);
+    // Each batcher runs one statement at a time, on a connection it keeps
+    // ([`switchyard_store::Held`]). The duplicate check is planned per call: the jobs table
+    // grows from empty ([`Store::planned_per_call`]).
+    let check_conn = Arc::new(store.planned_per_call(1).held());
     let check = switchyard_store::batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
-        let store = check_store.clone();
+        let held = check_conn.clone();
         async move {
-            store
-                .existing_jobs(&ids)
+            held.on(async |c| switchyard_store::existing_jobs(c, &ids).await)
                 .await
                 .map(|found| Arc::new(found.into_iter().collect::<HashSet<Uuid>>()))
                 .map_err(|e| e.to_string())
         }
     });
-    let record_store = store.relaxed(4);
+    let record_conn = Arc::new(store.relaxed(1).held());
     let record = switchyard_store::batch::Batcher::spawn(1000, move |envs: Vec<Envelope>| {
-        let store = record_store.clone();
+        let held = record_conn.clone();
         async move {
             let queued: Vec<QueuedJob<'_>> =
                 envs.iter().map(|e| QueuedJob { envelope: e }).collect();
-            store
-                .record_queued(&queued)
+            held.on(async |c| switchyard_store::record_queued(c, &queued).await)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -1099,26 +1099,39 @@ pub(crate) fn queued_rows<'a>(
     qb
 }
 
+/// [`Store::record_queued`] on any connection (a [`crate::Held`] one: ingest's).
+pub async fn record_queued<'e>(
+    on: impl sqlx::PgExecutor<'e>,
+    jobs: &[QueuedJob<'_>],
+) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    queued_rows(jobs.iter().map(|j| j.envelope))
+        .build()
+        .execute(on)
+        .await?;
+    Ok(())
+}
+
+/// [`Store::existing_jobs`] on any connection (a [`crate::Held`] one: ingest's).
+pub async fn existing_jobs<'e>(on: impl sqlx::PgExecutor<'e>, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(on)
+        .await?)
+}
+
 impl Store {
     /// Record published jobs as `queued` so `GET /v1/jobs/{id}` finds them at once. A job a
     /// worker already claimed is left as it is.
     pub async fn record_queued(&self, jobs: &[QueuedJob<'_>]) -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        queued_rows(jobs.iter().map(|j| j.envelope))
-            .build()
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        record_queued(self.pool(), jobs).await
     }
 
     /// Which of these job ids already exist (a re-sent webhook).
     pub async fn existing_jobs(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(self.pool())
-            .await?)
+        existing_jobs(self.pool(), ids).await
     }
 
     /// Claim a job for processing: lock its entity at the target, create or update its row,

@@ -7,6 +7,7 @@ mod audit;
 pub mod batch;
 mod calls;
 mod dead_letters;
+mod held;
 mod identity;
 mod integrations;
 mod jobs;
@@ -24,6 +25,7 @@ pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditFilter};
 pub use calls::{Begun, CallEnd, CallFilter, NewCall, OperationCall, Settlement};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, TakenDeadLetters};
+pub use held::Held;
 pub use identity::{Conflict, HeldJob, LinkView, NewConflict, RecordView};
 pub use integrations::{
     Integration, NewIntegration, NewRoute, RouteTarget, RouteTargetView, RouteView,
@@ -31,7 +33,8 @@ pub use integrations::{
 };
 pub use jobs::{
     AttemptRecord, Claim, ClaimBatcher, Finish, JobAttempt, JobFilter, JobRow, JobTx,
-    MappingChange, OutcomeBatcher, QueuedJob, SourceLink, Succeeded, TargetLink,
+    MappingChange, OutcomeBatcher, QueuedJob, SourceLink, Succeeded, TargetLink, existing_jobs,
+    record_queued,
 };
 pub use leader::{Leadership, SCHEDULER_LOCK};
 pub use manage::{IntegrationFilter, IntegrationPatch, JobPage, JobQuery, Stats};
