@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 pub struct Ceiling {
     pub confirm_mps: f64,
     pub consume_mps: f64,
-    /// Publish → confirm at a fixed rate, in microseconds.
-    pub confirm_latency: Histogram<u64>,
 }
 
 /// Confirms outstanding at once while publishing, and the consumer's prefetch.
@@ -24,9 +22,8 @@ const QUEUE: &str = "bench.ceiling";
 
 /// Persistent 1 KiB messages into a fresh durable quorum queue with pipelined confirms, then
 /// consumed with manual acks: messages per second, the median of three rounds of `n` (the
-/// broker's figures vary from round to round more than ours). Then the confirm latency of
-/// messages published at `rate` per second for `secs` seconds.
-pub async fn ceiling(url: &str, n: usize, rate: u64, secs: u64) -> anyhow::Result<Ceiling> {
+/// broker's figures vary from round to round more than ours).
+pub async fn ceiling(url: &str, n: usize) -> anyhow::Result<Ceiling> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let mut publish = Vec::new();
     let mut consume = Vec::new();
@@ -39,16 +36,23 @@ pub async fn ceiling(url: &str, n: usize, rate: u64, secs: u64) -> anyhow::Resul
     }
     publish.sort_by(f64::total_cmp);
     consume.sort_by(f64::total_cmp);
-    let ch = fresh_queue(&conn).await?;
-    let confirm_latency = at_rate(&ch, rate, secs).await?;
-    ch.queue_delete(QUEUE.into(), QueueDeleteOptions::default())
-        .await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(Ceiling {
         confirm_mps: publish[1],
         consume_mps: consume[1],
-        confirm_latency,
     })
+}
+
+/// The confirm latency of messages published at `rate` per second for `secs` seconds, in
+/// microseconds.
+pub async fn confirm_latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<Histogram<u64>> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = fresh_queue(&conn).await?;
+    let latency = at_rate(&ch, rate, secs).await?;
+    ch.queue_delete(QUEUE.into(), QueueDeleteOptions::default())
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(latency)
 }
 
 /// A new, empty durable quorum queue, and a channel in confirm mode.
