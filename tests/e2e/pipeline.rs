@@ -605,28 +605,12 @@ async fn two_copies_of_one_job_claimed_together_are_claimed_once() {
     h.shutdown().await;
 }
 
-/// Writes a job row as another writer would, inside `tx`, without committing.
+/// Writes a job's queued row as another of ingest's calls would (`record_queued`), inside
+/// `tx`, without committing.
 async fn write_job_row(tx: &mut sqlx::PgConnection, env: &switchyard_core::Envelope) {
-    sqlx::query(
-        "INSERT INTO jobs (id, idempotency_key, tenant, integration_id, source_integration_id, \
-         provider, entity, action, event, event_id, internal_id, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
-    )
-    .bind(env.id)
-    .bind(&env.idempotency_key)
-    .bind(&env.tenant)
-    .bind(env.integration_id)
-    .bind(env.source_integration_id)
-    .bind(&env.provider)
-    .bind(&env.entity)
-    .bind(env.action.as_str())
-    .bind(&env.event)
-    .bind(&env.event_id)
-    .bind(&env.internal_id)
-    .bind(env.received_at)
-    .execute(tx)
-    .await
-    .expect("the other writer is never the deadlock's victim");
+    switchyard_store::record_queued(tx, &[switchyard_store::QueuedJob { envelope: env }])
+        .await
+        .expect("the other writer is never the deadlock's victim");
 }
 
 /// Ingest's queued rows and the worker's claims write job rows in id order. At 1,000
