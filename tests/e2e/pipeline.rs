@@ -162,6 +162,14 @@ async fn a_job_published_straight_to_its_queue_is_dead_lettered_into_its_dead_le
     let kept = switchyard_ops::dlq::letter(&d, "rest");
     assert_eq!(kept.routing_key, env.routing_key(), "the job's own key");
     assert_eq!(kept.reason, "delivery_limit");
+    // The first publication carries no attempt count or first-received time: the kept
+    // letter takes them from the envelope.
+    assert_eq!(d.headers.get(switchyard_broker::header::ATTEMPT), None);
+    assert_eq!(kept.attempts.as_deref(), Some("0"));
+    assert_eq!(
+        kept.first_received.as_deref(),
+        Some(env.received_at.to_rfc3339().as_str())
+    );
     d.ack().await.unwrap();
     stop.cancel();
     h.shutdown().await;

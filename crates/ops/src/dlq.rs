@@ -142,8 +142,11 @@ pub fn letter(d: &Delivery, provider: &str) -> DeadLetterRow {
         reason: h(header::DEAD_REASON).unwrap_or_else(|| "delivery_limit".to_owned()),
         error_class: h(header::LAST_ERROR_CLASS),
         error: h(header::LAST_ERROR),
-        attempts: h(header::ATTEMPT),
-        first_received: h(header::FIRST_RECEIVED),
+        // A job's first publication carries neither (`OutgoingMessage::job`): a letter
+        // without them was dead on its first attempt, and its envelope has the time.
+        attempts: h(header::ATTEMPT).or_else(|| env.as_ref().map(|_| "0".to_owned())),
+        first_received: h(header::FIRST_RECEIVED)
+            .or_else(|| env.as_ref().map(|e| e.received_at.to_rfc3339())),
         replays: h(header::REPLAYS),
         dead_at: h(header::DEAD_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
