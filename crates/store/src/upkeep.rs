@@ -16,10 +16,10 @@
 //!
 //! These analyses read a tenth of the rows a default one reads ([`YOUNG_STATISTICS_TARGET`]):
 //! what they are for is the table's size, which a small sample measures as well as a large
-//! one. At the default target, analysing a young `jobs` table (thirty columns, 30,000
-//! sampled rows) took a quarter of a second of the database's CPU, and in `just bench`'s
-//! processing phase on an empty database the worker's analyses were an eighth of
-//! PostgreSQL's CPU. Autovacuum's own analyses, at the default target, come after.
+//! one. At the default target, analysing a `jobs` table of 20,000 rows (thirty columns)
+//! took 100–130 ms, and in `just bench`'s processing phase on an empty database the
+//! worker's analyses were about a sixth of PostgreSQL's time (ARCHITECTURE.md,
+//! Performance). Autovacuum's own analyses, at the default target, come after.
 
 use crate::{Result, Store};
 
