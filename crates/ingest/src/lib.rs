@@ -124,26 +124,34 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
     // ([`switchyard_store::Held`]). The duplicate check is planned per call: the jobs table
     // grows from empty ([`Store::planned_per_call`]).
     let check_conn = Arc::new(store.planned_per_call(1).held());
-    let check = switchyard_store::batch::Batcher::spawn(2000, move |ids: Vec<Uuid>| {
-        let held = check_conn.clone();
-        async move {
-            held.on(async |c| switchyard_store::existing_jobs(c, &ids).await)
-                .await
-                .map(|found| Arc::new(found.into_iter().collect::<HashSet<Uuid>>()))
-                .map_err(|e| e.to_string())
-        }
-    });
+    let check = switchyard_store::batch::Batcher::spawn(
+        2000,
+        switchyard_store::batch::GATHER,
+        move |ids: Vec<Uuid>| {
+            let held = check_conn.clone();
+            async move {
+                held.on(async |c| switchyard_store::existing_jobs(c, &ids).await)
+                    .await
+                    .map(|found| Arc::new(found.into_iter().collect::<HashSet<Uuid>>()))
+                    .map_err(|e| e.to_string())
+            }
+        },
+    );
     let record_conn = Arc::new(store.relaxed(1).held());
-    let record = switchyard_store::batch::Batcher::spawn(1000, move |envs: Vec<Envelope>| {
-        let held = record_conn.clone();
-        async move {
-            let queued: Vec<QueuedJob<'_>> =
-                envs.iter().map(|e| QueuedJob { envelope: e }).collect();
-            held.on(async |c| switchyard_store::record_queued(c, &queued).await)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    });
+    let record = switchyard_store::batch::Batcher::spawn(
+        1000,
+        switchyard_store::batch::GATHER,
+        move |envs: Vec<Envelope>| {
+            let held = record_conn.clone();
+            async move {
+                let queued: Vec<QueuedJob<'_>> =
+                    envs.iter().map(|e| QueuedJob { envelope: e }).collect();
+                held.on(async |c| switchyard_store::record_queued(c, &queued).await)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    );
     let state = Arc::new(AppState {
         check,
         record,

@@ -957,7 +957,7 @@ impl Store {
     /// Needs a Tokio runtime (it runs as a task).
     pub fn outcome_batcher(&self, max: usize) -> OutcomeBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn(max, move |items: Vec<Succeeded>| {
+        crate::batch::Batcher::spawn(max, crate::batch::GATHER, move |items: Vec<Succeeded>| {
             let store = store.clone();
             async move {
                 store
@@ -1203,7 +1203,7 @@ impl Store {
     /// each job leased for `lease`. Needs a Tokio runtime (it runs as a task).
     pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn(max, move |items: Vec<ClaimArgs>| {
+        crate::batch::Batcher::spawn(max, crate::batch::GATHER, move |items: Vec<ClaimArgs>| {
             let store = store.clone();
             async move {
                 store
