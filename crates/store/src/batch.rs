@@ -4,12 +4,12 @@
 //!
 //! A call carries the requests waiting when the batcher is free. A request that finds none
 //! beside it waits a short window ([`GATHER`]) for others, and those that arrive within it
-//! share its call; under load, when requests wait together, no call waits. Without the
-//! window, requests that arrive apart
-//! (1,000 webhooks a second are a millisecond apart) each had a call of their own, and a
-//! statement's fixed cost (its round trip, its planning, its commit) was most of what it
-//! cost: in `just bench`, ingest at 1,000/s spent 329 µs of PostgreSQL's CPU per webhook in
-//! two statements, against 70 at 64 connections where the calls carried many.
+//! share its call; requests that queued up together go at once. Without the window,
+//! requests that arrive apart (1,000 webhooks a second are a millisecond apart) each had a
+//! call of their own, and a statement's fixed cost (its round trip, its planning, its
+//! commit) was most of what it cost: in `just bench`, ingest at 1,000/s spent 329 µs of
+//! PostgreSQL's CPU per webhook in two statements, against 70 at 64 connections where the
+//! calls carried many (ARCHITECTURE.md, Performance).
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -46,7 +46,7 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
                         Ok(next) => Some(next),
                         // A request that found no other waiting gathers others until the
                         // window ends; requests that were already waiting together go at
-                        // once (under load a call never waits).
+                        // once.
                         Err(_) if !gather.is_zero() && (gathering || waiters.len() == 1) => {
                             gathering = true;
                             // `None`: closed, or the window has passed.
