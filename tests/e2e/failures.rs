@@ -842,6 +842,7 @@ async fn dead_letter_operations_are_bounded_and_check_their_acks() {
 /// policy.
 async fn opened_behind_its_back(
     trust: Duration,
+    report_every: Duration,
 ) -> (
     switchyard_resilience::Guard,
     switchyard_resilience::BreakerPolicy,
@@ -850,7 +851,8 @@ async fn opened_behind_its_back(
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
     let here = Guard::shared(&crate::support::redis_url(), &prefix)
         .unwrap()
-        .trusting_closed_for(trust);
+        .trusting_closed_for(trust)
+        .reporting_every(report_every);
     let there = Guard::shared(&crate::support::redis_url(), &prefix).unwrap();
     let p = switchyard_resilience::BreakerPolicy {
         window: 4,
@@ -873,7 +875,7 @@ async fn opened_behind_its_back(
 #[tokio::test]
 async fn a_breaker_another_process_opens_stops_this_ones_calls_when_its_trust_runs_out() {
     use switchyard_resilience::Admission;
-    let (here, p) = opened_behind_its_back(Duration::from_secs(2)).await;
+    let (here, p) = opened_behind_its_back(Duration::from_secs(2), Duration::ZERO).await;
     assert_eq!(
         here.admit("acct", &p, &[]).await,
         Admission::Go,
@@ -889,7 +891,7 @@ async fn a_breaker_another_process_opens_stops_this_ones_calls_when_its_trust_ru
 #[tokio::test]
 async fn a_calls_outcome_tells_this_process_the_fleet_opened_its_breaker() {
     use switchyard_resilience::{Admission, BreakerState, Outcome};
-    let (here, p) = opened_behind_its_back(Duration::from_secs(60)).await;
+    let (here, p) = opened_behind_its_back(Duration::from_secs(60), Duration::ZERO).await;
     // This process's call in flight ends (well): the answer is the fleet's state.
     assert_eq!(
         here.record("acct", &p, Outcome::Success).await,
@@ -902,9 +904,158 @@ async fn a_calls_outcome_tells_this_process_the_fleet_opened_its_breaker() {
 }
 
 #[tokio::test]
+async fn a_success_held_for_its_report_hears_of_the_open_breaker_when_the_report_goes() {
+    use switchyard_resilience::{Admission, BreakerState, Outcome};
+    let (here, p) =
+        opened_behind_its_back(Duration::from_secs(60), Duration::from_millis(300)).await;
+    // This process's call in flight ends well: held for the report, answered as trusted.
+    assert_eq!(
+        here.record("acct", &p, Outcome::Success).await,
+        Some(BreakerState::Closed)
+    );
+    assert_eq!(
+        here.admit("acct", &p, &[]).await,
+        Admission::Go,
+        "until its report goes, this process goes on trust"
+    );
+    eventually(
+        "the report brings the fleet's open breaker back",
+        WAIT,
+        || async { matches!(here.admit("acct", &p, &[]).await, Admission::BreakerOpen(_)) },
+    )
+    .await;
+}
+
+/// A fresh account's breaker on one fleet's Redis, trusted closed by `guard` (which has
+/// asked once), and a connection to read its window with.
+async fn trusted_account(
+    report_every: Duration,
+) -> (
+    switchyard_resilience::Guard,
+    redis::aio::MultiplexedConnection,
+    String,
+) {
+    use switchyard_resilience::{Admission, Guard};
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let guard = Guard::shared(&crate::support::redis_url(), &prefix)
+        .unwrap()
+        .trusting_closed_for(Duration::from_secs(60))
+        .reporting_every(report_every);
+    assert_eq!(
+        guard
+            .admit(
+                "acct",
+                &switchyard_resilience::BreakerPolicy::default(),
+                &[]
+            )
+            .await,
+        Admission::Go
+    );
+    let redis = redis::Client::open(crate::support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (guard, redis, format!("{prefix}sy:bw:acct"))
+}
+
+/// The account's breaker window in Redis, newest first.
+async fn window(redis: &redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis.clone())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn successes_on_trust_are_reported_together_and_a_failure_at_once_after_them() {
+    use switchyard_resilience::{BreakerPolicy, BreakerState, Outcome};
+    let p = BreakerPolicy::default();
+    // Held for a minute: only a failure, or a full report, sends them.
+    let (guard, redis, key) = trusted_account(Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            guard.record("acct", &p, Outcome::Success).await,
+            Some(BreakerState::Closed)
+        );
+    }
+    assert!(window(&redis, &key).await.is_empty(), "held, not sent");
+    assert_eq!(
+        guard.record("acct", &p, Outcome::Failure).await,
+        Some(BreakerState::Closed)
+    );
+    assert_eq!(
+        window(&redis, &key).await,
+        ["f", "s", "s", "s"],
+        "the failure went at once, after the successes held before it (newest first)"
+    );
+    // A slow call is not held either.
+    guard.record("acct", &p, Outcome::SlowSuccess).await;
+    assert_eq!(window(&redis, &key).await.len(), 5);
+
+    // An account's report holds at most 64; the next success sends them all.
+    let (guard, redis, key) = trusted_account(Duration::from_secs(60)).await;
+    for _ in 0..64 {
+        guard.record("acct", &p, Outcome::Success).await;
+    }
+    assert!(window(&redis, &key).await.is_empty());
+    guard.record("acct", &p, Outcome::Success).await;
+    assert_eq!(
+        window(&redis, &key).await.len(),
+        p.window as usize,
+        "65 reported; the window keeps its last {}",
+        p.window
+    );
+
+    // Otherwise the report goes on its own after the configured time.
+    let (guard, redis, key) = trusted_account(Duration::from_millis(50)).await;
+    guard.record("acct", &p, Outcome::Success).await;
+    guard.record("acct", &p, Outcome::Success).await;
+    eventually("the held successes are reported", WAIT, || async {
+        window(&redis, &key).await.len() == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn held_successes_reported_while_the_breaker_is_half_open_are_its_probes() {
+    use switchyard_resilience::{Admission, BreakerPolicy, BreakerState, Guard, Outcome};
+    let p = BreakerPolicy {
+        window: 4,
+        minimum_calls: 4,
+        open_wait_ms: 100,
+        half_open_probes: 2,
+        ..Default::default()
+    };
+    let (here, redis, key) = trusted_account(Duration::from_secs(60)).await;
+    let prefix = key.trim_end_matches("sy:bw:acct").to_owned();
+    // Two of this process's calls end well, on trust: held.
+    here.record("acct", &p, Outcome::Success).await;
+    here.record("acct", &p, Outcome::Success).await;
+    // Meanwhile another process opens the breaker, and after its wait takes a probe.
+    let there = Guard::shared(&crate::support::redis_url(), &prefix).unwrap();
+    for _ in 0..4 {
+        there.record("acct", &p, Outcome::Failure).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(there.admit("acct", &p, &[]).await, Admission::Go);
+    // This process's next call fails: its report carries the two successes first, which
+    // are the half-open breaker's two probes and close it; the failure then starts the
+    // closed breaker's new window.
+    assert_eq!(
+        here.record("acct", &p, Outcome::Failure).await,
+        Some(BreakerState::Closed)
+    );
+    assert_eq!(window(&redis, &key).await, ["f"]);
+}
+
+#[tokio::test]
 async fn with_no_trust_every_call_asks_the_fleet() {
     use switchyard_resilience::Admission;
-    let (here, p) = opened_behind_its_back(Duration::ZERO).await;
+    let (here, p) = opened_behind_its_back(Duration::ZERO, Duration::ZERO).await;
     assert!(matches!(
         here.admit("acct", &p, &[]).await,
         Admission::BreakerOpen(_)

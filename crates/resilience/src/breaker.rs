@@ -101,6 +101,16 @@ impl Outcome {
         }
     }
 
+    /// The outcome [`Outcome::code`] stands for (an unknown letter counts as a failure).
+    pub fn from_code(code: char) -> Outcome {
+        match code {
+            's' => Outcome::Success,
+            'w' => Outcome::SlowSuccess,
+            'x' => Outcome::SlowFailure,
+            _ => Outcome::Failure,
+        }
+    }
+
     pub fn failed(self) -> bool {
         matches!(self, Outcome::Failure | Outcome::SlowFailure)
     }

@@ -58,6 +58,10 @@ pub struct Config {
     /// noticed here when one of this process's calls to the account ends (its outcome's
     /// report brings the fleet's state back), or when this runs out.
     pub redis_breaker_trust_ms: u64,
+    /// How long the successes of calls admitted on that trust wait to be reported to Redis
+    /// together, in one script (0: each call reports its own). Failures and slow calls are
+    /// reported at once; the fleet's window sees this process's successes up to this late.
+    pub redis_breaker_report_ms: u64,
     /// Where providers may be called.
     pub egress: EgressSettings,
     /// Where operators are told of integrations in `error`, reauthorizations needed and
@@ -230,6 +234,7 @@ impl Default for Config {
             breaker: BreakerPolicy::default(),
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_breaker_trust_ms: switchyard_resilience::guard::TRUST_CLOSED.as_millis() as u64,
+            redis_breaker_report_ms: switchyard_resilience::guard::REPORT_EVERY.as_millis() as u64,
             egress: EgressSettings::default(),
             notify: NotifySettings::default(),
         }
@@ -463,6 +468,12 @@ impl Config {
                 "must be at most 10000 (a breaker the fleet opened would go unnoticed that long)",
             )?;
         }
+        if self.redis_breaker_report_ms > 1_000 {
+            fail(
+                "redis_breaker_report_ms",
+                "must be at most 1000 (the fleet's breakers would judge this process's calls that late)",
+            )?;
+        }
         Ok(())
     }
 
@@ -474,7 +485,8 @@ impl Config {
         Ok(Arc::new(
             Guard::shared(&self.redis_url, &self.queue_prefix)
                 .context("invalid configuration: redis_url (SWITCHYARD_REDIS_URL)")?
-                .trusting_closed_for(Duration::from_millis(self.redis_breaker_trust_ms)),
+                .trusting_closed_for(Duration::from_millis(self.redis_breaker_trust_ms))
+                .reporting_every(Duration::from_millis(self.redis_breaker_report_ms)),
         ))
     }
 
@@ -672,6 +684,26 @@ mod tests {
             assert_eq!(cfg.worker.prefetch, 7);
             assert_eq!(cfg.retry.max_attempts, 3);
             assert_eq!(cfg.worker.concurrency, 128);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_breakers_report_interval_is_bounded() {
+        Jail::expect_with(|jail| {
+            let cfg = Config::load(None).expect("loads");
+            assert_eq!(cfg.redis_breaker_report_ms, 10);
+            jail.set_env("SWITCHYARD_REDIS_BREAKER_REPORT_MS", "0");
+            assert_eq!(
+                Config::load(None).expect("valid").redis_breaker_report_ms,
+                0
+            );
+            jail.set_env("SWITCHYARD_REDIS_BREAKER_REPORT_MS", "5000");
+            assert!(
+                load_err().contains("SWITCHYARD_REDIS_BREAKER_REPORT_MS"),
+                "{}",
+                load_err()
+            );
             Ok(())
         });
     }
