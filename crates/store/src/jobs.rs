@@ -953,19 +953,24 @@ impl JobTx {
 }
 
 impl Store {
-    /// A batcher of jobs' successes ([`JobTx::finish_batched`]), up to `max` a statement.
-    /// Needs a Tokio runtime (it runs as a task).
+    /// A batcher of jobs' successes ([`JobTx::finish_batched`]), up to `max` a statement,
+    /// each statement gathering for [`crate::batch::GATHER_EVERY_CALL`]. Needs a Tokio
+    /// runtime (it runs as a task).
     pub fn outcome_batcher(&self, max: usize) -> OutcomeBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn(max, crate::batch::GATHER, move |items: Vec<Succeeded>| {
-            let store = store.clone();
-            async move {
-                store
-                    .record_succeeded(&items)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        })
+        crate::batch::Batcher::spawn_gathering(
+            max,
+            crate::batch::GATHER_EVERY_CALL,
+            move |items: Vec<Succeeded>| {
+                let store = store.clone();
+                async move {
+                    store
+                        .record_succeeded(&items)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
     }
 
     /// Record the successes of several parked jobs in one statement and commit: each job's
@@ -1199,20 +1204,25 @@ impl Store {
     }
 
     /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, one call
-    /// at a time (the largest batches: a call's fixed cost is most of a small batch's),
-    /// each job leased for `lease`. Needs a Tokio runtime (it runs as a task).
+    /// at a time, each gathering for [`crate::batch::GATHER_EVERY_CALL`] (the largest
+    /// batches: a call's fixed cost is most of a small batch's), each job leased for
+    /// `lease`. Needs a Tokio runtime (it runs as a task).
     pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn(max, crate::batch::GATHER, move |items: Vec<ClaimArgs>| {
-            let store = store.clone();
-            async move {
-                store
-                    .claim_rows(items, lease)
-                    .await
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            }
-        })
+        crate::batch::Batcher::spawn_gathering(
+            max,
+            crate::batch::GATHER_EVERY_CALL,
+            move |items: Vec<ClaimArgs>| {
+                let store = store.clone();
+                async move {
+                    store
+                        .claim_rows(items, lease)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
     }
 
     /// Claim these jobs (each with the copy of its message) in one call and commit, as
