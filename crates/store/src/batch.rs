@@ -9,7 +9,9 @@
 //! call of their own, and a statement's fixed cost (its round trip, its planning, its
 //! commit) was most of what it cost: in `just bench`, ingest at 1,000/s spent 329 µs of
 //! PostgreSQL's CPU per webhook in two statements, against 70 at 64 connections where the
-//! calls carried many (ARCHITECTURE.md, Performance).
+//! calls carried many (ARCHITECTURE.md, Performance). The worker's batchers, whose jobs no
+//! one waits on at once, gather every call for a while ([`Batcher::spawn_gathering`],
+//! [`GATHER_EVERY_CALL`]).
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
