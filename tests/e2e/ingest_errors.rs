@@ -352,6 +352,74 @@ async fn slow_senders_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
+/// A webhook is answered once its jobs are durable in the broker; their `queued` rows are
+/// written after the answer. Until a row is committed, the process that answered finds the
+/// job: a re-sent webhook is a duplicate (published once) and `GET /v1/jobs/{id}` waits for
+/// the row rather than answer 404. Here the jobs table is locked against inserts while
+/// that happens.
+#[tokio::test]
+async fn a_webhook_is_answered_before_its_queued_row_is_written_and_its_job_is_found() {
+    let h = Harness::with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (store, _) = h.store_to_erp(json!({})).await;
+    let mut lock = h.store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    // (A hang guard, not a measure: the old ingest waited for the row before answering.)
+    let answered = tokio::time::timeout(
+        Duration::from_secs(20),
+        h.accept(store, "e1", order("o1", 1, "1")),
+    )
+    .await;
+    let jobs = answered.expect("answered while its row cannot be written yet");
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        h.store.unrecorded().contains(&jobs[0]),
+        "its row is being written"
+    );
+
+    let again = h.send(store, "e1", order("o1", 1, "1")).await;
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        h.queue_depth(&h.topology.queue("rest")).await,
+        1,
+        "published once"
+    );
+
+    let read = tokio::spawn({
+        let http = h.http.clone();
+        let url = h.url(&format!("/v1/jobs/{}", jobs[0]));
+        async move {
+            let resp = http
+                .get(url)
+                .bearer_auth(crate::support::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!read.is_finished(), "the read waits for the row");
+    lock.rollback().await.unwrap();
+    let (status, body) = read.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["status"], "queued");
+    assert!(
+        h.store.unrecorded().drained(Duration::from_secs(20)).await,
+        "the row was written"
+    );
+    h.shutdown().await;
+}
+
 /// Ingest's duplicate check and its queued rows run on connections they keep
 /// (`switchyard_store::Held`). When the database drops them (as in a restart), the next
 /// webhook is still accepted: its check cannot say, so it is published (workers
@@ -380,6 +448,15 @@ async fn ingest_takes_new_connections_when_the_database_drops_its_own() {
 
     let second = h.accept(store, "e2", order("o2", 1, "1")).await;
     assert_eq!(second.len(), 1);
+    // Its row, written after the answer, fails on the dropped connection (or is written on
+    // a new one).
+    assert!(h.store.unrecorded().drained(Duration::from_secs(20)).await);
+    assert!(
+        h.metrics()
+            .await
+            .contains("switchyard_queued_rows_not_written_total 1"),
+        "its row was not written"
+    );
     let third = h.accept(store, "e3", order("o3", 1, "1")).await;
     assert_eq!(
         h.store.job(third[0]).await.unwrap().status,

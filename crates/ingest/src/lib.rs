@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -99,8 +99,9 @@ pub(crate) struct AppState {
     pub(crate) metrics: metrics::Metrics,
     /// Duplicate checks of concurrent webhooks, one query for many: the ids that exist.
     pub(crate) check: switchyard_store::batch::Batcher<Uuid, Result<Arc<HashSet<Uuid>>, String>>,
-    /// Queued job rows of concurrent webhooks, one insert and commit for many.
-    pub(crate) record: switchyard_store::batch::Batcher<Envelope, Result<(), String>>,
+    /// Queued job rows of concurrent webhooks, one insert and commit for many, written after
+    /// the answer: their jobs wait in [`switchyard_store::Unrecorded`] until it finishes.
+    pub(crate) record: switchyard_store::batch::Batcher<Envelope, ()>,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -137,18 +138,30 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             }
         },
     );
-    let record_conn = Arc::new(store.relaxed(1).held());
+    let metrics = metrics::Metrics::new(cfg.more_metrics.clone());
+    let not_written = metrics.unrecorded.clone();
+    let record_store = store.relaxed(1);
+    let record_conn = Arc::new(record_store.held());
     let record = switchyard_store::batch::Batcher::spawn(
         1000,
         switchyard_store::batch::GATHER,
         move |envs: Vec<Envelope>| {
             let held = record_conn.clone();
+            let store = record_store.clone();
+            let not_written = not_written.clone();
             async move {
                 let queued: Vec<QueuedJob<'_>> =
                     envs.iter().map(|e| QueuedJob { envelope: e }).collect();
-                held.on(async |c| switchyard_store::record_queued(c, &queued).await)
-                    .await
-                    .map_err(|e| e.to_string())
+                let written = held
+                    .on(async |c| switchyard_store::record_queued(c, &queued).await)
+                    .await;
+                store.unrecorded().remove(envs.iter().map(|e| &e.id));
+                if let Err(e) = written {
+                    // The jobs are durable in the broker; a worker makes a row it misses.
+                    not_written.inc_by(envs.len() as u64);
+                    warn!(error = %e, jobs = envs.len(),
+                        "jobs enqueued but not yet recorded; workers will record them");
+                }
             }
         },
     );
@@ -160,7 +173,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
             cfg.integration_cache_ttl,
             cfg.keyring.clone(),
         ),
-        metrics: metrics::Metrics::new(cfg.more_metrics.clone()),
+        metrics,
         cfg,
         store,
         broker,
@@ -222,6 +235,8 @@ pub struct IngestApp {
     listener: TcpListener,
     router: Router,
     cfg: IngestConfig,
+    /// Its `queued` rows still being written are waited for when it stops.
+    store: Store,
 }
 
 impl IngestApp {
@@ -244,9 +259,10 @@ impl IngestApp {
         listener: TcpListener,
     ) -> IngestApp {
         IngestApp {
-            router: router(cfg.clone(), store, broker),
+            router: router(cfg.clone(), store.clone(), broker),
             listener,
             cfg,
+            store,
         }
     }
 
@@ -256,7 +272,8 @@ impl IngestApp {
             .expect("a bound listener has an address")
     }
 
-    /// Serve until `stop` is cancelled, then finish the requests in flight (for up to 30 s).
+    /// Serve until `stop` is cancelled, then finish the requests in flight (for up to 30 s)
+    /// and the `queued` rows of the jobs they answered for (for up to 5 s).
     ///
     /// Each connection must send a request's headers within `header_read_timeout` and its
     /// body within `body_timeout` (a slow sender is answered `408` or cut off), and at most
@@ -316,6 +333,22 @@ impl IngestApp {
             .is_err()
         {
             tracing::warn!("ingest stopped with requests still in flight after 30 s");
+        }
+        // The rows of jobs already answered for: their insert finishes, or the workers make
+        // them when they claim the jobs.
+        let left = self.store.unrecorded().len();
+        if !self
+            .store
+            .unrecorded()
+            .drained(Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(
+                jobs = self.store.unrecorded().len(),
+                "ingest stopped before writing some queued rows; the workers will write them"
+            );
+        } else if left > 0 {
+            tracing::debug!(jobs = left, "wrote the last queued rows");
         }
         info!("ingest stopped");
         Ok(())

@@ -13,6 +13,8 @@ pub(crate) struct Metrics {
     pub(crate) jobs: IntCounterVec,
     /// Route targets left out of a webhook (a route's filter, a `drop` route).
     pub(crate) skipped: IntCounter,
+    /// Jobs whose `queued` row could not be written after the answer.
+    pub(crate) unrecorded: IntCounter,
     /// How long a webhook took to answer, by outcome.
     latency: HistogramVec,
     /// Other services' metrics in this process, served with these.
@@ -57,8 +59,16 @@ impl Metrics {
             "Route targets a webhook did not go to: a route's filter or a drop route left them out",
         )
         .expect("static metric definition");
+        let unrecorded = IntCounter::new(
+            "switchyard_queued_rows_not_written_total",
+            "Accepted jobs whose queued row ingest could not write (the database failed); a worker writes the row when it takes the job",
+        )
+        .expect("static metric definition");
         registry
             .register(Box::new(skipped.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(unrecorded.clone()))
             .expect("registered once");
         registry
             .register(Box::new(webhooks.clone()))
@@ -71,6 +81,7 @@ impl Metrics {
             webhooks,
             jobs,
             skipped,
+            unrecorded,
             latency,
             more,
         }

@@ -614,16 +614,25 @@ async fn enqueue(
     let job_ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
     Span::current().record("jobs", job_ids.len());
 
-    // A re-sent webhook whose jobs exist is answered without publishing again. If the
+    // A re-sent webhook whose jobs exist is answered without publishing again. Its jobs
+    // exist when this process is still writing their rows (read first: a job that leaves
+    // the set before the database is read was committed), or in the database. If the
     // database cannot say, publish: workers deduplicate by idempotency key.
-    let existing = match state.check.call(job_ids.clone()).await {
-        Some(Ok(ids)) => ids,
-        Some(Err(e)) => {
-            warn!(error = %e, "could not check for duplicates; publishing (workers deduplicate)");
-            Default::default()
+    let mut existing = state.store.unrecorded().which(&job_ids);
+    let unknown: Vec<Uuid> = job_ids
+        .iter()
+        .filter(|id| !existing.contains(id))
+        .copied()
+        .collect();
+    if !unknown.is_empty() {
+        match state.check.call(unknown).await {
+            Some(Ok(ids)) => existing.extend(ids.iter().copied()),
+            Some(Err(e)) => {
+                warn!(error = %e, "could not check for duplicates; publishing (workers deduplicate)");
+            }
+            None => {}
         }
-        None => Default::default(),
-    };
+    }
     let outgoing: Vec<OutgoingMessage> = envelopes
         .iter()
         .filter(|e| !existing.contains(&e.id))
@@ -672,9 +681,16 @@ async fn enqueue(
             .with_label_values(&[e.provider.as_str()])
             .inc();
     }
-    if let Some(Err(e)) = state.record.call(queued).await {
-        // The jobs are durable in the broker; workers will create their rows.
-        warn!(error = %e, "jobs enqueued but not yet recorded; workers will record them");
+    // Their rows are written after the answer, many webhooks' in one insert (a worker's claim
+    // makes a row it misses). Until then the jobs wait in `Unrecorded`, where this process's
+    // duplicate checks and reads find them.
+    state.store.unrecorded().add(queued.iter().map(|e| e.id));
+    if let Err(queued) = state.record.submit(queued).await {
+        // Ingest is stopping: the workers will make the rows.
+        state
+            .store
+            .unrecorded()
+            .remove(queued.iter().map(|e| &e.id));
     }
     info!(event = %event.event, internal_id = %event.internal_id, "webhook accepted");
     Ok((

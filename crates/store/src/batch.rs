@@ -102,6 +102,14 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
         Batcher { tx }
     }
 
+    /// Submit items without waiting for the call that carries them (its function sees to
+    /// their result); the items back if the batcher has stopped. Waits only while the
+    /// batcher's queue is full.
+    pub async fn submit(&self, items: Vec<I>) -> Result<(), Vec<I>> {
+        let (tx, _) = oneshot::channel();
+        self.tx.send((items, tx)).await.map_err(|e| e.0.0)
+    }
+
     /// Submit items and wait for the result of the call that carried them; `None` if the
     /// batcher has stopped.
     pub async fn call(&self, items: Vec<I>) -> Option<O> {
@@ -250,5 +258,25 @@ mod tests {
             calls_of(false, &[(1, 0), (2, 12), (3, 12)]).await,
             vec![(10, vec![1]), (15, vec![2, 3])]
         );
+    }
+
+    /// Items submitted without waiting share calls like the rest, and a stopped batcher
+    /// hands them back.
+    #[tokio::test]
+    async fn submitted_items_are_carried_by_a_call_no_one_waits_on() {
+        let (seen, mut got) = mpsc::unbounded_channel();
+        let b = Batcher::spawn(1000, Duration::ZERO, move |items: Vec<u32>| {
+            let seen = seen.clone();
+            async move {
+                seen.send(items).unwrap();
+            }
+        });
+        assert_eq!(b.submit(vec![1, 2]).await, Ok(()));
+        assert_eq!(got.recv().await, Some(vec![1, 2]));
+
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let stopped: Batcher<u32, ()> = Batcher { tx };
+        assert_eq!(stopped.submit(vec![3]).await, Err(vec![3]));
     }
 }

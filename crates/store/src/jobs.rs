@@ -1119,6 +1119,10 @@ pub async fn record_queued<'e>(
     Ok(())
 }
 
+/// How long a read waits for a job's `queued` row that ingest is still writing: as long as
+/// the insert can wait for a connection.
+const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
+
 /// [`Store::existing_jobs`] on any connection (a [`crate::Held`] one: ingest's).
 pub async fn existing_jobs<'e>(on: impl sqlx::PgExecutor<'e>, ids: &[Uuid]) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
@@ -1458,7 +1462,14 @@ impl Store {
         Ok(id)
     }
 
+    /// A job's row. A job whose `queued` row ingest (in this process) is still writing after
+    /// its answer is waited for ([`crate::Unrecorded`]), so it is found as soon as it is
+    /// answered for.
     pub async fn job(&self, id: Uuid) -> Result<JobRow> {
+        // The set before the table: a job that leaves it in between was committed first.
+        if self.unrecorded().contains(&id) {
+            self.unrecorded().left(&id, UNRECORDED_WAIT).await;
+        }
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)

@@ -19,6 +19,7 @@ mod notifications;
 mod oauth;
 mod operations;
 mod sync;
+mod unrecorded;
 mod upkeep;
 
 pub use api_keys::ApiKey;
@@ -44,6 +45,7 @@ pub use notifications::Notification;
 pub use oauth::{NewOAuthState, TakenOAuthState, TokenLock};
 pub use operations::{Depths, Operation, STALLED_AFTER};
 pub use sync::{Advance, Feed, IntegrationEvent, NewRun, SyncRun};
+pub use unrecorded::Unrecorded;
 
 tokio::task_local! {
     /// Who makes the changes in this task — an operator's request (`api:admin`,
@@ -55,6 +57,7 @@ tokio::task_local! {
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, migrate::Migrator};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -151,6 +154,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Jobs whose `queued` rows ingest is writing after its answer, shared by every clone
+    /// and by the stores made beside this one.
+    unrecorded: Arc<Unrecorded>,
 }
 
 impl Store {
@@ -165,7 +171,10 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(opts);
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            unrecorded: Arc::default(),
+        })
     }
 
     /// A small second pool on the same database whose commits do not wait for the WAL to
@@ -215,7 +224,10 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(opts);
-        Store { pool }
+        Store {
+            pool,
+            unrecorded: self.unrecorded.clone(),
+        }
     }
 
     /// Connect and check that the database is reachable.
@@ -265,6 +277,11 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Jobs whose `queued` rows ingest is writing after its answer ([`Unrecorded`]).
+    pub fn unrecorded(&self) -> &Unrecorded {
+        &self.unrecorded
     }
 
     /// A transaction whose changes the audit log (migration 0013) attributes to [`ACTOR`],
