@@ -1549,12 +1549,16 @@ impl RestConnector {
     }
 
     /// Make what the create needs first (`create_first`), each one's id put in the payload
-    /// at `/_switchyard/first/<name>`; the requests made, for the job's record.
-    async fn create_first(
+    /// at `/_switchyard/first/<name>`; the requests made, for the job's record. Without
+    /// such steps, the payload as it is (not copied).
+    async fn create_first<'p>(
         &self,
         e: &EntityEndpoints,
-        payload: &Value,
-    ) -> Result<(Value, Vec<String>), ProviderError> {
+        payload: &'p Value,
+    ) -> Result<(std::borrow::Cow<'p, Value>, Vec<String>), ProviderError> {
+        if e.create_first.is_empty() {
+            return Ok((std::borrow::Cow::Borrowed(payload), Vec::new()));
+        }
         let mut payload = payload.clone();
         let mut made = Vec::new();
         for step in &e.create_first {
@@ -1594,7 +1598,7 @@ impl RestConnector {
                 }
             }
         }
-        Ok((payload, made))
+        Ok((std::borrow::Cow::Owned(payload), made))
     }
 }
 
