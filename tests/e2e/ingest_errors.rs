@@ -352,13 +352,15 @@ async fn slow_senders_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
-/// A webhook is answered once its jobs are durable in the broker; their `queued` rows are
-/// written after the answer. Until a row is committed, the process that answered finds the
-/// job: a re-sent webhook is a duplicate (published once) and `GET /v1/jobs/{id}` waits for
-/// the row rather than answer 404. Here the jobs table is locked against inserts while
-/// that happens.
-#[tokio::test]
-async fn a_webhook_is_answered_before_its_queued_row_is_written_and_its_job_is_found() {
+/// A harness without workers and a route from a store to an ERP; the jobs table locked
+/// against inserts (until the transaction ends); and the store's webhook `e1`, answered
+/// meanwhile: the harness, the store, the lock and the webhook's job ids.
+async fn answered_while_no_row_can_be_written() -> (
+    Harness,
+    Uuid,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Vec<Uuid>,
+) {
     let h = Harness::with(Options {
         worker: false,
         ..Default::default()
@@ -370,14 +372,24 @@ async fn a_webhook_is_answered_before_its_queued_row_is_written_and_its_job_is_f
         .execute(&mut *lock)
         .await
         .unwrap();
-
     // (A hang guard, not a measure: the old ingest waited for the row before answering.)
-    let answered = tokio::time::timeout(
+    let jobs = tokio::time::timeout(
         Duration::from_secs(20),
         h.accept(store, "e1", order("o1", 1, "1")),
     )
-    .await;
-    let jobs = answered.expect("answered while its row cannot be written yet");
+    .await
+    .expect("answered while its row cannot be written yet");
+    (h, store, lock, jobs)
+}
+
+/// A webhook is answered once its jobs are durable in the broker; their `queued` rows are
+/// written after the answer. Until a row is committed, the process that answered finds the
+/// job: a re-sent webhook is a duplicate (published once) and `GET /v1/jobs/{id}` waits for
+/// the row rather than answer 404. Here the jobs table is locked against inserts while
+/// that happens.
+#[tokio::test]
+async fn a_webhook_is_answered_before_its_queued_row_is_written_and_its_job_is_found() {
+    let (h, store, lock, jobs) = answered_while_no_row_can_be_written().await;
     assert_eq!(jobs.len(), 1);
     assert!(
         h.store.unrecorded().contains(&jobs[0]),
@@ -416,6 +428,33 @@ async fn a_webhook_is_answered_before_its_queued_row_is_written_and_its_job_is_f
     assert!(
         h.store.unrecorded().drained(Duration::from_secs(20)).await,
         "the row was written"
+    );
+    h.shutdown().await;
+}
+
+/// A stopping ingest finishes writing the queued rows of the jobs it answered for (for up to
+/// 5 s) before it ends.
+#[tokio::test]
+async fn a_stopping_ingest_writes_the_queued_rows_of_the_jobs_it_answered_for() {
+    let (mut h, _, lock, jobs) = answered_while_no_row_can_be_written().await;
+
+    let ingest = h.stop_ingest();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !ingest.is_finished(),
+        "ingest waits for the row it is writing"
+    );
+    lock.rollback().await.unwrap();
+    ingest.await.unwrap().unwrap();
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(jobs[0])
+        .fetch_optional(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.as_deref(),
+        Some("queued"),
+        "written before ingest ended"
     );
     h.shutdown().await;
 }

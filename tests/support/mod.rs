@@ -324,6 +324,13 @@ impl Harness {
         }
     }
 
+    /// Stop ingest, as a deployment's SIGTERM does, and hand over its task, to see what it
+    /// finishes before it ends.
+    pub fn stop_ingest(&mut self) -> JoinHandle<std::io::Result<()>> {
+        self.stop.cancel();
+        self.ingest.take().expect("ingest runs")
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(w) = self.worker.take() {
             let _ = w.stop().await;
