@@ -139,7 +139,7 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
         },
     );
     let metrics = metrics::Metrics::new(cfg.more_metrics.clone());
-    let not_written = metrics.unrecorded.clone();
+    let not_written = metrics.rows_not_written.clone();
     let record_store = store.relaxed(1);
     let record_conn = Arc::new(record_store.held());
     // No one waits on these rows, so every insert gathers the rows that come within its

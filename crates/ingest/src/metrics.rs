@@ -14,7 +14,7 @@ pub(crate) struct Metrics {
     /// Route targets left out of a webhook (a route's filter, a `drop` route).
     pub(crate) skipped: IntCounter,
     /// Jobs whose `queued` row could not be written after the answer.
-    pub(crate) unrecorded: IntCounter,
+    pub(crate) rows_not_written: IntCounter,
     /// How long a webhook took to answer, by outcome.
     latency: HistogramVec,
     /// Other services' metrics in this process, served with these.
@@ -59,7 +59,7 @@ impl Metrics {
             "Route targets a webhook did not go to: a route's filter or a drop route left them out",
         )
         .expect("static metric definition");
-        let unrecorded = IntCounter::new(
+        let rows_not_written = IntCounter::new(
             "switchyard_queued_rows_not_written_total",
             "Accepted jobs whose queued row ingest could not write (the database failed); a worker writes the row when it takes the job",
         )
@@ -68,7 +68,7 @@ impl Metrics {
             .register(Box::new(skipped.clone()))
             .expect("registered once");
         registry
-            .register(Box::new(unrecorded.clone()))
+            .register(Box::new(rows_not_written.clone()))
             .expect("registered once");
         registry
             .register(Box::new(webhooks.clone()))
@@ -81,7 +81,7 @@ impl Metrics {
             webhooks,
             jobs,
             skipped,
-            unrecorded,
+            rows_not_written,
             latency,
             more,
         }
