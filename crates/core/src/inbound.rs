@@ -88,11 +88,12 @@ impl InboundSpec {
     /// unless the spec says where else it is.
     pub fn normalize(
         &self,
-        body: &Value,
+        mut owned: Value,
         raw_body: &[u8],
         header: &dyn Fn(&str) -> Option<String>,
         delivery_id: Option<&str>,
     ) -> Result<InboundEvent, InboundError> {
+        let body = &owned;
         if !body.is_object() {
             return Err(err("body", "expected a JSON object"));
         }
@@ -139,14 +140,14 @@ impl InboundSpec {
             .unwrap_or_else(|| "received".to_owned()),
         };
 
+        // Where the payload is; it is moved out of the body once everything else is read.
         let payload = match &self.data {
             Some(ptr) => body
                 .pointer(ptr)
-                .cloned()
                 .ok_or_else(|| err("data", format!("the body has no value at `{ptr}`")))?,
             None => match body.get("data") {
-                Some(d) if d.is_object() => d.clone(),
-                _ => body.clone(),
+                Some(d) if d.is_object() => d,
+                _ => body,
             },
         };
 
@@ -184,6 +185,11 @@ impl InboundSpec {
         let is_delete = match &self.delete_events {
             Some(names) => names.iter().any(|n| n == &event),
             None => event == "deleted" || event.ends_with(".deleted"),
+        };
+        let payload = match &self.data {
+            Some(ptr) => owned.pointer_mut(ptr).map(Value::take).unwrap_or_default(),
+            None if owned.get("data").is_some_and(Value::is_object) => owned["data"].take(),
+            None => owned,
         };
         Ok(InboundEvent {
             event_id,
@@ -299,7 +305,7 @@ mod tests {
         let body = json!({"id": "evt_1", "entity": "order", "event": "created", "data": {"id": 42, "total": 3}});
         let raw = serde_json::to_vec(&body).unwrap();
         let ev = InboundSpec::default()
-            .normalize(&body, &raw, &no_headers, None)
+            .normalize(body, &raw, &no_headers, None)
             .unwrap();
         assert_eq!(ev.entity, "order");
         assert_eq!(ev.event, "created");
@@ -320,7 +326,7 @@ mod tests {
         let body = json!({"id": "ord-1", "updated_at": "2024-05-01T12:00:00Z"});
         let ev = spec
             .normalize(
-                &body,
+                body,
                 b"",
                 &|h| (h == "X-Delivery").then(|| "d-9".to_owned()),
                 Some("ignored"),
@@ -333,15 +339,36 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_is_what_the_spec_points_at_or_data_or_the_whole_body() {
+        let at: InboundSpec = serde_json::from_value(json!({"data": "/resource/order"})).unwrap();
+        let body = json!({"entity": "order", "resource": {"order": {"id": "o-1", "n": 2}}, "data": {"x": 1}});
+        let ev = at.normalize(body, b"", &no_headers, None).unwrap();
+        assert_eq!(ev.payload, json!({"id": "o-1", "n": 2}));
+        assert_eq!(ev.internal_id, "o-1");
+        let e = at
+            .normalize(json!({"entity": "order", "id": 1}), b"", &no_headers, None)
+            .unwrap_err();
+        assert_eq!(e.field, "data");
+
+        // `data` that is not an object: the whole body is the payload.
+        let body = json!({"entity": "order", "id": "o-2", "data": "text"});
+        let ev = InboundSpec::default()
+            .normalize(body.clone(), b"", &no_headers, None)
+            .unwrap();
+        assert_eq!(ev.payload, body);
+        assert_eq!(ev.internal_id, "o-2");
+    }
+
+    #[test]
     fn missing_facts_are_named() {
         let body = json!({"id": "x"});
         let e = InboundSpec::default()
-            .normalize(&body, b"", &no_headers, None)
+            .normalize(body, b"", &no_headers, None)
             .unwrap_err();
         assert_eq!(e.to_string(), "entity: the body has no value at `/entity`");
         let e = InboundSpec::default()
             .normalize(
-                &json!({"entity": "Bad Name", "id": 1}),
+                json!({"entity": "Bad Name", "id": 1}),
                 b"",
                 &no_headers,
                 None,
@@ -349,7 +376,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "entity");
         let e = InboundSpec::default()
-            .normalize(&json!([1, 2]), b"", &no_headers, None)
+            .normalize(json!([1, 2]), b"", &no_headers, None)
             .unwrap_err();
         assert_eq!(e.field, "body");
     }
@@ -360,7 +387,7 @@ mod tests {
             serde_json::from_value(json!({"version": {"pointer": "/v"}})).unwrap();
         let body = json!({"entity": "product", "event": "deleted", "id": "p1", "v": 7});
         let ev = spec
-            .normalize(&body, b"", &no_headers, Some("evt_from_signature"))
+            .normalize(body, b"", &no_headers, Some("evt_from_signature"))
             .unwrap();
         assert_eq!(ev.source_version, Some(7));
         assert_eq!(
@@ -370,7 +397,7 @@ mod tests {
         assert!(ev.is_delete);
         let bad = json!({"entity": "product", "id": "p1", "v": "soon"});
         assert_eq!(
-            spec.normalize(&bad, b"", &no_headers, None)
+            spec.normalize(bad, b"", &no_headers, None)
                 .unwrap_err()
                 .field,
             "version"

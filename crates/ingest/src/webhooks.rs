@@ -250,7 +250,7 @@ async fn handle(
     {
         return Ok(answer);
     }
-    let event = parse(&source, &doc, &raw, &header, &verified)?;
+    let event = parse(&source, doc, &raw, &header, &verified)?;
     let span = Span::current();
     span.record("event_id", event.event_id.as_str());
     span.record("entity", event.entity.as_str());
@@ -297,7 +297,7 @@ async fn handle(
         ));
     }
     let messages = messages.into_iter().map(|(id, _)| id).collect();
-    enqueue(state, &source, &event, &targets, skipped, messages, &header).await
+    enqueue(state, &source, event, &targets, skipped, messages, &header).await
 }
 
 /// The messages the source's channel routes make of the event (id, whether new).
@@ -507,11 +507,20 @@ async fn read_body(
 /// reserved for Switchyard).
 fn parse(
     source: &Source,
-    parsed: &Value,
+    parsed: Value,
     raw: &[u8],
     header: &(dyn Fn(&str) -> Option<String> + Sync),
     verified: &Verified,
 ) -> Result<InboundEvent, ApiError> {
+    if let Some(at) = nul_at(&parsed, &mut String::new()) {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!(
+                "the webhook contains a NUL character (\\u0000) at `{at}`, which no text field can hold; remove it"
+            ),
+        ));
+    }
     let event = source
         .inbound
         .normalize(
@@ -532,15 +541,6 @@ fn parse(
                 format!("the webhook lacks what this integration needs: {e}"),
             )
         })?;
-    if let Some(at) = nul_at(parsed, &mut String::new()) {
-        return Err(reject(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_event",
-            format!(
-                "the webhook contains a NUL character (\\u0000) at `{at}`, which no text field can hold; remove it"
-            ),
-        ));
-    }
     if ids::is_reserved_event_id(&event.event_id) {
         return Err(reject(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -582,7 +582,7 @@ fn route<'s>(
 async fn enqueue(
     state: &SharedState,
     source: &Source,
-    event: &InboundEvent,
+    mut event: InboundEvent,
     active: &[&RouteTarget],
     skipped: Vec<Skipped>,
     messages: Vec<Uuid>,
@@ -605,8 +605,10 @@ async fn enqueue(
             is_delete: event.is_delete,
             source_version: event.source_version,
             occurred_at: event.occurred_at,
-            payload: &event.payload,
+            payload: &Value::Null,
         },
+        // The event's payload itself, not a copy: the envelopes are what is left of it.
+        std::mem::take(&mut event.payload),
         active,
         received_at,
         &trace,

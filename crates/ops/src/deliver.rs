@@ -60,10 +60,12 @@ pub fn matching<'t>(
     (active, skipped)
 }
 
-/// One job envelope per target for an event from `source`.
+/// One job envelope per target for an event from `source`, each with the event's payload
+/// (`payload`, the event's own, moved into the last envelope and copied for the others).
 pub fn envelopes(
     source: Uuid,
     event: &Event<'_>,
+    payload: Value,
     targets: &[&RouteTarget],
     received_at: DateTime<Utc>,
     trace: &str,
@@ -73,9 +75,16 @@ pub fn envelopes(
     } else {
         Action::Upsert
     };
+    let mut payload = Some(payload);
     targets
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
+            let payload = if i + 1 == targets.len() {
+                payload.take().unwrap_or_default()
+            } else {
+                payload.clone().unwrap_or_default()
+            };
             let key = ids::idempotency_key(Some(source), event.event_id, t.target_id, action);
             Envelope {
                 v: ENVELOPE_VERSION,
@@ -94,7 +103,7 @@ pub fn envelopes(
                 source_version: event.source_version,
                 occurred_at: event.occurred_at,
                 received_at,
-                payload: event.payload.clone(),
+                payload,
                 sync_run_id: None,
                 route: t.options(),
                 trace: Some(trace.to_owned()),
@@ -130,7 +139,14 @@ pub async fn publish(
 ) -> Result<Delivered, DeliverError> {
     let targets = store.route_targets(source).await?;
     let (active, skipped) = matching(&targets, event.entity, event.event, event.payload);
-    let envelopes = envelopes(source, event, &active, Utc::now(), &new_traceparent());
+    let envelopes = envelopes(
+        source,
+        event,
+        event.payload.clone(),
+        &active,
+        Utc::now(),
+        &new_traceparent(),
+    );
     let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
     if envelopes.is_empty() {
         return Ok(Delivered { jobs: ids, skipped });
