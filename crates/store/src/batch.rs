@@ -13,8 +13,9 @@
 //! one waits on at once, gather every call for a while ([`Batcher::spawn_gathering`],
 //! [`GATHER_EVERY_CALL`]).
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How long a request that found no other waiting waits for others to share its call
 /// (unless the call fills first). Tokio's timers tick in milliseconds, so the wait is one to
@@ -43,10 +44,10 @@ pub struct Batcher<I, O> {
 impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
     pub fn spawn<F, Fut>(max: usize, gather: Duration, f: F) -> Batcher<I, O>
     where
-        F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = O> + Send,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
     {
-        Self::spawn_with(max, gather, false, f)
+        Self::spawn_with(max, gather, false, 1, f)
     }
 
     /// As [`Batcher::spawn`], but every call, not only a request alone, gathers the
@@ -55,18 +56,45 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
     /// latency.
     pub fn spawn_gathering<F, Fut>(max: usize, gather: Duration, f: F) -> Batcher<I, O>
     where
-        F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = O> + Send,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
     {
-        Self::spawn_with(max, gather, true, f)
+        Self::spawn_with(max, gather, true, 1, f)
     }
 
-    fn spawn_with<F, Fut>(max: usize, gather: Duration, every_call: bool, f: F) -> Batcher<I, O>
+    /// As [`Batcher::spawn_gathering`], with up to `calls` calls at once, but only full
+    /// ones beside another: a call that is not full waits for the calls in flight to end,
+    /// takes what arrived meanwhile (up to `max`) and goes then, as with one call at a
+    /// time. When more than `max` requests wait (a backlog), a full call no longer waits
+    /// for the one before it to end; when fewer do, calls are as large as one at a time
+    /// makes them.
+    pub fn spawn_overlapping<F, Fut>(
+        max: usize,
+        gather: Duration,
+        calls: usize,
+        f: F,
+    ) -> Batcher<I, O>
     where
-        F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = O> + Send,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+    {
+        Self::spawn_with(max, gather, true, calls.max(1), f)
+    }
+
+    fn spawn_with<F, Fut>(
+        max: usize,
+        gather: Duration,
+        every_call: bool,
+        calls: usize,
+        f: F,
+    ) -> Batcher<I, O>
+    where
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<Waiter<I, O>>(4096);
+        let f = Arc::new(f);
+        let in_flight = Arc::new(Semaphore::new(calls));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut items = first.0;
@@ -93,10 +121,35 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
                     items.extend(more);
                     waiters.push(w);
                 }
-                let out = f(items).await;
-                for w in waiters {
-                    let _ = w.send(out.clone());
+                if calls == 1 {
+                    let out = f(items).await;
+                    for w in waiters {
+                        let _ = w.send(out.clone());
+                    }
+                    continue;
                 }
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                if items.len() < max {
+                    // Not full: after the calls in flight, with what came meanwhile.
+                    if let Ok(others) = in_flight.acquire_many(calls as u32 - 1).await {
+                        drop(others);
+                    }
+                    while items.len() < max {
+                        let Ok((more, w)) = rx.try_recv() else { break };
+                        items.extend(more);
+                        waiters.push(w);
+                    }
+                }
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let out = f(items).await;
+                    for w in waiters {
+                        let _ = w.send(out.clone());
+                    }
+                    drop(permit);
+                });
             }
         });
         Batcher { tx }
@@ -222,6 +275,12 @@ mod tests {
         } else {
             Batcher::spawn(1000, window, f)
         });
+        send_at(b, requests).await;
+        starts.lock().unwrap().clone()
+    }
+
+    /// Each request (its item, when it is sent in ms from now), each waiting for its call.
+    async fn send_at(b: Arc<Batcher<u32, usize>>, requests: &[(u32, u64)]) {
         let mut tasks = Vec::new();
         for &(i, after_ms) in requests {
             let b = b.clone();
@@ -233,7 +292,6 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        starts.lock().unwrap().clone()
     }
 
     /// With `spawn_gathering`, requests already waiting together still wait the window
@@ -257,6 +315,36 @@ mod tests {
         assert_eq!(
             calls_of(false, &[(1, 0), (2, 12), (3, 12)]).await,
             vec![(10, vec![1]), (15, vec![2, 3])]
+        );
+    }
+
+    /// With two calls at once, full calls go beside each other; a call that is not full
+    /// waits for the one in flight and takes what came meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_calls_go_beside_each_other_only_when_full() {
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = starts.clone();
+        let zero = tokio::time::Instant::now();
+        let b = Arc::new(Batcher::spawn_overlapping(
+            2,
+            Duration::from_millis(3),
+            2,
+            move |items: Vec<u32>| {
+                s.lock()
+                    .unwrap()
+                    .push((zero.elapsed().as_millis(), items.clone()));
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    items.len()
+                }
+            },
+        ));
+        send_at(b, &[(1, 0), (2, 0), (3, 0), (4, 0), (5, 1), (6, 7)]).await;
+        // 1–4 were waiting: two full calls at once. 5 gathered its window until 4 ms,
+        // alone, so it waited for a call to end (10 ms) and took 6, which came meanwhile.
+        assert_eq!(
+            starts.lock().unwrap().clone(),
+            vec![(0, vec![1, 2]), (0, vec![3, 4]), (10, vec![5, 6])]
         );
     }
 

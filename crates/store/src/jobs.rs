@@ -954,13 +954,15 @@ impl JobTx {
 
 impl Store {
     /// A batcher of jobs' successes ([`JobTx::finish_batched`]), up to `max` a statement,
-    /// each statement gathering for [`crate::batch::GATHER_EVERY_CALL`]. Needs a Tokio
-    /// runtime (it runs as a task).
-    pub fn outcome_batcher(&self, max: usize) -> OutcomeBatcher {
+    /// each statement gathering for [`crate::batch::GATHER_EVERY_CALL`], up to `calls`
+    /// statements at once when they are full ([`crate::batch::Batcher::spawn_overlapping`]).
+    /// Needs a Tokio runtime (it runs as a task).
+    pub fn outcome_batcher(&self, max: usize, calls: usize) -> OutcomeBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn_gathering(
+        crate::batch::Batcher::spawn_overlapping(
             max,
             crate::batch::GATHER_EVERY_CALL,
+            calls,
             move |items: Vec<Succeeded>| {
                 let store = store.clone();
                 async move {
@@ -1207,15 +1209,18 @@ impl Store {
         self.claim(env, copy, lease).await
     }
 
-    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, one call
-    /// at a time, each gathering for [`crate::batch::GATHER_EVERY_CALL`] (the largest
-    /// batches: a call's fixed cost is most of a small batch's), each job leased for
-    /// `lease`. Needs a Tokio runtime (it runs as a task).
-    pub fn claim_batcher(&self, max: usize, lease: Duration) -> ClaimBatcher {
+    /// A batcher of jobs' claims ([`Store::claim_batched`]), up to `max` a call, each
+    /// gathering for [`crate::batch::GATHER_EVERY_CALL`], one call at a time unless calls
+    /// are full: then up to `calls` at once ([`crate::batch::Batcher::spawn_overlapping`];
+    /// the largest batches, since a call's fixed cost is most of a small batch's, and a
+    /// backlog is not held to one call's pace). Each job is leased for `lease`. Needs a
+    /// Tokio runtime (it runs as a task).
+    pub fn claim_batcher(&self, max: usize, calls: usize, lease: Duration) -> ClaimBatcher {
         let store = self.clone();
-        crate::batch::Batcher::spawn_gathering(
+        crate::batch::Batcher::spawn_overlapping(
             max,
             crate::batch::GATHER_EVERY_CALL,
+            calls,
             move |items: Vec<ClaimArgs>| {
                 let store = store.clone();
                 async move {
