@@ -605,6 +605,7 @@ async fn enqueue(
             is_delete: event.is_delete,
             source_version: event.source_version,
             occurred_at: event.occurred_at,
+            // Routes have been matched; the envelopes take the payload itself (below).
             payload: &Value::Null,
         },
         // The event's payload itself, not a copy: the envelopes are what is left of it.

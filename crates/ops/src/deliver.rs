@@ -61,7 +61,8 @@ pub fn matching<'t>(
 }
 
 /// One job envelope per target for an event from `source`, each with the event's payload
-/// (`payload`, the event's own, moved into the last envelope and copied for the others).
+/// (`payload`, the event's own, moved into the last envelope and copied for the others;
+/// `event.payload` is not read).
 pub fn envelopes(
     source: Uuid,
     event: &Event<'_>,
@@ -81,10 +82,11 @@ pub fn envelopes(
         .enumerate()
         .map(|(i, t)| {
             let payload = if i + 1 == targets.len() {
-                payload.take().unwrap_or_default()
+                payload.take()
             } else {
-                payload.clone().unwrap_or_default()
-            };
+                payload.clone()
+            }
+            .unwrap_or_default();
             let key = ids::idempotency_key(Some(source), event.event_id, t.target_id, action);
             Envelope {
                 v: ENVELOPE_VERSION,

@@ -121,17 +121,10 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
                     items.extend(more);
                     waiters.push(w);
                 }
-                if calls == 1 {
-                    let out = f(items).await;
-                    for w in waiters {
-                        let _ = w.send(out.clone());
-                    }
-                    continue;
-                }
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
-                if items.len() < max {
+                if calls > 1 && items.len() < max {
                     // Not full: after the calls in flight, with what came meanwhile.
                     if let Ok(others) = in_flight.acquire_many(calls as u32 - 1).await {
                         drop(others);
@@ -143,13 +136,18 @@ impl<I: Send + 'static, O: Clone + Send + 'static> Batcher<I, O> {
                     }
                 }
                 let f = f.clone();
-                tokio::spawn(async move {
+                let call = async move {
                     let out = f(items).await;
                     for w in waiters {
                         let _ = w.send(out.clone());
                     }
                     drop(permit);
-                });
+                };
+                if calls == 1 {
+                    call.await;
+                } else {
+                    tokio::spawn(call);
+                }
             }
         });
         Batcher { tx }
