@@ -125,15 +125,9 @@ pub fn router(cfg: IngestConfig, store: Store, broker: Broker) -> Router {
     // ([`switchyard_store::Held`]). The duplicate check is planned per call: the jobs table
     // grows from empty ([`Store::planned_per_call`]).
     let check_conn = Arc::new(store.planned_per_call(1).held());
-    // A sender waits on the check, so a request that finds the batcher free goes at once;
-    // the requests that queue up behind a call share the next one. A window of a
-    // millisecond for a request alone (fewer, larger checks) had every webhook at 1,000/s
-    // wait for it: in `just bench`, four alternated runs of each, ingest's p50 at 1,000/s
-    // was 4.6–5.0 ms with it against 1.8–2.9 without, its p99 9.5–54.9 against 8.0–10.2,
-    // and its CPU per webhook 881–1,045 µs against 1,052–1,172 (more, smaller publishes).
     let check = switchyard_store::batch::Batcher::spawn(
         2000,
-        std::time::Duration::ZERO,
+        switchyard_store::batch::GATHER,
         move |ids: Vec<Uuid>| {
             let held = check_conn.clone();
             async move {
